@@ -1,0 +1,85 @@
+"""A ring buffer of transitions that lives on the training device.
+
+All fields of a transition sit side by side in one (capacity, width) tensor, so a vector step's N transitions
+go in with one write and a sampled batch comes out with one gather; ``storage`` exposes the columns as a
+`TensorDict` of views (``obs``, ``action``, ``reward``, ``next_obs``, ``terminated``) over that tensor.
+Sampling uses torch's RNG on the device: no numpy RNG, no host copy. The write pointer and fill level are
+plain Python ints: they advance by N per write, which the host knows without asking the device.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict
+
+from .update import Batch
+
+
+class ReplayBuffer:
+    """Ring buffer of ``capacity`` transitions (s, a, r, s', d) on ``device``.
+
+    Columns: obs (obs_dim), action (act_dim), reward (1), next_obs (obs_dim), terminated (1).
+    """
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device) -> None:
+        self.capacity = int(capacity)
+        self.device = torch.device(device)
+        widths = {"obs": obs_dim, "action": act_dim, "reward": 1, "next_obs": obs_dim, "terminated": 1}
+        self._slices: dict[str, slice] = {}
+        start = 0
+        for key, w in widths.items():
+            self._slices[key] = slice(start, start + w)
+            start += w
+        self.data = torch.zeros(self.capacity, start, device=self.device)
+        self.storage = TensorDict({k: self.data[:, s] for k, s in self._slices.items()},
+                                  batch_size=[self.capacity], device=self.device)
+        self.ptr = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
+            terminated: torch.Tensor) -> None:
+        """Write N transitions at once: obs/next_obs (N, obs_dim), action (N, act_dim), reward/terminated (N,)."""
+        rows = torch.cat([obs, action, reward.reshape(-1, 1), next_obs, terminated.reshape(-1, 1)], dim=-1)
+        n = rows.shape[0]
+        if n > self.capacity:  # only the newest `capacity` transitions can survive
+            self.ptr = (self.ptr + n - self.capacity) % self.capacity
+            rows, n = rows[-self.capacity:], self.capacity
+        end = self.ptr + n
+        if end <= self.capacity:
+            self.data[self.ptr:end] = rows
+        else:
+            idx = torch.arange(self.ptr, end, device=self.device) % self.capacity
+            self.data.index_copy_(0, idx, rows)
+        self.ptr = end % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample_rows(self, num_batches: int, batch_size: int, generator: torch.Generator | None = None
+                    ) -> torch.Tensor:
+        """Indices drawn uniformly from the filled part, all batches at once: (num_batches, batch_size) rows
+        gathered into a (num_batches, batch_size, width) tensor."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        idx = torch.randint(0, self.size, (num_batches, batch_size), device=self.device, generator=generator)
+        return self.data[idx]
+
+    def as_batch(self, rows: torch.Tensor) -> Batch:
+        """Split gathered rows (..., width) into a Batch of views."""
+        return Batch(*(rows[..., s] for s in self._slices.values()))
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TensorDict:
+        """One batch as a TensorDict of shape (batch_size,) with the buffer's column names."""
+        rows = self.sample_rows(1, batch_size, generator)[0]
+        return TensorDict({k: rows[:, s] for k, s in self._slices.items()}, batch_size=[batch_size],
+                          device=self.device)
+
+    def state_dict(self) -> dict[str, object]:
+        return {"data": self.data[: self.size].clone(), "ptr": self.ptr, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        data = state["data"]
+        self.data.zero_()
+        self.data[: data.shape[0]] = data.to(self.device)
+        self.ptr, self.size = int(state["ptr"]), int(state["size"])

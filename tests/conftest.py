@@ -1,0 +1,47 @@
+"""Shared test helpers: a tiny env with a known pattern of terminations and truncations."""
+
+from __future__ import annotations
+
+import itertools
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+COUNTING_ID = "FastDDPGTest/Counting-v0"
+TIME_LIMIT = 7
+TERMINATE_AT = 4
+
+
+class CountingEnv(gym.Env):
+    """obs = [episode id, t, 0]: ids are unique across all instances; episodes whose id is divisible by 3
+    terminate after TERMINATE_AT steps, the others run into the TimeLimit (TIME_LIMIT steps, truncation)."""
+
+    _ids = itertools.count(1)
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.ep, self.t = next(self._ids), 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        terminated = self.ep % 3 == 0 and self.t == TERMINATE_AT
+        return self._obs(), float(action[0]) - 1.0, terminated, False, {}
+
+    def _obs(self):
+        return np.array([self.ep, self.t, 0.0], dtype=np.float32)
+
+
+
+def pytest_configure(config):
+    if COUNTING_ID not in gym.registry:
+        gym.register(COUNTING_ID, entry_point=CountingEnv, max_episode_steps=TIME_LIMIT)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    torch.manual_seed(0)
