@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+TORCH_ENV_IDS = ("Pendulum-v1",)  # env ids with a torch-native implementation (--env-backend torch)
+
 
 class ConfigError(ValueError):
     """A user-facing error: one line saying what is wrong and what to do. The CLI prints it and exits 2."""
@@ -37,6 +39,10 @@ class Config:
     vector_mode: str = _f("sync", "Gymnasium vectorization: 'sync' steps envs in this process, 'async' in "
                           "one subprocess each (pays off for slow envs only).", choices=("sync", "async"),
                           group="environment")
+    env_backend: str = _f("auto", "Env simulator: 'gymnasium' (Gymnasium's vector env on the CPU), 'torch' "
+                          "(Pendulum-v1 only: simulated in torch on the training device, no host transfer per "
+                          "step; --vector-mode is ignored), 'auto' (torch for Pendulum-v1 on CUDA, else "
+                          "gymnasium).", choices=("auto", "gymnasium", "torch"), group="environment")
     device: str = _f("auto", "Training device: 'auto' (cuda when available, else cpu), 'cpu', 'cuda' or "
                      "'cuda:N'. Networks, replay buffer and metrics all live here.", group="environment")
     total_steps: int = _f(10_000, "Environment steps to train for, summed over all envs.", group="environment")
@@ -44,6 +50,9 @@ class Config:
                    group="environment")
 
     # --- DDPG hyperparameters (the notebook's) --------------------------------------------------------------
+    algo: str = _f("ddpg", "Algorithm: 'ddpg' (the notebook's) or 'td3' (twin critics with the min in the target, "
+                   "target policy smoothing, delayed actor and target updates; see --policy-noise, --noise-clip, "
+                   "--policy-delay).", choices=("ddpg", "td3"))
     replay_size: int = _f(200_000, "Replay buffer capacity in transitions (REPLAY_SIZE).")
     batch_size: int = _f(128, "Minibatch size per gradient update (BATCH_SIZE).")
     gamma: float = _f(0.99, "Discount factor in y = r + gamma (1 - d) Q'(s', mu'(s')) (GAMMA), in [0, 1].")
@@ -56,20 +65,43 @@ class Config:
     updates_per_step: float = _f(1.0, "Gradient updates per environment transition (UPDATES_PER_STEP): a vector "
                                  "step of N envs performs N x this many updates; fractions accumulate "
                                  "(1/num_envs = one update per vector step).")
-    noise_sigma: float = _f(0.1, "Std of Gaussian exploration noise, in action units (NOISE_SIGMA).")
+    noise_sigma: float = _f(0.1, "Exploration noise scale, in action units (NOISE_SIGMA): the std of Gaussian "
+                            "noise, or the sigma of OU noise.")
+    noise: str = _f("gaussian", "Exploration noise: 'gaussian' (independent per step, the notebook's) or 'ou' "
+                    "(Ornstein-Uhlenbeck per env: x <- x + theta (0 - x) dt + sigma sqrt(dt) N(0, 1), "
+                    "temporally correlated, reset to 0 when the env's episode ends).", choices=("gaussian", "ou"))
+    ou_theta: float = _f(0.15, "OU noise mean-reversion rate theta (with --noise ou).")
+    ou_dt: float = _f(1e-2, "OU noise time step dt (with --noise ou).")
     hidden_sizes: tuple[int, ...] = _f((256, 256), "Hidden layer widths of actor and critic (HIDDEN_SIZES).")
+    layer_norm: bool = _f(False, "LayerNorm after each hidden Linear layer (before its ReLU) in actor and "
+                          "critic(s); output layers stay plain.")
     grad_clip_norm: float = _f(1.0, "Max global gradient norm for actor and critic (GRAD_CLIP_NORM); 0 "
                                "disables clipping.")
+    policy_noise: float = _f(0.2, "TD3 target policy smoothing: std of the noise added to mu'(s') in the target, "
+                             "in units of the action scale (high - low) / 2.", group="td3")
+    noise_clip: float = _f(0.5, "TD3: the smoothing noise is clipped to +-noise_clip, in units of the action "
+                           "scale (high - low) / 2.", group="td3")
+    policy_delay: int = _f(2, "TD3: one actor step and soft target update every this many critic updates.",
+                           group="td3")
     probe_n: int = _f(32, "Fixed probe states for the policy/Q heatmaps (PROBE_N).", group="diagnostics")
     probe_every_episodes: int = _f(5, "Snapshot the actor and Q on the probe states each time this many more "
                                    "episodes (summed over envs) have finished (PROBE_EVERY_EPISODES).",
                                    group="diagnostics")
+
+    compile: str = _f("auto", "Compile the update: 'off' (eager), 'default' or 'max-autotune' (torch.compile, "
+                      "fullgraph; plus a CUDA graph on CUDA), 'auto' (compile on CUDA, and on CPU only for runs long "
+                      "enough to repay the compile time).", choices=("auto", "off", "default", "max-autotune"),
+                      group="performance")
 
     # --- run ------------------------------------------------------------------------------------------------
     run_dir: str = _f("", "Run directory; default runs/<env>__<algo>__<seed>__<timestamp>.", group="run")
     log_every: int = _f(1_000, "Env steps between metric pulls to the host (console, CSV rows); metrics stay "
                         "on the device in between.", group="run")
     quiet: bool = _f(False, "Print only the final summary.", group="run")
+    checkpoint_every: int = _f(0, "Env steps between checkpoints in RUN_DIR/checkpoints (written atomically; one "
+                               "is always written at the end, and on Ctrl-C/SIGTERM). 0 = auto: a quarter of "
+                               "--total-steps, rounded up to whole --log-every intervals.", group="run")
+    keep_checkpoints: int = _f(3, "Checkpoints to keep (the newest); older ones are deleted.", group="run")
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
@@ -89,6 +121,9 @@ class Config:
             if choices is not None:
                 need(getattr(self, f.name) in choices, f.name, "choose one of " + ", ".join(choices))
         need(bool(self.env), "env", "give a Gymnasium id such as Pendulum-v1")
+        need(self.env_backend != "torch" or self.env in TORCH_ENV_IDS, "env_backend",
+             f"the torch backend implements {', '.join(TORCH_ENV_IDS)} only, not {self.env}; "
+             "use --env-backend gymnasium")
         need(self.num_envs >= 1, "num_envs", "use 1 or more environments")
         need(self.total_steps >= 1, "total_steps", "train for at least 1 env step")
         need(self.replay_size >= 1, "replay_size", "the replay buffer needs at least 1 slot")
@@ -112,6 +147,15 @@ class Config:
         need(self.probe_n >= 1, "probe_n", "use at least 1 probe state")
         need(self.probe_every_episodes >= 1, "probe_every_episodes", "use at least 1 episode")
         need(self.log_every >= 1, "log_every", "use at least 1 env step")
+        need(self.checkpoint_every >= 0, "checkpoint_every", "use 0 (auto) or a positive number of env steps")
+        need(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint")
+        need(_finite(self.ou_theta) and self.ou_theta > 0, "ou_theta", "use a positive mean-reversion rate")
+        need(_finite(self.ou_dt) and self.ou_dt > 0, "ou_dt", "use a positive time step")
+        need(_finite(self.ou_theta) and _finite(self.ou_dt) and self.ou_theta * self.ou_dt < 2, "ou_theta",
+             "theta * dt must stay below 2 or the OU recursion diverges; lower --ou-theta or --ou-dt")
+        need(_finite(self.policy_noise) and self.policy_noise >= 0, "policy_noise", "use a std of 0 or more")
+        need(_finite(self.noise_clip) and self.noise_clip >= 0, "noise_clip", "use a clip of 0 or more")
+        need(self.policy_delay >= 1, "policy_delay", "use 1 (actor step every critic update) or more")
 
     # --- (de)serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -128,11 +172,6 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; known keys are the fields of fastddpg.Config")
         return cls(**d)
-
-    @property
-    def algo(self) -> str:
-        """Algorithm name used in run-directory names."""
-        return "ddpg"
 
 
 def _finite(x: float) -> bool:

@@ -9,18 +9,27 @@ replay ratio exact. (In the default NEXT_STEP mode the step after an episode end
 
 ``terminated`` and ``truncated`` stay separate: only ``terminated`` is stored as d; a truncation (Pendulum's
 200-step time limit) bootstraps from the true final observation.
+
+Two backends sit behind the same device-tensor interface (``num_envs, obs_dim, act_dim, action_low,
+action_high, device, reset(seed) -> obs, step(actions) -> Step, close()``), so the trainer never knows which
+one it drives: `VecEnv` wraps a Gymnasium vector env simulated on the CPU; `TorchVecEnv` wraps the
+torch-native Pendulum (`fastddpg.torch_pendulum`), whose state lives on the training device, so a vector step
+copies nothing between host and device.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from .config import ConfigError
+from .config import TORCH_ENV_IDS, ConfigError
+from .torch_pendulum import TorchPendulumVectorEnv
+
+ENV_BACKENDS = ("auto", "gymnasium", "torch")
 
 
 class Step(NamedTuple):
@@ -40,12 +49,26 @@ class Step(NamedTuple):
 
 def make_gym_vector_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
     """``gym.make_vec`` with SAME_STEP autoreset; turns Gymnasium's errors into one-line ConfigErrors."""
+    kwargs: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    if mode == "async":
+        kwargs["worker"] = _async_worker_ignoring_sigint
     try:
-        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode,
-                            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP})
+        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=kwargs)
     except gym.error.Error as e:
         raise ConfigError(f"cannot make environment '{env_id}': {e} Check the id (e.g. Pendulum-v1) "
                           "or register the env with gymnasium.register first.") from None
+
+
+def _async_worker_ignoring_sigint(*args: Any) -> None:
+    """Gymnasium's async worker, deaf to SIGINT: a terminal Ctrl-C reaches the whole process group, and the
+    trainer (not the env workers) decides how to stop, writing its checkpoint first. SIGTERM is left alone,
+    since multiprocessing's exit-time terminate() relies on it."""
+    import signal
+
+    from gymnasium.vector.async_vector_env import _async_worker
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _async_worker(*args)
 
 
 def check_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> None:
@@ -67,6 +90,8 @@ class VecEnv:
     Per vector step exactly one device-to-host copy (the actions) and one host-to-device copy (observations,
     final observations, rewards and flags, packed into one array) cross between host and device.
     """
+
+    backend = "gymnasium"
 
     def __init__(self, env: gym.vector.VectorEnv, device: torch.device, env_id: str = "") -> None:
         if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
@@ -118,8 +143,83 @@ class VecEnv:
         return np.asarray(x, dtype=np.float32).reshape(self.num_envs, -1)
 
 
-def make_env(env_id: str, num_envs: int, device: torch.device, mode: str = "sync") -> VecEnv:
-    """The env of a run: ``num_envs`` copies of ``env_id`` as a device-tensor VecEnv."""
+class DeviceVecEnv(Protocol):
+    """What the trainer needs of an env: N copies stepped at once, tensors in and out on ``device``."""
+
+    num_envs: int
+    obs_dim: int
+    act_dim: int
+    action_low: torch.Tensor  # (act_dim,)
+    action_high: torch.Tensor  # (act_dim,)
+    device: torch.device
+
+    def reset(self, seed: int | None = None) -> torch.Tensor: ...  # -> obs (N, obs_dim)
+
+    def step(self, actions: torch.Tensor) -> Step: ...  # actions (N, act_dim)
+
+    def close(self) -> None: ...
+
+
+class TorchVecEnv:
+    """The torch-native Pendulum-v1 (`TorchPendulumVectorEnv`) behind `VecEnv`'s interface.
+
+    Everything stays on the env's device: actions go in as they are, and `step` only renames the env's outputs
+    (flags cast to float32 0/1, s' = ``info["final_obs"]``), so no tensor ever crosses to the host.
+    """
+
+    backend = "torch"
+
+    def __init__(self, env: TorchPendulumVectorEnv) -> None:
+        if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise ValueError("fastddpg needs a vector env with autoreset_mode=AutoresetMode.SAME_STEP")
+        self.env = env
+        self.device = env.device
+        self.num_envs = env.num_envs
+        self.obs_dim = int(np.prod(env.single_observation_space.shape))
+        self.act_dim = int(np.prod(env.single_action_space.shape))
+        self.action_low = torch.as_tensor(env.single_action_space.low, dtype=torch.float32,
+                                          device=self.device).reshape(-1)
+        self.action_high = torch.as_tensor(env.single_action_space.high, dtype=torch.float32,
+                                           device=self.device).reshape(-1)
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Reset all envs; ``seed`` seeds the env's device generator (which also draws every later autoreset
+        state). Returns obs (N, obs_dim) on the device."""
+        obs, _ = self.env.reset(seed=seed)
+        return obs
+
+    def step(self, actions: torch.Tensor) -> Step:
+        """actions (N, act_dim) on the device -> Step on the device (SAME_STEP autoreset)."""
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        # final_obs holds the pre-reset observation for every env (equal to obs where no episode ended)
+        return Step(info["final_obs"], reward, terminated.float(), truncated.float(), obs)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def resolve_env_backend(backend: str, env_id: str, device: torch.device) -> str:
+    """``auto`` -> ``torch`` for an env with a torch implementation on a CUDA device, else ``gymnasium``;
+    ``torch`` for any other env is a ConfigError."""
+    if backend not in ENV_BACKENDS:
+        raise ConfigError(f"--env-backend={backend!r} is invalid: choose one of {', '.join(ENV_BACKENDS)}.")
+    if backend == "auto":
+        return "torch" if env_id in TORCH_ENV_IDS and torch.device(device).type == "cuda" else "gymnasium"
+    if backend == "torch" and env_id not in TORCH_ENV_IDS:
+        raise ConfigError(f"--env-backend='torch' is invalid: the torch backend implements "
+                          f"{', '.join(TORCH_ENV_IDS)} only, not {env_id}; use --env-backend gymnasium.")
+    return backend
+
+
+def make_env(env_id: str, num_envs: int, device: torch.device, mode: str = "sync",
+             backend: str = "gymnasium") -> VecEnv | TorchVecEnv:
+    """The env of a run: ``num_envs`` copies of ``env_id`` behind the device-tensor interface.
+
+    ``backend`` is ``gymnasium`` (a `VecEnv`; ``mode`` picks sync or async), ``torch`` (a `TorchVecEnv` on
+    ``device``; ``mode`` is ignored) or ``auto`` (see `resolve_env_backend`).
+    """
+    if resolve_env_backend(backend, env_id, device) == "torch":
+        return TorchVecEnv(TorchPendulumVectorEnv(num_envs, device))
     env = make_gym_vector_env(env_id, num_envs, mode)
     try:
         return VecEnv(env, device, env_id)

@@ -2,11 +2,20 @@
 
 A noise process has ``sample() -> (num_envs, act_dim)`` and ``reset(ended)`` where ``ended`` is a (num_envs,)
 0/1 float tensor of envs whose episode just ended; both are branch-free tensor code (no host sync).
+``state_dict``/``load_state_dict`` carry the process state, so a checkpoint can resume it exactly.
+
+`make_noise` picks the process from the config (``--noise {gaussian,ou}``).
 """
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 class GaussianNoise:
@@ -31,3 +40,56 @@ class GaussianNoise:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         pass
+
+
+class OUNoise:
+    """Ornstein-Uhlenbeck noise, one process per env and action dimension (the DDPG paper's exploration noise).
+
+    Each ``sample()`` advances the state x (num_envs, act_dim) by one Euler-Maruyama step and returns it:
+
+        x <- x + theta (mu - x) dt + sigma sqrt(dt) N(0, 1)
+
+    so consecutive actions of an env get correlated noise that reverts to ``mu`` at rate theta. Defaults are
+    SB3's and the DDPG paper's (theta 0.15, dt 1e-2); ``sigma`` is in action units, like GaussianNoise's.
+    The stationary variance is sigma^2 / (2 theta) (exactly sigma^2 dt / (1 - (1 - theta dt)^2) for this
+    discretisation), reached after a few times 1 / (theta dt) steps (~667 at the defaults, longer than a
+    Pendulum episode: within an episode the noise behaves much like a random walk started at mu).
+    An env whose episode ended starts its next episode from x = mu.
+    """
+
+    def __init__(self, num_envs: int, act_dim: int, sigma: float, device: torch.device,
+                 generator: torch.Generator | None = None, theta: float = 0.15, dt: float = 1e-2,
+                 mu: float = 0.0) -> None:
+        self.sigma, self.theta, self.dt, self.mu = float(sigma), float(theta), float(dt), float(mu)
+        self.device = device
+        self.generator = generator
+        self.state = torch.full((num_envs, act_dim), self.mu, device=device)
+        self._noise_scale = self.sigma * math.sqrt(self.dt)
+
+    def sample(self) -> torch.Tensor:
+        """Advance every env's process one step; returns the new state (num_envs, act_dim) (a copy)."""
+        w = torch.randn(self.state.shape, device=self.device, generator=self.generator)
+        x = self.state + self.theta * self.dt * (self.mu - self.state) + self._noise_scale * w
+        self.state.copy_(x)
+        return x
+
+    def reset(self, ended: torch.Tensor) -> None:
+        """Put the envs with ``ended`` (num_envs,) == 1 back at x = mu; the others keep their state (no branch)."""
+        self.state.copy_(torch.where(ended.reshape(-1, 1) > 0.5, self.mu, self.state))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"state": self.state.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Copies in place (keeps the state tensor's identity)."""
+        self.state.copy_(state["state"].to(self.device))
+
+
+def make_noise(cfg: Config, num_envs: int, act_dim: int, device: torch.device,
+               generator: torch.Generator | None = None) -> GaussianNoise | OUNoise:
+    """The exploration noise ``cfg.noise`` names, with ``cfg.noise_sigma`` (and ``cfg.ou_theta``/``cfg.ou_dt``)."""
+    if cfg.noise == "ou":
+        return OUNoise(num_envs, act_dim, cfg.noise_sigma, device, generator, theta=cfg.ou_theta, dt=cfg.ou_dt)
+    if cfg.noise == "gaussian":
+        return GaussianNoise(num_envs, act_dim, cfg.noise_sigma, device, generator)
+    raise ValueError(f"unknown noise {cfg.noise!r}")

@@ -1,0 +1,374 @@
+"""Checkpoints: everything a run needs to continue, written atomically to ``<run_dir>/checkpoints/``, and resume.
+
+A checkpoint file ``checkpoints/step_<global_step, 12 digits>.pt`` is a `torch.save`'d dict::
+
+    format, version         "fastddpg-checkpoint", 1
+    config                  Config.to_dict() of the run
+    env                     {"id", "num_envs", "obs_dim", "act_dim"}
+    device                  the training device it was written from
+    global_step, num_updates, num_episodes, created
+    trainer                 Trainer.state_dict(): actor, critic and both targets (state_dicts), both Adam
+                            states, the replay buffer's contents and pointer, the noise state, the torch
+                            (CPU and device) and numpy RNG states, the step/update/episode counters and the
+                            replay-ratio credit, the probe states, the host-side logs
+
+It holds only tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``.
+
+Atomic: the file is written to a temporary name in the same directory, flushed and fsync'd, then renamed over
+its final name (``os.replace``), so a crash or a kill -9 at any moment leaves either the previous checkpoints or
+the new one complete, never a half-written ``step_*.pt``. Only the last ``keep`` are kept.
+
+Resume (`resume_run`, ``fastddpg run --resume RUN_DIR``) restores the latest checkpoint exactly and drops the
+CSV rows written after it (a run killed after its last checkpoint has some), so the resumed run appends with
+no duplicated or lost rows. Gymnasium envs cannot be snapshotted: on resume every env is reset with a seed
+derived from (seed, global_step), so **episodes in progress at the checkpoint are cut there**: their partial
+returns are dropped (they never appear in episodes.csv) and new episodes start fresh. Their transitions stay in
+the replay buffer (each one is a valid transition).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .config import Config, ConfigError
+from .rundir import CHECKPOINT_DIR
+
+if TYPE_CHECKING:
+    from .rundir import RunWriter
+    from .trainer import Trainer
+
+FORMAT = "fastddpg-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+_TMP_SUFFIX = ".tmp"
+# Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
+# learns); every other field is the run's own, from its config.json.
+RESUME_OVERRIDABLE = ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "quiet", "device",
+                      "compile", "vector_mode")
+
+
+def checkpoint_path(run_dir: str | Path, global_step: int) -> Path:
+    """``run_dir/checkpoints/step_<global_step>.pt`` (12 digits, so names sort by step)."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{global_step:012d}.pt"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoints of a run directory, oldest first (temporary files are never listed)."""
+    d = Path(run_dir) / CHECKPOINT_DIR
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name)) and p.is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run directory, or None if it has none."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+# --- writing -----------------------------------------------------------------------------------------------------
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save` ``obj`` to ``path`` atomically: temp file in the same directory, fsync, ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(d: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def checkpoint_state(trainer: Trainer) -> dict[str, Any]:
+    """The checkpoint dict of a trainer (right after a flush; see the module docstring for the layout)."""
+    cfg = trainer.cfg
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": cfg.to_dict(),
+        "env": {"id": cfg.env, "num_envs": trainer.num_envs, "obs_dim": trainer.env.obs_dim,
+                "act_dim": trainer.env.act_dim},
+        "device": str(trainer.device),
+        "global_step": trainer.global_step,
+        "num_updates": trainer.num_updates,
+        "num_episodes": trainer.num_episodes,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "trainer": trainer.state_dict(),
+    }
+
+
+def save_checkpoint(trainer: Trainer, run_dir: str | Path, keep: int | None = None) -> Path:
+    """Write ``trainer``'s checkpoint to ``run_dir/checkpoints/step_<global_step>.pt`` atomically, then delete
+    all but the newest ``keep`` checkpoints (default ``trainer.cfg.keep_checkpoints``) and stale temp files.
+    Returns the checkpoint's path."""
+    keep = trainer.cfg.keep_checkpoints if keep is None else keep
+    d = Path(run_dir) / CHECKPOINT_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    path = atomic_save(checkpoint_state(trainer), checkpoint_path(run_dir, trainer.global_step))
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        with contextlib.suppress(OSError):
+            old.unlink()
+    for stale in d.glob(f".step_*{_TMP_SUFFIX}"):  # left by a process killed mid-write
+        if not stale.name.endswith(f".{os.getpid()}{_TMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+    return path
+
+
+# --- reading -----------------------------------------------------------------------------------------------------
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, on the CPU (``weights_only`` load). A missing, truncated or foreign file is a
+    ConfigError with one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint at {path}; give a file from RUN_DIR/{CHECKPOINT_DIR}/ or a run directory.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a cut zip archive, an empty file, a pickle error: all mean "not a whole checkpoint"
+        older = [p for p in list_checkpoints(path.parent.parent) if p != path]
+        hint = (f"delete it to resume from the previous one ({older[-1].name})" if older
+                else "it cannot be used; start a new run")
+        raise ConfigError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); {hint}.") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(f"{path} is not a fastddpg checkpoint.")
+    if state.get("version") != VERSION:
+        raise ConfigError(f"checkpoint {path} has format version {state.get('version')}; this fastddpg reads "
+                          f"version {VERSION}.")
+    return state
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint (a ``step_*.pt`` file, or a run directory: its latest checkpoint) for use in your own
+    code. Returns a dict with:
+
+    - ``actor``: the trained policy as a plain ``nn.Module`` on the CPU in eval mode, obs (B, obs_dim) ->
+      action (B, act_dim) inside the env's action bounds;
+    - ``config``: the run's `Config`; ``env``: {"id", "num_envs", "obs_dim", "act_dim"};
+    - ``global_step``, ``num_updates``, ``num_episodes``, ``path``;
+    - ``state``: the raw checkpoint dict (critic, targets, optimizers, replay buffer, RNG states, ...).
+    """
+    from .evaluate import build_actor
+
+    path = Path(path)
+    if path.is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise ConfigError(f"{path} has no checkpoint in {CHECKPOINT_DIR}/.")
+        path = latest
+    state = read_checkpoint(path)
+    cfg = Config.from_dict(state["config"])
+    actor_state = state["trainer"]["modules"]["actor"]
+    scale, bias = actor_state["action_scale"], actor_state["action_bias"]
+    env = state["env"]
+    actor = build_actor(cfg, env["obs_dim"], env["act_dim"], bias - scale, bias + scale)
+    actor.load_state_dict(actor_state)
+    return {"actor": actor.eval(), "config": cfg, "env": dict(env), "global_step": state["global_step"],
+            "num_updates": state["num_updates"], "num_episodes": state["num_episodes"], "path": path,
+            "state": state}
+
+
+# --- resume ------------------------------------------------------------------------------------------------------
+
+def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, argv: list[str] | None = None
+               ) -> tuple[Trainer, RunWriter]:
+    """Open a run directory to continue it: its config.json, its latest checkpoint restored into a new Trainer
+    (``trainer.run_dir`` set), CSV rows written after that checkpoint dropped, and a RunWriter that appends.
+    ``overrides`` may change the fields in RESUME_OVERRIDABLE (e.g. a larger ``total_steps``).
+
+    Every problem is a one-line ConfigError: no such run directory, not writable, no or a truncated
+    checkpoint, a checkpoint that does not match config.json (env, shapes, architecture), a total_steps the
+    checkpoint has already reached, or a checkpoint written on another device type.
+    """
+    from .rundir import CONFIG_FILE, RunWriter, write_json
+    from .trainer import Trainer, resolve_device
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"--resume {path}: no such run directory.")
+    cfg_file = path / CONFIG_FILE
+    try:
+        meta = json.loads(cfg_file.read_text())
+        cfg = Config.from_dict(meta["config"])
+    except FileNotFoundError:
+        raise ConfigError(f"--resume {path}: not a fastddpg run directory (no {CONFIG_FILE}).") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(f"--resume {path}: {CONFIG_FILE} is not a valid fastddpg config ({e}).") from None
+    overrides = dict(overrides or {})
+    fixed = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
+    if fixed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDABLE)
+        raise ConfigError(f"{flags} cannot be changed on --resume (the run keeps its config.json); only {allowed} "
+                          "may be given.")
+    _check_writable(path)
+    ckpt_path = latest_checkpoint(path)
+    if ckpt_path is None:
+        raise ConfigError(f"--resume {path}: no checkpoint in {path / CHECKPOINT_DIR} (the run stopped before its "
+                          "first one); start a new run.")
+    state = read_checkpoint(ckpt_path)
+
+    # the checkpoint must belong to this config
+    saved = state["config"]
+    differ = [k for k, v in cfg.to_dict().items() if k not in RESUME_OVERRIDABLE and saved.get(k) != v]
+    if differ:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} in the checkpoint, {getattr(cfg, k)!r} in {CONFIG_FILE})"
+                          for k in differ)
+        raise ConfigError(f"checkpoint {ckpt_path} does not match {cfg_file}: {shown}; restore {CONFIG_FILE} or "
+                          "start a new run.")
+    cfg = Config.from_dict({**cfg.to_dict(), **overrides})
+    step = state["global_step"]
+    if cfg.total_steps <= step:
+        raise ConfigError(f"--resume {path}: the latest checkpoint is already at env step {step:,} "
+                          f"(--total-steps={cfg.total_steps:,}); pass a larger --total-steps to train on.")
+    was, now = torch.device(state["device"]).type, resolve_device(cfg.device).type
+    if was != now:
+        raise ConfigError(f"checkpoint {ckpt_path} was written on {was} but this run would train on {now} "
+                          f"(--device={cfg.device}); resume on a {was} machine or with --device {was}.")
+
+    trainer = Trainer(cfg)
+    try:
+        _restore(trainer, state, ckpt_path)
+        truncate_tables(path, state)
+        for stale in path.glob("*.parquet"):  # derived copies; rewritten from the CSVs when the run finishes
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        argv = list(sys.argv if argv is None else argv)
+        meta["config"] = cfg.to_dict()
+        meta.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                               "command": shlex.join(argv), "checkpoint": str(ckpt_path),
+                                               "global_step": step})
+        write_json(cfg_file, meta)
+    except BaseException:
+        trainer.env.close()
+        raise
+    writer = RunWriter(path)
+    writer.probes_written = len(trainer.probe_rows)  # the restored probe rows are already in probes.csv
+    return trainer, writer
+
+
+def _restore(trainer: Trainer, state: dict[str, Any], ckpt_path: Path) -> None:
+    """Check the checkpoint's shapes against the trainer's env, then load it (one-line ConfigErrors)."""
+    env = state["env"]
+    have = {"num_envs": trainer.num_envs, "obs_dim": trainer.env.obs_dim, "act_dim": trainer.env.act_dim}
+    for key, value in have.items():
+        if env[key] != value:
+            raise ConfigError(f"checkpoint {ckpt_path} has {key}={env[key]} but {trainer.cfg.env} gives "
+                              f"{key}={value}; resume with the env version the run was trained on.")
+    try:
+        trainer.load_state_dict(state["trainer"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"checkpoint {ckpt_path} does not fit this run's networks or buffer: {first}") from None
+    trainer.run_dir = ckpt_path.parent.parent
+    trainer.last_checkpoint = ckpt_path
+
+
+def _check_writable(path: Path) -> None:
+    d = path / CHECKPOINT_DIR
+    try:
+        d.mkdir(exist_ok=True)
+        for where in (path, d):
+            probe = where / ".write_test"
+            probe.write_text("ok")
+            probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write the run directory {path}: {e.strerror or e}; resume needs to write "
+                          "its checkpoints and CSVs there.") from None
+
+
+def truncate_tables(run_dir: str | Path, state: dict[str, Any]) -> dict[str, int]:
+    """Drop the rows of episodes.csv, updates.csv and probes.csv that came after the checkpoint ``state`` (and a
+    row cut short by a kill), so appending from the checkpoint duplicates and loses nothing. Returns the
+    number of rows dropped per table."""
+    logs = state["trainer"]["logs"]
+    last_snapshot = max((int(r[0]) for r in logs["probes"]), default=-1)
+    limits = {"episodes": ("episode", state["num_episodes"]), "updates": ("update", state["num_updates"]),
+              "probes": ("snapshot", last_snapshot)}
+    return {table: _truncate_csv(Path(run_dir) / f"{table}.csv", key, limit)
+            for table, (key, limit) in limits.items()}
+
+
+def _truncate_csv(path: Path, key: str, limit: int) -> int:
+    """Keep the header and the complete rows whose integer ``key`` column is <= ``limit``; rewrite atomically."""
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        lines = f.readlines()
+    if not lines:
+        return 0
+    header = next(csv.reader([lines[0]]))
+    if key not in header:
+        return 0
+    k = header.index(key)
+    keep = [lines[0] if lines[0].endswith("\n") else lines[0] + "\r\n"]
+    for line in lines[1:]:
+        fields = next(csv.reader([line]), [])
+        if line.endswith("\n") and len(fields) == len(header) and _int_or_none(fields[k]) is not None \
+                and _int_or_none(fields[k]) <= limit:
+            keep.append(line)
+    dropped = len(lines) - len(keep)
+    if dropped:
+        tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
+        with open(tmp, "w", newline="") as f:
+            f.writelines(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    return dropped
+
+
+def _int_or_none(s: str) -> int | None:
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+def restore_weights(run_dir: str | Path, checkpoint: str | Path | None) -> None:
+    """Make RUN_DIR's actor.pt and critic.pt the weights of ``checkpoint`` (after a non-finite stop: the last
+    finite ones), or remove them when there is no checkpoint, so that no NaN weights are left as the result."""
+    from .rundir import ACTOR_FILE, CRITIC_FILE
+
+    run_dir = Path(run_dir)
+    if checkpoint is None:
+        for name in (ACTOR_FILE, CRITIC_FILE):
+            with contextlib.suppress(OSError):
+                (run_dir / name).unlink()
+        return
+    modules = read_checkpoint(checkpoint)["trainer"]["modules"]
+    atomic_save(modules["actor"], run_dir / ACTOR_FILE)
+    atomic_save(modules["critic"], run_dir / CRITIC_FILE)

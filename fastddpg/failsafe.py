@@ -1,0 +1,183 @@
+"""Failure safety for the training loop: a clean stop on SIGINT/SIGTERM, and non-finite detection without a
+per-step host sync.
+
+Signals (`StopSignals`): the first SIGINT or SIGTERM only sets a flag; the loop finishes the vector step it is
+in, flushes, writes a checkpoint and raises `TrainingInterrupted`. A second signal exits the process at once
+(``os._exit(128 + signum)``): everything on disk was written atomically or is append-only, so nothing already
+there is corrupted (a CSV row being appended at that instant may be cut short; resume drops such a row).
+
+Non-finite values (`health_tensor`, `check_health`): nothing is checked per step. At each flush, when the trainer
+pulls its metric sums to the host anyway, a few device reductions go along in the same transfer:
+
+- losses and other update metrics: their sum over the flush interval (already transferred) is non-finite iff
+  one update's metrics were (NaN and Inf are sticky under addition);
+- parameters: one finite flag per network (actor, critic and both targets);
+- observations, actions, rewards: the replay rows written since the last flush, plus the current observation;
+  the first non-finite row gives the exact env step and env.
+
+A NaN that enters the loop shows up in all three within one interval (a NaN observation makes a NaN loss makes
+NaN parameters makes NaN actions), so `check_health` names the origin: an observation or reward the env
+returned with a finite action; else a loss; else a parameter; else an action.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+NONFINITE_EXIT_CODE = 3
+_COLUMNS = ("obs", "action", "reward", "next_obs", "terminated")  # Batch field order
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM stopped training cleanly after a vector step.
+
+    signum: the signal; exit_code: 128 + signum (130 for SIGINT, 143 for SIGTERM); global_step: env steps
+    done; checkpoint: the checkpoint written at the stop (None without a run directory); result: the
+    `TrainResult` so far.
+    """
+
+    def __init__(self, signum: int, global_step: int, checkpoint: Path | None, result: Any = None) -> None:
+        self.signum, self.global_step, self.checkpoint, self.result = signum, global_step, checkpoint, result
+        self.exit_code = 128 + signum
+        self.signal_name = signal.Signals(signum).name
+        where = f"; checkpoint {checkpoint}" if checkpoint is not None else ""
+        super().__init__(f"stopped by {self.signal_name} at env step {global_step:,}{where}")
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN or Inf reached a loss, a parameter or an observation; training stopped without checkpointing it.
+
+    what: 'observation', 'reward', 'terminated flag', 'loss', 'parameter' or 'action'; global_step and
+    num_updates: where training stopped (the flush that found it); checkpoint: the last finite checkpoint
+    (None if there is none). ``exit_code`` is 3.
+    """
+
+    exit_code = NONFINITE_EXIT_CODE
+
+    def __init__(self, what: str, detail: str, global_step: int, num_updates: int,
+                 checkpoint: Path | None = None) -> None:
+        self.what, self.detail = what, detail
+        self.global_step, self.num_updates, self.checkpoint = global_step, num_updates, checkpoint
+        super().__init__(detail)
+
+    def __str__(self) -> str:
+        last = (f"the last finite checkpoint is {self.checkpoint}" if self.checkpoint is not None
+                else "no checkpoint was written before it")
+        return f"{self.detail}; stopped at env step {self.global_step:,} (update {self.num_updates:,}); {last}"
+
+
+class StopSignals:
+    """Context manager: while inside, the first SIGINT/SIGTERM sets ``signum``, a second exits the process at
+    once with 128 + signum (with ``stopping=True`` the first one already does). The previous handlers come back
+    on exit. Outside the main thread (where Python cannot install handlers) it does nothing."""
+
+    def __init__(self, signals: tuple[int, ...] = STOP_SIGNALS, stopping: bool = False) -> None:
+        self.signals = signals
+        self.signum: int | None = -1 if stopping else None  # stopping: already stopping, any signal exits
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is None:
+            self.signum = signum
+            _say(f"fastddpg: {name}: finishing the current step, then writing a checkpoint, the metrics and the "
+                 f"report (send {name} again to exit at once)")
+            return
+        _say(f"fastddpg: second {name}: exiting now; the files on disk are the last complete ones")
+        os._exit(128 + signum)
+
+
+def _say(line: str) -> None:
+    """Write from a signal handler: os.write, not print (print may be mid-call on the same stream)."""
+    with contextlib.suppress(OSError):
+        os.write(2, (line + "\n").encode())
+
+
+# --- non-finite detection --------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def health_tensor(trainer: Any) -> torch.Tensor:
+    """A float device tensor: [index of the first replay row written since the last flush that holds a
+    non-finite value, or -1; that row's bad flag per column (5: obs, action, reward, next_obs, terminated);
+    bad flag of the current observation; bad flag per network of ``trainer.learner.modules()``]. Device ops
+    only; the caller transfers it with the flush's other numbers."""
+    dev = trainer.device
+    buf = trainer.buffer
+    n = min(trainer.global_step - trainer._steps_at_last_flush, len(buf))
+    if n > 0:
+        idx = (buf.ptr - n + torch.arange(n, device=dev)) % buf.capacity  # oldest first
+        rows = buf.data[idx]
+        bad = ~torch.isfinite(rows).all(dim=1)
+        first = torch.where(bad.any(), bad.int().argmax(), -1)  # argmax returns the first maximal index
+        cols = buf.as_batch(rows.index_select(0, first.clamp(min=0).reshape(1)))  # no host read of `first`
+        parts = [first.reshape(1), torch.stack([~torch.isfinite(c).all() for c in cols]) & (first >= 0)]
+    else:
+        parts = [torch.full((1,), -1, device=dev), torch.zeros(len(_COLUMNS), dtype=torch.bool, device=dev)]
+    parts.append((~torch.isfinite(trainer.obs).all()).reshape(1))
+    parts.append(torch.stack([~torch.stack([torch.isfinite(p).all() for p in m.parameters()]).all()
+                              for m in trainer.learner.modules().values()]))
+    return torch.cat([p.float() for p in parts])
+
+
+def check_health(trainer: Any, metric_names: tuple[str, ...] | list[str], metric_sums: np.ndarray,
+                 health: np.ndarray, steps_in_interval: int, updates_in_interval: int) -> None:
+    """Raise NonFiniteError if the flush interval that just ended saw a non-finite value (see module docstring
+    for how the origin is named). ``health`` is `health_tensor`'s value on the host (taken at the end of the
+    interval), ``metric_sums`` the interval's metric sums, ``steps_in_interval``/``updates_in_interval`` its
+    env steps and updates; the trainer's counters are those at the end of the interval."""
+    first_row = int(health[0])
+    col_bad = {c for c, b in zip(_COLUMNS, health[1:6], strict=True) if b > 0.5}
+    obs_bad = health[6] > 0.5
+    mod_bad = [m for m, b in zip(trainer.learner.modules(), health[7:], strict=True) if b > 0.5]
+    loss_bad = [k for k, v in zip(metric_names, metric_sums, strict=False) if not np.isfinite(v)]
+    if not (mod_bad or first_row >= 0 or obs_bad or loss_bad):
+        return
+
+    n = trainer.num_envs
+    g, u = trainer.global_step, trainer.num_updates
+    first_update = u - updates_in_interval + 1
+    found: list[tuple[str, str]] = []
+    if first_row >= 0:
+        t = g - min(steps_in_interval, len(trainer.buffer)) + first_row  # transition number
+        step, env = (t // n + 1) * n, t % n
+        where = f"from env {env} at env step {step:,}"
+        if "obs" in col_bad:
+            found.append(("observation", f"non-finite observation {where} (the env returned it)"))
+        elif "action" not in col_bad:
+            for col, what in (("next_obs", "observation"), ("reward", "reward"), ("terminated", "terminated flag")):
+                if col in col_bad:
+                    found.append((what, f"non-finite {what} {where} (the env returned it for a finite action)"))
+                    break
+    if loss_bad:
+        span = f"update {u:,}" if first_update >= u else f"updates {first_update:,}-{u:,}"
+        found.append(("loss", f"non-finite {', '.join(loss_bad)} in {span}"))
+    if mod_bad:
+        found.append(("parameter", f"non-finite parameters in {', '.join(mod_bad)} after update {u:,}"))
+    if first_row >= 0 and "action" in col_bad:
+        found.append(("action", f"non-finite action {where} (the actor's output)"))
+    if obs_bad and not found:
+        found.append(("observation", f"non-finite observation at env step {g:,} (the env returned it)"))
+    what, detail = found[0]
+    if len(found) > 1:
+        detail += " (then also: " + ", ".join(dict.fromkeys(w for w, _ in found[1:])) + ")"
+    raise NonFiniteError(what, detail, g, u, getattr(trainer, "last_checkpoint", None))

@@ -1,0 +1,130 @@
+"""The compiled update gives the eager update's numbers, as one graph, compiled once."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch._dynamo
+
+from fastddpg import Config, Trainer
+from fastddpg.replay import ReplayBuffer
+from fastddpg.update import CudaGraphUpdate, Learner, compile_update, ddpg_update, resolve_compile_mode
+
+CPU = torch.device("cpu")
+
+
+def filled_buffer() -> ReplayBuffer:
+    buf = ReplayBuffer(1000, 3, 1, CPU)
+    g = torch.Generator().manual_seed(1)
+    buf.add(torch.randn(1000, 3, generator=g), torch.rand(1000, 1, generator=g) * 4 - 2,
+            torch.randn(1000, generator=g), torch.randn(1000, 3, generator=g),
+            (torch.rand(1000, generator=g) < 0.1).float())
+    return buf
+
+
+def update_fn(learner: Learner, buf: ReplayBuffer):
+    return lambda rows: ddpg_update(learner, buf.as_batch(rows), 0.99, 0.005, 1.0)
+
+
+def all_state(learner: Learner) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, m in learner.modules().items():
+        out.update({f"{name}.{k}": v for k, v in m.state_dict().items()})
+    for name in ("actor_opt", "critic_opt"):
+        st = getattr(learner, name).state_dict()
+        out[f"{name}.step"] = st["step"]
+        out.update({f"{name}.m{i}": t for i, t in enumerate(st["exp_avg"])})
+        out.update({f"{name}.v{i}": t for i, t in enumerate(st["exp_avg_sq"])})
+    return out
+
+
+def test_deepcopy_keeps_parameter_aliases():
+    learner = Learner(3, 1, (8,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    clone = copy.deepcopy(learner)
+    assert clone.actor_params["net.0.weight"].data_ptr() == clone.actor.net[0].weight.data_ptr()
+    assert clone.actor_params["net.0.weight"].data_ptr() != learner.actor_params["net.0.weight"].data_ptr()
+
+
+def test_compiled_equals_eager_after_20_updates():
+    torch.manual_seed(0)
+    eager = Learner(3, 1, (64, 64), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    comp = copy.deepcopy(eager)
+    buf = filled_buffer()
+    rows = buf.sample_rows(20, 128, torch.Generator().manual_seed(2))
+    f_eager = update_fn(eager, buf)
+    f_comp = compile_update(update_fn(comp, buf), "default", CPU)
+    with torch._dynamo.config.patch(error_on_recompile=True):  # one compilation serves every update
+        for i in range(20):
+            torch.testing.assert_close(f_comp(rows[i]), f_eager(rows[i]), rtol=1e-5, atol=1e-6)
+    s_eager, s_comp = all_state(eager), all_state(comp)
+    assert s_eager.keys() == s_comp.keys()
+    for k in s_eager:
+        torch.testing.assert_close(s_comp[k], s_eager[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert s_comp["actor_opt.step"].item() == 20
+
+
+def test_update_traces_as_one_graph():
+    torch.manual_seed(0)
+    learner = Learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    buf = filled_buffer()
+    explanation = torch._dynamo.explain(update_fn(learner, buf))(buf.sample_rows(1, 32)[0])
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
+def test_static_buffer_wrapper_matches_direct_calls():
+    """The CUDA-graph wrapper's logic (warm-up, static input copy, static output), run without a graph."""
+    torch.manual_seed(0)
+    a = Learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    b = copy.deepcopy(a)
+    buf = filled_buffer()
+    rows = buf.sample_rows(8, 32, torch.Generator().manual_seed(3))
+    direct, wrapped = update_fn(a, buf), CudaGraphUpdate(update_fn(b, buf), warmup=2, capture=False)
+    for i in range(8):
+        torch.testing.assert_close(wrapped(rows[i]).clone(), direct(rows[i]))
+    assert wrapped.static_rows is not None and wrapped.calls == 8
+    for k, v in all_state(a).items():
+        torch.testing.assert_close(all_state(b)[k], v)
+
+
+def test_auto_compile_mode():
+    assert resolve_compile_mode("auto", torch.device("cuda"), 10) == "default"
+    assert resolve_compile_mode("auto", CPU, 1_000) == "off"
+    assert resolve_compile_mode("auto", CPU, 10**7) == "default"
+    assert resolve_compile_mode("max-autotune", CPU, 1) == "max-autotune"
+
+
+def test_trainer_compiled_matches_eager_returns():
+    """Same seed, compile on and off: the same episode returns (the first update compiles, then reuses)."""
+    base = dict(num_envs=2, total_steps=800, start_steps=400, update_after=200, hidden_sizes=(32,), device="cpu",
+                quiet=True)
+    eager = Trainer(Config(**base, compile="off")).train()
+    comp = Trainer(Config(**base, compile="default")).train()
+    assert comp.summary["compile"] == "default" and comp.summary["compile_seconds"] > 0
+    assert comp.summary["updates"] == eager.summary["updates"] == 2 * 301  # vector steps 100..400 update
+    torch.testing.assert_close(torch.tensor(comp.episodes["return"].to_numpy()),
+                               torch.tensor(eager.episodes["return"].to_numpy()), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the CPU tests above cover the same logic)")
+def test_cuda_graph_update_no_sync():
+    dev = torch.device("cuda")
+    learner = Learner(3, 1, (64, 64), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, dev)
+    ref = copy.deepcopy(learner)
+    buf = ReplayBuffer(1000, 3, 1, dev)
+    buf.add(torch.randn(1000, 3, device=dev), torch.rand(1000, 1, device=dev) * 4 - 2, torch.randn(1000, device=dev),
+            torch.randn(1000, 3, device=dev), torch.zeros(1000, device=dev))
+    fn = compile_update(update_fn(learner, buf), "default", dev)
+    eager = update_fn(ref, buf)
+    rows = buf.sample_rows(10, 128)
+    for i in range(5):  # warm-up and capture
+        torch.testing.assert_close(fn(rows[i]).clone(), eager(rows[i]), rtol=1e-4, atol=1e-5)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        outs = [fn(rows[i]).clone() for i in range(5, 10)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for i, out in zip(range(5, 10), outs, strict=True):
+        torch.testing.assert_close(out, eager(rows[i]), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,234 @@
+"""The env backends: the torch-native Pendulum behind the trainer's device-tensor interface, backend choice,
+and the trainer driven through the torch backend (episode boundaries, no host transfers per step)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fastddpg import Config, Trainer, train
+from fastddpg.cli import main
+from fastddpg.config import ConfigError
+from fastddpg.envs import Step, TorchVecEnv, VecEnv, make_env, resolve_env_backend
+from fastddpg.torch_pendulum import angle_normalize, pendulum_obs, pendulum_step
+
+CPU = torch.device("cpu")
+LIMIT = 200  # Pendulum-v1's time limit
+
+
+def torch_cfg(**kw) -> Config:
+    base = dict(env="Pendulum-v1", env_backend="torch", num_envs=3, total_steps=300, hidden_sizes=(8,),
+                batch_size=8, updates_per_step=0.25, replay_size=10_000, start_steps=30, update_after=30,
+                log_every=10**6, device="cpu", probe_n=4)
+    return Config(**{**base, **kw})
+
+
+def expected_final_obs(state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """Pendulum's observation after one step from ``state`` (N, 2) under ``action`` (N, 1), before any reset."""
+    th, thdot, _ = pendulum_step(state[:, 0], state[:, 1], action.reshape(-1))
+    return pendulum_obs(angle_normalize(th), thdot)
+
+
+# --- the adapter ---------------------------------------------------------------------------------------------
+
+def test_torch_adapter_shapes_dtypes_devices():
+    env = make_env("Pendulum-v1", 5, CPU, backend="torch")
+    assert isinstance(env, TorchVecEnv) and env.backend == "torch"
+    assert (env.num_envs, env.obs_dim, env.act_dim, env.device) == (5, 3, 1, CPU)
+    assert env.action_low.tolist() == [-2.0] and env.action_high.tolist() == [2.0]
+    assert env.action_low.device == CPU and env.action_low.dtype == torch.float32
+    obs = env.reset(seed=3)
+    assert obs.shape == (5, 3) and obs.dtype == torch.float32 and obs.device == CPU
+    s = env.step(torch.zeros(5, 1))
+    assert isinstance(s, Step)
+    assert s.next_obs.shape == (5, 3) and s.obs.shape == (5, 3)
+    for flag in (s.reward, s.terminated, s.truncated):
+        assert flag.shape == (5,) and flag.dtype == torch.float32 and flag.device == CPU
+    assert all(t.dtype == torch.float32 for t in (s.next_obs, s.obs))
+    assert s.terminated.sum() == 0 and s.truncated.sum() == 0
+    torch.testing.assert_close(s.next_obs, s.obs, rtol=0, atol=0)  # nothing ended: s' is the next obs
+    env.close()
+    assert env.env.closed
+
+
+def test_torch_adapter_seeding_reproduces():
+    a, b, c = (make_env("Pendulum-v1", 4, CPU, backend="torch") for _ in range(3))
+    torch.testing.assert_close(a.reset(seed=1), b.reset(seed=1), rtol=0, atol=0)
+    assert not torch.equal(a.env.state, (c.reset(seed=2), c.env.state)[1])
+    for _ in range(LIMIT):  # the autoreset states come from the same seeded generator
+        sa, sb = a.step(torch.ones(4, 1)), b.step(torch.ones(4, 1))
+    assert sa.truncated.tolist() == [1.0] * 4
+    torch.testing.assert_close(sa.obs, sb.obs, rtol=0, atol=0)
+
+
+def test_truncation_next_obs_is_final_and_obs_is_reset():
+    env = make_env("Pendulum-v1", 6, CPU, backend="torch")
+    env.reset(seed=0)
+    gen = torch.Generator().manual_seed(0)
+    for t in range(1, LIMIT + 1):
+        before = env.env.state
+        action = 4 * torch.rand(6, 1, generator=gen) - 2
+        s = env.step(action)
+        after = env.env.state
+        final = expected_final_obs(before, action)
+        torch.testing.assert_close(s.next_obs, final, rtol=0, atol=1e-6)
+        torch.testing.assert_close(s.obs, pendulum_obs(after[:, 0], after[:, 1]), rtol=0, atol=0)
+        assert s.terminated.sum() == 0  # Pendulum never terminates
+        if t < LIMIT:
+            assert s.truncated.sum() == 0
+            torch.testing.assert_close(s.obs, s.next_obs, rtol=0, atol=0)
+    # the 200th step truncates every env: s' is the pre-reset obs, obs is the new episode's first obs
+    assert s.truncated.tolist() == [1.0] * 6
+    assert (s.next_obs - s.obs).abs().amax(dim=1).min() > 0
+    assert (after[:, 0].abs() <= torch.pi).all() and (after[:, 1].abs() <= 1.0).all()  # the reset box
+    assert env.env._elapsed.tolist() == [0] * 6
+
+
+# --- choosing the backend ------------------------------------------------------------------------------------
+
+def test_backend_resolution():
+    cuda = torch.device("cuda")
+    assert resolve_env_backend("auto", "Pendulum-v1", CPU) == "gymnasium"
+    assert resolve_env_backend("auto", "Pendulum-v1", cuda) == "torch"
+    assert resolve_env_backend("auto", "MountainCarContinuous-v0", cuda) == "gymnasium"
+    assert resolve_env_backend("gymnasium", "Pendulum-v1", cuda) == "gymnasium"
+    assert resolve_env_backend("torch", "Pendulum-v1", CPU) == "torch"
+    with pytest.raises(ConfigError, match="--env-backend gymnasium"):
+        resolve_env_backend("torch", "MountainCarContinuous-v0", CPU)
+    with pytest.raises(ConfigError, match="--env-backend gymnasium"):
+        make_env("MountainCarContinuous-v0", 2, CPU, backend="torch")
+    with pytest.raises(ConfigError, match="--env-backend gymnasium"):
+        Config(env="MountainCarContinuous-v0", env_backend="torch")
+
+
+def test_make_env_default_and_auto_on_cpu_are_gymnasium():
+    for env in (make_env("Pendulum-v1", 2, CPU), make_env("Pendulum-v1", 2, CPU, "sync", "auto")):
+        assert type(env) is VecEnv and env.backend == "gymnasium"
+        env.close()
+    trainer = Trainer(Config(num_envs=2, env_backend="auto", device="cpu", hidden_sizes=(8,)))
+    assert type(trainer.env) is VecEnv
+    trainer.env.close()
+    assert Config().env_backend == "auto"
+
+
+def test_cli_torch_backend_for_another_env_is_one_line_error(capsys):
+    assert main(["run", "--total-steps", "10", "--env-backend", "torch", "--env", "MountainCarContinuous-v0"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("fastddpg: error: --env-backend='torch' is invalid")
+    assert "MountainCarContinuous-v0" in lines[0] and "use --env-backend gymnasium" in lines[0]
+
+
+# --- the trainer on the torch backend ------------------------------------------------------------------------
+
+def test_trainer_on_torch_backend_respects_episode_boundaries():
+    """Pendulum only truncates: every stored d is 0, and s' of a truncating step is the pre-reset obs."""
+    n, vsteps = 3, 2 * LIMIT + 50
+    trainer = Trainer(torch_cfg(num_envs=n, total_steps=n * vsteps, log_every=n * 100))
+    assert isinstance(trainer.env, TorchVecEnv)
+    penv = trainer.env.env
+    states = [penv.state]
+    for _ in range(vsteps):
+        trainer.step()
+        states.append(penv.state)
+    assert trainer.num_updates > 0
+    td = trainer.buffer.storage[: len(trainer.buffer)]
+    assert len(td) == n * vsteps
+    obs, act, nxt = (td[k].reshape(vsteps, n, -1) for k in ("obs", "action", "next_obs"))
+    assert (td["terminated"] == 0).all()
+    for v in range(vsteps):
+        before, after = states[v], states[v + 1]
+        torch.testing.assert_close(obs[v], pendulum_obs(before[:, 0], before[:, 1]), rtol=0, atol=0)
+        # s' is the successor of s under the stored action, also on the truncating step (never the reset obs)
+        torch.testing.assert_close(nxt[v], expected_final_obs(before, act[v]), rtol=0, atol=1e-6)
+        if (v + 1) % LIMIT == 0:  # truncation: the next stored obs is the new episode's reset obs
+            assert (nxt[v] - pendulum_obs(after[:, 0], after[:, 1])).abs().amax(dim=1).min() > 0
+            assert (after[:, 1].abs() <= 1.0).all()
+        elif v + 1 < vsteps:
+            torch.testing.assert_close(obs[v + 1], nxt[v], rtol=0, atol=0)
+    trainer.flush()
+    ep = trainer.result().episodes
+    assert len(ep) == 2 * n and set(ep["length"]) == {LIMIT}
+    assert sorted(ep["global_step"].unique().tolist()) == [n * LIMIT, 2 * n * LIMIT]
+    assert (ep["return"] < 0).all()
+
+
+HOST_READS = ("item", "cpu", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
+
+
+def count_host_reads(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Wrap the torch.Tensor methods that move data to the host (or read it there); returns the live counts."""
+    calls = dict.fromkeys(HOST_READS, 0)
+    for name in HOST_READS:
+        orig = getattr(torch.Tensor, name)
+
+        def wrapped(self, *a, _orig=orig, _name=name, **kw):
+            calls[_name] += 1
+            return _orig(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapped)
+    return calls
+
+
+def steps_host_reads(cfg: Config, monkeypatch: pytest.MonkeyPatch, warmup: int = 20, steps: int = 300) -> int:
+    """Host reads during ``steps`` Trainer.step() calls after ``warmup`` (updates and actor already running)."""
+    trainer = Trainer(cfg)
+    for _ in range(warmup):
+        trainer.step()
+    assert trainer.num_updates > 0 and trainer.global_step >= cfg.start_steps
+    calls = count_host_reads(monkeypatch)
+    for _ in range(steps):
+        trainer.step()
+    monkeypatch.undo()
+    assert trainer._chunk_pos == warmup + steps  # no flush ran in between
+    trainer.env.close()
+    return sum(calls.values())
+
+
+def test_torch_backend_makes_no_host_transfer_per_step(monkeypatch):
+    # total_steps only sizes the run's plan (small: no compile on CPU); the loop below calls step() itself
+    cfg = torch_cfg(num_envs=4, total_steps=2_000, start_steps=40, update_after=40)
+    assert steps_host_reads(cfg, monkeypatch) == 0
+    # the same count on the Gymnasium backend sees the action copy of every step, so the wrappers do count
+    gym_cfg = torch_cfg(num_envs=4, total_steps=2_000, start_steps=40, update_after=40, env_backend="gymnasium")
+    assert steps_host_reads(gym_cfg, monkeypatch, steps=50) >= 50
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_torch_backend_never_syncs_on_cuda():
+    trainer = Trainer(torch_cfg(num_envs=64, total_steps=10**7, device="cuda", start_steps=640, update_after=640))
+    assert isinstance(trainer.env, TorchVecEnv) and trainer.env.device.type == "cuda"
+    for _ in range(40):  # past start_steps and the first (possibly compiled) update
+        trainer.step()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(200):
+            trainer.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert trainer.num_updates > 0
+
+
+@pytest.mark.slow
+def test_learns_pendulum_smoke_torch_backend():
+    """The core smoke test (notebook defaults, 4 envs, 10k env steps, last-10 mean > -400) on the torch env."""
+    result = train(Config(num_envs=4, total_steps=10_000, seed=1, device="cpu", env_backend="torch"))
+    print(result.summary)  # shown with -s / -rP: the return reached
+    assert result.summary["last10_mean_return"] > -400, result.summary
+
+
+def test_async_mode_matches_sync():
+    """The async workers (SIGINT-deaf, so the trainer decides how to stop) give sync's transitions."""
+    import torch
+
+    from fastddpg.envs import make_env
+
+    out = {}
+    for mode in ("sync", "async"):
+        env = make_env("Pendulum-v1", 2, torch.device("cpu"), mode)
+        env.reset(seed=3)
+        steps = [env.step(torch.full((2, 1), 0.5)) for _ in range(205)]
+        env.close()
+        out[mode] = torch.stack([torch.cat([s.next_obs, s.obs], -1) for s in steps])
+    torch.testing.assert_close(out["sync"], out["async"])

@@ -1,0 +1,195 @@
+"""`fastddpg run --resume RUN_DIR`: an interrupted (or crashed) run continues from its latest checkpoint and its
+CSVs come out as if it had never stopped: no duplicated or lost rows, episode numbers and steps carrying on.
+Every resume error is one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+
+from fastddpg import load_run
+from fastddpg.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint
+from fastddpg.cli import main
+from fastddpg.trainer import Trainer
+
+FIXED_ID = "FastDDPGTest/Fixed-v0"
+EPISODE_LEN = 10
+
+
+class FixedEnv(gym.Env):
+    """Episodes of exactly EPISODE_LEN steps (TimeLimit); obs (DIM,) drawn from the env's seeded RNG."""
+
+    DIM = 2
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.DIM,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.np_random.uniform(-1, 1, self.DIM).astype(np.float32), {}
+
+    def step(self, action):
+        obs = self.np_random.uniform(-1, 1, self.DIM).astype(np.float32)
+        return obs, -float(action[0] - obs[0]) ** 2, False, False, {}
+
+
+if FIXED_ID not in gym.registry:
+    gym.register(FIXED_ID, entry_point=FixedEnv, max_episode_steps=EPISODE_LEN)
+
+# 2 envs, 200 env steps: 20 episodes; a flush every 20 env steps; auto checkpoints every 60 env steps
+BASE = ["run", "--env", FIXED_ID, "--num-envs", "2", "--total-steps", "200", "--hidden-sizes", "8", "--batch-size",
+        "8", "--replay-size", "1000", "--start-steps", "40", "--update-after", "20", "--updates-per-step", "0.5",
+        "--log-every", "20", "--probe-n", "4", "--probe-every-episodes", "4", "--device", "cpu", "--compile", "off",
+        "--quiet"]
+
+
+def stop_at(monkeypatch, step: int, action) -> None:
+    """Make the trainer call ``action()`` right after the flush at env step ``step``."""
+    original = Trainer.flush
+
+    def flush(self):
+        original(self)
+        if self.global_step == step:
+            action()
+
+    monkeypatch.setattr(Trainer, "flush", flush)
+
+
+def assert_tables_continuous(run_dir: Path, episodes: int) -> pd.DataFrame:
+    run = load_run(run_dir)
+    ep, up, pr = run.episodes, run.updates, run.probes
+    assert not ep.duplicated().any() and not up.duplicated().any() and not pr.duplicated().any()
+    assert ep["episode"].tolist() == list(range(1, episodes + 1))  # none lost, none twice, in order
+    assert ep["global_step"].is_monotonic_increasing and ep["wall_time"].is_monotonic_increasing
+    assert up["update"].is_monotonic_increasing and up["update"].is_unique
+    assert up["global_step"].is_monotonic_increasing and up["global_step"].is_unique
+    snaps = pr["snapshot"].drop_duplicates().tolist()
+    assert snaps == list(range(len(snaps))) and (pr.groupby("snapshot").size() == 4).all()
+    return ep
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """One finished 200-step run; tests copy it."""
+    d = tmp_path_factory.mktemp("finished") / "run"
+    assert main([*BASE, "--run-dir", str(d)]) == 0
+    return d
+
+
+def copy_run(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch, finished, capsys):
+    d = tmp_path / "interrupted"
+    # interrupted at env step 100 = vector step 50: an episode boundary for both envs, so nothing is cut
+    stop_at(monkeypatch, 100, lambda: signal.raise_signal(signal.SIGINT))
+    assert main([*BASE, "--run-dir", str(d)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"fastddpg: SIGINT: stopped at env step 100 of 200; checkpoint {latest_checkpoint(d)}; "
+                       f"metrics and report in {d}; resume with: fastddpg run --resume {d}")
+    assert read_checkpoint(latest_checkpoint(d))["global_step"] == 100
+    monkeypatch.undo()
+
+    assert main(["run", "--resume", str(d)]) == 0
+    ep = assert_tables_continuous(d, episodes=20)
+    ref = load_run(finished)
+    assert len(ep) == len(ref.episodes) == 20
+    assert ep["global_step"].tolist() == ref.episodes["global_step"].tolist()
+    assert load_run(d).updates["update"].iloc[-1] == ref.updates["update"].iloc[-1]  # same number of updates
+    assert load_run(d).summary["episodes"] == 20
+    meta = json.loads((d / "config.json").read_text())
+    assert [r["global_step"] for r in meta["resumes"]] == [100]
+
+
+def test_crash_after_a_checkpoint_drops_the_rows_written_after_it(tmp_path, monkeypatch):
+    d = tmp_path / "crashed"
+
+    def crash():
+        raise RuntimeError("simulated crash")
+
+    stop_at(monkeypatch, 160, crash)  # checkpoints at 60 and 120; CSV rows up to 160
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main([*BASE, "--run-dir", str(d)])
+    monkeypatch.undo()
+    assert read_checkpoint(latest_checkpoint(d))["global_step"] == 120
+    assert load_run(d).episodes["global_step"].max() == 160
+    with open(d / "episodes.csv", "a") as f:
+        f.write("17,0,17")  # a row cut short by a kill in the middle of an append
+
+    assert main(["run", "--resume", str(d)]) == 0
+    assert_tables_continuous(d, episodes=20)  # rows 121-160 were written again, once
+
+
+def test_resume_raises_total_steps(tmp_path, finished):
+    d = copy_run(finished, tmp_path)
+    assert main(["run", "--resume", str(d), "--total-steps", "300"]) == 0
+    ep = assert_tables_continuous(d, episodes=30)
+    assert ep["global_step"].max() == 300
+    assert load_run(d).config.total_steps == 300
+    assert read_checkpoint(latest_checkpoint(d))["global_step"] == 300
+    assert len(list_checkpoints(d)) == 3  # keep_checkpoints
+
+
+def one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert err[0].startswith("fastddpg: error: ")
+    return err[0]
+
+
+def truncate_latest(d: Path) -> None:
+    p = latest_checkpoint(d)
+    p.write_bytes(p.read_bytes()[:1000])
+
+
+def edit_config(d: Path, **changes) -> None:
+    meta = json.loads((d / "config.json").read_text())
+    meta["config"].update(changes)
+    (d / "config.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage,args,needle", [
+    (lambda d: shutil.rmtree(d), [], "no such run directory"),
+    (lambda d: shutil.rmtree(d / "checkpoints"), [], "no checkpoint"),
+    (truncate_latest, [], "truncated or corrupt"),
+    (lambda d: edit_config(d, num_envs=3), [], "does not match"),
+    (lambda d: edit_config(d, hidden_sizes=[16]), [], "hidden_sizes"),
+    (lambda d: None, [], "pass a larger --total-steps"),
+    (lambda d: None, ["--total-steps", "100"], "pass a larger --total-steps"),
+    (lambda d: None, ["--num-envs", "4"], "--num-envs cannot be changed on --resume"),
+])
+def test_resume_errors_are_one_line_exit_2(tmp_path, finished, capsys, damage, args, needle):
+    d = copy_run(finished, tmp_path)
+    damage(d)
+    before = {p.name: p.read_bytes() for p in d.glob("*.csv")} if d.exists() else {}
+    assert main(["run", "--resume", str(d), *args]) == 2
+    assert needle in one_error_line(capsys)
+    after = {p.name: p.read_bytes() for p in d.glob("*.csv")} if d.exists() else {}
+    assert after == before  # a refused resume leaves the run as it was
+
+
+def test_env_whose_shapes_changed_is_refused(tmp_path, finished, capsys, monkeypatch):
+    d = copy_run(finished, tmp_path)
+    monkeypatch.setattr(FixedEnv, "DIM", 3)  # same env id, another observation shape
+    assert main(["run", "--resume", str(d), "--total-steps", "300"]) == 2
+    assert "has obs_dim=2 but FastDDPGTest/Fixed-v0 gives obs_dim=3" in one_error_line(capsys)
+
+
+def test_resume_error_in_a_real_process(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "fastddpg.cli", "run", "--resume", str(tmp_path / "missing")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "no such run directory" in p.stderr
