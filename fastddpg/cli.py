@@ -7,9 +7,13 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from .failsafe import NonFiniteError, TrainingInterrupted
 
 
 def _flag(name: str) -> str:
@@ -50,6 +54,26 @@ def build_parser() -> argparse.ArgumentParser:
                          "Defaults are the reference notebook's hyperparameters on Pendulum-v1.",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(run)
+    run.add_argument("--resume", metavar="RUN_DIR", default=None,
+                     help="continue RUN_DIR from its latest checkpoint with its config.json, appending to its CSVs; "
+                     "of the other flags only --total-steps (e.g. raised) and run-control flags (--device, "
+                     "--compile, --vector-mode, --log-every, --checkpoint-every, --keep-checkpoints, --quiet) may "
+                     "be given with it")
+    plot = sub.add_parser("plot", help="write the Plotly report of one or more runs",
+                          description="Regenerate report.html from run directories; several runs are overlaid "
+                          "and labelled by directory name.")
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories made by `fastddpg run`")
+    plot.add_argument("--out", default=None, help="output HTML (default: RUN_DIR/report.html for one run, "
+                      "./report_compare.html for several)")
+    plot.add_argument("--plotly-cdn", action="store_true", help="load plotly.js from the CDN: a small file that "
+                      "needs a network connection to view (default: plotly.js inlined, works offline)")
+    ev = sub.add_parser("eval", help="evaluate a run's saved actor without exploration noise",
+                        description="Noise-free episodes with RUN_DIR's final actor; prints mean +- std return "
+                        "and appends the episodes to RUN_DIR/eval.csv.")
+    ev.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
+    ev.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
+    ev.add_argument("--seed", type=int, default=None, help="episode i is seeded SEED + i (default: the run's "
+                    "seed + 10000)")
     return parser
 
 
@@ -58,14 +82,88 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(**values)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from .reporting import PlainReporter, print_summary
+def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    import contextlib
+
+    from .failsafe import NonFiniteError, TrainingInterrupted
+    from .reporting import make_reporter, print_summary
+    from .rundir import RunWriter
     from .trainer import Trainer
 
-    cfg = config_from_args(args)
-    trainer = Trainer(cfg, callbacks=[] if cfg.quiet else [PlainReporter()])
-    result = trainer.train()
+    if getattr(args, "resume", None):
+        from .checkpoint import resume_run
+
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+        trainer, writer = resume_run(args.resume, given, argv)  # checked, restored, CSVs cut to the checkpoint
+        cfg = trainer.cfg
+    else:
+        cfg = config_from_args(args)
+        trainer = Trainer(cfg)
+        try:
+            writer = RunWriter.create(cfg, trainer, argv)  # the run directory, checked writable before training
+        except BaseException:
+            trainer.env.close()
+            raise
+        trainer.run_dir = writer.path  # checkpoints go to RUN_DIR/checkpoints
+    reporter = make_reporter(cfg.quiet, cfg.total_steps)
+    trainer.callbacks += [writer] + ([reporter] if reporter is not None else [])
+    stopped: TrainingInterrupted | NonFiniteError | None = None
+    with reporter if reporter is not None else contextlib.nullcontext():
+        try:
+            result = trainer.train()
+        except (TrainingInterrupted, NonFiniteError) as e:
+            stopped = e
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep what the run had; the original error goes on
+                writer.finish(trainer)
+            raise
+    if stopped is not None:
+        return _stopped(stopped, trainer, writer)
+    writer.finish(trainer, result.summary)
     print_summary(result.summary)
+    print(f"run directory: {writer.path}")
+    return 0
+
+
+def _stopped(e: TrainingInterrupted | NonFiniteError, trainer: Any, writer: Any) -> int:
+    """A run stopped by a signal (exit 128 + signum) or a non-finite value (exit 3): write the metrics, weights,
+    summary and report it has, then say in one line what happened and where things are. A further signal while
+    doing so exits at once."""
+    import shlex
+
+    from .checkpoint import restore_weights
+    from .failsafe import StopSignals, TrainingInterrupted
+
+    with StopSignals(stopping=True):
+        if isinstance(e, TrainingInterrupted):
+            writer.finish(trainer, {**trainer.summary(), "stopped_by": e.signal_name})
+            print(f"fastddpg: {e.signal_name}: stopped at env step {e.global_step:,} of {trainer.cfg.total_steps:,}; "
+                  f"checkpoint {e.checkpoint}; metrics and report in {writer.path}; resume with: "
+                  f"fastddpg run --resume {shlex.quote(str(writer.path))}", file=sys.stderr)
+        else:
+            writer.finish(trainer, {**trainer.summary(), "stopped_by": f"non-finite {e.what}"})
+            restore_weights(writer.path, e.checkpoint)  # actor.pt/critic.pt: the last finite ones, not NaNs
+            print(f"fastddpg: error: {e}", file=sys.stderr)
+    return e.exit_code
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plots import write_report
+    from .rundir import REPORT_FILE
+
+    default = Path(args.run_dirs[0]) / REPORT_FILE if len(args.run_dirs) == 1 else Path("report_compare.html")
+    out = write_report(args.run_dirs, args.out or default, plotly_cdn=args.plotly_cdn)
+    print(f"report: {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+    from .rundir import EVAL_FILE
+
+    r = evaluate_run(args.run_dir, args.episodes, args.seed)
+    print(f"eval: {len(r.returns)} noise-free episodes (seed {r.seed}): return {r.mean:.1f} +- {r.std:.1f} "
+          f"-> {Path(args.run_dir) / EVAL_FILE}")
     return 0
 
 
@@ -74,10 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return cmd_run(args)
+            return cmd_run(args, ["fastddpg", *argv] if argv is not None else None)
+        if args.command == "plot":
+            return cmd_plot(args)
+        if args.command == "eval":
+            return cmd_eval(args)
     except ConfigError as e:
         print(f"fastddpg: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside training (during setup or the final report)
+        print("fastddpg: interrupted", file=sys.stderr)
+        return 130
     parser.error(f"unknown command {args.command}")
     return 2
 

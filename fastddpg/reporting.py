@@ -1,32 +1,185 @@
 """Console reporting. Reporters are trainer callbacks: they only see data the trainer already pulled to the
-host at a flush, so they never add a device sync of their own."""
+host at a flush (every ``--log-every`` env steps), so they never add a device sync of their own.
+
+- `RichReporter`: a live panel (progress bar with elapsed time and ETA, throughput, episodes, returns,
+  losses, Q vs TD target) when stdout is a terminal; redrawn at reports, at most ``refresh_per_second`` times
+  a second, and never from a background thread (a redraw costs milliseconds of Python: it must not compete
+  with the training loop between reports).
+- `PlainReporter`: one plain line per flush when stdout is not a terminal (CI, a pipe, a log file).
+- ``--quiet``: no reporter; only `print_summary` at the end.
+
+`make_reporter` picks one. Reporters are also context managers (the live panel starts and stops there).
+"""
 
 from __future__ import annotations
 
+import functools
+import math
+import sys
+import time
+from collections import deque
 from typing import Any
 
 import pandas as pd
+
+# update-row keys that are bookkeeping, not metrics
+_NOT_METRICS = frozenset({"update", "global_step", "updates_in_row", "env_steps_per_sec", "updates_per_sec",
+                          "wall_time"})
+_KNOWN_METRICS = ("critic_loss", "actor_loss", "q_mean", "y_mean")
+
+
+class _Tracker:
+    """Host-side numbers a reporter shows: last returns, throughput between calls, the last update row."""
+
+    def __init__(self) -> None:
+        self.returns: deque[float] = deque(maxlen=10)
+        self.episodes = 0
+        self.row: dict[str, float] | None = None
+        self.steps = self.updates = 0
+        self.steps_per_sec = self.updates_per_sec = math.nan
+        self._t = time.perf_counter()
+        self._last_steps = self._last_updates = 0
+
+    def observe(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
+        self.returns.extend(episodes["return"].tolist())
+        self.episodes = trainer.num_episodes
+        self.steps, self.updates = trainer.global_step, trainer.num_updates
+        if row is not None:
+            self.row = row
+        now = time.perf_counter()
+        dt = now - self._t
+        if dt > 0:
+            self.steps_per_sec = (self.steps - self._last_steps) / dt
+            self.updates_per_sec = (self.updates - self._last_updates) / dt
+        self._t, self._last_steps, self._last_updates = now, self.steps, self.updates
+
+    @property
+    def last_return(self) -> float:
+        return self.returns[-1] if self.returns else math.nan
+
+    @property
+    def mean10(self) -> float:
+        return sum(self.returns) / len(self.returns) if self.returns else math.nan
 
 
 class PlainReporter:
     """One plain line per flush: steps, episodes, returns, losses, Q vs y, throughput."""
 
-    def __init__(self, print_fn: Any = print) -> None:
-        self.print = print_fn
-        self.returns: list[float] = []
+    def __init__(self, print_fn: Any = None) -> None:
+        self.print = print_fn or functools.partial(print, flush=True)  # flush: a pipe sees each line at once
+        self.t = _Tracker()
+
+    def __enter__(self) -> PlainReporter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
 
     def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
-        self.returns.extend(episodes["return"].tolist())
+        t = self.t
+        t.observe(trainer, episodes, row)
         total = trainer.cfg.total_steps
-        parts = [f"step {trainer.global_step:>9,}/{total:,}", f"ep {trainer.num_episodes:>5}"]
-        if self.returns:
-            last10 = sum(self.returns[-10:]) / len(self.returns[-10:])
-            parts.append(f"return {self.returns[-1]:8.1f} (last10 {last10:8.1f})")
+        parts = [f"step {t.steps:>9,}/{total:,}", f"ep {t.episodes:>5}"]
+        if t.returns:
+            parts.append(f"return {t.last_return:8.1f} (last10 {t.mean10:8.1f})")
         if row is not None:
             parts += [f"critic {row['critic_loss']:.4g}", f"actor {row['actor_loss']:.4g}",
-                      f"Q {row['q_mean']:.3g} y {row['y_mean']:.3g}",
-                      f"{row['env_steps_per_sec']:,.0f} steps/s", f"{row['updates_per_sec']:,.0f} upd/s"]
+                      f"Q {row['q_mean']:.3g} y {row['y_mean']:.3g}"]
+            parts += [f"{k} {v:.3g}" for k, v in row.items() if k not in _NOT_METRICS and k not in _KNOWN_METRICS]
+        parts += [f"{t.steps_per_sec:,.0f} steps/s", f"{t.updates_per_sec:,.0f} upd/s"]
         self.print(" | ".join(parts))
+
+
+class RichReporter:
+    """The live console panel. Use as a context manager around ``trainer.train()``::
+
+        with RichReporter(cfg.total_steps) as rep:
+            trainer.callbacks.append(rep)
+            trainer.train()
+
+    The panel is redrawn at flushes (its numbers change only then), at most ``refresh_per_second`` times a
+    second, and once more at the end.
+    """
+
+    def __init__(self, total_steps: int, console: Any = None, refresh_per_second: float = 2.0) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console or Console()
+        self.t = _Tracker()
+        self.progress = Progress(TextColumn("[bold]env steps"), BarColumn(), MofNCompleteColumn(),
+                                 TaskProgressColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
+                                 TextColumn("eta"), TimeRemainingColumn(), console=self.console)
+        self.task = self.progress.add_task("train", total=total_steps)
+        self.min_interval = 1.0 / refresh_per_second
+        self._last_draw = -math.inf
+        self.live = Live(self.render(), console=self.console, auto_refresh=False, transient=False)
+
+    def __enter__(self) -> RichReporter:
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.update(self.render(), refresh=True)
+        self.live.stop()
+
+    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
+        self.t.observe(trainer, episodes, row)
+        self.progress.update(self.task, completed=min(trainer.global_step, trainer.cfg.total_steps))
+        now = time.perf_counter()
+        draw = now - self._last_draw >= self.min_interval
+        if draw:
+            self._last_draw = now
+        self.live.update(self.render(), refresh=draw)
+
+    def render(self) -> Any:
+        """The panel: progress bar above a grid of the latest numbers."""
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.table import Table
+
+        t, row = self.t, self.t.row or {}
+        grid = Table.grid(padding=(0, 2))
+        for _ in range(3):
+            grid.add_column(style="dim", justify="right")
+            grid.add_column(justify="right", min_width=10)
+        grid.add_row("env steps/s", _fmt(t.steps_per_sec, ",.0f"), "updates/s", _fmt(t.updates_per_sec, ",.0f"),
+                     "episodes", f"{t.episodes:,}")
+        grid.add_row("return (last)", _fmt(t.last_return, ".1f"), "return (10-ep mean)", _fmt(t.mean10, ".1f"),
+                     "updates", f"{t.updates:,}")
+        grid.add_row("critic loss", _fmt(row.get("critic_loss"), ".4g"), "actor loss",
+                     _fmt(row.get("actor_loss"), ".4g"), "", "")
+        grid.add_row("mean Q", _fmt(row.get("q_mean"), ".4g"), "mean TD target", _fmt(row.get("y_mean"), ".4g"),
+                     "", "")
+        extra = [(k, v) for k, v in row.items() if k not in _NOT_METRICS and k not in _KNOWN_METRICS]
+        for i in range(0, len(extra), 3):
+            cells: list[str] = []
+            for k, v in extra[i:i + 3]:
+                cells += [k, _fmt(v, ".4g")]
+            grid.add_row(*cells, *[""] * (6 - len(cells)))
+        return Panel(Group(self.progress, grid), title="fastddpg", border_style="blue")
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def make_reporter(quiet: bool, total_steps: int, console: Any = None) -> PlainReporter | RichReporter | None:
+    """None with ``quiet``; the live panel when stdout (or the given rich ``console``) is a terminal; plain lines
+    otherwise."""
+    if quiet:
+        return None
+    is_terminal = console.is_terminal if console is not None else sys.stdout.isatty()
+    return RichReporter(total_steps, console) if is_terminal else PlainReporter()
 
 
 def print_summary(summary: dict[str, Any], print_fn: Any = print) -> None:

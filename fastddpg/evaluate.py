@@ -1,0 +1,111 @@
+"""Noise-free evaluation of a run's saved actor: ``fastddpg eval RUN_DIR [--episodes 10] [--seed S]``.
+
+Each evaluation episode runs in its own copy of the env (all copies stepped together), seeded ``seed + i``,
+with the deterministic action a = mu(s) (no exploration noise). Only the first episode of each copy counts.
+Returns are written to ``RUN_DIR/eval.csv`` (appended, one row per episode, ``eval_time`` tells evaluations
+apart), and ``mean +- std`` (population std, ddof=0) is printed.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config, ConfigError
+from .envs import VecEnv, make_gym_vector_env
+from .networks import Actor
+from .rundir import ACTOR_FILE, EVAL_COLUMNS, EVAL_FILE, load_run
+
+EVAL_SEED_OFFSET = 10_000  # default eval seed = training seed + this, so eval starts differ from training's
+
+
+@dataclass
+class EvalResult:
+    """returns, lengths: (episodes,) arrays; seed: episode i used seed + i."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+    seed: int
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+
+def build_actor(cfg: Config, obs_dim: int, act_dim: int, action_low: torch.Tensor,
+                action_high: torch.Tensor) -> Actor:
+    """The actor architecture a run with ``cfg`` trains (the one place eval rebuilds it)."""
+    extra = {"layer_norm": True} if getattr(cfg, "layer_norm", False) else {}
+    return Actor(obs_dim, act_dim, cfg.hidden_sizes, action_low, action_high, **extra)
+
+
+@torch.no_grad()
+def evaluate_actor(actor: torch.nn.Module, env_id: str, episodes: int = 10, seed: int = 0,
+                   max_steps: int = 100_000) -> EvalResult:
+    """Run ``episodes`` noise-free episodes of ``env_id`` with ``actor`` (obs (N, obs_dim) -> action (N, act_dim),
+    on the CPU). Raises ConfigError if an episode has not ended after ``max_steps`` steps."""
+    env = VecEnv(make_gym_vector_env(env_id, episodes, "sync"), torch.device("cpu"), env_id)
+    try:
+        obs = env.reset(seed=seed)
+        returns = torch.zeros(episodes, dtype=torch.float64)
+        lengths = torch.zeros(episodes, dtype=torch.int64)
+        active = torch.ones(episodes, dtype=torch.bool)
+        for _ in range(max_steps):
+            s = env.step(actor(obs))
+            returns += s.reward.double() * active
+            lengths += active.long()
+            active &= ~(s.terminated.bool() | s.truncated.bool())
+            obs = s.obs
+            if not active.any():
+                break
+        else:
+            raise ConfigError(f"evaluation episodes of {env_id} did not end within {max_steps} steps; the env "
+                              "needs a time limit (gymnasium.wrappers.TimeLimit).")
+    finally:
+        env.close()
+    return EvalResult(returns.numpy(), lengths.numpy(), seed)
+
+
+def load_actor(run_dir: str | Path) -> tuple[Actor, Config]:
+    """The final actor of a run directory (CPU, eval mode) and the run's Config."""
+    run = load_run(run_dir)
+    path = Path(run_dir) / ACTOR_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} has no {ACTOR_FILE}: the run did not finish; evaluate a finished run.")
+    env = VecEnv(make_gym_vector_env(run.config.env, 1, "sync"), torch.device("cpu"), run.config.env)
+    env.close()
+    for key in ("obs_dim", "act_dim"):
+        if key in run.meta and run.meta[key] != getattr(env, key):
+            raise ConfigError(f"{run.config.env} now has {key}={getattr(env, key)} but the run was trained with "
+                              f"{run.meta[key]}; evaluate with the env version it was trained on.")
+    actor = build_actor(run.config, env.obs_dim, env.act_dim, env.action_low, env.action_high)
+    actor.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return actor.eval(), run.config
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int | None = None) -> EvalResult:
+    """Evaluate a run's saved actor and append the episodes to ``run_dir/eval.csv``."""
+    if episodes < 1:
+        raise ConfigError(f"--episodes={episodes} is invalid: evaluate at least 1 episode.")
+    actor, cfg = load_actor(run_dir)
+    seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
+    result = evaluate_actor(actor, cfg.env, episodes, seed)
+    out = Path(run_dir) / EVAL_FILE
+    new = not out.exists()
+    stamp = datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
+    with open(out, "a", newline="") as f:
+        w = csv.writer(f)
+        if new:
+            w.writerow(EVAL_COLUMNS)
+        w.writerows((stamp, seed, i, float(r), int(n))
+                    for i, (r, n) in enumerate(zip(result.returns, result.lengths, strict=True)))
+    return result

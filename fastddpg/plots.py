@@ -1,0 +1,328 @@
+"""The Plotly report: the notebook's section-3 diagnostics for one run or several overlaid.
+
+Figures (titles as in the notebook where it has them):
+
+1. learning curve: score per episode and its 10-episode moving average against env steps (a menu switches the
+   x axis to episodes or wall-clock seconds; the hover shows the episode);
+2. critic outputs vs TD targets: Q(s, a) mean and TD target y mean over update steps (a critic that diverges
+   shows Q drifting away from y);
+3. actor/critic losses;
+4. policy evolution and 5. Q-values on the fixed probe states, heatmaps (probe x snapshot), one pair per run;
+6. throughput: env steps/s and updates/s over wall-clock time.
+
+The HTML holds every figure as JSON in one ``<script type="application/json" id="fastddpg-figures">`` block
+(`read_report_figures` parses it back) plus plotly.js, inlined by default so the file works offline, or
+referenced from the CDN with ``plotly_cdn=True`` (a few hundred kB instead of several MB).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .rundir import RunData, load_run
+
+MA_WINDOW = 10
+TEMPLATE = "plotly_white"
+COLORS = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF",
+          "#FECB52")
+TITLE_RETURNS = "learning curve (score per episode)"  # after the algorithm name, as in the notebook
+TITLE_Q = "Critic outputs vs TD targets (mean over minibatch)"
+TITLE_LOSSES = "Actor/Critic losses"
+TITLE_POLICY = "Policy evolution on fixed probe states"
+TITLE_QPROBE = "Q-values on probe states (critic under current actor)"
+TITLE_THROUGHPUT = "Throughput (env steps/s over time)"
+_FIGS_ID = "fastddpg-figures"
+
+
+def moving_average(x: np.ndarray, window: int = MA_WINDOW) -> np.ndarray:
+    """Trailing mean over the last ``window`` values (fewer at the start), same length as ``x``."""
+    return pd.Series(np.asarray(x, dtype=np.float64)).rolling(window, min_periods=1).mean().to_numpy()
+
+
+def run_labels(runs: Sequence[RunData]) -> list[str]:
+    """Directory names, made unique with their parent when two runs share a name."""
+    labels = [r.path.name for r in runs]
+    if len(set(labels)) < len(labels):
+        labels = [f"{r.path.parent.name}/{r.path.name}" for r in runs]
+    return labels
+
+
+def _name(label: str, what: str, multi: bool) -> str:
+    return f"{label}: {what}" if multi else what
+
+
+def learning_curve(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
+    fig = go.Figure()
+    multi = len(runs) > 1
+    xs: dict[str, list[np.ndarray]] = {"steps": [], "episodes": [], "wall": []}
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        ep = run.episodes.sort_values("episode")
+        color = COLORS[i % len(COLORS)]
+        custom = np.stack([ep["episode"].to_numpy(), ep["wall_time"].to_numpy()], axis=-1) if len(ep) else None
+        hover = ("episode %{customdata[0]}<br>env step %{x:,}<br>wall %{customdata[1]:.1f} s<br>"
+                 "%{fullData.name}: %{y:.1f}<extra></extra>")
+        common = dict(x=ep["global_step"].to_numpy(), customdata=custom, hovertemplate=hover, legendgroup=label)
+        # markers, not lines: with N envs several episodes end at the same env step
+        fig.add_trace(go.Scatter(y=ep["return"].to_numpy(), name=_name(label, "Return", multi), mode="markers",
+                                 opacity=0.6, marker=dict(color=color, size=6), **common))
+        fig.add_trace(go.Scatter(y=moving_average(ep["return"].to_numpy()), mode="lines",
+                                 name=_name(label, f"Return (MA {MA_WINDOW})", multi),
+                                 line=dict(color=color, width=2.5), **common))
+        for _ in range(2):
+            xs["steps"].append(ep["global_step"].to_numpy())
+            xs["episodes"].append(ep["episode"].to_numpy())
+            xs["wall"].append(ep["wall_time"].to_numpy())
+    axis_titles = {"steps": "Env steps", "episodes": "Episode", "wall": "Wall-clock time (s)"}
+    buttons = [dict(label=f"x: {axis_titles[k].lower()}", method="update",
+                    args=[{"x": [a.tolist() for a in xs[k]]}, {"xaxis.title.text": axis_titles[k]}])
+               for k in ("steps", "episodes", "wall")]
+    algos = {run.config.algo.upper() for run in runs}
+    title = f"{algos.pop()} {TITLE_RETURNS}" if len(algos) == 1 else TITLE_RETURNS.capitalize()
+    fig.update_layout(title=title, xaxis_title=axis_titles["steps"], yaxis_title="Return",
+                      updatemenus=[dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.15,
+                                        yanchor="top")])
+    return fig
+
+
+_METRIC_LABELS = {"q1_mean": "Q1(s,a) mean", "q2_mean": "Q2(s,a) mean", "target_min_mean": "min Q'(s',a') mean"}
+
+
+def _extra_means(updates: pd.DataFrame) -> list[str]:
+    """Other ``*_mean`` metric columns (e.g. TD3's twin critics) to draw next to Q and y."""
+    return [c for c in updates.columns if c.endswith("_mean") and c not in ("q_mean", "y_mean")]
+
+
+def q_vs_target(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
+    fig = go.Figure()
+    multi = len(runs) > 1
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        up, color = run.updates, COLORS[i % len(COLORS)]
+        x = up["update"].to_numpy()
+        fig.add_trace(go.Scatter(x=x, y=up["q_mean"].to_numpy(), mode="lines", legendgroup=label,
+                                 name=_name(label, "Q(s,a) mean", multi), line=dict(color=color)))
+        fig.add_trace(go.Scatter(x=x, y=up["y_mean"].to_numpy(), mode="lines", legendgroup=label,
+                                 name=_name(label, "TD target y mean", multi), line=dict(color=color, dash="dash")))
+        for col in _extra_means(up):
+            fig.add_trace(go.Scatter(x=x, y=up[col].to_numpy(), mode="lines", legendgroup=label,
+                                     name=_name(label, _METRIC_LABELS.get(col, col), multi),
+                                     line=dict(color=color, dash="dot")))
+    fig.update_layout(title=TITLE_Q, xaxis_title="Update step", yaxis_title="Value")
+    return fig
+
+
+def losses(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("Critic loss (MSE)", "Actor loss (-Q)"))
+    multi = len(runs) > 1
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        up, color = run.updates, COLORS[i % len(COLORS)]
+        x = up["update"].to_numpy()
+        fig.add_trace(go.Scatter(x=x, y=up["critic_loss"].to_numpy(), mode="lines", legendgroup=label,
+                                 name=_name(label, "Critic loss (MSE)", multi), line=dict(color=color)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x, y=up["actor_loss"].to_numpy(), mode="lines", legendgroup=label,
+                                 name=_name(label, "Actor loss (-Q)", multi), line=dict(color=color, dash="dash")),
+                      row=2, col=1)
+    fig.update_layout(title=TITLE_LOSSES, height=600)
+    fig.update_xaxes(title_text="Update step", row=2, col=1)
+    fig.update_yaxes(title_text="Loss")
+    return fig
+
+
+def probe_matrix(probes: pd.DataFrame, value: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Probes (tidy) -> z (probe_n, snapshots) of ``value`` and one row per snapshot (snapshot, episode,
+    global_step). A snapshot taken at the same env step as the one before it (the end-of-run snapshot right
+    after a flush's) replaces it."""
+    snaps = probes.groupby("snapshot", sort=True)[["episode", "global_step"]].first().reset_index()
+    snaps = snaps.drop_duplicates("global_step", keep="last")
+    z = probes.pivot(index="probe", columns="snapshot", values=value)[snaps["snapshot"]].to_numpy()
+    return z, snaps
+
+
+def probe_heatmap(run: RunData, label: str, value: str, multi: bool) -> go.Figure:
+    """The notebook's policy (``value='action'``) or Q (``value='q'``) heatmap over probe snapshots."""
+    policy = value == "action"
+    title = TITLE_POLICY if policy else TITLE_QPROBE
+    if multi:
+        title = f"{title} — {label}"
+    fig = go.Figure()
+    if run.probes.empty:
+        fig.add_annotation(text="No probe snapshots recorded (the run ended before the buffer held "
+                                "max(probe_n, batch_size) transitions).", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+    else:
+        z, snaps = probe_matrix(run.probes, value)
+        one_d = int(run.meta.get("act_dim", 1)) == 1
+        if policy:  # the notebook's: the action itself for 1-D actions, else its norm
+            colorbar, colorscale, zmid = ("action", "RdBu", 0.0) if one_d else ("||a||", "Viridis", None)
+        else:
+            colorbar, colorscale, zmid = "Q(s, mu(s))", "Viridis", None
+        episodes = np.broadcast_to(snaps["episode"].to_numpy(), z.shape)
+        fig.add_trace(go.Heatmap(z=z, x=snaps["global_step"].to_numpy(), y=np.arange(z.shape[0]),
+                                 customdata=episodes, colorscale=colorscale, zmid=zmid,
+                                 colorbar=dict(title=colorbar), name=label,
+                                 hovertemplate="env step %{x:,} (episode %{customdata})<br>probe %{y}<br>"
+                                               f"{colorbar} %{{z:.3f}}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="Env steps at snapshot", yaxis_title="Probe state index")
+    return fig
+
+
+def throughput(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
+    fig = go.Figure()
+    multi = len(runs) > 1
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        up, color = run.updates, COLORS[i % len(COLORS)]
+        x = up["wall_time"].to_numpy()
+        fig.add_trace(go.Scatter(x=x, y=up["env_steps_per_sec"].to_numpy(), mode="lines+markers", legendgroup=label,
+                                 name=_name(label, "env steps/s", multi), line=dict(color=color)))
+        fig.add_trace(go.Scatter(x=x, y=up["updates_per_sec"].to_numpy(), mode="lines", legendgroup=label,
+                                 name=_name(label, "updates/s", multi), line=dict(color=color, dash="dot")))
+    fig.update_layout(title=TITLE_THROUGHPUT, xaxis_title="Wall-clock time (s)", yaxis_title="Per second")
+    return fig
+
+
+def build_figures(runs: Sequence[RunData]) -> list[go.Figure]:
+    """All report figures for one or more runs, in report order."""
+    labels = run_labels(runs)
+    multi = len(runs) > 1
+    figs = [learning_curve(runs, labels), q_vs_target(runs, labels), losses(runs, labels)]
+    for run, label in zip(runs, labels, strict=True):
+        figs += [probe_heatmap(run, label, "action", multi), probe_heatmap(run, label, "q", multi)]
+    figs.append(throughput(runs, labels))
+    for fig in figs:
+        fig.update_layout(template=TEMPLATE, legend=dict(groupclick="toggleitem"))
+    return figs
+
+
+# --- HTML -------------------------------------------------------------------------------------------------------
+def _plotly_script(cdn: bool) -> str:
+    from plotly.offline import get_plotlyjs, get_plotlyjs_version
+
+    if cdn:
+        return f'<script src="https://cdn.plot.ly/plotly-{get_plotlyjs_version()}.min.js" charset="utf-8"></script>'
+    return f'<script type="text/javascript">{get_plotlyjs()}</script>'
+
+
+def _fmt(x: Any, spec: str = ",.1f") -> str:
+    try:
+        return format(x, spec)
+    except (TypeError, ValueError):
+        return "-" if x is None else str(x)
+
+
+def _summary_table(runs: Sequence[RunData], labels: Sequence[str]) -> str:
+    head = ("run", "env", "algo", "seed", "num envs", "device", "episodes", "env steps", "updates", "wall time (s)",
+            "env steps/s", "last-10 return", "eval return (mean ± std)")
+    rows = []
+    for run, label in zip(runs, labels, strict=True):
+        cfg, s = run.config, run.summary or {}
+        ev = run.evals
+        if len(ev):
+            last = ev[ev["eval_time"] == ev["eval_time"].iloc[-1]]["return"].to_numpy()
+            evtxt = f"{last.mean():.1f} ± {last.std():.1f} ({len(last)} ep)"
+        else:
+            evtxt = "-"
+        cells = (label, cfg.env, cfg.algo, cfg.seed, cfg.num_envs, run.meta.get("device", cfg.device),
+                 s.get("episodes", len(run.episodes)), _fmt(s.get("env_steps"), ","), _fmt(s.get("updates"), ","),
+                 _fmt(s.get("wall_time_s")), _fmt(s.get("env_steps_per_sec"), ",.0f"),
+                 _fmt(s.get("last10_mean_return")), evtxt)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    return ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def _details(runs: Sequence[RunData], labels: Sequence[str]) -> str:
+    out = []
+    for run, label in zip(runs, labels, strict=True):
+        info = {k: run.meta.get(k) for k in ("command", "created", "device", "versions")}
+        info["config"] = run.config.to_dict()
+        out.append(f"<details><summary>{html.escape(label)}: config, versions, command line</summary><pre>"
+                   f"{html.escape(json.dumps(info, indent=2))}</pre></details>")
+    return "".join(out)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }} th, td {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd;
+text-align: right; }} th:first-child, td:first-child {{ text-align: left; }}
+.fig {{ width: 100%; min-height: 450px; margin-top: 1em; }} pre {{ font-size: 0.8em; }}
+</style>
+{plotly}
+</head><body>
+<h1>{title}</h1>
+{table}
+{details}
+<div id="figures"></div>
+<script type="application/json" id="{figs_id}">{figures}</script>
+<script>
+const figs = JSON.parse(document.getElementById("{figs_id}").textContent);
+const root = document.getElementById("figures");
+for (const f of figs) {{
+  const div = document.createElement("div"); div.className = "fig"; root.appendChild(div);
+  Plotly.newPlot(div, f.data, f.layout, {{responsive: true}});
+}}
+</script>
+</body></html>
+"""
+
+
+def render_html(runs: Sequence[RunData], plotly_cdn: bool = False) -> str:
+    """The report page for ``runs``: a summary table, configs, then every figure."""
+    labels = run_labels(runs)
+    figures = "[" + ",".join(f.to_json() for f in build_figures(runs)) + "]"
+    title = f"fastddpg report: {labels[0]}" if len(runs) == 1 else f"fastddpg report: {len(runs)} runs"
+    return _PAGE.format(title=html.escape(title), plotly=_plotly_script(plotly_cdn), table=_summary_table(runs, labels),
+                        details=_details(runs, labels), figs_id=_FIGS_ID, figures=figures.replace("</", "<\\/"))
+
+
+def write_report(runs: Sequence[str | Path | RunData], out: str | Path, plotly_cdn: bool = False) -> Path:
+    """Write the report of one or more run directories to ``out`` (written atomically). Returns ``out``."""
+    data = [r if isinstance(r, RunData) else load_run(r) for r in runs]
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(render_html(data, plotly_cdn), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+# --- reading a report back (tests, scripts) ----------------------------------------------------------------------
+def _decode(obj: Any) -> Any:
+    """Plotly's base64 typed arrays ({"dtype", "bdata", "shape"?}) -> nested lists; recursively."""
+    if isinstance(obj, dict):
+        if "bdata" in obj and "dtype" in obj:
+            arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
+            if "shape" in obj:
+                arr = arr.reshape([int(s) for s in str(obj["shape"]).split(",")])
+            return arr.tolist()
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
+def read_report_figures(report: str | Path) -> list[dict[str, Any]]:
+    """The figures embedded in a report.html (path or HTML text) as plain dicts, typed arrays decoded to lists:
+    ``[{"data": [trace, ...], "layout": {...}}, ...]``."""
+    text = Path(report).read_text(encoding="utf-8") if isinstance(report, Path) or not report.lstrip().startswith(
+        "<") else report
+    m = re.search(rf'<script type="application/json" id="{_FIGS_ID}">(.*?)</script>', text, re.S)
+    if m is None:
+        raise ValueError("no fastddpg figure block in this HTML")
+    return _decode(json.loads(m.group(1)))
+
+
+def figure_title(fig: dict[str, Any]) -> str:
+    title = fig.get("layout", {}).get("title", "")
+    return title.get("text", "") if isinstance(title, dict) else str(title)

@@ -1,0 +1,292 @@
+"""The run directory: everything a run leaves on disk, written as the run goes, and `load_run` to read it back.
+
+Layout of ``runs/<env>__<algo>__<seed>__<timestamp>/`` (or ``--run-dir``)::
+
+    config.json       {"config": Config.to_dict(), "versions": {...}, "device", "command", "argv", "created",
+                       "obs_dim", "act_dim", "run_dir"}; written before the first env step
+    episodes.csv      one row per finished episode: EPISODE_COLUMNS          } appended at every flush
+    updates.csv       one row per flush interval with updates: UPDATE_COLUMNS } (every --log-every env steps),
+    probes.csv        probe_n rows per probe snapshot: PROBE_COLUMNS          } so a run that dies keeps them
+    *.parquet         the same three tables, written at the end when pyarrow is installed
+    actor.pt          final actor state_dict  } written at the end
+    critic.pt         final critic state_dict }
+    summary.json      the end-of-run summary (episodes, env steps, updates, wall time, steps/s, ...)
+    report.html       the Plotly report (`fastddpg plot RUN_DIR` regenerates it)
+    eval.csv          noise-free evaluation episodes, appended by `fastddpg eval`
+    checkpoints/      reserved for full checkpoints (resume)
+
+`RunWriter` is a trainer callback: it only sees what the trainer already pulled to the host at a flush, so it
+adds no device sync. CSV floats are written with Python's repr, so they read back bit for bit.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import Config, ConfigError
+from .trainer import EPISODE_COLUMNS, PROBE_COLUMNS, UPDATE_COLUMNS
+
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
+ACTOR_FILE = "actor.pt"
+CRITIC_FILE = "critic.pt"
+EVAL_FILE = "eval.csv"
+CHECKPOINT_DIR = "checkpoints"
+TABLES = ("episodes", "updates", "probes")
+EVAL_COLUMNS = ("eval_time", "seed", "episode", "return", "length")
+
+# Documented dtypes of the tidy tables; any other column (e.g. an extra metric) is read as float64.
+INT_COLUMNS = frozenset({"episode", "env", "global_step", "length", "update", "updates_in_row", "snapshot",
+                         "probe", "seed"})
+STR_COLUMNS = frozenset({"eval_time"})
+DEFAULT_COLUMNS = {"episodes": EPISODE_COLUMNS, "updates": UPDATE_COLUMNS, "probes": PROBE_COLUMNS,
+                   "eval": EVAL_COLUMNS}
+
+
+def sanitize(name: str) -> str:
+    """A file-name-safe version of an env id: 'ALE/Pong-v5' -> 'ALE-Pong-v5'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "env"
+
+
+def default_run_dir(cfg: Config, root: str | Path = "runs", now: float | None = None) -> Path:
+    """``root/<env>__<algo>__<seed>__<YYYYmmdd-HHMMSS>`` (not created; `RunWriter.create` adds a suffix on a
+    name clash)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    return Path(root) / f"{sanitize(cfg.env)}__{sanitize(cfg.algo)}__{cfg.seed}__{stamp}"
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+
+    from . import __version__
+
+    return {"fastddpg": __version__, "torch": torch.__version__, "gymnasium": gymnasium.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__, "python": sys.version.split()[0]}
+
+
+def _make_dir(path: Path, unique: bool) -> Path:
+    """Create ``path`` (or ``path-2``, ``path-3``... when ``unique`` and it exists) and prove it is writable.
+    Raises ConfigError with one line when it is not."""
+    try:
+        if unique:
+            base, i = path, 1
+            while True:
+                try:
+                    path.mkdir(parents=True, exist_ok=False)
+                    break
+                except FileExistsError:
+                    i += 1
+                    path = base.with_name(f"{base.name}-{i}")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            if (path / CONFIG_FILE).exists():
+                raise ConfigError(f"--run-dir={path} already holds a run ({CONFIG_FILE}); choose a new directory "
+                                  "or remove that one.")
+        probe = path / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write the run directory {path}: {e.strerror or e}; choose a writable "
+                          "location with --run-dir.") from None
+    return path
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file, then rename), so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+class RunWriter:
+    """Trainer callback that appends new episodes, the update row and new probe rows to CSV at every flush.
+
+    Make one with `RunWriter.create` (checks writability and writes config.json before training), add it to
+    ``trainer.callbacks``, and call `finish` after ``trainer.train()`` (also after a crash: it keeps what
+    the run had and adds the weights, parquet, summary and report).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.probes_written = 0  # rows of trainer.probe_rows already on disk
+        self._update_header: list[str] | None = None
+
+    @classmethod
+    def create(cls, cfg: Config, trainer: Any | None = None, argv: list[str] | None = None,
+               root: str | Path = "runs") -> RunWriter:
+        """Create the run directory (``cfg.run_dir`` or the default name under ``root``), check that it is
+        writable (ConfigError if not), write config.json and the CSV headers."""
+        path = _make_dir(Path(cfg.run_dir), unique=False) if cfg.run_dir else _make_dir(default_run_dir(cfg, root),
+                                                                                        unique=True)
+        argv = list(sys.argv if argv is None else argv)
+        meta: dict[str, Any] = {
+            "config": cfg.to_dict(),
+            "algo": cfg.algo,
+            "run_dir": str(path),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": shlex.join(argv),
+            "argv": argv,
+            "versions": _versions(),
+            "device": str(trainer.device) if trainer is not None else cfg.device,
+        }
+        if trainer is not None:
+            meta.update(obs_dim=trainer.env.obs_dim, act_dim=trainer.env.act_dim, num_envs=trainer.num_envs)
+            if getattr(trainer.device, "type", "") == "cuda":
+                meta["device_name"] = torch.cuda.get_device_name(trainer.device)
+        write_json(path / CONFIG_FILE, meta)
+        writer = cls(path)
+        writer._write_header("episodes", EPISODE_COLUMNS)
+        writer._write_header("updates", UPDATE_COLUMNS)
+        writer._write_header("probes", PROBE_COLUMNS)
+        writer._update_header = list(UPDATE_COLUMNS)
+        return writer
+
+    # --- at every flush ------------------------------------------------------------------------------------------
+    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
+        if len(episodes):
+            self._append("episodes", episodes.itertuples(index=False, name=None))
+        if row is not None:
+            if self._update_header != list(row):  # a metric set other than the default (e.g. TD3's)
+                self._update_header = list(row)
+                if _data_rows(self.path / "updates.csv") == 0:
+                    self._write_header("updates", self._update_header)
+            self._append("updates", [[row.get(k, "") for k in self._update_header]])
+        self.write_probes(trainer)
+
+    def write_probes(self, trainer: Any) -> None:
+        """Append the probe rows the trainer took since the last call."""
+        new = trainer.probe_rows[self.probes_written:]
+        if new:
+            self._append("probes", new)
+            self.probes_written += len(new)
+
+    # --- at the end ----------------------------------------------------------------------------------------------
+    def finish(self, trainer: Any, summary: dict[str, Any] | None = None, report: bool = True,
+               plotly_cdn: bool = False) -> None:
+        """Write the last probe rows (the final snapshot comes after the last flush), the final actor and critic
+        state_dicts, summary.json, parquet copies of the tables (if pyarrow is installed) and report.html."""
+        self.write_probes(trainer)
+        torch.save(trainer.learner.actor.state_dict(), self.path / ACTOR_FILE)
+        torch.save(trainer.learner.critic.state_dict(), self.path / CRITIC_FILE)
+        write_json(self.path / SUMMARY_FILE, summary if summary is not None else trainer.summary())
+        write_parquet(self.path)
+        if report:
+            from .plots import write_report
+
+            write_report([self.path], self.path / REPORT_FILE, plotly_cdn=plotly_cdn)
+
+    # --- files ---------------------------------------------------------------------------------------------------
+    def _write_header(self, table: str, columns: Any) -> None:
+        with open(self.path / f"{table}.csv", "w", newline="") as f:
+            csv.writer(f).writerow(columns)
+
+    def _append(self, table: str, rows: Any) -> None:
+        with open(self.path / f"{table}.csv", "a", newline="") as f:
+            csv.writer(f).writerows(rows)
+
+
+def _data_rows(path: Path) -> int:
+    with open(path) as f:
+        return max(0, sum(1 for _ in f) - 1)
+
+
+def write_parquet(path: Path) -> bool:
+    """Parquet copies of episodes/updates/probes next to the CSVs; False (and nothing written) without pyarrow."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    for table in TABLES:
+        read_table(path, table).to_parquet(path / f"{table}.parquet", index=False)
+    return True
+
+
+def _typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    if df.columns.empty:
+        df = pd.DataFrame(columns=list(DEFAULT_COLUMNS[table]))
+    dtypes = {c: ("int64" if c in INT_COLUMNS else "object" if c in STR_COLUMNS else "float64")
+              for c in df.columns}
+    return df.astype(dtypes)
+
+
+def read_table(path: str | Path, table: str) -> pd.DataFrame:
+    """One tidy table of a run directory (``episodes``, ``updates``, ``probes`` or ``eval``) with the
+    documented dtypes; the parquet copy when it is at least as new as the CSV, else the CSV; an empty frame
+    with the default columns when neither exists."""
+    path = Path(path)
+    csv_path, pq_path = path / f"{table}.csv", path / f"{table}.parquet"
+    if pq_path.exists() and (not csv_path.exists() or pq_path.stat().st_mtime >= csv_path.stat().st_mtime):
+        try:
+            return _typed(pd.read_parquet(pq_path), table)
+        except ImportError:
+            pass
+    if not csv_path.exists():
+        return _typed(pd.DataFrame(), table)
+    return _typed(pd.read_csv(csv_path, keep_default_na=True), table)
+
+
+@dataclass
+class RunData:
+    """A run directory read back by `load_run`.
+
+    episodes: episode, env, global_step, return, length, wall_time (int64 but return and wall_time: float64)
+    updates: update, global_step, critic_loss, actor_loss, q_mean, y_mean, updates_in_row, env_steps_per_sec,
+        updates_per_sec, wall_time; one row per report interval (metrics are means over its updates)
+    probes: snapshot, episode, global_step, probe, action, q; probe_n rows per snapshot
+    evals: eval_time, seed, episode, return, length (empty until `fastddpg eval` ran)
+    """
+
+    path: Path
+    config: Config
+    meta: dict[str, Any]
+    episodes: pd.DataFrame
+    updates: pd.DataFrame
+    probes: pd.DataFrame
+    evals: pd.DataFrame
+    summary: dict[str, Any] | None = field(default=None)
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read a run directory: tidy DataFrames (episodes, updates, probes, evals), the Config and the metadata.
+    Works on a run that is still going or that died (the CSVs hold every flush so far)."""
+    path = Path(path)
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise ConfigError(f"{path} is not a fastddpg run directory (no {CONFIG_FILE}); give the directory a "
+                          "`fastddpg run` created.")
+    try:
+        meta = json.loads(cfg_file.read_text())
+        config = Config.from_dict(meta["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{cfg_file} is not a valid fastddpg config ({e}); was it edited by hand?") from None
+    summary_file = path / SUMMARY_FILE
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    return RunData(path=path, config=config, meta=meta, episodes=read_table(path, "episodes"),
+                   updates=read_table(path, "updates"), probes=read_table(path, "probes"),
+                   evals=read_table(path, "eval"), summary=summary)
