@@ -1,0 +1,252 @@
+"""The notebook's reference learning curve, reproduced at scale.
+
+Runs, each as an independent process (so timings stay honest), over `--seeds` seeds:
+- `notebook`: the notebook's loop and defaults (bench/baseline.py: 1 env, numpy replay, `.item()` per update);
+- `fastddpg-1`, `fastddpg-16`: fastddpg at num_envs 1 and 16, replay ratio 1, the same env-step budget;
+- `fastest`: fastddpg's fastest wall-clock configuration that still learns, found by a small grid search over
+  num_envs x replay ratio x batch size (`--grid-seeds` seeds per grid point; the winner is the configuration
+  with the lowest median time to a 10-episode mean return of -200 among those whose every grid seed got there).
+
+For each configuration: the mean and 95% interval (Student t over seeds) of the 10-episode mean return against
+env steps and against wall-clock seconds, and the time to first reach -200 (median, and how many seeds got
+there). Writes curve.json, curve.html (Plotly, bands) and curve.md (a markdown table).
+
+    python bench/curve.py --quick                 # 2 seeds, 6k steps, a 2-point grid: a few minutes
+    python bench/curve.py --seeds 10 --jobs 2     # the full comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+THRESHOLD = -200.0
+WINDOW = 10
+
+# two-sided 95% Student t quantiles t_{0.975, df}, df = 1..30 (beyond 30 the normal 1.96 is within 2%)
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+# --- pure helpers (unit-tested) ---------------------------------------------------------------------------------
+
+def moving_mean(values: list[float], window: int = WINDOW) -> list[float]:
+    """Mean of the last ``window`` values at each position (fewer at the start)."""
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def mean_ci95(samples: list[float]) -> tuple[float, float, float]:
+    """(mean, low, high): Student-t 95% interval of the mean; a single sample gives a zero-width interval."""
+    n = len(samples)
+    mean = float(np.mean(samples))
+    if n < 2:
+        return mean, mean, mean
+    t = _T975[n - 2] if n - 1 <= len(_T975) else 1.96
+    half = t * float(np.std(samples, ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def time_to_threshold(xs: list[float], curve: list[float], threshold: float = THRESHOLD) -> float | None:
+    """The first x at which ``curve`` reaches ``threshold`` (None if it never does)."""
+    for x, y in zip(xs, curve, strict=True):
+        if y >= threshold:
+            return x
+    return None
+
+
+def resample(xs: list[float], ys: list[float], grid: list[float]) -> list[float]:
+    """The step function 'last y at or before x' on ``grid`` (NaN before the first point)."""
+    idx = np.searchsorted(np.asarray(xs), np.asarray(grid), side="right") - 1
+    return [float(ys[i]) if i >= 0 else float("nan") for i in idx]
+
+
+def band(runs: list[dict[str, Any]], key: str, grid: list[float]) -> dict[str, list[float]]:
+    """Mean and 95% interval across runs of the 10-episode mean return, resampled on ``grid`` of ``key``."""
+    curves = [resample(r[key], moving_mean(r["returns"]), grid) for r in runs]
+    mean, low, high = [], [], []
+    for col in zip(*curves, strict=True):
+        vals = [v for v in col if not math.isnan(v)]
+        m, lo, hi = mean_ci95(vals) if len(vals) == len(col) else (float("nan"),) * 3
+        mean.append(m)
+        low.append(lo)
+        high.append(hi)
+    return {"x": grid, "mean": mean, "low": low, "high": high}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Final 10-episode return, time and steps to threshold over seeds."""
+    finals = [moving_mean(r["returns"])[-1] for r in runs]
+    times = [time_to_threshold(r["seconds"], moving_mean(r["returns"])) for r in runs]
+    steps = [time_to_threshold(r["steps"], moving_mean(r["returns"])) for r in runs]
+    reached = [t for t in times if t is not None]
+    m, lo, hi = mean_ci95(finals)
+    return {"final_mean": m, "final_low": lo, "final_high": hi, "seeds": len(runs), "reached": len(reached),
+            "median_seconds_to_threshold": statistics.median(reached) if reached else None,
+            "median_steps_to_threshold": statistics.median([s for s in steps if s is not None]) if reached else None,
+            "mean_wall_seconds": float(np.mean([r["wall"] for r in runs]))}
+
+
+# --- one run, in its own process ------------------------------------------------------------------------------
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one configuration and return its per-episode curve (steps, seconds, returns)."""
+    sys.path.insert(0, str(ROOT))
+    if spec["kind"] == "notebook":
+        from bench.baseline import notebook_train
+
+        r = notebook_train(total_steps=spec["total_steps"], seed=spec["seed"])
+        return {"steps": r["episode_end_steps"], "seconds": r["episode_end_seconds"], "returns": r["returns"],
+                "wall": r["seconds"]}
+    from fastddpg import Config, train
+
+    t0 = time.perf_counter()
+    res = train(Config(**spec["config"], seed=spec["seed"], total_steps=spec["total_steps"], quiet=True,
+                       device="cpu" if spec.get("device") is None else spec["device"]))
+    ep = res.episodes
+    return {"steps": ep["global_step"].tolist(), "seconds": ep["wall_time"].tolist(), "returns": ep["return"].tolist(),
+            "wall": time.perf_counter() - t0, "summary": res.summary}
+
+
+def run_many(specs: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
+    def one(spec: dict[str, Any]) -> dict[str, Any]:
+        p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
+                           cwd=ROOT, check=False)
+        if p.returncode != 0:
+            raise RuntimeError(f"run {spec} failed: {p.stderr.strip().splitlines()[-1:]}")
+        return json.loads(p.stdout.strip().splitlines()[-1])
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, specs))
+
+
+def configs(grid_winner: dict[str, Any] | None) -> dict[str, dict[str, Any] | None]:
+    out: dict[str, dict[str, Any] | None] = {"notebook": None, "fastddpg-1": {"num_envs": 1},
+                                             "fastddpg-16": {"num_envs": 16}}
+    if grid_winner is not None:
+        out["fastest"] = grid_winner
+    return out
+
+
+def grid_search(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    points = [{"num_envs": n, "updates_per_step": u, "batch_size": b}
+              for n in args.grid_num_envs for u in args.grid_ratios for b in args.grid_batch_sizes]
+    specs = [{"kind": "fastddpg", "config": pt, "seed": 1000 + s, "total_steps": args.total_steps}
+             for pt in points for s in range(args.grid_seeds)]
+    runs = run_many(specs, args.jobs)
+    table = []
+    for i, pt in enumerate(points):
+        rs = runs[i * args.grid_seeds:(i + 1) * args.grid_seeds]
+        s = summarize(rs)
+        table.append({**pt, **s})
+        print(f"grid {pt}: reached {s['reached']}/{s['seeds']}, median time to -200 "
+              f"{s['median_seconds_to_threshold']}", flush=True)
+    ok = [t for t in table if t["reached"] == t["seeds"]]
+    if not ok:
+        return None, table
+    best = min(ok, key=lambda t: t["median_seconds_to_threshold"])
+    return {k: best[k] for k in ("num_envs", "updates_per_step", "batch_size")}, table
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("10-episode mean return vs env steps",
+                                                        "10-episode mean return vs wall-clock seconds"))
+    colors = ["#636efa", "#ef553b", "#00cc96", "#ab63fa"]
+    for i, (name, c) in enumerate(result["configs"].items()):
+        for col, key in ((1, "by_steps"), (2, "by_seconds")):
+            b = c[key]
+            color = colors[i % len(colors)]
+            fig.add_trace(go.Scatter(x=b["x"] + b["x"][::-1], y=b["high"] + b["low"][::-1], fill="toself",
+                                     line={"width": 0}, fillcolor=color, opacity=0.2, showlegend=False,
+                                     hoverinfo="skip"), row=1, col=col)
+            fig.add_trace(go.Scatter(x=b["x"], y=b["mean"], name=name, line={"color": color},
+                                     showlegend=col == 1), row=1, col=col)
+    fig.add_hline(y=THRESHOLD, line_dash="dot")
+    fig.update_layout(title="Pendulum-v1: the notebook's curve at scale (mean and 95% interval over seeds)")
+    fig.write_html(path, include_plotlyjs="cdn")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| configuration | final 10-ep return (95% CI) | reached -200 | median s to -200 | "
+             "median steps to -200 | mean wall s |", "|---|---|---|---|---|---|"]
+    for name, c in result["configs"].items():
+        s = c["summary"]
+        t = s["median_seconds_to_threshold"]
+        st = s["median_steps_to_threshold"]
+        lines.append(f"| {name} {c['config'] or ''} | {s['final_mean']:.0f} "
+                     f"({s['final_low']:.0f}, {s['final_high']:.0f}) | {s['reached']}/{s['seeds']} | "
+                     f"{'-' if t is None else f'{t:.1f}'} | "
+                     f"{'-' if st is None else f'{st:.0f}'} | {s['mean_wall_seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--total-steps", type=int, default=20_000)
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel (timings stay honest only with 1 per core)")
+    p.add_argument("--grid-num-envs", type=int, nargs="+", default=[4, 16, 64])
+    p.add_argument("--grid-ratios", type=float, nargs="+", default=[1.0, 0.25])
+    p.add_argument("--grid-batch-sizes", type=int, nargs="+", default=[128, 256])
+    p.add_argument("--grid-seeds", type=int, default=2)
+    p.add_argument("--no-grid", action="store_true", help="skip the search for the fastest configuration")
+    p.add_argument("--quick", action="store_true", help="2 seeds, 6k steps, grid of 2 points x 1 seed")
+    p.add_argument("--out", default="bench/results")
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return {}
+    if args.quick:
+        args.seeds, args.total_steps = 2, 6_000
+        args.grid_num_envs, args.grid_ratios, args.grid_batch_sizes, args.grid_seeds = [16], [1.0, 0.25], [128], 1
+    t0 = time.perf_counter()
+    winner, grid_table = (None, []) if args.no_grid else grid_search(args)
+    result: dict[str, Any] = {"benchmark": "curve", "env": "Pendulum-v1", "seeds": args.seeds,
+                              "total_steps": args.total_steps, "threshold": THRESHOLD, "grid": grid_table,
+                              "date": time.strftime("%Y-%m-%d"), "configs": {}}
+    step_grid = list(range(200, args.total_steps + 1, 200))
+    for name, cfg in configs(winner).items():
+        specs = [{"kind": "notebook" if cfg is None else "fastddpg", "config": cfg, "seed": s,
+                  "total_steps": args.total_steps} for s in range(args.seeds)]
+        runs = run_many(specs, args.jobs)
+        max_s = max(r["seconds"][-1] for r in runs)
+        sec_grid = list(np.linspace(0, max_s, 100)[1:])
+        result["configs"][name] = {"config": cfg, "summary": summarize(runs),
+                                   "by_steps": band(runs, "steps", step_grid),
+                                   "by_seconds": band(runs, "seconds", sec_grid), "runs": runs}
+        s = result["configs"][name]["summary"]
+        print(f"{name}: final {s['final_mean']:.0f} [{s['final_low']:.0f}, {s['final_high']:.0f}], reached "
+              f"{s['reached']}/{s['seeds']}, median {s['median_seconds_to_threshold']} s to -200", flush=True)
+    result["bench_seconds"] = time.perf_counter() - t0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curve.json").write_text(json.dumps(result, indent=1))
+    plot(result, out / "curve.html")
+    (out / "curve.md").write_text(markdown(result))
+    print(markdown(result))
+    print(f"wrote {out / 'curve.json'}, {out / 'curve.html'}, {out / 'curve.md'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Updates/s of one DDPG gradient step: the notebook's update as the notebook runs it, fastddpg eager, and
+fastddpg compiled (torch.compile fullgraph; plus a CUDA graph on CUDA), all measured in this one run.
+
+    python bench/update.py                 # batch 32, 128, 256, 1024 on the default device
+    python bench/update.py --quick         # fewer updates per point
+    python bench/update.py --device cuda --out bench/results
+
+Each point: warm-up excluded (compile time reported separately), then `--updates` timed updates, repeated
+`--repeats` times; the median is reported with min-max. fastddpg is driven the way the trainer drives it: all
+batch indices of a group of updates drawn at once on the device, metrics summed on the device, one sync at
+the end of the timed section. The compute limit is the measured (batch x 256) @ (256 x 256) matmul rate
+divided by the FLOPs of one update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.baseline import matmul_rate, notebook_update_rate, update_flops
+from fastddpg.replay import ReplayBuffer
+from fastddpg.update import Learner, compile_update, ddpg_update
+
+OBS_DIM, ACT_DIM, HIDDEN = 3, 1, (256, 256)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_updates: int, repeats: int,
+                         group: int = 16, seed: int = 0) -> dict:
+    """Updates/s of fastddpg's update (mode 'off' = eager, else a compile mode), median over repeats."""
+    torch.manual_seed(seed)
+    learner = Learner(OBS_DIM, ACT_DIM, HIDDEN, torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, device)
+    buf = ReplayBuffer(100_000, OBS_DIM, ACT_DIM, device)
+    n = 50_000
+    buf.add(torch.randn(n, OBS_DIM, device=device), torch.rand(n, ACT_DIM, device=device) * 4 - 2,
+            -torch.rand(n, device=device) * 16, torch.randn(n, OBS_DIM, device=device), torch.zeros(n, device=device))
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def update(rows: torch.Tensor) -> torch.Tensor:
+        return ddpg_update(learner, buf.as_batch(rows), 0.99, 0.005, 1.0)
+
+    fn = compile_update(update, mode, device)
+    acc = torch.zeros(4, device=device)
+    t0 = time.perf_counter()
+    for rows in buf.sample_rows(5, batch_size, gen):  # warm-up: compile, CUDA-graph capture, allocator
+        acc += fn(rows)
+    _sync(device)
+    warmup_s = time.perf_counter() - t0
+    rates = []
+    for _ in range(repeats):
+        done = 0
+        _sync(device)
+        t0 = time.perf_counter()
+        while done < n_updates:
+            k = min(group, n_updates - done)
+            rows = buf.sample_rows(k, batch_size, gen)
+            for i in range(k):
+                acc += fn(rows[i])
+            done += k
+        acc.sum().cpu()
+        rates.append(n_updates / (time.perf_counter() - t0))
+    return {"updates_per_sec": statistics.median(rates), "min": min(rates), "max": max(rates),
+            "warmup_seconds": warmup_s}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 256, 1024])
+    p.add_argument("--updates", type=int, default=300, help="timed updates per repetition")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compile-mode", default="default", choices=("default", "max-autotune"))
+    p.add_argument("--quick", action="store_true", help="100 updates x 2 repeats per point")
+    p.add_argument("--out", default="bench/results", help="folder for update.json")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.updates, args.repeats = 100, 2
+    device = torch.device(args.device)
+    rows = []
+    for b in args.batch_sizes:
+        nb = [notebook_update_rate(b, n_updates=args.updates, warmup=20, device=args.device, seed=r)["updates_per_sec"]
+              for r in range(args.repeats)]
+        eager = fastddpg_update_rate(b, "off", device, args.updates, args.repeats)
+        comp = fastddpg_update_rate(b, args.compile_mode, device, args.updates, args.repeats)
+        flops = update_flops(OBS_DIM, ACT_DIM, HIDDEN, b)
+        limit = matmul_rate(b, HIDDEN[0], args.device) / flops
+        nb_med = statistics.median(nb)
+        row = {"batch_size": b, "notebook": nb_med, "notebook_min": min(nb), "notebook_max": max(nb),
+               "eager": eager["updates_per_sec"], "eager_min": eager["min"], "eager_max": eager["max"],
+               "compiled": comp["updates_per_sec"], "compiled_min": comp["min"], "compiled_max": comp["max"],
+               "compile_warmup_seconds": comp["warmup_seconds"], "eager_ratio": eager["updates_per_sec"] / nb_med,
+               "compiled_ratio": comp["updates_per_sec"] / nb_med, "flops_per_update": flops,
+               "compute_limit_updates_per_sec": limit}
+        rows.append(row)
+        print(f"batch {b:5d} | notebook {nb_med:8.0f}/s | eager {row['eager']:8.0f}/s ({row['eager_ratio']:.2f}x) | "
+              f"compiled {row['compiled']:8.0f}/s ({row['compiled_ratio']:.2f}x, "
+              f"warm-up {comp['warmup_seconds']:.0f} s) | compute limit {limit:8.0f}/s", flush=True)
+    result = {"benchmark": "update", "device": str(device), "torch": torch.__version__,
+              "machine": platform.machine(), "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+              "updates_per_point": args.updates, "repeats": args.repeats, "compile_mode": args.compile_mode,
+              "rows": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "update.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {out / 'update.json'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Pure helpers of the benchmark scripts (interval estimates, time to threshold), and --quick smoke runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.curve import band, mean_ci95, moving_mean, resample, summarize, time_to_threshold
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_moving_mean():
+    assert moving_mean([1, 2, 3, 4], window=2) == [1, 1.5, 2.5, 3.5]
+    assert moving_mean([5.0], window=10) == [5.0]
+
+
+def test_mean_ci95_matches_t_interval():
+    m, lo, hi = mean_ci95([1.0, 2.0, 3.0])
+    half = 4.303 * 1.0 / np.sqrt(3)  # t_{0.975, 2} * sd / sqrt(n), sd = 1
+    assert m == 2.0 and lo == pytest.approx(2 - half) and hi == pytest.approx(2 + half)
+    assert mean_ci95([4.0]) == (4.0, 4.0, 4.0)
+
+
+def test_time_to_threshold():
+    assert time_to_threshold([1, 2, 3], [-500, -199, -100], -200) == 2
+    assert time_to_threshold([1, 2], [-500, -300], -200) is None
+
+
+def test_resample_is_a_step_function():
+    assert resample([10, 20], [1.0, 2.0], [5, 10, 15, 25])[1:] == [1.0, 1.0, 2.0]
+    assert np.isnan(resample([10, 20], [1.0, 2.0], [5])[0])
+
+
+def test_band_and_summary():
+    runs = [{"steps": [200, 400], "seconds": [1.0, 2.0], "returns": [-300.0, -100.0], "wall": 2.0},
+            {"steps": [200, 400], "seconds": [1.5, 3.0], "returns": [-500.0, -500.0], "wall": 3.0}]
+    b = band(runs, "steps", [200, 400])
+    assert b["mean"] == [-400.0, (-200.0 - 500.0) / 2]
+    s = summarize(runs)
+    assert s["reached"] == 1 and s["median_seconds_to_threshold"] == 2.0 and s["seeds"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,keys", [
+    ("throughput.py", {"notebook_steps_per_sec", "rows", "device", "torch"}),
+    ("update.py", {"rows", "device", "torch"}),
+    ("curve.py", {"configs", "grid", "seeds", "total_steps"}),
+])
+def test_bench_quick(script, keys, tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--out", str(tmp_path)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    assert p.returncode == 0, p.stderr[-2000:]
+    data = json.loads((tmp_path / (script.replace(".py", ".json"))).read_text())
+    assert keys <= data.keys()
