@@ -202,17 +202,28 @@ def ddpg_update(learner: Learner, batch: Batch, gamma: float, tau: float, grad_c
     clip_grad_norm_(critic_grads, grad_clip_norm)
     adam_step_(learner.critic_opt, critic_grads)
 
-    # actor: ascend Q_phi(s, mu_theta(s)); the critic's parameters are constants here
-    actor_grads, loss_pi = grad_and_value(actor_loss, argnums=1)(
-        learner.actor, learner.actor_params, learner.critic, learner.critic_params, batch.obs)
-    actor_grads = list(actor_grads.values())
-    clip_grad_norm_(actor_grads, grad_clip_norm)
-    adam_step_(learner.actor_opt, actor_grads)
+    # actor: ascend Q_phi(s, mu_theta(s)); then the soft target update
+    loss_pi = actor_step_(learner, actor_loss, batch.obs, grad_clip_norm)
+    soft_update_targets_(learner, tau)
+    return torch.stack([loss_q.detach(), loss_pi, q.detach().mean(), y.mean()])
 
-    # soft target update of all target parameters, actor's and critic's, in one lerp
+
+def actor_step_(learner: Learner, loss_fn: Callable[..., torch.Tensor], obs: torch.Tensor,
+                grad_clip_norm: float) -> torch.Tensor:
+    """One actor step on ``loss_fn(actor, actor_params, critic, critic_params, obs)``, differentiated with
+    respect to the actor's parameters only (the critic's enter as constants). Returns the loss, detached."""
+    grads, loss = grad_and_value(loss_fn, argnums=1)(
+        learner.actor, learner.actor_params, learner.critic, learner.critic_params, obs)
+    grads = list(grads.values())
+    clip_grad_norm_(grads, grad_clip_norm)
+    adam_step_(learner.actor_opt, grads)
+    return loss.detach()
+
+
+def soft_update_targets_(learner: Learner, tau: float) -> None:
+    """Soft update of all target parameters, the actor's and the critic's, in one lerp."""
     soft_update_(list(learner.target_actor_params.values()) + list(learner.target_critic_params.values()),
                  list(learner.actor_params.values()) + list(learner.critic_params.values()), tau)
-    return torch.stack([loss_q.detach(), loss_pi.detach(), q.detach().mean(), y.mean()])
 
 
 # --- compiling the update --------------------------------------------------------------------------------------
@@ -417,14 +428,8 @@ def td3_update(learner: Learner, batch: Batch, eps: torch.Tensor, gamma: float, 
     adam_step_(learner.critic_opt, critic_grads)  # Adam is elementwise: stacked == one Adam per critic
 
     if actor_step:
-        actor_grads, loss_pi = grad_and_value(td3_actor_loss, argnums=1)(
-            learner.actor, learner.actor_params, learner.critic, learner.critic_params, batch.obs)
-        actor_grads = list(actor_grads.values())
-        clip_grad_norm_(actor_grads, grad_clip_norm)
-        adam_step_(learner.actor_opt, actor_grads)
-        soft_update_(list(learner.target_actor_params.values()) + list(learner.target_critic_params.values()),
-                     list(learner.actor_params.values()) + list(learner.critic_params.values()), tau)
-        loss_pi = loss_pi.detach()
+        loss_pi = actor_step_(learner, td3_actor_loss, batch.obs, grad_clip_norm)
+        soft_update_targets_(learner, tau)
     else:
         loss_pi = torch.zeros((), device=y.device)
     q = q.detach()
