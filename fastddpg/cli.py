@@ -50,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Vectorized, device-resident DDPG/TD3 for Gymnasium continuous-control envs.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    run = sub.add_parser("run", help="train an agent", description="Train DDPG on N vectorized envs. "
-                         "Defaults are the reference notebook's hyperparameters on Pendulum-v1.",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run = sub.add_parser("run", help="train an agent",
+                         description="Train DDPG (or TD3: --algo td3) on N vectorized envs. Defaults "
+                         "are the reference notebook's hyperparameters on Pendulum-v1.")
     add_config_arguments(run)
     run.add_argument("--resume", metavar="RUN_DIR", default=None,
                      help="continue RUN_DIR from its latest checkpoint with its config.json, appending to its CSVs; "
