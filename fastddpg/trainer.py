@@ -112,6 +112,9 @@ class Trainer:
         self.metric_names = metric_names(cfg.algo)
         self.update_fns = self._make_update_fns()  # {is actor step: fn}; DDPG: {True: fn}
         self.update_fn = self.update_fns[True]
+        # acting is compiled too where it pays (CUDA: one fused kernel chain instead of ~10 launches per step)
+        self.explore = make_explore_fn(self.learner.actor, self.action_low, self.action_high,
+                                       compiled=self.compile_mode != "off" and self.device.type == "cuda")
         self._untimed = set(self.update_fns) if self.compile_mode != "off" else set()  # first calls compile
         self.callbacks = list(callbacks or [])
         self.log: Callable[[str], None] = (lambda msg: None) if cfg.quiet else print
@@ -172,8 +175,7 @@ class Trainer:
         if self.global_step < self.cfg.start_steps:
             u = torch.rand(obs.shape[0], self.action_low.shape[0], device=self.device, generator=self.gen)
             return self.action_low + (self.action_high - self.action_low) * u
-        action = self.learner.actor(obs) + self.noise.sample()
-        return torch.clamp(action, self.action_low, self.action_high)
+        return self.explore(obs, self.noise.sample())
 
     # --- one vector step -------------------------------------------------------------------------------------
     def step(self) -> None:
@@ -469,6 +471,17 @@ class Trainer:
             summary=self.summary(),
             learner=self.learner,
         )
+
+
+def make_explore_fn(actor: torch.nn.Module, low: torch.Tensor, high: torch.Tensor, compiled: bool
+                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``explore(obs (N, obs_dim), noise (N, act_dim)) -> clip(mu(obs) + noise, low, high)`` (N, act_dim),
+    optionally ``torch.compile``d (fullgraph); the noise is drawn outside, so compiled and eager agree."""
+
+    def explore(obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(actor(obs) + noise, low, high)
+
+    return torch.compile(explore, fullgraph=True, dynamic=False) if compiled else explore
 
 
 def resume_seed(seed: int, global_step: int) -> int:

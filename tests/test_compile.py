@@ -128,3 +128,20 @@ def test_cuda_graph_update_no_sync():
         torch.cuda.set_sync_debug_mode("default")
     for i, out in zip(range(5, 10), outs, strict=True):
         torch.testing.assert_close(out, eager(rows[i]), rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_acting_equals_eager():
+    """The acting step (compiled on CUDA by the trainer) gives eager's actions; run here on the CPU."""
+    from fastddpg.trainer import make_explore_fn
+
+    torch.manual_seed(0)
+    learner = Learner(3, 1, (32, 32), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    low, high = torch.tensor([-2.0]), torch.tensor([2.0])
+    eager = make_explore_fn(learner.actor, low, high, compiled=False)
+    comp = make_explore_fn(learner.actor, low, high, compiled=True)
+    obs, noise = torch.randn(16, 3), torch.randn(16, 1) * 3  # large noise: the clip must act
+    with torch.no_grad():
+        want = eager(obs, noise)
+        torch.testing.assert_close(comp(obs, noise), want)
+    assert (want.abs() == 2.0).any() and want.abs().max() <= 2.0
+    torch.testing.assert_close(want, torch.clamp(learner.actor(obs) + noise, -2.0, 2.0))
