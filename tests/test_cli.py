@@ -75,8 +75,9 @@ def test_config_roundtrip():
         Config.from_dict({**cfg.to_dict(), "gama": 0.9})
 
 
-def test_run_prints_summary():
+def test_run_prints_summary(tmp_path):
     p = run_cli("run", "--total-steps", "400", "--num-envs", "2", "--update-after", "300", "--hidden-sizes", "16",
-                "--device", "cpu", "--quiet")
+                "--device", "cpu", "--quiet", "--run-dir", str(tmp_path / "run"))
     assert p.returncode == 0, p.stderr
     assert "env steps/s" in p.stdout and "updates/s" in p.stdout and "last-10-episode mean return" in p.stdout
+    assert (tmp_path / "run" / "episodes.csv").exists()
