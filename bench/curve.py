@@ -21,14 +21,16 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.workers import run_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = -200.0
@@ -125,15 +127,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_many(specs: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
-    def one(spec: dict[str, Any]) -> dict[str, Any]:
-        p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                           cwd=ROOT, check=False)
-        if p.returncode != 0:
-            raise RuntimeError(f"run {spec} failed: {p.stderr.strip().splitlines()[-1:]}")
-        return json.loads(p.stdout.strip().splitlines()[-1])
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, specs))
+    return run_workers(__file__, specs, jobs)
 
 
 def configs(grid_winner: dict[str, Any] | None) -> dict[str, dict[str, Any] | None]:
@@ -218,6 +212,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.quick:
         args.seeds, args.total_steps = 2, 6_000
+    most_envs = max([16] + ([] if args.no_grid else args.grid_num_envs))
+    if args.total_steps < 200 * most_envs:  # Pendulum episodes are 200 steps, ended together by N synced envs
+        p.error(f"--total-steps must be at least {200 * most_envs}, so that the {most_envs}-env runs finish an "
+                "episode")
         args.grid_num_envs, args.grid_ratios, args.grid_batch_sizes, args.grid_seeds = [16], [1.0, 0.25], [128], 1
     t0 = time.perf_counter()
     winner, grid_table = (None, []) if args.no_grid else grid_search(args)

@@ -29,15 +29,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.workers import run_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = -200.0
@@ -222,19 +224,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_many(specs: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
     """Each spec in its own ``python bench/exercises.py --worker SPEC`` process, ``jobs`` at a time."""
-    def one(spec: dict[str, Any]) -> dict[str, Any]:
-        p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                           cwd=ROOT, check=False)
-        if p.returncode != 0:
-            raise RuntimeError(f"run {spec} failed: {p.stderr.strip().splitlines()[-3:]}")
-        rec = json.loads(p.stdout.strip().splitlines()[-1])
+    def report(rec: dict[str, Any]) -> None:
         print(f"  {rec['variant']:8s} num_envs {rec['num_envs']:3d} seed {rec['seed']}: eval {rec['eval_return']:8.1f}"
               f"  Q-G {rec['q_over']:7.1f}  to -200: {rec['steps_to_threshold']} steps  ({rec['wall_seconds']:.0f} s)",
               flush=True)
-        return rec
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(one, specs))
+    return run_workers(__file__, specs, jobs, on_result=report)
 
 
 # --- outputs ---------------------------------------------------------------------------------------------------

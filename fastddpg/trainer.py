@@ -111,7 +111,6 @@ class Trainer:
         self.compile_seconds = 0.0
         self.metric_names = metric_names(cfg.algo)
         self.update_fns = self._make_update_fns()  # {is actor step: fn}; DDPG: {True: fn}
-        self.update_fn = self.update_fns[True]
         # acting is compiled too where it pays (CUDA: one fused kernel chain instead of ~10 launches per step)
         self.explore = make_explore_fn(self.learner.actor, self.action_low, self.action_high,
                                        compiled=self.compile_mode != "off" and self.device.type == "cuda")
