@@ -47,9 +47,12 @@ def test_deepcopy_keeps_parameter_aliases():
     assert clone.actor_params["net.0.weight"].data_ptr() != learner.actor_params["net.0.weight"].data_ptr()
 
 
-def test_compiled_equals_eager_after_20_updates():
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_compiled_equals_eager_after_20_updates(layer_norm):
+    torch._dynamo.reset()  # the other parametrization compiled the same code: not a recompile of this one's
     torch.manual_seed(0)
-    eager = Learner(3, 1, (64, 64), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    eager = Learner(3, 1, (64, 64), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU,
+                    layer_norm=layer_norm)
     comp = copy.deepcopy(eager)
     buf = filled_buffer()
     rows = buf.sample_rows(20, 128, torch.Generator().manual_seed(2))
