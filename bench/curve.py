@@ -12,7 +12,7 @@ env steps and against wall-clock seconds, and the time to first reach -200 (medi
 there). Writes curve.json, curve.html (Plotly, bands) and curve.md (a markdown table).
 
     python bench/curve.py --quick                 # 2 seeds, 6k steps, a 2-point grid: a few minutes
-    python bench/curve.py --seeds 10 --jobs 2     # the full comparison
+    python bench/curve.py --seeds 10 --jobs 2 --threads 1   # the full comparison, one run per core
 """
 
 from __future__ import annotations
@@ -110,6 +110,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration and return its per-episode curve (steps, seconds, returns)."""
     sys.path.insert(0, str(ROOT))
+    if spec.get("threads"):
+        import torch
+
+        torch.set_num_threads(spec["threads"])
     if spec["kind"] == "notebook":
         from bench.baseline import notebook_train
 
@@ -141,8 +145,8 @@ def configs(grid_winner: dict[str, Any] | None) -> dict[str, dict[str, Any] | No
 def grid_search(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     points = [{"num_envs": n, "updates_per_step": u, "batch_size": b}
               for n in args.grid_num_envs for u in args.grid_ratios for b in args.grid_batch_sizes]
-    specs = [{"kind": "fastddpg", "config": pt, "seed": 1000 + s, "total_steps": args.total_steps}
-             for pt in points for s in range(args.grid_seeds)]
+    specs = [{"kind": "fastddpg", "config": pt, "seed": 1000 + s, "total_steps": args.total_steps,
+              "threads": args.threads} for pt in points for s in range(args.grid_seeds)]
     runs = run_many(specs, args.jobs)
     table = []
     for i, pt in enumerate(points):
@@ -193,12 +197,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``--quick``'s settings applied and the step budget checked against the grid."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--total-steps", type=int, default=20_000)
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (timings stay honest only with 1 per core)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per run (0: torch's default); with --jobs J on C cores, use C // J")
     p.add_argument("--grid-num-envs", type=int, nargs="+", default=[4, 16, 64])
     p.add_argument("--grid-ratios", type=float, nargs="+", default=[1.0, 0.25])
     p.add_argument("--grid-batch-sizes", type=int, nargs="+", default=[128, 256])
@@ -208,15 +215,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default="bench/results")
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
-        return {}
+        return args
     if args.quick:
         args.seeds, args.total_steps = 2, 6_000
+        args.grid_num_envs, args.grid_ratios, args.grid_batch_sizes, args.grid_seeds = [16], [1.0, 0.25], [128], 1
     most_envs = max([16] + ([] if args.no_grid else args.grid_num_envs))
     if args.total_steps < 200 * most_envs:  # Pendulum episodes are 200 steps, ended together by N synced envs
         p.error(f"--total-steps must be at least {200 * most_envs}, so that the {most_envs}-env runs finish an "
                 "episode")
-        args.grid_num_envs, args.grid_ratios, args.grid_batch_sizes, args.grid_seeds = [16], [1.0, 0.25], [128], 1
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return {}
     t0 = time.perf_counter()
     winner, grid_table = (None, []) if args.no_grid else grid_search(args)
     result: dict[str, Any] = {"benchmark": "curve", "env": "Pendulum-v1", "seeds": args.seeds,
@@ -225,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     step_grid = list(range(200, args.total_steps + 1, 200))
     for name, cfg in configs(winner).items():
         specs = [{"kind": "notebook" if cfg is None else "fastddpg", "config": cfg, "seed": s,
-                  "total_steps": args.total_steps} for s in range(args.seeds)]
+                  "total_steps": args.total_steps, "threads": args.threads} for s in range(args.seeds)]
         runs = run_many(specs, args.jobs)
         max_s = max(r["seconds"][-1] for r in runs)
         sec_grid = list(np.linspace(0, max_s, 100)[1:])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.curve import band, mean_ci95, moving_mean, resample, summarize, time_to_threshold
+from bench.curve import band, mean_ci95, moving_mean, parse_args, resample, summarize, time_to_threshold
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,3 +58,13 @@ def test_bench_quick(script, keys, tmp_path):
     assert p.returncode == 0, p.stderr[-2000:]
     data = json.loads((tmp_path / (script.replace(".py", ".json"))).read_text())
     assert keys <= data.keys()
+
+
+def test_curve_quick_settings_pass_the_budget_check():
+    """--quick shrinks the grid to 16 envs so its 6k-step budget still lets every run finish an episode."""
+    args = parse_args(["--quick"])
+    assert (args.seeds, args.total_steps, args.grid_num_envs, args.grid_seeds) == (2, 6_000, [16], 1)
+    assert parse_args([]).grid_num_envs == [4, 16, 64]
+    with pytest.raises(SystemExit):  # 64-env grid points need at least 12,800 steps
+        parse_args(["--total-steps", "6000"])
+    assert parse_args(["--total-steps", "6000", "--no-grid"]).total_steps == 6_000
