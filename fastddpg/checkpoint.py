@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .config import Config, ConfigError
-from .rundir import CHECKPOINT_DIR
+from .rundir import CHECKPOINT_DIR, probe_writable
 
 if TYPE_CHECKING:
     from .rundir import RunWriter
@@ -301,10 +301,8 @@ def _check_writable(path: Path) -> None:
     d = path / CHECKPOINT_DIR
     try:
         d.mkdir(exist_ok=True)
-        for where in (path, d):
-            probe = where / ".write_test"
-            probe.write_text("ok")
-            probe.unlink()
+        probe_writable(path)
+        probe_writable(d)
     except OSError as e:
         raise ConfigError(f"cannot write the run directory {path}: {e.strerror or e}; resume needs to write "
                           "its checkpoints and CSVs there.") from None

@@ -78,6 +78,13 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "pandas": pd.__version__, "python": sys.version.split()[0]}
 
 
+def probe_writable(directory: Path) -> None:
+    """Write and delete a small file in ``directory``; raises OSError where that directory is not writable."""
+    probe = directory / ".write_test"
+    probe.write_text("ok")
+    probe.unlink()
+
+
 def _make_dir(path: Path, unique: bool) -> Path:
     """Create ``path`` (or ``path-2``, ``path-3``... when ``unique`` and it exists) and prove it is writable.
     Raises ConfigError with one line when it is not."""
@@ -96,9 +103,7 @@ def _make_dir(path: Path, unique: bool) -> Path:
             if (path / CONFIG_FILE).exists():
                 raise ConfigError(f"--run-dir={path} already holds a run ({CONFIG_FILE}); choose a new directory "
                                   "or remove that one.")
-        probe = path / ".write_test"
-        probe.write_text("ok")
-        probe.unlink()
+        probe_writable(path)
     except OSError as e:
         raise ConfigError(f"cannot write the run directory {path}: {e.strerror or e}; choose a writable "
                           "location with --run-dir.") from None
