@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.workers import run_workers
+from bench.workers import run_workers, set_worker_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = -200.0
@@ -110,10 +110,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one configuration and return its per-episode curve (steps, seconds, returns)."""
     sys.path.insert(0, str(ROOT))
-    if spec.get("threads"):
-        import torch
-
-        torch.set_num_threads(spec["threads"])
+    set_worker_threads(spec)
     if spec["kind"] == "notebook":
         from bench.baseline import notebook_train
 

@@ -39,7 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.workers import run_workers
+from bench.workers import run_workers, set_worker_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = -200.0
@@ -195,12 +195,9 @@ def evaluate_q(learner: Any, env_id: str, gamma: float, episodes: int, seed: int
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one (variant, num_envs, seed) and evaluate it; returns the run's record."""
     sys.path.insert(0, str(ROOT))
-    import torch
-
     from fastddpg import Config, Trainer
 
-    if spec.get("threads"):
-        torch.set_num_threads(spec["threads"])
+    set_worker_threads(spec)
     cfg = Config(env=spec["env"], num_envs=spec["num_envs"], total_steps=spec["total_steps"], seed=spec["seed"],
                  updates_per_step=1.0, device=spec["device"], quiet=True, **VARIANTS[spec["variant"]])
     t0 = time.perf_counter()

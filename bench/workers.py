@@ -30,3 +30,12 @@ def run_workers(script: str | Path, specs: list[dict[str, Any]], jobs: int,
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(one, specs))
+
+
+def set_worker_threads(spec: dict[str, Any]) -> None:
+    """In a worker process: torch's intra-op threads as ``spec["threads"]`` asks (0 or absent: torch's default).
+    With ``jobs`` runs on as many cores, 1 thread each keeps each run's timing that of a single-threaded run."""
+    if spec.get("threads"):
+        import torch
+
+        torch.set_num_threads(spec["threads"])
