@@ -3,14 +3,37 @@
     from fastddpg import Config, train
     result = train(Config(num_envs=4, total_steps=10_000))
     result.episodes  # tidy pandas DataFrame: episode, env, global_step, return, length, wall_time
+
+The names below are imported on first use, so ``import fastddpg.cli`` can set the process's thread settings
+before torch is loaded (`fastddpg.threads`).
 """
 
-from .checkpoint import latest_checkpoint, load_checkpoint
-from .config import Config, ConfigError
-from .failsafe import NonFiniteError, TrainingInterrupted
-from .rundir import RunData, load_run
-from .trainer import Trainer, TrainResult, train
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "NonFiniteError", "RunData", "TrainResult", "Trainer", "TrainingInterrupted",
-           "__version__", "latest_checkpoint", "load_checkpoint", "load_run", "train"]
+
+_EXPORTS = {
+    "Config": "config", "ConfigError": "config",
+    "NonFiniteError": "failsafe", "TrainingInterrupted": "failsafe",
+    "RunData": "rundir", "load_run": "rundir",
+    "Trainer": "trainer", "TrainResult": "trainer",
+    "latest_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
+    "train": "api", "resume": "api",
+}
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastddpg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

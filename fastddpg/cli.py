@@ -83,67 +83,51 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """`fastddpg run`: `fastddpg.train` (or `fastddpg.resume`) with a run directory and the console reporter."""
     import contextlib
 
+    from .api import open_resume, open_run, run_to_end
     from .failsafe import NonFiniteError, TrainingInterrupted
     from .reporting import make_reporter, print_summary
-    from .rundir import RunWriter
-    from .trainer import Trainer
+    from .rundir import AUTO_RUN_DIR
 
     if getattr(args, "resume", None):
-        from .checkpoint import resume_run
-
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-        trainer, writer = resume_run(args.resume, given, argv)  # checked, restored, CSVs cut to the checkpoint
-        cfg = trainer.cfg
+        trainer, writer = open_resume(args.resume, given, argv)  # checked, restored, CSVs cut to the checkpoint
     else:
         cfg = config_from_args(args)
-        trainer = Trainer(cfg)
-        try:
-            writer = RunWriter.create(cfg, trainer, argv)  # the run directory, checked writable before training
-        except BaseException:
-            trainer.env.close()
-            raise
-        trainer.run_dir = writer.path  # checkpoints go to RUN_DIR/checkpoints
+        if not cfg.run_dir:
+            cfg = dataclasses.replace(cfg, run_dir=AUTO_RUN_DIR)
+        trainer, writer = open_run(cfg, argv)  # the run directory, checked writable before training
+    assert writer is not None
+    cfg = trainer.cfg
     reporter = make_reporter(cfg.quiet, cfg.total_steps)
-    trainer.callbacks += [writer] + ([reporter] if reporter is not None else [])
     stopped: TrainingInterrupted | NonFiniteError | None = None
     with reporter if reporter is not None else contextlib.nullcontext():
         try:
-            result = trainer.train()
+            result = run_to_end(trainer, writer, [reporter] if reporter is not None else [])
         except (TrainingInterrupted, NonFiniteError) as e:
-            stopped = e
-        except BaseException:
-            with contextlib.suppress(Exception):  # keep what the run had; the original error goes on
-                writer.finish(trainer)
-            raise
+            stopped = e  # the run directory already holds everything; say so after the live panel closes
     if stopped is not None:
-        return _stopped(stopped, trainer, writer)
-    writer.finish(trainer, result.summary)
+        return _stopped(stopped, cfg.total_steps, writer.path)
     print_summary(result.summary)
     print(f"run directory: {writer.path}")
     return 0
 
 
-def _stopped(e: TrainingInterrupted | NonFiniteError, trainer: Any, writer: Any) -> int:
-    """A run stopped by a signal (exit 128 + signum) or a non-finite value (exit 3): write the metrics, weights,
-    summary and report it has, then say in one line what happened and where things are. A further signal while
-    doing so exits at once."""
+def _stopped(e: TrainingInterrupted | NonFiniteError, total_steps: int, run_dir: Path) -> int:
+    """One line on what stopped the run (a signal: exit 128 + signum; a non-finite value: exit 3) and where its
+    files are."""
     import shlex
 
-    from .checkpoint import restore_weights
-    from .failsafe import StopSignals, TrainingInterrupted
+    from .failsafe import TrainingInterrupted
 
-    with StopSignals(stopping=True):
-        if isinstance(e, TrainingInterrupted):
-            writer.finish(trainer, {**trainer.summary(), "stopped_by": e.signal_name})
-            print(f"fastddpg: {e.signal_name}: stopped at env step {e.global_step:,} of {trainer.cfg.total_steps:,}; "
-                  f"checkpoint {e.checkpoint}; metrics and report in {writer.path}; resume with: "
-                  f"fastddpg run --resume {shlex.quote(str(writer.path))}", file=sys.stderr)
-        else:
-            writer.finish(trainer, {**trainer.summary(), "stopped_by": f"non-finite {e.what}"})
-            restore_weights(writer.path, e.checkpoint)  # actor.pt/critic.pt: the last finite ones, not NaNs
-            print(f"fastddpg: error: {e}", file=sys.stderr)
+    if isinstance(e, TrainingInterrupted):
+        print(f"fastddpg: {e.signal_name}: stopped at env step {e.global_step:,} of {total_steps:,}; "
+              f"checkpoint {e.checkpoint}; metrics and report in {run_dir}; resume with: "
+              f"fastddpg run --resume {shlex.quote(str(run_dir))}", file=sys.stderr)
+    else:
+        print(f"fastddpg: error: {e}", file=sys.stderr)
     return e.exit_code
 
 

@@ -94,7 +94,10 @@ class Config:
                       group="performance")
 
     # --- run ------------------------------------------------------------------------------------------------
-    run_dir: str = _f("", "Run directory; default runs/<env>__<algo>__<seed>__<timestamp>.", group="run")
+    run_dir: str = _f("", "Run directory to write: config.json, the CSVs at every report, checkpoints, final "
+                      "weights, summary.json, report.html. 'auto' = runs/<env>__<algo>__<seed>__<timestamp>. "
+                      "`fastddpg run` always writes one ('auto' unless given); from Python, train() writes one "
+                      "only when this is set.", group="run")
     log_every: int = _f(1_000, "Env steps between metric pulls to the host (console, CSV rows); metrics stay "
                         "on the device in between.", group="run")
     quiet: bool = _f(False, "Print only the final summary.", group="run")

@@ -47,6 +47,7 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signum: int, global_step: int, checkpoint: Path | None, result: Any = None) -> None:
         self.signum, self.global_step, self.checkpoint, self.result = signum, global_step, checkpoint, result
+        self.run_dir: Path | None = None  # set by fastddpg.train when the run had a run directory
         self.exit_code = 128 + signum
         self.signal_name = signal.Signals(signum).name
         where = f"; checkpoint {checkpoint}" if checkpoint is not None else ""
@@ -67,6 +68,7 @@ class NonFiniteError(RuntimeError):
                  checkpoint: Path | None = None) -> None:
         self.what, self.detail = what, detail
         self.global_step, self.num_updates, self.checkpoint = global_step, num_updates, checkpoint
+        self.run_dir: Path | None = None  # set by fastddpg.train when the run had a run directory
         super().__init__(detail)
 
     def __str__(self) -> str:

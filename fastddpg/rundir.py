@@ -13,7 +13,7 @@ Layout of ``runs/<env>__<algo>__<seed>__<timestamp>/`` (or ``--run-dir``)::
     summary.json      the end-of-run summary (episodes, env steps, updates, wall time, steps/s, ...)
     report.html       the Plotly report (`fastddpg plot RUN_DIR` regenerates it)
     eval.csv          noise-free evaluation episodes, appended by `fastddpg eval`
-    checkpoints/      reserved for full checkpoints (resume)
+    checkpoints/      step_<env step>.pt: full checkpoints (fastddpg.checkpoint), the last --keep-checkpoints
 
 `RunWriter` is a trainer callback: it only sees what the trainer already pulled to the host at a flush, so it
 adds no device sync. CSV floats are written with Python's repr, so they read back bit for bit.
@@ -46,6 +46,7 @@ ACTOR_FILE = "actor.pt"
 CRITIC_FILE = "critic.pt"
 EVAL_FILE = "eval.csv"
 CHECKPOINT_DIR = "checkpoints"
+AUTO_RUN_DIR = "auto"  # Config.run_dir value for the default name, runs/<env>__<algo>__<seed>__<timestamp>
 TABLES = ("episodes", "updates", "probes")
 EVAL_COLUMNS = ("eval_time", "seed", "episode", "return", "length")
 
@@ -143,8 +144,10 @@ class RunWriter:
                root: str | Path = "runs") -> RunWriter:
         """Create the run directory (``cfg.run_dir`` or the default name under ``root``), check that it is
         writable (ConfigError if not), write config.json and the CSV headers."""
-        path = _make_dir(Path(cfg.run_dir), unique=False) if cfg.run_dir else _make_dir(default_run_dir(cfg, root),
-                                                                                        unique=True)
+        if cfg.run_dir in ("", AUTO_RUN_DIR):
+            path = _make_dir(default_run_dir(cfg, root), unique=True)
+        else:
+            path = _make_dir(Path(cfg.run_dir), unique=False)
         argv = list(sys.argv if argv is None else argv)
         meta: dict[str, Any] = {
             "config": cfg.to_dict(),

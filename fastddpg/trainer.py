@@ -70,6 +70,7 @@ class TrainResult:
     probes: pd.DataFrame
     summary: dict[str, Any]
     learner: Learner = field(repr=False)
+    run_dir: Path | None = None  # the run directory written, if the run had one (`fastddpg.train`)
 
     @property
     def actor(self) -> torch.nn.Module:
@@ -487,10 +488,3 @@ def resume_seed(seed: int, global_step: int) -> int:
     """The env seed after a resume at ``global_step``: deterministic, and unrelated to ``seed`` + i streams."""
     return int(np.random.SeedSequence([seed & 0xFFFFFFFF, global_step]).generate_state(1)[0])
 
-
-def train(cfg: Config | None = None, **overrides: Any) -> TrainResult:
-    """Train with ``cfg`` (default Config()), fields overridable by keyword: ``train(num_envs=4)``."""
-    cfg = cfg or Config()
-    if overrides:
-        cfg = Config.from_dict({**cfg.to_dict(), **overrides})
-    return Trainer(cfg).train()

@@ -1,0 +1,106 @@
+"""`train` and `resume`: the one code path from a `Config` (or a run directory) to a finished run.
+
+``fastddpg run`` is a thin layer over the same two steps (`open_run` or `open_resume`, then `run_to_end`), so a
+run started from Python with ``Config(run_dir=...)`` writes exactly the files that the command writes
+(config.json, the CSVs at every report, checkpoints, the final weights, summary.json, report.html), and a run
+stopped by a signal or a non-finite value is left on disk the same way, whichever started it.
+
+    from fastddpg import Config, train, resume
+    result = train(Config(total_steps=20_000, run_dir="runs/a"))    # files in runs/a, DataFrames in memory
+    result = resume("runs/a", total_steps=40_000)                    # continue it from its latest checkpoint
+
+Without ``run_dir`` nothing is written: the DataFrames in memory are the whole result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import restore_weights, resume_run
+from .config import Config
+from .failsafe import NonFiniteError, StopSignals, TrainingInterrupted
+from .rundir import RunWriter
+from .trainer import Trainer, TrainResult
+
+Callback = Callable[..., None]
+
+
+def train(cfg: Config | None = None, *, callbacks: Iterable[Callback] = (), argv: list[str] | None = None,
+          **overrides: Any) -> TrainResult:
+    """Train with ``cfg`` (default ``Config()``), any field overridable by keyword: ``train(num_envs=4)``.
+
+    With ``cfg.run_dir`` set (a path, or ``"auto"`` for ``runs/<env>__<algo>__<seed>__<timestamp>``), the run
+    directory is written as ``fastddpg run`` writes it and ``result.run_dir`` names it; it can then be continued
+    with `resume`. ``callbacks`` are called as ``cb(trainer, new_episodes, update_row)`` at every report.
+    ``argv`` is the command line recorded in config.json (default ``sys.argv``).
+
+    Raises `TrainingInterrupted` (SIGINT/SIGTERM) or `NonFiniteError` after the run directory, if any, holds
+    everything the run had (the exception's ``run_dir`` names it, ``checkpoint`` the checkpoint to resume from).
+    """
+    cfg = cfg or Config()
+    if overrides:
+        cfg = Config.from_dict({**cfg.to_dict(), **overrides})
+    trainer, writer = open_run(cfg, argv)
+    return run_to_end(trainer, writer, callbacks)
+
+
+def resume(run_dir: str | Path, *, callbacks: Iterable[Callback] = (), argv: list[str] | None = None,
+           **overrides: Any) -> TrainResult:
+    """Continue the run in ``run_dir`` from its latest checkpoint, appending to its CSVs, exactly as
+    ``fastddpg run --resume RUN_DIR`` does. ``overrides`` may change only the run-control fields
+    (`fastddpg.checkpoint.RESUME_OVERRIDABLE`, e.g. a larger ``total_steps``). The returned DataFrames hold the
+    whole run, from its first step."""
+    trainer, writer = open_resume(run_dir, overrides, argv)
+    return run_to_end(trainer, writer, callbacks)
+
+
+def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWriter | None]:
+    """A new Trainer, and with ``cfg.run_dir`` its RunWriter (directory created and checked writable, config.json
+    written, checkpoints pointed there) before the first env step."""
+    trainer = Trainer(cfg)
+    if not cfg.run_dir:
+        return trainer, None
+    try:
+        writer = RunWriter.create(cfg, trainer, list(sys.argv if argv is None else argv))
+    except BaseException:
+        trainer.env.close()
+        raise
+    trainer.run_dir = writer.path
+    return trainer, writer
+
+
+def open_resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, argv: list[str] | None = None
+                ) -> tuple[Trainer, RunWriter]:
+    """The Trainer and RunWriter of a run directory, restored from its latest checkpoint (see `resume_run`)."""
+    return resume_run(run_dir, overrides, argv)
+
+
+def run_to_end(trainer: Trainer, writer: RunWriter | None, callbacks: Iterable[Callback] = ()) -> TrainResult:
+    """Train until ``total_steps``, the run directory (if any) appended at every report and finished at the end:
+    final weights, summary.json, parquet copies and report.html; also when a signal, a non-finite value or any
+    other error stops the run (a further signal while finishing exits at once)."""
+    trainer.callbacks += ([writer] if writer is not None else []) + list(callbacks)
+    try:
+        result = trainer.train()
+    except (TrainingInterrupted, NonFiniteError) as e:
+        if writer is not None:
+            e.run_dir = writer.path
+            with StopSignals(stopping=True):
+                stopped_by = e.signal_name if isinstance(e, TrainingInterrupted) else f"non-finite {e.what}"
+                writer.finish(trainer, {**trainer.summary(), "stopped_by": stopped_by})
+                if isinstance(e, NonFiniteError):
+                    restore_weights(writer.path, e.checkpoint)  # actor.pt/critic.pt: the last finite ones
+        raise
+    except BaseException:
+        if writer is not None:
+            with contextlib.suppress(Exception):  # keep what the run had; the original error goes on
+                writer.finish(trainer)
+        raise
+    if writer is not None:
+        writer.finish(trainer, result.summary)
+        result.run_dir = writer.path
+    return result
