@@ -1,0 +1,173 @@
+"""Runs side by side: N `fastddpg run`s started together on one machine against one run alone, per thread setting.
+
+    python bench/concurrent.py --quick                  # 2 rounds, 3,000 env steps: a few minutes
+    python bench/concurrent.py                          # 3 rounds, 6,000 env steps, compiled and eager
+    python bench/concurrent.py --concurrent 2 --settings default passive threads1 --compile default off
+
+Each setting is a way to start the process (see SETTINGS): the command is the real `fastddpg run` (4 envs,
+replay ratio 1, --quiet), so the figures are what a user sees, compile time included. A round runs, for each
+compile mode and each setting, one run alone and then N runs started together; the order of the settings
+rotates from round to round (ABAB..., then BABA...), so the machine's drift falls on every setting alike.
+Reported per setting: the median over rounds of the lone run's seconds, of the mean seconds of the N runs
+started together, and of their ratio; and "together / in sequence": the N runs' makespan over N lone runs of
+the *default* setting in the same round (<= 1 means starting them together costs nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name -> (extra environment, extra `fastddpg run` flags). "default" clears every variable the others set, so it
+# measures torch's and OpenMP's own defaults; the others name what they change.
+THREAD_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "FASTDDPG_THREADS")
+SETTINGS: dict[str, tuple[dict[str, str], list[str]]] = {
+    "default": ({}, []),
+    "threads1": ({"OMP_NUM_THREADS": "1"}, []),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
+    "spin10k": ({"GOMP_SPINCOUNT": "10000"}, []),
+    "fastddpg": ({}, []),  # whatever `fastddpg run` does by default now (identical to "default" before #13)
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--concurrent", type=int, default=2, help="runs started together (default: 2)")
+    p.add_argument("--settings", nargs="+", default=["default", "threads1", "passive"], choices=list(SETTINGS),
+                   help="thread settings to compare (default: default threads1 passive)")
+    p.add_argument("--compile", nargs="+", default=["default", "off"], choices=["default", "off"],
+                   help="update compile modes (default: default off)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are over rounds")
+    p.add_argument("--total-steps", type=int, default=6_000)
+    p.add_argument("--num-envs", type=int, default=4)
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "concurrent.json"))
+    p.add_argument("--quick", action="store_true", help="2 rounds of 3,000 env steps, compiled only")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rounds, args.total_steps, args.compile = 2, 3_000, ["default"]
+    if args.concurrent < 2:
+        p.error("--concurrent must be at least 2 (one run alone is always measured)")
+    if args.rounds < 1 or args.total_steps < 1_000:
+        p.error("use --rounds >= 1 and --total-steps >= 1000 (the first 1,000 steps have no updates)")
+    return args
+
+
+def command(args: argparse.Namespace, compile_mode: str, run_dir: Path, seed: int, setting: str) -> list[str]:
+    return [sys.executable, "-m", "fastddpg.cli", "run", "--num-envs", str(args.num_envs), "--total-steps",
+            str(args.total_steps), "--compile", compile_mode, "--device", "cpu", "--quiet", "--seed", str(seed),
+            "--run-dir", str(run_dir), *SETTINGS[setting][1]]
+
+
+def environment(setting: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    env.update(SETTINGS[setting][0])
+    return env
+
+
+def start_together(cmds: list[list[str]], env: dict[str, str]) -> list[float]:
+    """Start every command at once; the seconds each one took, from the common start to its own exit."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(c, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for c in cmds]
+    done: dict[int, float] = {}
+    while len(done) < len(procs):
+        for i, pr in enumerate(procs):
+            if i not in done and pr.poll() is not None:
+                done[i] = time.perf_counter() - t0
+                if pr.returncode != 0:
+                    raise RuntimeError(f"{' '.join(cmds[i])} failed: {pr.stderr.read()[-500:]}")
+        time.sleep(0.05)
+    return [done[i] for i in range(len(procs))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    n = args.concurrent
+    records: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(10**9))
+
+        def dirs(k: int) -> list[Path]:
+            return [Path(tmp) / f"r{next(counter)}" for _ in range(k)]
+
+        if "default" in args.compile:  # fill inductor's cache, so no measured run pays a cold compile
+            start_together([command(args, "default", dirs(1)[0], 0, "default")], environment("default"))
+        for rnd in range(args.rounds):
+            shift = rnd % len(args.settings)
+            order = args.settings[shift:] + args.settings[:shift]
+            for mode in args.compile:
+                for setting in order:
+                    env = environment(setting)
+                    alone = start_together([command(args, mode, dirs(1)[0], 0, setting)], env)[0]
+                    cmds = [command(args, mode, d, i, setting) for i, d in enumerate(dirs(n))]
+                    together = start_together(cmds, env)
+                    rec = {"round": rnd, "compile": mode, "setting": setting, "alone_s": alone,
+                           "together_s": together}
+                    records.append(rec)
+                    print(json.dumps(rec), flush=True)
+    table = summarize(records, args.settings, args.compile, n)
+    print(render(table, n, args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "machine": machine(), "records": records, "table": table},
+                              indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def summarize(records: list[dict[str, Any]], settings: list[str], modes: list[str], n: int) -> list[dict[str, Any]]:
+    """One row per (compile mode, setting): medians over rounds (see the module docstring)."""
+    rows = []
+    for mode in modes:
+        default_alone = {r["round"]: r["alone_s"] for r in records
+                         if r["compile"] == mode and r["setting"] == "default"}
+        for setting in settings:
+            rs = [r for r in records if r["compile"] == mode and r["setting"] == setting]
+            if not rs:
+                continue
+            row = {"compile": mode, "setting": setting, "rounds": len(rs),
+                   "alone_s": statistics.median(r["alone_s"] for r in rs),
+                   "together_s": statistics.median(statistics.mean(r["together_s"]) for r in rs),
+                   "together_over_alone": statistics.median(statistics.mean(r["together_s"]) / r["alone_s"]
+                                                            for r in rs)}
+            if default_alone:
+                row["alone_over_default_alone"] = statistics.median(
+                    r["alone_s"] / default_alone[r["round"]] for r in rs if r["round"] in default_alone)
+                row["together_over_sequence"] = statistics.median(
+                    max(r["together_s"]) / (n * default_alone[r["round"]]) for r in rs if r["round"] in default_alone)
+            rows.append(row)
+    return rows
+
+
+def render(table: list[dict[str, Any]], n: int, args: argparse.Namespace) -> str:
+    head = (f"\n{n} runs together vs 1 alone: fastddpg run --num-envs {args.num_envs} --total-steps "
+            f"{args.total_steps:,} (ratio 1), median of {args.rounds} interleaved rounds, seconds per run\n")
+    lines = [head, "| compile | setting | alone s | alone / default alone | each of N together s | together / alone "
+             f"| together / {n} in sequence |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in table:
+        lines.append(f"| {r['compile']} | {r['setting']} | {r['alone_s']:.1f} | "
+                     f"{r.get('alone_over_default_alone', float('nan')):.2f} | {r['together_s']:.1f} | "
+                     f"{r['together_over_alone']:.2f} | {r.get('together_over_sequence', float('nan')):.2f} |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
