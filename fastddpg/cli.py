@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError
+from .threads import set_wait_policy
 
 if TYPE_CHECKING:
     from .failsafe import NonFiniteError, TrainingInterrupted
@@ -152,6 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    set_wait_policy()  # before torch loads OpenMP: runs side by side then share the cores (fastddpg.threads)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

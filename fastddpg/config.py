@@ -92,6 +92,10 @@ class Config:
                       "fullgraph; plus a CUDA graph on CUDA), 'auto' (compile on CUDA, and on CPU only for runs long "
                       "enough to repay the compile time).", choices=("auto", "off", "default", "max-autotune"),
                       group="performance")
+    threads: int = _f(0, "torch CPU threads of this process (intra-op; also the compiled CPU kernels'). 0 = auto: "
+                      "the cores this process may use (CPU affinity, cgroup quota). Runs side by side need no "
+                      "setting: idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE unless set), so N "
+                      "runs together take no longer than N in a row. Process-wide.", group="performance")
 
     # --- run ------------------------------------------------------------------------------------------------
     run_dir: str = _f("", "Run directory to write: config.json, the CSVs at every report, checkpoints, final "
@@ -150,6 +154,7 @@ class Config:
         need(self.probe_n >= 1, "probe_n", "use at least 1 probe state")
         need(self.probe_every_episodes >= 1, "probe_every_episodes", "use at least 1 episode")
         need(self.log_every >= 1, "log_every", "use at least 1 env step")
+        need(self.threads >= 0, "threads", "use 0 (auto: the cores this process may use) or a positive count")
         need(self.checkpoint_every >= 0, "checkpoint_every", "use 0 (auto) or a positive number of env steps")
         need(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint")
         need(_finite(self.ou_theta) and self.ou_theta > 0, "ou_theta", "use a positive mean-reversion rate")

@@ -79,6 +79,12 @@ def _versions() -> dict[str, str]:
             "numpy": np.__version__, "pandas": pd.__version__, "python": sys.version.split()[0]}
 
 
+def thread_settings(threads: int) -> dict[str, Any]:
+    """The run's torch threads and the OpenMP wait settings it started with (fastddpg.threads)."""
+    return {"torch_threads": threads, **{k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                                          "OMP_NUM_THREADS")}}
+
+
 def probe_writable(directory: Path) -> None:
     """Write and delete a small file in ``directory``; raises OSError where that directory is not writable."""
     probe = directory / ".write_test"
@@ -160,7 +166,8 @@ class RunWriter:
             "device": str(trainer.device) if trainer is not None else cfg.device,
         }
         if trainer is not None:
-            meta.update(obs_dim=trainer.env.obs_dim, act_dim=trainer.env.act_dim, num_envs=trainer.num_envs)
+            meta.update(obs_dim=trainer.env.obs_dim, act_dim=trainer.env.act_dim, num_envs=trainer.num_envs,
+                        threads=thread_settings(trainer.threads))
             if getattr(trainer.device, "type", "") == "cuda":
                 meta["device_name"] = torch.cuda.get_device_name(trainer.device)
         write_json(path / CONFIG_FILE, meta)

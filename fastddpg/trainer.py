@@ -26,6 +26,7 @@ from .envs import VecEnv, make_env
 from .failsafe import StopSignals, TrainingInterrupted, check_health, health_tensor
 from .noise import make_noise
 from .replay import ReplayBuffer
+from .threads import apply_threads
 from .update import METRIC_NAMES, Learner, compile_update, make_update_fns, metric_names, resolve_compile_mode
 
 EPISODE_COLUMNS = ("episode", "env", "global_step", "return", "length", "wall_time")
@@ -93,6 +94,7 @@ class Trainer:
         cfg.validate()
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        self.threads = apply_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.env = env if env is not None else make_env(cfg.env, cfg.num_envs, self.device, cfg.vector_mode,
@@ -460,6 +462,7 @@ class Trainer:
             "compile": self.compile_mode,
             "compile_seconds": self.compile_seconds,
             "num_envs": self.num_envs,
+            "threads": self.threads,
         }
 
     def result(self) -> TrainResult:
