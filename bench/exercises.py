@@ -207,7 +207,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     ep = result.episodes
     steps, seconds, returns = ep["global_step"].tolist(), ep["wall_time"].tolist(), ep["return"].tolist()
     curve = moving_mean(returns)
-    ev = evaluate_q(trainer.learner, cfg.env, cfg.gamma, EVAL_EPISODES, cfg.seed + EVAL_SEED_OFFSET,
+    ev = evaluate_q(trainer.algo, cfg.env, cfg.gamma, EVAL_EPISODES, cfg.seed + EVAL_SEED_OFFSET,
                     spec["tail_steps"])
     return {**{k: spec[k] for k in ("variant", "num_envs", "seed")}, "config": cfg.to_dict(),
             "steps": steps, "seconds": seconds, "returns": returns,

@@ -27,8 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baseline import matmul_rate, notebook_update_rate, update_flops
+from fastddpg.algos import DDPG
+from fastddpg.compile import compile_update
 from fastddpg.replay import ReplayBuffer
-from fastddpg.update import Learner, compile_update, ddpg_update
+from fastddpg.update import AdamHyper, Hyper
 
 OBS_DIM, ACT_DIM, HIDDEN = 3, 1, (256, 256)
 
@@ -42,21 +44,20 @@ def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_upd
                          group: int = 16, seed: int = 0) -> dict:
     """Updates/s of fastddpg's update (mode 'off' = eager, else a compile mode), median over repeats."""
     torch.manual_seed(seed)
-    learner = Learner(OBS_DIM, ACT_DIM, HIDDEN, torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, device)
+    learner = DDPG(OBS_DIM, ACT_DIM, HIDDEN, torch.tensor([-2.0]), torch.tensor([2.0]), device,
+                   Hyper(0.99, 0.005, 1.0, AdamHyper(1e-3), AdamHyper(1e-3)))
     buf = ReplayBuffer(100_000, OBS_DIM, ACT_DIM, device)
     n = 50_000
     buf.add(torch.randn(n, OBS_DIM, device=device), torch.rand(n, ACT_DIM, device=device) * 4 - 2,
             -torch.rand(n, device=device) * 16, torch.randn(n, OBS_DIM, device=device), torch.zeros(n, device=device))
     gen = torch.Generator(device=device).manual_seed(seed)
 
-    def update(rows: torch.Tensor) -> torch.Tensor:
-        return ddpg_update(learner, buf.as_batch(rows), 0.99, 0.005, 1.0)
-
-    fn = compile_update(update, mode, device)
+    fn = compile_update(learner.update_fns(buf.as_batch, buf.width)[True], mode, device)
+    state = learner.state
     acc = torch.zeros(4, device=device)
     t0 = time.perf_counter()
     for rows in buf.sample_rows(5, batch_size, gen):  # warm-up: compile, CUDA-graph capture, allocator
-        acc += fn(rows)
+        acc += fn(state, rows)
     _sync(device)
     warmup_s = time.perf_counter() - t0
     rates = []
@@ -68,7 +69,7 @@ def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_upd
             k = min(group, n_updates - done)
             rows = buf.sample_rows(k, batch_size, gen)
             for i in range(k):
-                acc += fn(rows[i])
+                acc += fn(state, rows[i])
             done += k
         acc.sum().cpu()
         rates.append(n_updates / (time.perf_counter() - t0))

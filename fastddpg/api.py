@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import restore_weights, resume_run
+from .checkpoint import Checkpointer, restore_weights, resume_run
 from .config import Config
 from .failsafe import NonFiniteError, StopSignals, TrainingInterrupted
+from .plots import write_report
 from .rundir import RunWriter
+from .schema import REPORT_FILE
 from .trainer import Trainer, TrainResult
 
 Callback = Callable[..., None]
@@ -60,7 +62,7 @@ def resume(run_dir: str | Path, *, callbacks: Iterable[Callback] = (), argv: lis
 
 def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWriter | None]:
     """A new Trainer, and with ``cfg.run_dir`` its RunWriter (directory created and checked writable, config.json
-    written, checkpoints pointed there) before the first env step."""
+    written) and a `Checkpointer` into it, before the first env step."""
     trainer = Trainer(cfg)
     if not cfg.run_dir:
         return trainer, None
@@ -69,20 +71,29 @@ def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWr
     except BaseException:
         trainer.env.close()
         raise
-    trainer.run_dir = writer.path
+    trainer.callbacks.append(Checkpointer(writer.path))
     return trainer, writer
 
 
 def open_resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, argv: list[str] | None = None
                 ) -> tuple[Trainer, RunWriter]:
-    """The Trainer and RunWriter of a run directory, restored from its latest checkpoint (see `resume_run`)."""
-    return resume_run(run_dir, overrides, argv)
+    """The Trainer and RunWriter of a run directory, restored from its latest checkpoint (see `resume_run`), with
+    a `Checkpointer` into it."""
+    trainer, writer = resume_run(run_dir, overrides, argv)
+    trainer.callbacks.append(Checkpointer(writer.path))
+    return trainer, writer
 
 
 def run_to_end(trainer: Trainer, writer: RunWriter | None, callbacks: Iterable[Callback] = ()) -> TrainResult:
     """Train until ``total_steps``, the run directory (if any) appended at every report and finished at the end:
     final weights, summary.json, parquet copies and report.html; also when a signal, a non-finite value or any
     other error stops the run (a further signal while finishing exits at once)."""
+
+    def finish(summary: dict[str, Any] | None = None) -> None:
+        assert writer is not None
+        writer.finish(trainer, summary)
+        write_report([writer.path], writer.path / REPORT_FILE)
+
     trainer.callbacks += ([writer] if writer is not None else []) + list(callbacks)
     try:
         result = trainer.train()
@@ -91,16 +102,16 @@ def run_to_end(trainer: Trainer, writer: RunWriter | None, callbacks: Iterable[C
             e.run_dir = writer.path
             with StopSignals(stopping=True):
                 stopped_by = e.signal_name if isinstance(e, TrainingInterrupted) else f"non-finite {e.what}"
-                writer.finish(trainer, {**trainer.summary(), "stopped_by": stopped_by})
+                finish({**trainer.summary(), "stopped_by": stopped_by})
                 if isinstance(e, NonFiniteError):
                     restore_weights(writer.path, e.checkpoint)  # actor.pt/critic.pt: the last finite ones
         raise
     except BaseException:
         if writer is not None:
             with contextlib.suppress(Exception):  # keep what the run had; the original error goes on
-                writer.finish(trainer)
+                finish()
         raise
     if writer is not None:
-        writer.finish(trainer, result.summary)
+        finish(result.summary)
         result.run_dir = writer.path
     return result

@@ -7,8 +7,8 @@ A checkpoint file ``checkpoints/step_<global_step, 12 digits>.pt`` is a `torch.s
     env                     {"id", "num_envs", "obs_dim", "act_dim"}
     device                  the training device it was written from
     global_step, num_updates, num_episodes, created
-    trainer                 Trainer.state_dict(): actor, critic and both targets (state_dicts), both Adam
-                            states, the replay buffer's contents and pointer, the noise state, the torch
+    trainer                 Trainer.state_dict(): actor, critic and both targets (state_dicts), the Adam state
+                            of each optimizer, the replay buffer's contents and pointer, the noise state, the torch
                             (CPU and device) and numpy RNG states, the step/update/episode counters and the
                             replay-ratio credit, the probe states, the host-side logs
 
@@ -16,7 +16,8 @@ It holds only tensors and plain Python values, so it loads with ``torch.load(wei
 
 Atomic: the file is written to a temporary name in the same directory, flushed and fsync'd, then renamed over
 its final name (``os.replace``), so a crash or a kill -9 at any moment leaves either the previous checkpoints or
-the new one complete, never a half-written ``step_*.pt``. Only the last ``keep`` are kept.
+the new one complete, never a half-written ``step_*.pt``. Only the last ``keep`` are kept. `Checkpointer` is the
+trainer callback that writes them (`fastddpg.train` adds it to a run with a run directory).
 
 Resume (`resume_run`, ``fastddpg run --resume RUN_DIR``) restores the latest checkpoint exactly and drops the
 CSV rows written after it (a run killed after its last checkpoint has some), so the resumed run appends with
@@ -31,27 +32,28 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import re
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pandas as pd
 import torch
 
-from .config import Config, ConfigError
-from .rundir import CHECKPOINT_DIR, probe_writable
-
-if TYPE_CHECKING:
-    from .rundir import RunWriter
-    from .trainer import Trainer
+from .config import Config, ConfigError, resolve_device
+from .fileio import TMP_SUFFIX, atomic_save, atomic_write, write_json
+from .networks import build_actor
+from .rundir import RunWriter, probe_writable
+from .schema import ACTOR_FILE, CHECKPOINT_DIR, CONFIG_FILE, CRITIC_FILE
+from .trainer import Trainer
 
 FORMAT = "fastddpg-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^step_(\d+)\.pt$")
-_TMP_SUFFIX = ".tmp"
 # Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
 # learns); every other field is the run's own, from its config.json.
 RESUME_OVERRIDABLE = ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "quiet", "device",
@@ -80,36 +82,45 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 # --- writing -----------------------------------------------------------------------------------------------------
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save` ``obj`` to ``path`` atomically: temp file in the same directory, fsync, ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-    return path
+def checkpoint_interval(cfg: Config, num_envs: int) -> int:
+    """Env steps between checkpoints: ``checkpoint_every``, or for 0 ('auto') a quarter of ``total_steps``
+    rounded up to whole report intervals (``log_every`` in whole vector steps), so checkpoints fall on reports."""
+    if cfg.checkpoint_every:
+        return cfg.checkpoint_every
+    report_steps = max(1, math.ceil(cfg.log_every / num_envs)) * num_envs
+    return math.ceil(cfg.total_steps / 4 / report_steps) * report_steps
 
 
-def _fsync_dir(d: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+class Checkpointer:
+    """Trainer callback: a checkpoint every `checkpoint_interval` env steps (reporting first, so a checkpoint holds
+    no unreported device logs and a non-finite state raises before it is saved), and one when the run ends or is
+    stopped by a signal. Sets ``trainer.last_checkpoint``."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.every = 0
+        self.next = 0
+
+    def at_start(self, trainer: Trainer) -> None:
+        self.every = checkpoint_interval(trainer.cfg, trainer.num_envs)
+        self.next = (trainer.global_step // self.every + 1) * self.every
+
+    def __call__(self, trainer: Trainer, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
+        """Nothing at a report: checkpoints follow env steps (`after_step`)."""
+
+    def after_step(self, trainer: Trainer) -> None:
+        if self.next <= trainer.global_step < trainer.cfg.total_steps:
+            self.write(trainer)
+            self.next = (trainer.global_step // self.every + 1) * self.every
+
+    def at_end(self, trainer: Trainer) -> None:
+        self.write(trainer)
+
+    def write(self, trainer: Trainer) -> Path:
+        if trainer.device_log.pending:
+            trainer.flush()
+        trainer.last_checkpoint = save_checkpoint(trainer, self.run_dir, trainer.cfg.keep_checkpoints)
+        return trainer.last_checkpoint
 
 
 def checkpoint_state(trainer: Trainer) -> dict[str, Any]:
@@ -141,8 +152,8 @@ def save_checkpoint(trainer: Trainer, run_dir: str | Path, keep: int | None = No
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         with contextlib.suppress(OSError):
             old.unlink()
-    for stale in d.glob(f".step_*{_TMP_SUFFIX}"):  # left by a process killed mid-write
-        if not stale.name.endswith(f".{os.getpid()}{_TMP_SUFFIX}"):
+    for stale in d.glob(f".step_*{TMP_SUFFIX}"):  # left by a process killed mid-write
+        if not stale.name.endswith(f".{os.getpid()}{TMP_SUFFIX}"):
             with contextlib.suppress(OSError):
                 stale.unlink()
     return path
@@ -181,8 +192,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     - ``global_step``, ``num_updates``, ``num_episodes``, ``path``;
     - ``state``: the raw checkpoint dict (critic, targets, optimizers, replay buffer, RNG states, ...).
     """
-    from .evaluate import build_actor
-
     path = Path(path)
     if path.is_dir():
         latest = latest_checkpoint(path)
@@ -194,7 +203,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     actor_state = state["trainer"]["modules"]["actor"]
     scale, bias = actor_state["action_scale"], actor_state["action_bias"]
     env = state["env"]
-    actor = build_actor(cfg, env["obs_dim"], env["act_dim"], bias - scale, bias + scale)
+    actor = build_actor(env["obs_dim"], env["act_dim"], cfg.hidden_sizes, bias - scale, bias + scale, cfg.layer_norm)
     actor.load_state_dict(actor_state)
     return {"actor": actor.eval(), "config": cfg, "env": dict(env), "global_step": state["global_step"],
             "num_updates": state["num_updates"], "num_episodes": state["num_episodes"], "path": path,
@@ -213,9 +222,6 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
     checkpoint, a checkpoint that does not match config.json (env, shapes, architecture), a total_steps the
     checkpoint has already reached, or a checkpoint written on another device type.
     """
-    from .rundir import CONFIG_FILE, RunWriter, write_json
-    from .trainer import Trainer, resolve_device
-
     path = Path(run_dir)
     if not path.is_dir():
         raise ConfigError(f"--resume {path}: no such run directory.")
@@ -293,7 +299,6 @@ def _restore(trainer: Trainer, state: dict[str, Any], ckpt_path: Path) -> None:
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"checkpoint {ckpt_path} does not fit this run's networks or buffer: {first}") from None
-    trainer.run_dir = ckpt_path.parent.parent
     trainer.last_checkpoint = ckpt_path
 
 
@@ -340,12 +345,7 @@ def _truncate_csv(path: Path, key: str, limit: int) -> int:
             keep.append(line)
     dropped = len(lines) - len(keep)
     if dropped:
-        tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
-        with open(tmp, "w", newline="") as f:
-            f.writelines(keep)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write("".join(keep).encode()))
     return dropped
 
 
@@ -359,8 +359,6 @@ def _int_or_none(s: str) -> int | None:
 def restore_weights(run_dir: str | Path, checkpoint: str | Path | None) -> None:
     """Make RUN_DIR's actor.pt and critic.pt the weights of ``checkpoint`` (after a non-finite stop: the last
     finite ones), or remove them when there is no checkpoint, so that no NaN weights are left as the result."""
-    from .rundir import ACTOR_FILE, CRITIC_FILE
-
     run_dir = Path(run_dir)
     if checkpoint is None:
         for name in (ACTOR_FILE, CRITIC_FILE):

@@ -1,5 +1,9 @@
 """The ``fastddpg`` command. Its flags are generated from `fastddpg.config.Config`, so help text and defaults
-never drift from the Python API or the saved run config."""
+never drift from the Python API or the saved run config.
+
+Only `fastddpg.config` and `fastddpg.threads` are imported with this module; each command imports what it needs
+(and so torch) inside, after `main` has set OpenMP's wait policy (`fastddpg.threads`), which torch reads once,
+when it loads. It also keeps ``fastddpg --help`` fast."""
 
 from __future__ import annotations
 
@@ -90,7 +94,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from .api import open_resume, open_run, run_to_end
     from .failsafe import NonFiniteError, TrainingInterrupted
     from .reporting import make_reporter, print_summary
-    from .rundir import AUTO_RUN_DIR
+    from .schema import AUTO_RUN_DIR
 
     if getattr(args, "resume", None):
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
@@ -134,7 +138,7 @@ def _stopped(e: TrainingInterrupted | NonFiniteError, total_steps: int, run_dir:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from .plots import write_report
-    from .rundir import REPORT_FILE
+    from .schema import REPORT_FILE
 
     default = Path(args.run_dirs[0]) / REPORT_FILE if len(args.run_dirs) == 1 else Path("report_compare.html")
     out = write_report(args.run_dirs, args.out or default, plotly_cdn=args.plotly_cdn)
@@ -144,7 +148,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
-    from .rundir import EVAL_FILE
+    from .schema import EVAL_FILE
 
     r = evaluate_run(args.run_dir, args.episodes, args.seed)
     print(f"eval: {len(r.returns)} noise-free episodes (seed {r.seed}): return {r.mean:.1f} +- {r.std:.1f} "

@@ -10,9 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 TORCH_ENV_IDS = ("Pendulum-v1",)  # env ids with a torch-native implementation (--env-backend torch)
+ENV_BACKENDS = ("auto", "gymnasium", "torch")
+ALGOS = ("ddpg", "td3")  # the registry in fastddpg.algos has one class per name (a test checks they agree)
 
 
 class ConfigError(ValueError):
@@ -42,7 +47,7 @@ class Config:
     env_backend: str = _f("auto", "Env simulator: 'gymnasium' (Gymnasium's vector env on the CPU), 'torch' "
                           "(Pendulum-v1 only: simulated in torch on the training device, no host transfer per "
                           "step; --vector-mode is ignored), 'auto' (torch for Pendulum-v1 on CUDA, else "
-                          "gymnasium).", choices=("auto", "gymnasium", "torch"), group="environment")
+                          "gymnasium).", choices=ENV_BACKENDS, group="environment")
     device: str = _f("auto", "Training device: 'auto' (cuda when available, else cpu), 'cpu', 'cuda' or "
                      "'cuda:N'. Networks, replay buffer and metrics all live here.", group="environment")
     total_steps: int = _f(10_000, "Environment steps to train for, summed over all envs.", group="environment")
@@ -52,7 +57,7 @@ class Config:
     # --- DDPG hyperparameters (the notebook's) --------------------------------------------------------------
     algo: str = _f("ddpg", "Algorithm: 'ddpg' (the notebook's) or 'td3' (twin critics with the min in the target, "
                    "target policy smoothing, delayed actor and target updates; see --policy-noise, --noise-clip, "
-                   "--policy-delay).", choices=("ddpg", "td3"))
+                   "--policy-delay).", choices=ALGOS)
     replay_size: int = _f(200_000, "Replay buffer capacity in transitions (REPLAY_SIZE).")
     batch_size: int = _f(128, "Minibatch size per gradient update (BATCH_SIZE).")
     gamma: float = _f(0.99, "Discount factor in y = r + gamma (1 - d) Q'(s', mu'(s')) (GAMMA), in [0, 1].")
@@ -180,6 +185,27 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; known keys are the fields of fastddpg.Config")
         return cls(**d)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; a CUDA device without CUDA is a ConfigError."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device={name} but CUDA is not available here (torch {torch.__version__}); "
+                              "use --device cpu or --device auto.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device={name} but only {torch.cuda.device_count()} CUDA device(s) exist.")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device={name!r} is not supported; use auto, cpu, cuda or cuda:N.")
+    return device
 
 
 def _finite(x: float) -> bool:

@@ -19,17 +19,15 @@ copies nothing between host and device.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from .config import TORCH_ENV_IDS, ConfigError
+from .config import ENV_BACKENDS, TORCH_ENV_IDS, ConfigError
 from .torch_pendulum import TorchPendulumVectorEnv
-
-ENV_BACKENDS = ("auto", "gymnasium", "torch")
 
 
 class Step(NamedTuple):
@@ -84,6 +82,31 @@ def check_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> Non
                           "space (wrap it with gymnasium.wrappers.FlattenObservation).")
 
 
+class EnvDims(NamedTuple):
+    """Flat observation and action sizes, and the action bounds (act_dim,) each."""
+
+    obs_dim: int
+    act_dim: int
+    action_low: torch.Tensor
+    action_high: torch.Tensor
+
+
+def space_dims(obs_space: gym.Space, act_space: gym.Space, device: torch.device | str = "cpu") -> EnvDims:
+    """The `EnvDims` of one env's observation and action spaces (bounds as float32 tensors on ``device``)."""
+    def bound(x: Any) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=torch.float32, device=device).reshape(-1)
+
+    return EnvDims(int(np.prod(obs_space.shape)), int(np.prod(act_space.shape)), bound(act_space.low),
+                   bound(act_space.high))
+
+
+def env_dims(env_id: str, backend: str = "gymnasium") -> EnvDims:
+    """The `EnvDims` of ``env_id`` (made once on the CPU, then closed)."""
+    env = make_env(env_id, 1, torch.device("cpu"), "sync", backend)
+    env.close()
+    return EnvDims(env.obs_dim, env.act_dim, env.action_low, env.action_high)
+
+
 class VecEnv:
     """A Gymnasium vector env whose inputs and outputs are tensors on ``device``.
 
@@ -100,10 +123,8 @@ class VecEnv:
         self.env = env
         self.device = device
         self.num_envs = env.num_envs
-        self.obs_dim = int(np.prod(env.single_observation_space.shape))
-        self.act_dim = int(np.prod(env.single_action_space.shape))
-        self.action_low = torch.as_tensor(env.single_action_space.low, dtype=torch.float32).reshape(-1)
-        self.action_high = torch.as_tensor(env.single_action_space.high, dtype=torch.float32).reshape(-1)
+        self.obs_dim, self.act_dim, self.action_low, self.action_high = space_dims(
+            env.single_observation_space, env.single_action_space)
         self._act_shape = env.single_action_space.shape
         self._act_dtype = env.single_action_space.dtype
         n, o = self.num_envs, self.obs_dim
@@ -143,23 +164,6 @@ class VecEnv:
         return np.asarray(x, dtype=np.float32).reshape(self.num_envs, -1)
 
 
-class DeviceVecEnv(Protocol):
-    """What the trainer needs of an env: N copies stepped at once, tensors in and out on ``device``."""
-
-    num_envs: int
-    obs_dim: int
-    act_dim: int
-    action_low: torch.Tensor  # (act_dim,)
-    action_high: torch.Tensor  # (act_dim,)
-    device: torch.device
-
-    def reset(self, seed: int | None = None) -> torch.Tensor: ...  # -> obs (N, obs_dim)
-
-    def step(self, actions: torch.Tensor) -> Step: ...  # actions (N, act_dim)
-
-    def close(self) -> None: ...
-
-
 class TorchVecEnv:
     """The torch-native Pendulum-v1 (`TorchPendulumVectorEnv`) behind `VecEnv`'s interface.
 
@@ -175,12 +179,8 @@ class TorchVecEnv:
         self.env = env
         self.device = env.device
         self.num_envs = env.num_envs
-        self.obs_dim = int(np.prod(env.single_observation_space.shape))
-        self.act_dim = int(np.prod(env.single_action_space.shape))
-        self.action_low = torch.as_tensor(env.single_action_space.low, dtype=torch.float32,
-                                          device=self.device).reshape(-1)
-        self.action_high = torch.as_tensor(env.single_action_space.high, dtype=torch.float32,
-                                           device=self.device).reshape(-1)
+        self.obs_dim, self.act_dim, self.action_low, self.action_high = space_dims(
+            env.single_observation_space, env.single_action_space, self.device)
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
         """Reset all envs; ``seed`` seeds the env's device generator (which also draws every later autoreset

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from .config import Config, ConfigError
-from .envs import VecEnv, make_gym_vector_env
-from .networks import Actor
-from .rundir import ACTOR_FILE, EVAL_COLUMNS, EVAL_FILE, load_run
+from .envs import env_dims, make_env
+from .networks import Actor, build_actor
+from .rundir import load_run
+from .schema import ACTOR_FILE, EVAL_COLUMNS, EVAL_FILE
 
 EVAL_SEED_OFFSET = 10_000  # default eval seed = training seed + this, so eval starts differ from training's
 
@@ -41,19 +42,13 @@ class EvalResult:
         return float(np.std(self.returns))
 
 
-def build_actor(cfg: Config, obs_dim: int, act_dim: int, action_low: torch.Tensor,
-                action_high: torch.Tensor) -> Actor:
-    """The actor architecture a run with ``cfg`` trains (the one place eval rebuilds it)."""
-    extra = {"layer_norm": True} if getattr(cfg, "layer_norm", False) else {}
-    return Actor(obs_dim, act_dim, cfg.hidden_sizes, action_low, action_high, **extra)
-
-
 @torch.no_grad()
 def evaluate_actor(actor: torch.nn.Module, env_id: str, episodes: int = 10, seed: int = 0,
-                   max_steps: int = 100_000) -> EvalResult:
+                   max_steps: int = 100_000, backend: str = "gymnasium") -> EvalResult:
     """Run ``episodes`` noise-free episodes of ``env_id`` with ``actor`` (obs (N, obs_dim) -> action (N, act_dim),
-    on the CPU). Raises ConfigError if an episode has not ended after ``max_steps`` steps."""
-    env = VecEnv(make_gym_vector_env(env_id, episodes, "sync"), torch.device("cpu"), env_id)
+    on the CPU), one env per episode, through `make_env` (``backend`` as a run's ``--env-backend``). Raises
+    ConfigError if an episode has not ended after ``max_steps`` steps."""
+    env = make_env(env_id, episodes, torch.device("cpu"), "sync", backend)
     try:
         obs = env.reset(seed=seed)
         returns = torch.zeros(episodes, dtype=torch.float64)
@@ -81,13 +76,14 @@ def load_actor(run_dir: str | Path) -> tuple[Actor, Config]:
     path = Path(run_dir) / ACTOR_FILE
     if not path.is_file():
         raise ConfigError(f"{run_dir} has no {ACTOR_FILE}: the run did not finish; evaluate a finished run.")
-    env = VecEnv(make_gym_vector_env(run.config.env, 1, "sync"), torch.device("cpu"), run.config.env)
-    env.close()
+    cfg = run.config
+    dims = env_dims(cfg.env, cfg.env_backend)
     for key in ("obs_dim", "act_dim"):
-        if key in run.meta and run.meta[key] != getattr(env, key):
-            raise ConfigError(f"{run.config.env} now has {key}={getattr(env, key)} but the run was trained with "
+        if key in run.meta and run.meta[key] != getattr(dims, key):
+            raise ConfigError(f"{cfg.env} now has {key}={getattr(dims, key)} but the run was trained with "
                               f"{run.meta[key]}; evaluate with the env version it was trained on.")
-    actor = build_actor(run.config, env.obs_dim, env.act_dim, env.action_low, env.action_high)
+    actor = build_actor(dims.obs_dim, dims.act_dim, cfg.hidden_sizes, dims.action_low, dims.action_high,
+                        cfg.layer_norm)
     actor.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return actor.eval(), run.config
 
@@ -98,7 +94,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int | None = Non
         raise ConfigError(f"--episodes={episodes} is invalid: evaluate at least 1 episode.")
     actor, cfg = load_actor(run_dir)
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    result = evaluate_actor(actor, cfg.env, episodes, seed)
+    result = evaluate_actor(actor, cfg.env, episodes, seed, backend=cfg.env_backend)
     out = Path(run_dir) / EVAL_FILE
     new = not out.exists()
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")

@@ -27,7 +27,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -117,50 +117,60 @@ def _say(line: str) -> None:
 
 # --- non-finite detection --------------------------------------------------------------------------------------
 
+class Interval(NamedTuple):
+    """The report interval that just ended: counters at its end, and how many env steps and updates it held."""
+
+    num_envs: int
+    global_step: int
+    num_updates: int
+    steps: int
+    updates: int
+    buffer_len: int
+
+
 @torch.no_grad()
-def health_tensor(trainer: Any) -> torch.Tensor:
-    """A float device tensor: [index of the first replay row written since the last flush that holds a
-    non-finite value, or -1; that row's bad flag per column (5: obs, action, reward, next_obs, terminated);
-    bad flag of the current observation; bad flag per network of ``trainer.learner.modules()``]. Device ops
-    only; the caller transfers it with the flush's other numbers."""
-    dev = trainer.device
-    buf = trainer.buffer
-    n = min(trainer.global_step - trainer._steps_at_last_flush, len(buf))
+def health_tensor(buffer: Any, new_rows: int, obs: torch.Tensor, modules: dict[str, torch.nn.Module]
+                  ) -> torch.Tensor:
+    """A float device tensor: [index of the first of the last ``new_rows`` replay rows that holds a non-finite
+    value, or -1; that row's bad flag per column (5: obs, action, reward, next_obs, terminated); bad flag of the
+    current observation ``obs`` (N, obs_dim); bad flag per network of ``modules``]. Device ops only; the caller
+    transfers it with the report's other numbers."""
+    dev = obs.device
+    n = min(new_rows, len(buffer))
     if n > 0:
-        idx = (buf.ptr - n + torch.arange(n, device=dev)) % buf.capacity  # oldest first
-        rows = buf.data[idx]
+        idx = (buffer.ptr - n + torch.arange(n, device=dev)) % buffer.capacity  # oldest first
+        rows = buffer.data[idx]
         bad = ~torch.isfinite(rows).all(dim=1)
         first = torch.where(bad.any(), bad.int().argmax(), -1)  # argmax returns the first maximal index
-        cols = buf.as_batch(rows.index_select(0, first.clamp(min=0).reshape(1)))  # no host read of `first`
+        cols = buffer.as_batch(rows.index_select(0, first.clamp(min=0).reshape(1)))  # no host read of `first`
         parts = [first.reshape(1), torch.stack([~torch.isfinite(c).all() for c in cols]) & (first >= 0)]
     else:
         parts = [torch.full((1,), -1, device=dev), torch.zeros(len(_COLUMNS), dtype=torch.bool, device=dev)]
-    parts.append((~torch.isfinite(trainer.obs).all()).reshape(1))
+    parts.append((~torch.isfinite(obs).all()).reshape(1))
     parts.append(torch.stack([~torch.stack([torch.isfinite(p).all() for p in m.parameters()]).all()
-                              for m in trainer.learner.modules().values()]))
+                              for m in modules.values()]))
     return torch.cat([p.float() for p in parts])
 
 
-def check_health(trainer: Any, metric_names: tuple[str, ...] | list[str], metric_sums: np.ndarray,
-                 health: np.ndarray, steps_in_interval: int, updates_in_interval: int) -> None:
-    """Raise NonFiniteError if the flush interval that just ended saw a non-finite value (see module docstring
-    for how the origin is named). ``health`` is `health_tensor`'s value on the host (taken at the end of the
-    interval), ``metric_sums`` the interval's metric sums, ``steps_in_interval``/``updates_in_interval`` its
-    env steps and updates; the trainer's counters are those at the end of the interval."""
+def check_health(metric_names: tuple[str, ...] | list[str], metric_sums: np.ndarray, health: np.ndarray,
+                 module_names: list[str], at: Interval, last_checkpoint: Path | None = None) -> None:
+    """Raise NonFiniteError if the report interval ``at`` saw a non-finite value (see module docstring for how the
+    origin is named). ``health`` is `health_tensor`'s value on the host (taken at the end of the interval, over
+    the networks ``module_names``), ``metric_sums`` the interval's metric sums."""
     first_row = int(health[0])
     col_bad = {c for c, b in zip(_COLUMNS, health[1:6], strict=True) if b > 0.5}
     obs_bad = health[6] > 0.5
-    mod_bad = [m for m, b in zip(trainer.learner.modules(), health[7:], strict=True) if b > 0.5]
+    mod_bad = [m for m, b in zip(module_names, health[7:], strict=True) if b > 0.5]
     loss_bad = [k for k, v in zip(metric_names, metric_sums, strict=False) if not np.isfinite(v)]
     if not (mod_bad or first_row >= 0 or obs_bad or loss_bad):
         return
 
-    n = trainer.num_envs
-    g, u = trainer.global_step, trainer.num_updates
-    first_update = u - updates_in_interval + 1
+    n = at.num_envs
+    g, u = at.global_step, at.num_updates
+    first_update = u - at.updates + 1
     found: list[tuple[str, str]] = []
     if first_row >= 0:
-        t = g - min(steps_in_interval, len(trainer.buffer)) + first_row  # transition number
+        t = g - min(at.steps, at.buffer_len) + first_row  # transition number
         step, env = (t // n + 1) * n, t % n
         where = f"from env {env} at env step {step:,}"
         if "obs" in col_bad:
@@ -182,4 +192,4 @@ def check_health(trainer: Any, metric_names: tuple[str, ...] | list[str], metric
     what, detail = found[0]
     if len(found) > 1:
         detail += " (then also: " + ", ".join(dict.fromkeys(w for w, _ in found[1:])) + ")"
-    raise NonFiniteError(what, detail, g, u, getattr(trainer, "last_checkpoint", None))
+    raise NonFiniteError(what, detail, g, u, last_checkpoint)

@@ -149,3 +149,17 @@ class TwinCritic(nn.Module):
                 theirs.weight.copy_(mine.weight[k, 0])
                 theirs.bias.copy_(mine.bias[k, 0])
         return critic
+
+
+def build_actor(obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], action_low: torch.Tensor,
+                action_high: torch.Tensor, layer_norm: bool = False) -> Actor:
+    """The actor of a run (the one place it is built: training, evaluation, checkpoints and export agree)."""
+    return Actor(obs_dim, act_dim, hidden_sizes, action_low, action_high, layer_norm)
+
+
+def build_critic(obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], num_critics: int = 1,
+                 layer_norm: bool = False) -> Critic | TwinCritic:
+    """One `Critic` (Q (B, 1)) for ``num_critics=1``, else a `TwinCritic` of stacked members (Q (K, B, 1))."""
+    if num_critics == 1:
+        return Critic(obs_dim, act_dim, hidden_sizes, layer_norm)
+    return TwinCritic(obs_dim, act_dim, hidden_sizes, num_critics, layer_norm)

@@ -39,6 +39,11 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def width(self) -> int:
+        """Columns of a stored row: 2 obs_dim + act_dim + 2."""
+        return self.data.shape[1]
+
     def add(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
             terminated: torch.Tensor) -> None:
         """Write N transitions at once: obs/next_obs (N, obs_dim), action (N, act_dim), reward/terminated (N,)."""

@@ -3,20 +3,22 @@
 Layout of ``runs/<env>__<algo>__<seed>__<timestamp>/`` (or ``--run-dir``)::
 
     config.json       {"config": Config.to_dict(), "versions": {...}, "device", "command", "argv", "created",
-                       "obs_dim", "act_dim", "run_dir"}; written before the first env step
-    episodes.csv      one row per finished episode: EPISODE_COLUMNS          } appended at every flush
-    updates.csv       one row per flush interval with updates: UPDATE_COLUMNS } (every --log-every env steps),
-    probes.csv        probe_n rows per probe snapshot: PROBE_COLUMNS          } so a run that dies keeps them
+                       "obs_dim", "act_dim", "run_dir", "threads"}; written before the first env step
+    episodes.csv      one row per finished episode: EPISODE_COLUMNS          } appended at every report
+    updates.csv       one row per report interval with updates:           } (every --log-every env steps),
+                      update_columns(the algorithm's metrics)             } so a run that dies keeps them
+    probes.csv        probe_n rows per probe snapshot: PROBE_COLUMNS      }
     *.parquet         the same three tables, written at the end when pyarrow is installed
     actor.pt          final actor state_dict  } written at the end
     critic.pt         final critic state_dict }
     summary.json      the end-of-run summary (episodes, env steps, updates, wall time, steps/s, ...)
-    report.html       the Plotly report (`fastddpg plot RUN_DIR` regenerates it)
+    report.html       the Plotly report (written by `fastddpg.train`; `fastddpg plot RUN_DIR` regenerates it)
     eval.csv          noise-free evaluation episodes, appended by `fastddpg eval`
     checkpoints/      step_<env step>.pt: full checkpoints (fastddpg.checkpoint), the last --keep-checkpoints
 
-`RunWriter` is a trainer callback: it only sees what the trainer already pulled to the host at a flush, so it
-adds no device sync. CSV floats are written with Python's repr, so they read back bit for bit.
+File names and columns are `fastddpg.schema`'s. `RunWriter` is a trainer callback: it only sees what the
+trainer already pulled to the host at a report, so it adds no device sync. CSV floats are written with Python's
+repr, so they read back bit for bit.
 """
 
 from __future__ import annotations
@@ -36,26 +38,23 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .algos import metric_names
 from .config import Config, ConfigError
-from .trainer import EPISODE_COLUMNS, PROBE_COLUMNS, UPDATE_COLUMNS
-
-CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.json"
-REPORT_FILE = "report.html"
-ACTOR_FILE = "actor.pt"
-CRITIC_FILE = "critic.pt"
-EVAL_FILE = "eval.csv"
-CHECKPOINT_DIR = "checkpoints"
-AUTO_RUN_DIR = "auto"  # Config.run_dir value for the default name, runs/<env>__<algo>__<seed>__<timestamp>
-TABLES = ("episodes", "updates", "probes")
-EVAL_COLUMNS = ("eval_time", "seed", "episode", "return", "length")
-
-# Documented dtypes of the tidy tables; any other column (e.g. an extra metric) is read as float64.
-INT_COLUMNS = frozenset({"episode", "env", "global_step", "length", "update", "updates_in_row", "snapshot",
-                         "probe", "seed"})
-STR_COLUMNS = frozenset({"eval_time"})
-DEFAULT_COLUMNS = {"episodes": EPISODE_COLUMNS, "updates": UPDATE_COLUMNS, "probes": PROBE_COLUMNS,
-                   "eval": EVAL_COLUMNS}
+from .fileio import write_json
+from .schema import (
+    ACTOR_FILE,
+    AUTO_RUN_DIR,
+    CONFIG_FILE,
+    CRITIC_FILE,
+    DEFAULT_COLUMNS,
+    EPISODE_COLUMNS,
+    INT_COLUMNS,
+    PROBE_COLUMNS,
+    STR_COLUMNS,
+    SUMMARY_FILE,
+    TABLES,
+    update_columns,
+)
 
 
 def sanitize(name: str) -> str:
@@ -117,33 +116,19 @@ def _make_dir(path: Path, unique: bool) -> Path:
     return path
 
 
-def _json_default(x: Any) -> Any:
-    if isinstance(x, (np.integer, np.floating)):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serializable: {type(x).__name__}")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file, then rename), so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
-    os.replace(tmp, path)
-
-
 class RunWriter:
     """Trainer callback that appends new episodes, the update row and new probe rows to CSV at every flush.
 
-    Make one with `RunWriter.create` (checks writability and writes config.json before training), add it to
-    ``trainer.callbacks``, and call `finish` after ``trainer.train()`` (also after a crash: it keeps what
-    the run had and adds the weights, parquet, summary and report).
+    Make one with `RunWriter.create` (checks writability and writes config.json and the CSV headers before
+    training), add it to ``trainer.callbacks``, and call `finish` after ``trainer.train()`` (also after a crash:
+    it keeps what the run had and adds the weights, parquet copies and summary). `fastddpg.train` does all this
+    and writes the report.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, algo: str = "ddpg") -> None:
         self.path = Path(path)
         self.probes_written = 0  # rows of trainer.probe_rows already on disk
-        self._update_header: list[str] | None = None
+        self.update_header = list(update_columns(metric_names(algo)))
 
     @classmethod
     def create(cls, cfg: Config, trainer: Any | None = None, argv: list[str] | None = None,
@@ -171,23 +156,18 @@ class RunWriter:
             if getattr(trainer.device, "type", "") == "cuda":
                 meta["device_name"] = torch.cuda.get_device_name(trainer.device)
         write_json(path / CONFIG_FILE, meta)
-        writer = cls(path)
+        writer = cls(path, cfg.algo)
         writer._write_header("episodes", EPISODE_COLUMNS)
-        writer._write_header("updates", UPDATE_COLUMNS)
+        writer._write_header("updates", writer.update_header)
         writer._write_header("probes", PROBE_COLUMNS)
-        writer._update_header = list(UPDATE_COLUMNS)
         return writer
 
-    # --- at every flush ------------------------------------------------------------------------------------------
+    # --- at every report -----------------------------------------------------------------------------------------
     def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
         if len(episodes):
             self._append("episodes", episodes.itertuples(index=False, name=None))
         if row is not None:
-            if self._update_header != list(row):  # a metric set other than the default (e.g. TD3's)
-                self._update_header = list(row)
-                if _data_rows(self.path / "updates.csv") == 0:
-                    self._write_header("updates", self._update_header)
-            self._append("updates", [[row.get(k, "") for k in self._update_header]])
+            self._append("updates", [[row.get(k, "") for k in self.update_header]])
         self.write_probes(trainer)
 
     def write_probes(self, trainer: Any) -> None:
@@ -198,19 +178,14 @@ class RunWriter:
             self.probes_written += len(new)
 
     # --- at the end ----------------------------------------------------------------------------------------------
-    def finish(self, trainer: Any, summary: dict[str, Any] | None = None, report: bool = True,
-               plotly_cdn: bool = False) -> None:
-        """Write the last probe rows (the final snapshot comes after the last flush), the final actor and critic
-        state_dicts, summary.json, parquet copies of the tables (if pyarrow is installed) and report.html."""
+    def finish(self, trainer: Any, summary: dict[str, Any] | None = None) -> None:
+        """Write the last probe rows (the final snapshot comes after the last report), the final actor and critic
+        state_dicts, summary.json and parquet copies of the tables (if pyarrow is installed)."""
         self.write_probes(trainer)
-        torch.save(trainer.learner.actor.state_dict(), self.path / ACTOR_FILE)
-        torch.save(trainer.learner.critic.state_dict(), self.path / CRITIC_FILE)
+        torch.save(trainer.algo.actor.state_dict(), self.path / ACTOR_FILE)
+        torch.save(trainer.algo.critic.state_dict(), self.path / CRITIC_FILE)
         write_json(self.path / SUMMARY_FILE, summary if summary is not None else trainer.summary())
         write_parquet(self.path)
-        if report:
-            from .plots import write_report
-
-            write_report([self.path], self.path / REPORT_FILE, plotly_cdn=plotly_cdn)
 
     # --- files ---------------------------------------------------------------------------------------------------
     def _write_header(self, table: str, columns: Any) -> None:
@@ -220,11 +195,6 @@ class RunWriter:
     def _append(self, table: str, rows: Any) -> None:
         with open(self.path / f"{table}.csv", "a", newline="") as f:
             csv.writer(f).writerows(rows)
-
-
-def _data_rows(path: Path) -> int:
-    with open(path) as f:
-        return max(0, sum(1 for _ in f) - 1)
 
 
 def write_parquet(path: Path) -> bool:
@@ -267,8 +237,9 @@ class RunData:
     """A run directory read back by `load_run`.
 
     episodes: episode, env, global_step, return, length, wall_time (int64 but return and wall_time: float64)
-    updates: update, global_step, critic_loss, actor_loss, q_mean, y_mean, updates_in_row, env_steps_per_sec,
-        updates_per_sec, wall_time; one row per report interval (metrics are means over its updates)
+    updates: update, global_step, the algorithm's metrics (DDPG: critic_loss, actor_loss, q_mean, y_mean; TD3
+        adds q1_mean, q2_mean, target_min_mean), updates_in_row, env_steps_per_sec, updates_per_sec, wall_time;
+        one row per report interval (metrics are means over its updates)
     probes: snapshot, episode, global_step, probe, action, q; probe_n rows per snapshot
     evals: eval_time, seed, episode, return, length (empty until `fastddpg eval` ran)
     """

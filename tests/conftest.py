@@ -45,3 +45,21 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _seed_torch():
     torch.manual_seed(0)
+
+
+def hyper(gamma=0.99, tau=0.005, clip=1.0, actor_lr=1e-3, critic_lr=1e-3, policy_noise=0.2, noise_clip=0.5):
+    """The update's hyperparameters, in the order the tests give them."""
+    from fastddpg.update import AdamHyper, Hyper
+
+    return Hyper(gamma, tau, clip, AdamHyper(actor_lr), AdamHyper(critic_lr), policy_noise, noise_clip)
+
+
+def make_learner(obs_dim, act_dim, hidden, low, high, actor_lr=1e-3, critic_lr=1e-3, device="cpu",
+                 layer_norm=False, num_critics=1, policy_delay=2, **hyper_kw):
+    """A DDPG (num_critics=1) or TD3 (num_critics=2) algorithm with the given networks and hyperparameters."""
+    from fastddpg.algos import DDPG, TD3
+
+    hp = hyper(actor_lr=actor_lr, critic_lr=critic_lr, **hyper_kw)
+    if num_critics == 1:
+        return DDPG(obs_dim, act_dim, hidden, low, high, device, hp, layer_norm)
+    return TD3(obs_dim, act_dim, hidden, low, high, device, hp, layer_norm, policy_delay=policy_delay)

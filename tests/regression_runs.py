@@ -35,7 +35,7 @@ def record(name: str) -> dict[str, Any]:
     torch._dynamo.reset()
     result = train(Config(**RUNS[name]))
     metrics = {c: result.updates[c].tolist() for c in result.updates.columns if c not in METRIC_SKIP}
-    learner = result.learner
+    learner = result.algo
     params = {m: [float(sum(p.double().sum() for p in mod.parameters())),
                   float(sum(p.double().abs().sum() for p in mod.parameters()))]
               for m, mod in learner.modules().items()}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.exercises import evaluate_q, first_reach, markdown, mean_std, moving_mean, returns_to_go, summarize
-from fastddpg.update import Learner
+from tests.conftest import make_learner
 
 
 def test_returns_to_go_by_hand_and_stops_at_termination():
@@ -37,7 +37,7 @@ def test_mean_std_ignores_missing():
 def test_evaluate_q_matches_an_ordinary_episode_and_its_definition():
     torch.manual_seed(0)
     env = gym.make("Pendulum-v1")
-    learner = Learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, torch.device("cpu"))
+    learner = make_learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, torch.device("cpu"))
     ev = evaluate_q(learner, "Pendulum-v1", 0.99, episodes=2, seed=7, tail_steps=5)
     for i in range(2):  # the reported return is that of an ordinary 200-step episode with the same seed
         obs, _ = env.reset(seed=7 + i)

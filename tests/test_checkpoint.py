@@ -14,7 +14,15 @@ import torch
 import fastddpg
 import fastddpg.checkpoint as ckpt
 from fastddpg import Config, ConfigError, Trainer
-from fastddpg.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, read_checkpoint, save_checkpoint
+from fastddpg.checkpoint import (
+    Checkpointer,
+    checkpoint_interval,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from fastddpg.trainer import resume_seed
 from tests.conftest import COUNTING_ID
 
@@ -27,8 +35,7 @@ def small(**kw) -> Config:
 
 
 def trained(tmp_path: Path, **kw) -> Trainer:
-    trainer = Trainer(small(**kw))
-    trainer.run_dir = tmp_path
+    trainer = Trainer(small(**kw), callbacks=[Checkpointer(tmp_path)])
     trainer.train()
     return trainer
 
@@ -59,8 +66,8 @@ VARIANTS = [dict(noise="gaussian"), dict(noise="ou", layer_norm=True), dict(algo
 @pytest.mark.parametrize("variant", VARIANTS, ids=["ddpg", "ou-layernorm", "td3"])
 def test_resume_restores_every_tensor_and_counter(tmp_path, variant):
     a = trained(tmp_path, **variant)
-    assert a.num_updates > 50 and a.num_episodes > 10 and a.probe_states is not None
-    assert a._credit == Fraction(1, 2)  # 3 envs x 0.5 updates: half an update is owed after every vector step
+    assert a.num_updates > 50 and a.num_episodes > 10 and a.probes.states is not None
+    assert a.update_credit == Fraction(1, 2)  # 3 envs x 0.5 updates: half an update is owed after every vector step
     saved = read_checkpoint(latest_checkpoint(tmp_path))
     assert saved["global_step"] == a.global_step == 150
 
@@ -77,18 +84,18 @@ def test_resume_restores_every_tensor_and_counter(tmp_path, variant):
     assert_same(sa, sb)
     assert_same(saved["trainer"]["modules"], sb["modules"])  # ... and both equal the file
     # the parts the issue names, spelled out
-    for name, m in a.learner.modules().items():
+    for name, m in a.algo.modules().items():
         for k, v in m.state_dict().items():
-            assert torch.equal(v, b.learner.modules()[name].state_dict()[k]), (name, k)
-    for opt in ("actor_opt", "critic_opt"):
-        oa, ob = getattr(a.learner, opt), getattr(b.learner, opt)
-        assert torch.equal(oa.step, ob.step) and oa.step.item() > 0
-        for x, y in zip(oa.exp_avg + oa.exp_avg_sq, ob.exp_avg + ob.exp_avg_sq, strict=True):
+            assert torch.equal(v, b.algo.modules()[name].state_dict()[k]), (name, k)
+    for opt in ("actor", "critic"):
+        oa, ob = a.algo.state["optim"][opt], b.algo.state["optim"][opt]
+        assert torch.equal(oa["step"], ob["step"]) and oa["step"].item() > 0
+        for x, y in zip(oa["exp_avg"] + oa["exp_avg_sq"], ob["exp_avg"] + ob["exp_avg_sq"], strict=True):
             assert torch.equal(x, y)
     assert torch.equal(a.buffer.data, b.buffer.data)
     assert (a.buffer.ptr, a.buffer.size) == (b.buffer.ptr, b.buffer.size) == (150, 150)
-    assert (a.global_step, a.vector_steps, a.num_updates, a.num_episodes, a._credit) == \
-        (b.global_step, b.vector_steps, b.num_updates, b.num_episodes, b._credit)
+    assert (a.global_step, a.vector_steps, a.num_updates, a.num_episodes, a.update_credit) == \
+        (b.global_step, b.vector_steps, b.num_updates, b.num_episodes, b.update_credit)
     assert torch.equal(a.gen.get_state(), b.gen.get_state())
     # the episodes in progress are cut: fresh episodes from envs re-seeded from (seed, global_step)
     assert torch.count_nonzero(episodes["ep_return"]) == 0 and torch.count_nonzero(episodes["ep_len"]) == 0
@@ -102,10 +109,9 @@ def test_resume_from_the_file_continues_like_the_live_trainer(tmp_path):
     optimizer state, buffer) is in the file, nothing is left to the fresh trainer's own state."""
     cfg = small(env="Pendulum-v1", num_envs=2, total_steps=100, start_steps=40)
     live = Trainer(cfg)
-    live.run_dir = tmp_path
     while live.global_step < 100:
         live.step()
-    live.checkpoint()
+    Checkpointer(tmp_path).write(live)
     live.restart_episodes()
     restored = Trainer(cfg)  # fresh: its generators are at their initial state, the live ones have advanced
     restored.load_state_dict(read_checkpoint(latest_checkpoint(tmp_path))["trainer"])
@@ -115,16 +121,15 @@ def test_resume_from_the_file_continues_like_the_live_trainer(tmp_path):
         t.flush()
         t.env.close()
     assert restored.num_updates == live.num_updates > 60
-    assert_same(live.learner.actor.state_dict(), restored.learner.actor.state_dict())
-    assert_same(live.learner.target_critic.state_dict(), restored.learner.target_critic.state_dict())
+    assert_same(live.algo.actor.state_dict(), restored.algo.actor.state_dict())
+    assert_same(live.algo.target_critic.state_dict(), restored.algo.target_critic.state_dict())
     assert torch.equal(live.buffer.data, restored.buffer.data)
     assert live.episode_rows == restored.episode_rows
 
 
 def test_restarted_episodes_are_reseeded_from_seed_and_step(tmp_path):
     cfg = small(env="Pendulum-v1", num_envs=2, total_steps=60)
-    t = Trainer(cfg)
-    t.run_dir = tmp_path
+    t = Trainer(cfg, callbacks=[Checkpointer(tmp_path)])
     t.train()
     state = read_checkpoint(latest_checkpoint(tmp_path))["trainer"]
     obs = []
@@ -150,12 +155,9 @@ def test_checkpoint_schedule_and_keep_last_k(tmp_path):
 
 
 def test_auto_interval_is_a_quarter_in_whole_flushes(tmp_path):
-    t = Trainer(small(total_steps=1000, log_every=40))  # a flush every 14 vector steps = 42 env steps
-    assert t.checkpoint_interval() == 252  # ceil(250 / 42) * 42
-    t.env.close()
-    t = Trainer(small(checkpoint_every=100))
-    assert t.checkpoint_interval() == 100
-    t.env.close()
+    # 3 envs: a flush every 14 vector steps = 42 env steps
+    assert checkpoint_interval(small(total_steps=1000, log_every=40), 3) == 252  # ceil(250 / 42) * 42
+    assert checkpoint_interval(small(checkpoint_every=100), 3) == 100
 
 
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -215,7 +217,7 @@ def test_load_checkpoint_gives_a_plain_actor(tmp_path, variant):
         assert loaded["config"] == t.cfg and loaded["global_step"] == 150
         obs = torch.randn(5, 3)
         with torch.no_grad():
-            np.testing.assert_array_equal(actor(obs).numpy(), t.learner.actor(obs).numpy())
+            np.testing.assert_array_equal(actor(obs).numpy(), t.algo.actor(obs).numpy())
     with pytest.raises(ConfigError, match="no checkpoint"):
         load_checkpoint(tmp_path / "nowhere")
 

@@ -9,8 +9,10 @@ import torch
 import torch._dynamo
 
 from fastddpg import Config, Trainer
+from fastddpg.algos import Algorithm
+from fastddpg.compile import CudaGraphUpdate, compile_explore, compile_update, resolve_compile_mode
 from fastddpg.replay import ReplayBuffer
-from fastddpg.update import CudaGraphUpdate, Learner, compile_update, ddpg_update, resolve_compile_mode
+from tests.conftest import make_learner
 
 CPU = torch.device("cpu")
 
@@ -24,16 +26,18 @@ def filled_buffer() -> ReplayBuffer:
     return buf
 
 
-def update_fn(learner: Learner, buf: ReplayBuffer):
-    return lambda rows: ddpg_update(learner, buf.as_batch(rows), 0.99, 0.005, 1.0)
+def update_fn(learner: Algorithm, buf: ReplayBuffer):
+    """The DDPG update ``fn(state, rows)`` (gamma 0.99, tau 0.005, clip 1.0)."""
+    return learner.update_fns(buf.as_batch, buf.width)[True]
 
 
-def all_state(learner: Learner) -> dict[str, torch.Tensor]:
+def all_state(learner: Algorithm) -> dict[str, torch.Tensor]:
     out = {}
     for name, m in learner.modules().items():
         out.update({f"{name}.{k}": v for k, v in m.state_dict().items()})
-    for name in ("actor_opt", "critic_opt"):
-        st = getattr(learner, name).state_dict()
+    for name in ("actor", "critic"):
+        st = learner.state["optim"][name]
+        name = f"{name}_opt"
         out[f"{name}.step"] = st["step"]
         out.update({f"{name}.m{i}": t for i, t in enumerate(st["exp_avg"])})
         out.update({f"{name}.v{i}": t for i, t in enumerate(st["exp_avg_sq"])})
@@ -41,17 +45,18 @@ def all_state(learner: Learner) -> dict[str, torch.Tensor]:
 
 
 def test_deepcopy_keeps_parameter_aliases():
-    learner = Learner(3, 1, (8,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    learner = make_learner(3, 1, (8,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
     clone = copy.deepcopy(learner)
-    assert clone.actor_params["net.0.weight"].data_ptr() == clone.actor.net[0].weight.data_ptr()
-    assert clone.actor_params["net.0.weight"].data_ptr() != learner.actor_params["net.0.weight"].data_ptr()
+    assert clone.state["actor"]["net.0.weight"].data_ptr() == clone.actor.net[0].weight.data_ptr()
+    assert clone.state["actor"]["net.0.weight"].data_ptr() != learner.state["actor"]["net.0.weight"].data_ptr()
+    assert clone.state["optim"]["actor"]["step"].data_ptr() != learner.state["optim"]["actor"]["step"].data_ptr()
 
 
 @pytest.mark.parametrize("layer_norm", [False, True])
 def test_compiled_equals_eager_after_20_updates(layer_norm):
     torch._dynamo.reset()  # the other parametrization compiled the same code: not a recompile of this one's
     torch.manual_seed(0)
-    eager = Learner(3, 1, (64, 64), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU,
+    eager = make_learner(3, 1, (64, 64), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU,
                     layer_norm=layer_norm)
     comp = copy.deepcopy(eager)
     buf = filled_buffer()
@@ -60,7 +65,8 @@ def test_compiled_equals_eager_after_20_updates(layer_norm):
     f_comp = compile_update(update_fn(comp, buf), "default", CPU)
     with torch._dynamo.config.patch(error_on_recompile=True):  # one compilation serves every update
         for i in range(20):
-            torch.testing.assert_close(f_comp(rows[i]), f_eager(rows[i]), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(f_comp(comp.state, rows[i]), f_eager(eager.state, rows[i]), rtol=1e-5,
+                                       atol=1e-6)
     s_eager, s_comp = all_state(eager), all_state(comp)
     assert s_eager.keys() == s_comp.keys()
     for k in s_eager:
@@ -70,22 +76,22 @@ def test_compiled_equals_eager_after_20_updates(layer_norm):
 
 def test_update_traces_as_one_graph():
     torch.manual_seed(0)
-    learner = Learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    learner = make_learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
     buf = filled_buffer()
-    explanation = torch._dynamo.explain(update_fn(learner, buf))(buf.sample_rows(1, 32)[0])
+    explanation = torch._dynamo.explain(update_fn(learner, buf))(learner.state, buf.sample_rows(1, 32)[0])
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
 
 
 def test_static_buffer_wrapper_matches_direct_calls():
     """The CUDA-graph wrapper's logic (warm-up, static input copy, static output), run without a graph."""
     torch.manual_seed(0)
-    a = Learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    a = make_learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
     b = copy.deepcopy(a)
     buf = filled_buffer()
     rows = buf.sample_rows(8, 32, torch.Generator().manual_seed(3))
     direct, wrapped = update_fn(a, buf), CudaGraphUpdate(update_fn(b, buf), warmup=2, capture=False)
     for i in range(8):
-        torch.testing.assert_close(wrapped(rows[i]).clone(), direct(rows[i]))
+        torch.testing.assert_close(wrapped(b.state, rows[i]).clone(), direct(a.state, rows[i]))
     assert wrapped.static_rows is not None and wrapped.calls == 8
     for k, v in all_state(a).items():
         torch.testing.assert_close(all_state(b)[k], v)
@@ -113,7 +119,7 @@ def test_trainer_compiled_matches_eager_returns():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the CPU tests above cover the same logic)")
 def test_cuda_graph_update_no_sync():
     dev = torch.device("cuda")
-    learner = Learner(3, 1, (64, 64), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, dev)
+    learner = make_learner(3, 1, (64, 64), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, dev)
     ref = copy.deepcopy(learner)
     buf = ReplayBuffer(1000, 3, 1, dev)
     buf.add(torch.randn(1000, 3, device=dev), torch.rand(1000, 1, device=dev) * 4 - 2, torch.randn(1000, device=dev),
@@ -122,26 +128,24 @@ def test_cuda_graph_update_no_sync():
     eager = update_fn(ref, buf)
     rows = buf.sample_rows(10, 128)
     for i in range(5):  # warm-up and capture
-        torch.testing.assert_close(fn(rows[i]).clone(), eager(rows[i]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fn(learner.state, rows[i]).clone(), eager(ref.state, rows[i]), rtol=1e-4,
+                                   atol=1e-5)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        outs = [fn(rows[i]).clone() for i in range(5, 10)]
+        outs = [fn(learner.state, rows[i]).clone() for i in range(5, 10)]
     finally:
         torch.cuda.set_sync_debug_mode("default")
     for i, out in zip(range(5, 10), outs, strict=True):
-        torch.testing.assert_close(out, eager(rows[i]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out, eager(ref.state, rows[i]), rtol=1e-4, atol=1e-5)
 
 
 def test_compiled_acting_equals_eager():
     """The acting step (compiled on CUDA by the trainer) gives eager's actions; run here on the CPU."""
-    from fastddpg.trainer import make_explore_fn
-
     torch.manual_seed(0)
-    learner = Learner(3, 1, (32, 32), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
-    low, high = torch.tensor([-2.0]), torch.tensor([2.0])
-    eager = make_explore_fn(learner.actor, low, high, compiled=False)
-    comp = make_explore_fn(learner.actor, low, high, compiled=True)
+    learner = make_learner(3, 1, (32, 32), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    eager = learner.explore
+    comp = compile_explore(learner.explore)
     obs, noise = torch.randn(16, 3), torch.randn(16, 1) * 3  # large noise: the clip must act
     with torch.no_grad():
         want = eager(obs, noise)

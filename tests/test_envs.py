@@ -180,7 +180,7 @@ def steps_host_reads(cfg: Config, monkeypatch: pytest.MonkeyPatch, warmup: int =
     for _ in range(steps):
         trainer.step()
     monkeypatch.undo()
-    assert trainer._chunk_pos == warmup + steps  # no flush ran in between
+    assert trainer.device_log.pos == warmup + steps  # no flush ran in between
     trainer.env.close()
     return sum(calls.values())
 

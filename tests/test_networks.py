@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from fastddpg.networks import Actor, Critic, StackedLayerNorm, StackedLinear, TwinCritic
-from fastddpg.update import Batch, Learner, ddpg_update, first_member
+from fastddpg.update import Batch, ddpg_update, first_member
+from tests.conftest import hyper, make_learner
 
 CPU = torch.device("cpu")
 LOW, HIGH = torch.tensor([-2.0, -1.0]), torch.tensor([2.0, 3.0])
@@ -59,17 +60,17 @@ def test_layer_norm_makes_hidden_layer_scale_invariant():
 
 def test_layer_norm_parameters_are_trained_and_soft_updated():
     torch.manual_seed(0)
-    learner = Learner(3, 2, (16, 16), LOW, HIGH, 1e-2, 1e-2, CPU, layer_norm=True)
+    learner = make_learner(3, 2, (16, 16), LOW, HIGH, 1e-2, 1e-2, CPU, layer_norm=True)
     before = {name: copy.deepcopy(m.state_dict()) for name, m in learner.modules().items()}
     g = torch.Generator().manual_seed(0)
     batch = Batch(torch.randn(32, 3, generator=g), torch.rand(32, 2, generator=g), torch.randn(32, 1, generator=g),
                   torch.randn(32, 3, generator=g), torch.zeros(32, 1))
     for _ in range(3):
-        ddpg_update(learner, batch, 0.99, 0.1, 1.0)
+        ddpg_update(learner.nets, learner.state, batch, hyper(0.99, 0.1, 1.0, 1e-2, 1e-2))
     for name, m in learner.modules().items():
         for key in ("net.1.weight", "net.1.bias", "net.4.weight", "net.4.bias"):
             assert not torch.equal(m.state_dict()[key], before[name][key]), f"{name}.{key} did not move"
-    assert "net.1.weight" in learner.actor_params and "net.1.weight" in learner.critic_params
+    assert "net.1.weight" in learner.state["actor"] and "net.1.weight" in learner.state["critic"]
 
 
 def test_twin_critic_members_are_independent_critics():
@@ -105,11 +106,11 @@ def test_twin_critic_init_matches_linear_init_range():
 
 @pytest.mark.parametrize("num_critics", [1, 2])
 def test_learner_critic_kind_and_q1(num_critics):
-    learner = Learner(3, 2, (8,), LOW, HIGH, 1e-3, 1e-3, CPU, num_critics=num_critics)
+    learner = make_learner(3, 2, (8,), LOW, HIGH, 1e-3, 1e-3, CPU, num_critics=num_critics)
     assert isinstance(learner.critic, Critic if num_critics == 1 else TwinCritic)
     obs = torch.randn(4, 3)
     q = learner.q1(obs, learner.actor(obs))
     assert q.shape == (4, 1)
     clone = copy.deepcopy(learner)
-    first = next(iter(clone.critic_params))
-    assert clone.critic_params[first].data_ptr() == dict(clone.critic.named_parameters())[first].data_ptr()
+    first = next(iter(clone.state["critic"]))
+    assert clone.state["critic"][first].data_ptr() == dict(clone.critic.named_parameters())[first].data_ptr()

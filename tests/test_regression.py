@@ -11,7 +11,8 @@ import json
 
 import pytest
 import torch
-from regression_runs import DATA, RUNS, record
+
+from tests.regression_runs import DATA, RUNS, record
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 
 import fastddpg.failsafe as failsafe
 from fastddpg import Config, NonFiniteError, Trainer, TrainingInterrupted, load_checkpoint, load_run
-from fastddpg.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint
+from fastddpg.checkpoint import Checkpointer, latest_checkpoint, list_checkpoints, read_checkpoint
 from fastddpg.cli import main
 from fastddpg.failsafe import StopSignals
 
@@ -172,15 +172,15 @@ def test_nan_parameter_is_named(tmp_path):
     cfg = Config(env=NAN_ID, num_envs=2, total_steps=400, hidden_sizes=(8,), batch_size=8, update_after=10_000,
                  log_every=20, device="cpu", compile="off")
     trainer = Trainer(cfg)
-    trainer.run_dir = tmp_path
+    checkpointer = Checkpointer(tmp_path)
     for _ in range(10):
         trainer.step()
-    trainer.checkpoint()
+    checkpointer.write(trainer)
     with torch.no_grad():
-        trainer.learner.target_critic.net[0].weight[0, 0] = float("inf")
+        trainer.algo.target_critic.net[0].weight[0, 0] = float("inf")
     trainer.step()
     with pytest.raises(NonFiniteError) as e:
-        trainer.checkpoint()  # refuses: the flush before it finds the Inf
+        checkpointer.write(trainer)  # refuses: the flush before it finds the Inf
     trainer.env.close()
     assert e.value.what == "parameter" and e.value.exit_code == 3
     assert "non-finite parameters in target_critic after update 0" in str(e.value)

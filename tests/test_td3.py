@@ -12,22 +12,20 @@ import torch._dynamo
 import torch.nn.functional as F
 
 from fastddpg import Config, ConfigError, Trainer
+from fastddpg.algos import Algorithm, metric_names
+from fastddpg.compile import compile_update
 from fastddpg.networks import TwinCritic
 from fastddpg.replay import ReplayBuffer
-from fastddpg.trainer import UPDATE_COLUMNS, update_columns
+from fastddpg.schema import UPDATE_COLUMNS, update_columns
 from fastddpg.update import (
     METRIC_NAMES,
     TD3_METRIC_NAMES,
     Batch,
-    Learner,
-    compile_update,
-    make_update_fns,
-    metric_names,
     td3_actor_loss,
     td3_target,
     td3_update,
 )
-from tests.conftest import COUNTING_ID
+from tests.conftest import COUNTING_ID, hyper, make_learner
 
 CPU = torch.device("cpu")
 GAMMA, POLICY_NOISE, NOISE_CLIP = 0.9, 0.2, 0.5
@@ -59,9 +57,9 @@ def set_member(twin: TwinCritic, k: int, c: dict) -> None:
         twin.net[2].bias[k, 0] = torch.tensor(c["b1"])
 
 
-def hand_learner() -> Learner:
+def hand_learner() -> Algorithm:
     """Targets set by hand; the online networks keep their random init, so using them would fail the test."""
-    learner = Learner(1, 1, (2,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU, num_critics=2)
+    learner = make_learner(1, 1, (2,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU, num_critics=2)
     with torch.no_grad():
         m = learner.target_actor
         m.net[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
@@ -80,7 +78,8 @@ def test_td3_target_by_hand():
     r, d = [1.0, -2.0, 0.5, 0.3], [0.0, 0.0, 1.0, 0.0]
     batch = Batch(obs=torch.zeros(4, 1), action=torch.zeros(4, 1), reward=torch.tensor(r).reshape(4, 1),
                   next_obs=torch.tensor(s2).reshape(4, 1), terminated=torch.tensor(d).reshape(4, 1))
-    y, q_min = td3_target(learner, batch, torch.tensor(eps).reshape(4, 1), GAMMA, POLICY_NOISE, NOISE_CLIP)
+    y, q_min = td3_target(learner.nets, learner.state, batch, torch.tensor(eps).reshape(4, 1), GAMMA, POLICY_NOISE,
+                          NOISE_CLIP)
 
     scale = 2.0  # (high - low) / 2
     want_y, want_min, argmins, clipped_noise, clipped_action = [], [], set(), 0, 0
@@ -103,17 +102,17 @@ def test_td3_target_by_hand():
 
 def test_actor_loss_uses_q1_only():
     torch.manual_seed(0)
-    learner = Learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU, num_critics=2)
+    learner = make_learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU, num_critics=2)
     obs = torch.randn(8, 3)
 
     def grads(critic_params):
         return torch.func.grad_and_value(td3_actor_loss, argnums=1)(
-            learner.actor, learner.actor_params, learner.critic, critic_params, obs)
+            learner.actor, learner.state["actor"], learner.critic, critic_params, obs)
 
-    g, loss = grads(learner.critic_params)
+    g, loss = grads(learner.state["critic"])
     torch.testing.assert_close(loss, -learner.critic.member(0)(obs, learner.actor(obs)).mean())
     for member, should_change in ((1, False), (0, True)):
-        perturbed = {k: v.clone() for k, v in learner.critic_params.items()}
+        perturbed = {k: v.clone() for k, v in learner.state["critic"].items()}
         for v in perturbed.values():
             v[member] += torch.randn_like(v[member])
         g2, loss2 = grads(perturbed)
@@ -154,7 +153,7 @@ def reference_td3_update(nets: dict, opts: dict, b: Batch, eps: torch.Tensor, ac
 
 def test_td3_update_matches_reference_formulation():
     torch.manual_seed(0)
-    learner = Learner(3, 1, (32, 32), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU, num_critics=2)
+    learner = make_learner(3, 1, (32, 32), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU, num_critics=2)
     nets = {"actor": copy.deepcopy(learner.actor), "target_actor": copy.deepcopy(learner.target_actor),
             "c1": learner.critic.member(0), "c2": learner.critic.member(1),
             "target_c1": learner.target_critic.member(0), "target_c2": learner.target_critic.member(1)}
@@ -170,7 +169,8 @@ def test_td3_update_matches_reference_formulation():
                   (torch.rand(64, 1, generator=g) < 0.2).float())
         eps = torch.randn(64, 1, generator=g) * 3  # wide, so the noise clip is active on part of the batch
         actor_step = u % 2 == 0
-        got = td3_update(learner, b, eps, GAMMA, 0.05, 0.5, POLICY_NOISE, NOISE_CLIP, actor_step)
+        got = td3_update(learner.nets, learner.state, b, eps, hyper(GAMMA, 0.05, 0.5, policy_noise=POLICY_NOISE,
+                                                                     noise_clip=NOISE_CLIP), actor_step)
         want = reference_td3_update(nets, opts, b, eps, actor_step, 0.05, 0.5)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=f"metrics of update {u}")
     pairs = [(learner.actor, nets["actor"]), (learner.target_actor, nets["target_actor"]),
@@ -179,7 +179,7 @@ def test_td3_update_matches_reference_formulation():
     for mine, ref in pairs:
         for (k, v), v_ref in zip(mine.state_dict().items(), ref.state_dict().values(), strict=True):
             torch.testing.assert_close(v, v_ref, rtol=1e-4, atol=1e-5, msg=k)
-    assert learner.critic_opt.step.item() == 10 and learner.actor_opt.step.item() == 5
+    assert steps(learner) == (10, 5)
 
 
 def filled_buffer() -> ReplayBuffer:
@@ -195,49 +195,53 @@ def td3_rows(buf: ReplayBuffer, k: int, batch: int, seed: int) -> torch.Tensor:
     return torch.cat([buf.sample_rows(k, batch, g), torch.randn(k, batch, 1, generator=g)], dim=-1)
 
 
-def td3_fns(learner: Learner, buf: ReplayBuffer, policy_delay: int = 2):
-    return make_update_fns("td3", learner, buf.as_batch, buf.data.shape[1], 0.99, 0.005, 1.0, POLICY_NOISE,
-                           NOISE_CLIP, policy_delay)
+def td3_learner(hidden=(16,), device=CPU, policy_delay=2, **kw) -> Algorithm:
+    return make_learner(3, 1, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, device, num_critics=2,
+                        policy_delay=policy_delay, gamma=0.99, tau=0.005, clip=1.0, policy_noise=POLICY_NOISE,
+                        noise_clip=NOISE_CLIP, **kw)
+
+
+def steps(learner: Algorithm) -> tuple[int, int]:
+    """Adam steps taken: (critic, actor)."""
+    return tuple(int(learner.state["optim"][k]["step"].item()) for k in ("critic", "actor"))
 
 
 def test_policy_delay_counts_and_critic_only_steps_leave_actor_and_targets_alone():
-    learner = Learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU, num_critics=2)
+    learner = td3_learner(policy_delay=3)
     buf = filled_buffer()
-    fns = td3_fns(learner, buf, policy_delay=3)
-    assert fns.eps_dim == 1 and set(fns.by_actor_step) == {False, True}
-    assert [fns.is_actor_step(u) for u in range(1, 7)] == [False, False, True, False, False, True]
+    fns = learner.update_fns(buf.as_batch, buf.width)
+    assert learner.eps_dim == 1 and set(fns) == {False, True}
+    assert [learner.is_actor_step(u) for u in range(1, 7)] == [False, False, True, False, False, True]
     rows = td3_rows(buf, 6, 32, 0)
     for u in range(1, 7):
         frozen = {name: copy.deepcopy(m.state_dict()) for name, m in learner.modules().items()}
-        actor_step = fns.is_actor_step(u)
-        fns.by_actor_step[actor_step](rows[u - 1])
+        actor_step = learner.is_actor_step(u)
+        fns[actor_step](learner.state, rows[u - 1])
         for name, m in learner.modules().items():
             changed = any(not torch.equal(v, frozen[name][k]) for k, v in m.state_dict().items())
             assert changed == (name == "critic" or actor_step), f"update {u}: {name}"
-    assert learner.critic_opt.step.item() == 6 and learner.actor_opt.step.item() == 2
-    assert set(td3_fns(learner, buf, policy_delay=1).by_actor_step) == {True}
+    assert steps(learner) == (6, 2)
+    assert set(td3_learner(policy_delay=1).update_fns(buf.as_batch, buf.width)) == {True}
 
 
 def test_compiled_td3_equals_eager():
     """Both TD3 functions compile once each (error_on_recompile) and give eager's numbers, state included."""
     torch.manual_seed(0)
-    eager = Learner(3, 1, (32, 32), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU, num_critics=2,
-                    layer_norm=True)
+    eager = td3_learner(hidden=(32, 32), layer_norm=True)
     comp = copy.deepcopy(eager)
     buf = filled_buffer()
     rows = td3_rows(buf, 8, 64, 2)
-    f_eager = td3_fns(eager, buf)
-    f_comp = td3_fns(comp, buf)
-    compiled = {key: compile_update(fn, "default", CPU) for key, fn in f_comp.by_actor_step.items()}
+    f_eager = eager.update_fns(buf.as_batch, buf.width)
+    compiled = {key: compile_update(fn, "default", CPU) for key, fn in comp.update_fns(buf.as_batch, buf.width).items()}
     with torch._dynamo.config.patch(error_on_recompile=True):
         for u in range(1, 9):
-            key = f_eager.is_actor_step(u)
-            torch.testing.assert_close(compiled[key](rows[u - 1]), f_eager.by_actor_step[key](rows[u - 1]),
+            key = eager.is_actor_step(u)
+            torch.testing.assert_close(compiled[key](comp.state, rows[u - 1]), f_eager[key](eager.state, rows[u - 1]),
                                        rtol=1e-5, atol=1e-6, msg=f"update {u}")
     for name, m in eager.modules().items():
         for k, v in m.state_dict().items():
             torch.testing.assert_close(comp.modules()[name].state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
-    assert comp.actor_opt.step.item() == 4 and comp.critic_opt.step.item() == 8
+    assert steps(comp) == (8, 4)
 
 
 def small(**kw) -> Config:
@@ -250,9 +254,9 @@ def test_trainer_td3_end_to_end():
     trainer = Trainer(small(algo="td3", policy_delay=2, layer_norm=True))
     result = trainer.train()
     n = result.summary["updates"]
-    assert n > 0 and isinstance(trainer.learner.critic, TwinCritic)
-    assert trainer.learner.critic_opt.step.item() == n and trainer.learner.actor_opt.step.item() == n // 2
-    assert list(result.updates.columns) == list(update_columns("td3"))
+    assert n > 0 and isinstance(trainer.algo.critic, TwinCritic)
+    assert steps(trainer.algo) == (n, n // 2)
+    assert list(result.updates.columns) == list(update_columns(metric_names("td3")))
     assert {"q1_mean", "q2_mean", "target_min_mean"} <= set(result.updates.columns)
     assert result.updates[list(TD3_METRIC_NAMES)].notna().all().all()
     assert len(result.probes) > 0 and result.probes["q"].notna().all()
@@ -280,7 +284,7 @@ def test_trainer_averages_actor_loss_over_actor_steps_only():
     calls = {False: 0, True: 0}
 
     def fake(actor_step: bool):
-        def fn(rows: torch.Tensor) -> torch.Tensor:
+        def fn(state, rows: torch.Tensor) -> torch.Tensor:
             assert rows.shape == (4, trainer.buffer.data.shape[1] + 1)  # eps appended
             calls[actor_step] += 1
             return torch.tensor([1.0, 5.0 if actor_step else 0.0, 2.0, 3.0, 2.0, 4.0, 6.0])
@@ -299,10 +303,10 @@ def test_trainer_averages_actor_loss_over_actor_steps_only():
 def test_ddpg_stays_the_default():
     cfg = Config()
     assert (cfg.algo, cfg.noise, cfg.layer_norm) == ("ddpg", "gaussian", False)
-    assert metric_names("ddpg") == METRIC_NAMES and update_columns("ddpg") == UPDATE_COLUMNS
+    assert metric_names("ddpg") == METRIC_NAMES and update_columns(metric_names("ddpg")) == UPDATE_COLUMNS
     trainer = Trainer(small())
     assert trainer.metric_names == METRIC_NAMES and set(trainer.update_fns) == {True}
-    assert trainer.updates.eps_dim == 0 and trainer.updates.policy_delay == 1
+    assert trainer.algo.eps_dim == 0 and trainer.algo.policy_delay == 1
     trainer.env.close()
 
 
@@ -317,23 +321,23 @@ def test_bad_td3_config_is_rejected(bad, flag):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the CPU compile test covers the same math)")
 def test_td3_cuda_graphs_match_eager_without_sync():
     dev = torch.device("cuda")
-    learner = Learner(3, 1, (64, 64), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, dev, num_critics=2)
+    learner = td3_learner(hidden=(64, 64), device=dev)
     ref = copy.deepcopy(learner)
     buf = ReplayBuffer(1000, 3, 1, dev)
     buf.add(torch.randn(1000, 3, device=dev), torch.rand(1000, 1, device=dev) * 4 - 2, torch.randn(1000, device=dev),
             torch.randn(1000, 3, device=dev), torch.zeros(1000, device=dev))
-    fns, eager = td3_fns(learner, buf), td3_fns(ref, buf)
-    graphs = {key: compile_update(fn, "default", dev) for key, fn in fns.by_actor_step.items()}
+    fns, eager = learner.update_fns(buf.as_batch, buf.width), ref.update_fns(buf.as_batch, buf.width)
+    graphs = {key: compile_update(fn, "default", dev) for key, fn in fns.items()}
     rows = torch.cat([buf.sample_rows(20, 128), torch.randn(20, 128, 1, device=dev)], dim=-1)
     for u in range(1, 11):  # warm-up and capture of both graphs
-        key = fns.is_actor_step(u)
-        torch.testing.assert_close(graphs[key](rows[u - 1]).clone(), eager.by_actor_step[key](rows[u - 1]),
-                                   rtol=1e-4, atol=1e-5)
+        key = learner.is_actor_step(u)
+        torch.testing.assert_close(graphs[key](learner.state, rows[u - 1]).clone(),
+                                   eager[key](ref.state, rows[u - 1]), rtol=1e-4, atol=1e-5)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        outs = [graphs[fns.is_actor_step(u)](rows[u - 1]).clone() for u in range(11, 21)]
+        outs = [graphs[learner.is_actor_step(u)](learner.state, rows[u - 1]).clone() for u in range(11, 21)]
     finally:
         torch.cuda.set_sync_debug_mode("default")
     for u, out in zip(range(11, 21), outs, strict=True):
-        torch.testing.assert_close(out, eager.by_actor_step[fns.is_actor_step(u)](rows[u - 1]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out, eager[learner.is_actor_step(u)](ref.state, rows[u - 1]), rtol=1e-4, atol=1e-5)

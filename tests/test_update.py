@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fastddpg.algos import Algorithm
 from fastddpg.update import (
-    Adam,
+    AdamHyper,
     Batch,
-    Learner,
     actor_loss,
+    adam_state,
     adam_step_,
     clip_grad_norm_,
     critic_loss,
@@ -21,15 +22,16 @@ from fastddpg.update import (
     soft_update_,
     td_target,
 )
+from tests.conftest import hyper, make_learner
 
 CPU = torch.device("cpu")
 
 
-def tiny_learner(hidden=(2,)) -> Learner:
-    return Learner(1, 1, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+def tiny_learner(hidden=(2,)) -> Algorithm:
+    return make_learner(1, 1, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
 
 
-def set_weights(learner: Learner) -> None:
+def set_weights(learner: Algorithm) -> None:
     """Fixed, hand-chosen weights: actor 1 -> 2 -> 1, critic 2 -> 2 -> 1 (hidden=(2,))."""
     with torch.no_grad():
         for m in (learner.actor, learner.target_actor):
@@ -66,7 +68,7 @@ BATCH = Batch(obs=torch.tensor([[0.3], [-1.0]]), action=torch.tensor([[0.5], [-1
 def test_td_target_by_hand():
     learner = tiny_learner()
     set_weights(learner)
-    y = td_target(learner, BATCH, gamma=0.9)
+    y = td_target(learner.nets, learner.state, BATCH, gamma=0.9)
     expected = []
     for i in range(2):
         s2 = BATCH.next_obs[i, 0].item()
@@ -82,11 +84,11 @@ def test_critic_and_actor_loss_by_hand():
     learner = tiny_learner()
     set_weights(learner)
     y = torch.tensor([[1.0], [0.0]])
-    loss, q = critic_loss(learner.critic, learner.critic_params, BATCH, y)
+    loss, q = critic_loss(learner.critic, learner.state["critic"], BATCH, y)
     qs = [q_hand(BATCH.obs[i, 0].item(), BATCH.action[i, 0].item()) for i in range(2)]
     assert loss.item() == pytest.approx(((qs[0] - 1.0) ** 2 + (qs[1] - 0.0) ** 2) / 2, rel=1e-6)
     torch.testing.assert_close(q.reshape(-1), torch.tensor(qs))
-    pi = actor_loss(learner.actor, learner.actor_params, learner.critic, learner.critic_params, BATCH.obs)
+    pi = actor_loss(learner.actor, learner.state["actor"], learner.critic, learner.state["critic"], BATCH.obs)
     expected = -sum(q_hand(s, mu_hand(s)) for s in BATCH.obs.reshape(-1).tolist()) / 2
     assert pi.item() == pytest.approx(expected, rel=1e-6)
 
@@ -117,16 +119,16 @@ def test_adam_matches_torch_optim():
     p = [torch.randn(4, 3), torch.randn(3)]
     ref = [x.clone().requires_grad_() for x in p]
     opt_ref = torch.optim.Adam(ref, lr=1e-2)
-    opt = Adam(p, lr=1e-2)
+    opt = adam_state({str(i): x for i, x in enumerate(p)})
     for _ in range(25):
         grads = [torch.randn_like(x) for x in p]
         for r, g in zip(ref, grads, strict=True):
             r.grad = g.clone()
         opt_ref.step()
-        adam_step_(opt, grads)
+        adam_step_(p, opt, grads, AdamHyper(lr=1e-2))
     for r, x in zip(ref, p, strict=True):
         torch.testing.assert_close(x, r.detach(), rtol=1e-5, atol=1e-6)
-    assert opt.step.item() == 25
+    assert opt["step"].item() == 25
 
 
 def notebook_style_update(actor, critic, t_actor, t_critic, a_opt, c_opt, b: Batch, gamma, tau, clip):
@@ -159,7 +161,7 @@ def random_batches(n, batch=64, obs_dim=3, act_dim=1):
 
 
 def test_ddpg_update_matches_notebook_formulation():
-    learner = Learner(3, 1, (32, 32), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    learner = make_learner(3, 1, (32, 32), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
     mods = {k: copy.deepcopy(m) for k, m in learner.modules().items()}
     for m in mods.values():
         for p in m.parameters():
@@ -167,7 +169,7 @@ def test_ddpg_update_matches_notebook_formulation():
     a_opt = torch.optim.Adam(mods["actor"].parameters(), lr=1e-3)
     c_opt = torch.optim.Adam(mods["critic"].parameters(), lr=1e-3)
     for b in random_batches(20):
-        got = ddpg_update(learner, b, 0.99, 0.005, 1.0)
+        got = ddpg_update(learner.nets, learner.state, b, hyper(0.99, 0.005, 1.0))
         want = notebook_style_update(mods["actor"], mods["critic"], mods["target_actor"], mods["target_critic"],
                                      a_opt, c_opt, b, 0.99, 0.005, 1.0)
         torch.testing.assert_close(got, torch.stack(want), rtol=1e-4, atol=1e-5)
@@ -177,9 +179,9 @@ def test_ddpg_update_matches_notebook_formulation():
 
 
 def test_update_returns_device_metrics_without_host_reads(monkeypatch):
-    learner = Learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
+    learner = make_learner(3, 1, (16,), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU)
     calls = []
     monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append("item"))
-    m = ddpg_update(learner, random_batches(1)[0], 0.99, 0.005, 1.0)
+    m = ddpg_update(learner.nets, learner.state, random_batches(1)[0], hyper(0.99, 0.005, 1.0))
     assert isinstance(m, torch.Tensor) and m.shape == (4,)
     assert calls == []

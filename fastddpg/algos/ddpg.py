@@ -1,0 +1,24 @@
+"""DDPG, the notebook's algorithm: one critic, every update a critic step, an actor step and a soft update."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..update import METRIC_NAMES, Batch, LearnerState, ddpg_update
+from .base import Algorithm, UpdateFns
+
+
+class DDPG(Algorithm):
+    name = "ddpg"
+    metric_names = METRIC_NAMES
+    num_critics = 1
+
+    def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns:
+        nets, hyper = self.nets, self.hyper
+
+        def ddpg_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
+            return ddpg_update(nets, state, as_batch(rows), hyper)
+
+        return {True: ddpg_step}

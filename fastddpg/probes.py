@@ -1,0 +1,68 @@
+"""The notebook's probe snapshots, as a trainer callback: the actor's action and Q(s, mu(s)) on fixed states.
+
+PROBE_N states are drawn from the replay buffer once it holds max(PROBE_N, BATCH_SIZE) transitions (with a
+generator of their own, so diagnostics never change what is learned), and stay fixed. A snapshot is taken at the
+first report after another ``probe_every_episodes`` episodes (over all envs) have ended, and one at the end of
+the run. Each snapshot is one small device-to-host transfer at a report, never per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import torch
+
+
+class ProbeRecorder:
+    """Trainer callback holding the probe states, the snapshot counter and the probe rows
+    (snapshot, episode, global_step, probe, action, q)."""
+
+    def __init__(self, probe_n: int, every_episodes: int, batch_size: int, generator: torch.Generator) -> None:
+        self.probe_n, self.every_episodes, self.batch_size = probe_n, every_episodes, batch_size
+        self.generator = generator
+        self.states: torch.Tensor | None = None  # (probe_n, obs_dim) once drawn
+        self.bucket = 0  # num_episodes // every_episodes at the last snapshot
+        self.rows: list[tuple] = []
+
+    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
+        """At a report: draw the probe states once the buffer can give them; snapshot if enough episodes ended."""
+        self._draw(trainer)
+        if self.states is not None and trainer.num_episodes // self.every_episodes > self.bucket:
+            self.snapshot(trainer)
+
+    def at_end(self, trainer: Any) -> None:
+        """The end-of-run snapshot, unless the last report already took one at this step."""
+        self._draw(trainer)
+        if self.states is None or (self.rows and self.rows[-1][2] == trainer.global_step):
+            return
+        self.snapshot(trainer)
+
+    def _draw(self, trainer: Any) -> None:
+        if self.states is None and len(trainer.buffer) >= max(self.probe_n, self.batch_size):
+            self.states = trainer.buffer.sample(self.probe_n, self.generator)["obs"].clone()
+            self.bucket = trainer.num_episodes // self.every_episodes
+
+    @torch.no_grad()
+    def snapshot(self, trainer: Any) -> None:
+        """Actor action (its norm for multi-dimensional actions) and Q_1(s, mu(s)) on every probe state."""
+        assert self.states is not None
+        self.bucket = trainer.num_episodes // self.every_episodes
+        algo = trainer.algo
+        a = algo.policy(self.states)
+        q = algo.q1(self.states, a).reshape(-1)
+        stat = a[:, 0] if a.shape[1] == 1 else torch.linalg.vector_norm(a, dim=1)
+        host = torch.stack([stat, q]).cpu().numpy()
+        snap = self.rows[-1][0] + 1 if self.rows else 0
+        for i in range(self.probe_n):
+            self.rows.append((snap, trainer.num_episodes, trainer.global_step, i, float(host[0, i]),
+                              float(host[1, i])))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"states": self.states, "bucket": self.bucket, "rows": list(self.rows)}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        states = state["states"]
+        self.states = None if states is None else states.to(device)
+        self.bucket = int(state["bucket"])
+        self.rows = [tuple(r) for r in state["rows"]]
