@@ -1,0 +1,122 @@
+"""The package's layers import one way only: no import cycle (imports inside functions included), every module in
+a layer, every import from the same layer or one below, and the plotting and evaluation modules usable without
+the training stack."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import fastddpg
+
+PACKAGE = Path(fastddpg.__file__).resolve().parent
+
+# (0) configuration and names, (1) the parts and the math, (2) training, (3) files: run directory, checkpoints,
+# evaluation, (4) what a user touches: the Python API, plots, console, CLI. README's Layout table says the same.
+LAYERS = {
+    0: {"config", "schema", "fileio", "threads"},
+    1: {"networks", "noise", "replay", "envs", "torch_pendulum", "update", "compile", "algos", "algos.base",
+        "algos.ddpg", "algos.td3"},
+    2: {"devicelog", "probes", "failsafe", "trainer"},
+    3: {"rundir", "checkpoint", "evaluate"},
+    4: {"plots", "reporting", "api", "cli"},
+}
+LAYER_OF = {m: n for n, mods in LAYERS.items() for m in mods}
+
+
+def module_names() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        if parts:  # the package's own __init__ imports lazily, by name
+            names.append(".".join(parts))
+    return names
+
+
+def imports_of(module: str) -> set[str]:
+    """Package modules that ``module`` imports anywhere in its file (top level, functions, TYPE_CHECKING)."""
+    path = PACKAGE.joinpath(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = package[: len(package) - node.level + 1]
+                target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                candidates = [target] + ([f"{target}.{a.name}" for a in node.names] if not node.module else [])
+            elif node.module and node.module.startswith("fastddpg"):
+                target = node.module.removeprefix("fastddpg").lstrip(".")
+                candidates = [target] + [f"{target}.{a.name}" if target else a.name for a in node.names]
+            else:
+                continue
+            found |= {c for c in candidates if c in LAYER_OF}
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                name = a.name.removeprefix("fastddpg").lstrip(".")
+                if a.name.startswith("fastddpg.") and name in LAYER_OF:
+                    found.add(name)
+    found.discard(module)
+    return found
+
+
+def test_every_module_has_a_layer():
+    assert set(module_names()) == set(LAYER_OF), set(module_names()) ^ set(LAYER_OF)
+
+
+def test_imports_go_down_or_sideways_only():
+    upward = [(m, i) for m in LAYER_OF for i in imports_of(m) if LAYER_OF[i] > LAYER_OF[m]]
+    assert upward == [], "modules importing from a higher layer: " + ", ".join(f"{m} -> {i}" for m, i in upward)
+
+
+def test_no_import_cycle():
+    graph = {m: imports_of(m) - {p for p in LAYER_OF if m.startswith(p + ".")} for m in LAYER_OF}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        path.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return [*path[path.index(n):], n]
+            if n not in state and (cycle := visit(n)):
+                return cycle
+        path.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            cycle = visit(m)
+            assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_sees_imports_inside_functions():
+    assert "plots" in imports_of("api") and "reporting" in imports_of("cli")  # cli imports it inside cmd_run
+
+
+def test_plotting_and_evaluation_do_not_load_the_trainer():
+    code = ("import sys, fastddpg.plots, fastddpg.evaluate, fastddpg.rundir\n"
+            "print(sorted(m for m in sys.modules if m in ('fastddpg.trainer', 'fastddpg.checkpoint', "
+            "'fastddpg.api')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[]"
+
+
+def test_the_cli_module_does_not_load_torch():
+    """So `main` can set OpenMP's wait policy before torch loads (fastddpg.threads), and --help is fast."""
+    p = subprocess.run([sys.executable, "-c", "import sys, fastddpg.cli; print('torch' in sys.modules)"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr
+
+
+def test_config_choices_match_the_algorithm_registry():
+    from fastddpg.algos import ALGORITHMS
+    from fastddpg.config import ALGOS
+
+    assert tuple(ALGORITHMS) == ALGOS
