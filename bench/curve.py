@@ -30,11 +30,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import common
+from bench.common import moving_mean
 from bench.workers import run_workers, set_worker_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = -200.0
-WINDOW = 10
+WINDOW = common.WINDOW
 
 # two-sided 95% Student t quantiles t_{0.975, df}, df = 1..30 (beyond 30 the normal 1.96 is within 2%)
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
@@ -42,17 +44,6 @@ _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
 
 
 # --- pure helpers (unit-tested) ---------------------------------------------------------------------------------
-
-def moving_mean(values: list[float], window: int = WINDOW) -> list[float]:
-    """Mean of the last ``window`` values at each position (fewer at the start)."""
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= window:
-            acc -= values[i - window]
-        out.append(acc / min(i + 1, window))
-    return out
-
 
 def mean_ci95(samples: list[float]) -> tuple[float, float, float]:
     """(mean, low, high): Student-t 95% interval of the mean; a single sample gives a zero-width interval."""

@@ -39,11 +39,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import common
+from bench.common import moving_mean
 from bench.workers import run_workers, set_worker_threads
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLD = -200.0
-WINDOW = 10
+WINDOW = common.WINDOW
 EVAL_EPISODES = 10
 EVAL_SEED_OFFSET = 10_000
 ANCHORS = {"ddpg": (-152.0, 94.0), "td3": (-152.0, 90.0)}  # RL Zoo, Pendulum-v1, 20k steps
@@ -57,16 +59,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 # --- pure helpers (unit-tested) ---------------------------------------------------------------------------------
-
-def moving_mean(values: list[float], window: int = WINDOW) -> list[float]:
-    """Mean of the last ``window`` values at each position (fewer at the start)."""
-    c = np.cumsum(np.asarray(values, dtype=np.float64))
-    out = []
-    for i in range(len(values)):
-        lo = i - window
-        out.append(float((c[i] - (c[lo] if lo >= 0 else 0.0)) / min(i + 1, window)))
-    return out
-
 
 def first_reach(xs: list[float], curve: list[float], threshold: float = THRESHOLD,
                 min_points: int = WINDOW) -> float | None:

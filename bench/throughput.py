@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baseline import notebook_train
+from bench.common import sync
 from fastddpg import Config, Trainer
 
 WARM_START = 1_000  # start_steps = update_after here: the steady state costs the same, the warm-up is shorter
@@ -45,29 +46,24 @@ def notebook_steady_rate(total_steps: int, device: str, seed: int = 0) -> float:
     return (steps[-1] - steps[k]) / (secs[-1] - secs[k])
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _run_for(trainer: Trainer, seconds: float, min_vsteps: int) -> tuple[int, int, float]:
     """Step the trainer for at least ``seconds`` and ``min_vsteps`` vector steps; (env steps, updates, s)."""
-    _sync(trainer.device)
+    sync(trainer.device)
     s0, u0, t0 = trainer.global_step, trainer.num_updates, time.perf_counter()
     n = 0
     while n < min_vsteps or time.perf_counter() - t0 < seconds:
         trainer.step()
         n += 1
-    _sync(trainer.device)
+    sync(trainer.device)
     return trainer.global_step - s0, trainer.num_updates - u0, time.perf_counter() - t0
 
 
 def _timed(fn: Callable, name: str, acc: dict[str, float], device: torch.device) -> Callable:
     def wrapper(*a: Any, **kw: Any) -> Any:
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         out = fn(*a, **kw)
-        _sync(device)
+        sync(device)
         acc[name] = acc.get(name, 0.0) + time.perf_counter() - t0
         return out
 
@@ -128,12 +124,12 @@ def env_only_rate(backend: str, num_envs: int, seconds: float, device: str) -> f
     actions = torch.full((num_envs, 1), 0.5, device=dev)
     for _ in range(3):
         env.step(actions)
-    _sync(dev)
+    sync(dev)
     n, t0 = 0, time.perf_counter()
     while n < 3 or time.perf_counter() - t0 < seconds:
         env.step(actions)
         n += 1
-    _sync(dev)
+    sync(dev)
     rate = n * num_envs / (time.perf_counter() - t0)
     env.close()
     return rate

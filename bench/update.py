@@ -27,17 +27,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baseline import matmul_rate, notebook_update_rate, update_flops
+from bench.common import sync
 from fastddpg.algos import DDPG
 from fastddpg.compile import compile_update
 from fastddpg.replay import ReplayBuffer
 from fastddpg.update import AdamHyper, Hyper
 
 OBS_DIM, ACT_DIM, HIDDEN = 3, 1, (256, 256)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_updates: int, repeats: int,
@@ -58,12 +54,12 @@ def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_upd
     t0 = time.perf_counter()
     for rows in buf.sample_rows(5, batch_size, gen):  # warm-up: compile, CUDA-graph capture, allocator
         acc += fn(state, rows)
-    _sync(device)
+    sync(device)
     warmup_s = time.perf_counter() - t0
     rates = []
     for _ in range(repeats):
         done = 0
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         while done < n_updates:
             k = min(group, n_updates - done)

@@ -4,7 +4,7 @@ torch's CPU kernels (and the C++ kernels ``torch.compile`` writes) run on an Ope
 physical core by default. Between two parallel regions GNU OpenMP (the one torch's wheels ship) spins a waiting
 thread for about 300,000 iterations before it sleeps. Alone, that buys a little latency. With two processes on
 the same cores, each spinning thread burns the time slice the other process's working thread needs, and the
-pair runs several times slower than the same two runs one after another (bench/concurrent.py measures it).
+pair runs several times slower than the same two runs one after another (bench/side_by_side.py measures it).
 
 Two settings, both applied by ``fastddpg run`` and by `fastddpg.train` where they can still take effect:
 

@@ -1,5 +1,5 @@
 """Runs side by side share the cores: the mechanism a run applies (its torch threads and OpenMP's wait policy,
-set before torch loads), not its speed (bench/concurrent.py measures that)."""
+set before torch loads), not its speed (bench/side_by_side.py measures that)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Runs side by side: N `fastddpg run`s started together on one machine against one run alone, per thread setting.
 
-    python bench/concurrent.py --quick                  # 2 rounds, 3,000 env steps: a few minutes
-    python bench/concurrent.py                          # 3 rounds, 6,000 env steps, compiled and eager
-    python bench/concurrent.py --concurrent 2 --settings default passive threads1 --compile default off
+    python bench/side_by_side.py --quick                  # 2 rounds, 3,000 env steps: a few minutes
+    python bench/side_by_side.py                          # 3 rounds, 6,000 env steps, compiled and eager
+    python bench/side_by_side.py --concurrent 2 --settings default passive threads1 --compile default off
 
 Each setting is a way to start the process (see SETTINGS): the command is the real `fastddpg run` (4 envs,
 replay ratio 1, --quiet), so the figures are what a user sees, compile time included. A round runs, for each
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are over rounds")
     p.add_argument("--total-steps", type=int, default=6_000)
     p.add_argument("--num-envs", type=int, default=4)
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "concurrent.json"))
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "side_by_side.json"))
     p.add_argument("--quick", action="store_true", help="2 rounds of 3,000 env steps, compiled only")
     args = p.parse_args(argv)
     if args.quick:
