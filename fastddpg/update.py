@@ -231,8 +231,8 @@ def soft_update_targets_(learner: Learner, tau: float) -> None:
 COMPILE_MODES = ("auto", "off", "default", "max-autotune")
 
 
-def compile_update(fn: Callable[[torch.Tensor], torch.Tensor], mode: str, device: torch.device
-                   ) -> Callable[[torch.Tensor], torch.Tensor]:
+def compile_update(fn: Callable[[torch.Tensor], torch.Tensor], mode: str, device: torch.device,
+                   cuda_graph: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:
     """Wrap an update ``fn(rows (B, width)) -> metrics`` for speed; the numbers do not change (tested).
 
     - ``off``: eager.
@@ -240,7 +240,8 @@ def compile_update(fn: Callable[[torch.Tensor], torch.Tensor], mode: str, device
       update become one graph; a graph break or a recompilation would be a bug (tested with fullgraph and
       ``error_on_recompile``). Inductor's on-disk FX graph cache is on, so a second run reuses the kernels.
     - on CUDA, the compiled update is also captured in a CUDA graph (`CudaGraphUpdate`), so an update costs one
-      input copy and one graph launch.
+      input copy and one graph launch. ``cuda_graph=False`` leaves the graph out (`fastddpg verify` checks
+      compiled and compiled-in-a-graph apart).
     ``auto`` must be resolved by the caller (`resolve_compile_mode`).
     """
     if mode == "off":
@@ -251,7 +252,7 @@ def compile_update(fn: Callable[[torch.Tensor], torch.Tensor], mode: str, device
 
     inductor_config.fx_graph_cache = True
     compiled = torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode, dynamic=False)
-    if device.type == "cuda":
+    if device.type == "cuda" and cuda_graph:
         return CudaGraphUpdate(compiled)
     return GuardFreeCall(compiled)
 
