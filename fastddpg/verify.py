@@ -37,9 +37,9 @@ from .update import CudaGraphUpdate, Learner, UpdateFns, compile_update, make_up
 # Tolerance, float32, per update (each path steps from eager's state, see `verify_updates`): compiled kernels
 # fuse and reorder float operations, so bit-identity is not expected. On a 2-core CPU (torch 2.13) the worst
 # honest deviation over 50 updates of DDPG and TD3 was 0.008 of this tolerance (|diff| <= 6e-8 in weights,
-# 6e-6 in metrics of magnitude ~30); injected bugs were 14x (gamma 0.98 instead of 0.99) to 1e5x beyond it
-# (tau ~0, i.e. no soft update: 20x, no smoothing noise: 77x, no gradient clipping: 1e3x, policy delay 1: 6e5x). tests/test_verify.py
-# injects such bugs and checks that verify fails and names the tensor.
+# 6e-6 in metrics of magnitude ~30); injected bugs went 14x (gamma 0.98 instead of 0.99) to 6e5x beyond it
+# (tau ~0, i.e. no soft update: 20x; no smoothing noise: 77x; no gradient clipping: 1e3x; policy delay 1: 6e5x).
+# tests/test_verify.py injects such bugs and checks that verify fails and names the tensor.
 ATOL = 1e-5
 RTOL = 1e-4
 ACT_ATOL = 1e-5  # the acting step is one forward pass: no accumulation over updates
@@ -429,16 +429,18 @@ def format_report(report: dict[str, Any]) -> str:
              f"{report['updates']} updates of batch {report['batch_size']}, hidden {report['hidden_sizes']}",
              f"tolerance |x - eager| <= {ATOL:g} + {RTOL:g} |eager| (acting: {ACT_ATOL:g} + {ACT_RTOL:g} |eager|)",
              ""]
-    head = f"{'path':<22}" + "".join(f"{g:>11}" for g in GROUPS) + f"  {'rate/s':>9} {'x eager':>7}  ok  worst tensor"
+    head = f"{'path':<28}" + "".join(f"{g:>11}" for g in GROUPS) + f"  {'rate/s':>9} {'x eager':>7}  ok  worst"
     lines.append(head)
     for kind, key in (("update", "update_paths"), ("acting", "acting_paths")):
         for r in report[key]:
-            cells = "".join(f"{r['deviations'][g]['max_abs_diff']:>11.2e}" if g in r["deviations"] else f"{'':>11}"
-                            for g in GROUPS)
+            devs = r["deviations"]
+            cells = "".join(f"{devs[g]['max_abs_diff']:>11.2e}" if g in devs else f"{'':>11}" for g in GROUPS)
             if kind == "acting":
-                cells = f"{'actions ' + format(r['deviations']['actions']['max_abs_diff'], '.2e'):>44}"
-            lines.append(f"{kind + ' ' + r['name']:<22}{cells}  {r['rate_per_sec']:>9,.0f} {r['ratio_to_eager']:>6.2f}x"
-                         f"  {'ok' if r['passed'] else 'NO':<2}  {r['worst_tensor']}")
+                cells = f"{'actions':>33}{devs['actions']['max_abs_diff']:>11.2e}"
+            worst = "-" if r["worst_excess"] == 0 else r["worst_tensor"] + (
+                f" @{r['worst_update']}" if r["worst_update"] else "") + f" ({r['worst_excess']:.2g} of tol)"
+            lines.append(f"{kind + ' ' + r['name']:<28}{cells}  {r['rate_per_sec']:>9,.0f} {r['ratio_to_eager']:>6.2f}x"
+                         f"  {'ok' if r['passed'] else 'NO':<2}  {worst}")
     lines.append("")
     for r in report["update_paths"] + report["acting_paths"]:
         if not r["passed"]:
