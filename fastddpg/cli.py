@@ -208,7 +208,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, hidden_sizes=tuple(args.hidden_sizes), seed=args.seed,
                          compile_mode=args.compile_mode, timed_updates=args.timed_updates, repeats=args.repeats,
                          graph_logic_on_cpu=args.graph_logic_on_cpu)
-    opts.validate()  # bad input fails here, before any work
+    if args.json:  # an unwritable --json is bad input: say so before the work, not after
+        from .rundir import probe_writable
+
+        try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            probe_writable(Path(args.json).parent)
+        except OSError as e:
+            raise ConfigError(f"--json={args.json}: cannot write there ({e.strerror}); choose another path.") from None
     report = run_verify(opts)
     print(format_report(report))
     if args.json:

@@ -136,6 +136,7 @@ def test_default_paths():
     (["--updates", "0"], "--updates=0"),
     (["--hidden-sizes", "0"], "--hidden-sizes=0"),
     (["--device", "tpu"], "--device='tpu'"),
+    (["--json", "/proc/no/such/dir/v.json"], "--json=/proc/no/such/dir/v.json: cannot write there"),
 ] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]))
 def test_verify_bad_input_one_line_exit_2(args, needle, capsys):
     assert main(["verify", *args]) == 2
