@@ -26,7 +26,7 @@ def resolve_compile_mode(mode: str, device: torch.device, planned_updates: int) 
     return "default" if planned_updates >= AUTO_COMPILE_MIN_UPDATES_CPU else "off"
 
 
-def compile_update(fn: UpdateFn, mode: str, device: torch.device) -> UpdateFn:
+def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bool = True) -> UpdateFn:
     """Wrap an update ``fn(state, rows) -> metrics`` for speed; the numbers do not change (tested).
 
     - ``off``: eager.
@@ -34,7 +34,8 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device) -> UpdateFn:
       update become one graph; a graph break or a recompilation would be a bug (tested with fullgraph and
       ``error_on_recompile``). Inductor's on-disk FX graph cache is on, so a second run reuses the kernels.
     - on CUDA, the compiled update is also captured in a CUDA graph (`CudaGraphUpdate`), so an update costs one
-      input copy and one graph launch.
+      input copy and one graph launch. ``cuda_graph=False`` leaves the graph out (`fastddpg verify` checks
+      compiled and compiled-in-a-graph apart).
     ``auto`` must be resolved by the caller (`resolve_compile_mode`).
     """
     if mode == "off":
@@ -45,7 +46,7 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device) -> UpdateFn:
 
     inductor_config.fx_graph_cache = True
     compiled = torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode, dynamic=False)
-    if device.type == "cuda":
+    if device.type == "cuda" and cuda_graph:
         return CudaGraphUpdate(compiled)
     return GuardFreeCall(compiled)
 

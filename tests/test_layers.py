@@ -21,7 +21,7 @@ LAYERS = {
         "algos.ddpg", "algos.td3"},
     2: {"devicelog", "probes", "failsafe", "trainer"},
     3: {"rundir", "checkpoint", "evaluate"},
-    4: {"plots", "reporting", "api", "cli"},
+    4: {"plots", "reporting", "api", "cli", "verify"},
 }
 LAYER_OF = {m: n for n, mods in LAYERS.items() for m in mods}
 

@@ -1,0 +1,146 @@
+"""`fastddpg verify`: the fast paths pass on the CPU, and verify fails, naming the tensor, when a path is wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch._dynamo
+
+from fastddpg import verify
+from fastddpg.algos import Algorithm
+from fastddpg.cli import main
+from fastddpg.verify import (
+    DeviationTracker,
+    VerifyOptions,
+    VerifySetup,
+    default_paths,
+    eager_path,
+    format_report,
+    run_verify,
+)
+
+SMALL = ["--device", "cpu", "--updates", "6", "--batch-size", "64", "--hidden-sizes", "32", "32",
+         "--timed-updates", "4", "--repeats", "1"]
+
+
+def broken(**overrides) -> verify.PathFactory:
+    """An eager path built with other hyperparameters than eager's: a wrong update, as a bug would give."""
+    def make(setup: VerifySetup, learner: Algorithm):
+        return setup.update_fns(learner, **overrides)
+    return make
+
+
+def perturbed(tensor: str, delta: float) -> verify.PathFactory:
+    """Eager, but after every update one tensor of the learner (``params.actor.net.0.bias`` etc.) is off by delta."""
+    def make(setup: VerifySetup, learner: Algorithm):
+        fns = eager_path(setup, learner)
+
+        def wrap(fn):
+            def step(rows: torch.Tensor) -> torch.Tensor:
+                out = fn(rows)
+                verify.learner_state(learner)[tensor].add_(delta)
+                return out
+            return step
+        return {k: wrap(fn) for k, fn in fns.items()}
+    return make
+
+
+@pytest.fixture
+def fresh_dynamo():
+    """Other tests compiled the same update code: start from dynamo's empty cache, far from its recompile limit
+    (past it, dynamo would quietly run a 'compiled' path eagerly)."""
+    torch._dynamo.reset()
+
+
+def test_verify_ddpg_passes_on_cpu_with_graph_logic(tmp_path, capsys, fresh_dynamo):
+    """The CLI end to end: eager, compiled (GuardFreeCall) and CudaGraphUpdate's static-buffer logic around the
+    compiled update (capture=False), and the acting step; exit 0, JSON written."""
+    out = tmp_path / "v.json"
+    assert main(["verify", *SMALL, "--graph-logic-on-cpu", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "PASS" in text and "update compiled+graph-logic" in text and "acting compiled" in text
+    report = json.loads(out.read_text())
+    assert report["passed"] and report["algo"] == "ddpg"
+    names = [p["name"] for p in report["update_paths"]]
+    assert names == ["eager", "compiled", "compiled+graph-logic"]
+    for p in report["update_paths"][1:]:
+        assert set(p["deviations"]) == {"params", "targets", "optimizer", "metrics"}
+        assert p["rate_per_sec"] > 0 and p["worst_excess"] < 1
+    assert [p["name"] for p in report["acting_paths"]] == ["eager", "compiled"]
+    assert report["tolerance"] == {"atol": verify.ATOL, "rtol": verify.RTOL, "acting_atol": verify.ACT_ATOL,
+                                   "acting_rtol": verify.ACT_RTOL}
+
+
+def test_verify_td3_passes_on_cpu(fresh_dynamo):
+    """TD3: both compiled functions (critic only, and critic + actor + targets) in the policy-delay order."""
+    report = run_verify(VerifyOptions(device="cpu", algo="td3", updates=6, batch_size=64, hidden_sizes=(32, 32),
+                                      timed_updates=4, repeats=1, acting=False, graph_logic_on_cpu=True))
+    assert report["passed"], format_report(report)
+    assert [p["name"] for p in report["update_paths"]] == ["eager", "compiled", "compiled+graph-logic"]
+    assert report["acting_paths"] == []
+
+
+@pytest.mark.parametrize("algo,path,group", [
+    ("ddpg", broken(tau=1e-12), "targets"),  # the soft update skipped
+    ("ddpg", broken(gamma=0.9), "metrics"),  # the wrong discount: y moves first
+    ("td3", broken(policy_noise=0.0), "metrics"),  # no target policy smoothing
+    ("td3", broken(policy_delay=1), "metrics"),  # an actor step on every update
+])
+def test_verify_fails_on_a_wrong_update(algo, path, group):
+    paths = {"eager": eager_path, "broken": path}
+    if algo == "td3":  # a policy delay of 1 has no critic-only function: use the full step for both
+        def make(setup, learner, inner=path):
+            fns = inner(setup, learner)
+            return {False: fns.get(False, fns[True]), True: fns[True]}
+        paths["broken"] = make
+    report = run_verify(VerifyOptions(device="cpu", algo=algo, updates=20, batch_size=64, hidden_sizes=(32, 32),
+                                      timed_updates=1, repeats=1, acting=False), paths=paths)
+    bad = report["update_paths"][1]
+    assert not report["passed"] and not bad["passed"] and report["update_paths"][0]["passed"]
+    assert bad["deviations"][group]["excess"] > 5  # by a margin: the honest paths stay below 0.01 (verify.py)
+    assert f"FAIL broken: {bad['worst_tensor']} differs from eager" in format_report(report)
+
+
+def test_verify_names_the_perturbed_tensor(monkeypatch, capsys):
+    """Through the CLI: exit 1 and the one tensor that is off (by less than a float32 weight's 1e-4 of itself,
+    but far beyond the tolerance) is named, with the update where it was first off by most."""
+    monkeypatch.setattr(verify, "default_paths", lambda *a, **k: {
+        "eager": eager_path, "compiled": perturbed("params.critic.net.2.bias", 1e-3)})
+    assert main(["verify", *SMALL, "--updates", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL compiled: critic.net.2.bias differs from eager at update" in out
+    assert out.rstrip().endswith("FAIL: a fast path does not compute what the eager update computes")
+
+
+def test_non_finite_is_never_close():
+    t = DeviationTracker(1.0, 1.0)
+    t.add({"metrics.a": torch.tensor(float("nan")), "params.w": torch.zeros(3)},
+          {"metrics.a": torch.tensor(float("nan")), "params.w": torch.zeros(3)})
+    t.add({"metrics.a": torch.tensor(1.0), "params.w": torch.tensor([0.0, 2.5, 0.0])},
+          {"metrics.a": torch.tensor(1.0), "params.w": torch.zeros(3)})
+    dev = t.result(("metrics", "params"))
+    assert dev["metrics"].excess == float("inf") and dev["metrics"].update == 1
+    assert dev["params"].max_abs == 2.5 and dev["params"].excess == 2.5 and dev["params"].update == 2
+
+
+def test_default_paths():
+    assert list(default_paths(torch.device("cpu"))) == ["eager", "compiled"]
+    assert list(default_paths(torch.device("cpu"), graph_logic_on_cpu=True))[-1] == "compiled+graph-logic"
+    assert list(default_paths(torch.device("cuda"))) == ["eager", "compiled", "compiled+cudagraph"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--num-seeds", "2"], "populations are not available yet"),
+    (["--updates", "0"], "--updates=0"),
+    (["--hidden-sizes", "0"], "--hidden-sizes=0"),
+    (["--device", "tpu"], "--device='tpu'"),
+    (["--json", "/proc/no/such/dir/v.json"], "--json=/proc/no/such/dir/v.json: cannot write there"),
+] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")]))
+def test_verify_bad_input_one_line_exit_2(args, needle, capsys):
+    assert main(["verify", *args]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fastddpg: error:") and needle in lines[0], captured.err
+    assert captured.out == ""
