@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, ConfigError
+from .config import GROUPS, Config, ConfigError
 
 if TYPE_CHECKING:
     from .failsafe import NonFiniteError, TrainingInterrupted
@@ -26,7 +26,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Config()
     for f in dataclasses.fields(Config):
         group_name = f.metadata.get("group", "training")
-        group = groups.get(group_name) or groups.setdefault(group_name, parser.add_argument_group(group_name))
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(*GROUPS.get(group_name, (group_name, None)))
+        group = groups[group_name]
         default = getattr(defaults, f.name)
         helptext = f.metadata["help"]
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastddpg",
         description="Vectorized, device-resident DDPG/TD3 for Gymnasium continuous-control envs.")
+    parser.add_argument("--version", action=_VersionAction, help="print the fastddpg, torch, gymnasium and python "
+                        "versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     run = sub.add_parser("run", help="train an agent",
@@ -59,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "of the other flags only --total-steps (e.g. raised) and run-control flags (--device, "
                      "--compile, --vector-mode, --log-every, --checkpoint-every, --keep-checkpoints, --quiet) may "
                      "be given with it")
+    add_config_file_arguments(run)
     plot = sub.add_parser("plot", help="write the Plotly report of one or more runs",
                           description="Regenerate report.html from run directories; several runs are overlaid "
                           "and labelled by directory name.")
@@ -79,7 +84,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    if getattr(args, "config", None):  # defaults < the file < the flags given (flags default to SUPPRESS)
+        from .configfile import load_config_file
+
+        values = {**load_config_file(args.config), **values}
     return Config(**values)
+
+
+# --- run --config FILE / --dry-run, --version -------------------------------------------------------------------
+def add_config_file_arguments(run: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and ``--dry-run`` of ``fastddpg run``."""
+    run.add_argument("--config", metavar="FILE", default=None,
+                     help="read flags from a TOML file (see configs/) or a run's config.json; flags given on the "
+                     "command line override the file")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the effective config (as a TOML config file) and exit without training")
+
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """Combinations of ``fastddpg run`` flags that make no sense (ConfigError, one line)."""
+    if getattr(args, "resume", None) and getattr(args, "config", None):
+        raise ConfigError("--config cannot be combined with --resume: a resumed run keeps its own config.json; "
+                          "drop --config (raise --total-steps on the command line if needed).")
+    if getattr(args, "resume", None) and getattr(args, "dry_run", False):
+        raise ConfigError(f"--dry-run shows the config of a new run; a resumed run uses {args.resume}/config.json.")
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    """Print the effective config of ``fastddpg run`` (defaults < --config file < flags) as TOML."""
+    from .configfile import to_toml
+
+    print(to_toml(config_from_args(args)), end="")
+    return 0
+
+
+class _VersionAction(argparse.Action):
+    """``fastddpg --version``: the versions are looked up only when asked (torch takes a while to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        import platform
+
+        import gymnasium
+        import torch
+
+        from . import __version__
+
+        print(f"fastddpg {__version__} (torch {torch.__version__}, gymnasium {gymnasium.__version__}, "
+              f"python {platform.python_version()})")
+        parser.exit()
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
@@ -172,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
+            check_run_args(args)
+            if args.dry_run:
+                return cmd_dry_run(args)
             return cmd_run(args, ["fastddpg", *argv] if argv is not None else None)
         if args.command == "plot":
             return cmd_plot(args)
