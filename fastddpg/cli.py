@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
     ev.add_argument("--seed", type=int, default=None, help="episode i is seeded SEED + i (default: the run's "
                     "seed + 10000)")
+    add_export_parser(sub)
     return parser
 
 
@@ -222,6 +223,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- export -----------------------------------------------------------------------------------------------------
+def add_export_parser(sub: Any) -> None:
+    """``fastddpg export RUN_DIR [--format torchscript|onnx] [--member K] [--out PATH]``."""
+    ex = sub.add_parser("export", help="export a run's actor as TorchScript or ONNX",
+                        description="Write the trained actor (obs -> action in the env's bounds, any batch size) "
+                        "as a file that runs without fastddpg: TorchScript for torch.jit.load, ONNX for "
+                        "onnxruntime (needs pip install 'fastddpg[export]').")
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (its actor.pt, else its latest checkpoint)")
+    ex.add_argument("--format", default="torchscript", metavar="{torchscript,onnx}",
+                    help="torchscript (default) or onnx")
+    ex.add_argument("--member", type=int, default=0, metavar="K", help="which actor of a population (runs have "
+                    "one: 0, the default)")
+    ex.add_argument("--out", default=None, metavar="PATH", help="output file (default: RUN_DIR/actor.ts.pt or "
+                    "RUN_DIR/actor.onnx)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import default_out, export_policy, load_policy
+
+    out = Path(args.out) if args.out else default_out(args.run_dir, args.format)
+    policy = load_policy(args.run_dir, args.member)
+    export_policy(policy, args.format, out)
+    print(f"exported {args.format}: {out.resolve()}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -235,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_plot(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "export":
+            return cmd_export(args)
     except ConfigError as e:
         print(f"fastddpg: error: {e}", file=sys.stderr)
         return 2
