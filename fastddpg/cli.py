@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
     ev.add_argument("--seed", type=int, default=None, help="episode i is seeded SEED + i (default: the run's "
                     "seed + 10000)")
+    add_video_arguments(ev)
     add_export_parser(sub)
     return parser
 
@@ -217,10 +218,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
     from .rundir import EVAL_FILE
 
+    check_video_args(args)
+    video = eval_video(args.run_dir, args.video_episodes, args.seed) if args.video else None  # fails first
     r = evaluate_run(args.run_dir, args.episodes, args.seed)
     print(f"eval: {len(r.returns)} noise-free episodes (seed {r.seed}): return {r.mean:.1f} +- {r.std:.1f} "
           f"-> {Path(args.run_dir) / EVAL_FILE}")
+    if video is not None:
+        from .plots import write_report
+        from .rundir import REPORT_FILE
+
+        write_report([args.run_dir], Path(args.run_dir) / REPORT_FILE)  # shows the new video and evaluation
+        print(video)
     return 0
+
+
+# --- eval --video -----------------------------------------------------------------------------------------------
+def add_video_arguments(ev: argparse.ArgumentParser) -> None:
+    """``fastddpg eval ... --video [--video-episodes N]``."""
+    ev.add_argument("--video", action="store_true", help="also render noise-free episodes to "
+                    "RUN_DIR/videos/eval-<time>.mp4 (a GIF where no ffmpeg is available) and show the newest in "
+                    "report.html; needs pip install 'fastddpg[video]'")
+    ev.add_argument("--video-episodes", type=int, default=None, metavar="N", help="episodes in the video, the "
+                    "evaluation's first N (default: 1)")
+
+
+def check_video_args(args: argparse.Namespace) -> None:
+    if args.video_episodes is not None and not args.video:
+        raise ConfigError("--video-episodes needs --video; add --video to record the episodes.")
+    if args.video_episodes is None:
+        args.video_episodes = 1
+    if args.video_episodes < 1:
+        raise ConfigError(f"--video-episodes={args.video_episodes} is invalid: record at least 1 episode.")
+
+
+def eval_video(run_dir: str, episodes: int, seed: int | None) -> str:
+    """Record ``episodes`` episodes (seeded as the evaluation's first ones); returns the line to print."""
+    from .evaluate import EVAL_SEED_OFFSET, load_actor
+    from .video import record_video
+
+    actor, cfg = load_actor(run_dir)
+    seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
+    path, frames = record_video(actor, cfg.env, run_dir, episodes, seed)
+    return f"video: {episodes} episode{'s' if episodes > 1 else ''}, {frames} frames -> {path}"
 
 
 # --- export -----------------------------------------------------------------------------------------------------

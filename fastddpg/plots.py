@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -258,12 +259,14 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }} th, td {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd;
 text-align: right; }} th:first-child, td:first-child {{ text-align: left; }}
 .fig {{ width: 100%; min-height: 450px; margin-top: 1em; }} pre {{ font-size: 0.8em; }}
+.video {{ display: inline-block; margin: 1em 1em 0 0; }} .video video, .video img {{ max-width: 400px; }}
 </style>
 {plotly}
 </head><body>
 <h1>{title}</h1>
 {table}
 {details}
+{videos}
 <div id="figures"></div>
 <script type="application/json" id="{figs_id}">{figures}</script>
 <script>
@@ -278,13 +281,33 @@ for (const f of figs) {{
 """
 
 
-def render_html(runs: Sequence[RunData], plotly_cdn: bool = False) -> str:
-    """The report page for ``runs``: a summary table, configs, then every figure."""
+def _videos(runs: Sequence[RunData], labels: Sequence[str], base: Path | None) -> str:
+    """The newest evaluation video of each run (``fastddpg eval --video``), linked relative to ``base`` (the
+    directory the HTML is written to) so the report and its run directory can move together."""
+    from .video import newest_video
+
+    out = []
+    for run, label in zip(runs, labels, strict=True):
+        video = newest_video(run.path)
+        if video is None:
+            continue
+        src = html.escape(Path(os.path.relpath(video, base)).as_posix() if base is not None else video.as_uri())
+        tag = (f'<video src="{src}" controls loop muted autoplay playsinline></video>' if video.suffix == ".mp4"
+               else f'<img src="{src}" alt="evaluation episodes">')
+        out.append(f'<figure class="video">{tag}<figcaption>{html.escape(label)}: {html.escape(video.name)}'
+                   "</figcaption></figure>")
+    return "<h2>Evaluation video</h2>" + "".join(out) if out else ""
+
+
+def render_html(runs: Sequence[RunData], plotly_cdn: bool = False, base: Path | None = None) -> str:
+    """The report page for ``runs``: a summary table, configs, the newest evaluation videos, then every
+    figure. ``base``: the directory the page will be written to (for the videos' relative links)."""
     labels = run_labels(runs)
     figures = "[" + ",".join(f.to_json() for f in build_figures(runs)) + "]"
     title = f"fastddpg report: {labels[0]}" if len(runs) == 1 else f"fastddpg report: {len(runs)} runs"
     return _PAGE.format(title=html.escape(title), plotly=_plotly_script(plotly_cdn), table=_summary_table(runs, labels),
-                        details=_details(runs, labels), figs_id=_FIGS_ID, figures=figures.replace("</", "<\\/"))
+                        details=_details(runs, labels), videos=_videos(runs, labels, base), figs_id=_FIGS_ID,
+                        figures=figures.replace("</", "<\\/"))
 
 
 def write_report(runs: Sequence[str | Path | RunData], out: str | Path, plotly_cdn: bool = False) -> Path:
@@ -292,7 +315,7 @@ def write_report(runs: Sequence[str | Path | RunData], out: str | Path, plotly_c
     data = [r if isinstance(r, RunData) else load_run(r) for r in runs]
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_html(data, plotly_cdn), encoding="utf-8")
+    tmp.write_text(render_html(data, plotly_cdn, base=out.resolve().parent), encoding="utf-8")
     tmp.replace(out)
     return out
 
