@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -210,7 +211,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     default = Path(args.run_dirs[0]) / REPORT_FILE if len(args.run_dirs) == 1 else Path("report_compare.html")
     out = write_report(args.run_dirs, args.out or default, plotly_cdn=args.plotly_cdn)
-    print(f"report: {out}")
+    print(f"report: {os.path.abspath(out)}")
     return 0
 
 
