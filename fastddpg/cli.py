@@ -239,11 +239,14 @@ def add_video_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--video", action="store_true", help="also render noise-free episodes to "
                     "RUN_DIR/videos/eval-<time>.mp4 (a GIF where no ffmpeg is available) and show the newest in "
                     "report.html; needs pip install 'fastddpg[video]'")
-    ev.add_argument("--video-episodes", type=int, default=None, metavar="N", help="episodes in the video, the "
-                    "evaluation's first N (default: 1)")
+    ev.add_argument("--video-episodes", type=int, default=None, metavar="N", help="episodes in the video, seeded "
+                    "as the evaluation's (episode i: SEED + i) (default: 1)")
 
 
 def check_video_args(args: argparse.Namespace) -> None:
+    """Bad ``eval --video`` input is refused before anything is rendered or evaluated (ConfigError, one line)."""
+    if args.video and args.episodes < 1:  # evaluate_run refuses it too, but only after the video was written
+        raise ConfigError(f"--episodes={args.episodes} is invalid: evaluate at least 1 episode.")
     if args.video_episodes is not None and not args.video:
         raise ConfigError("--video-episodes needs --video; add --video to record the episodes.")
     if args.video_episodes is None:

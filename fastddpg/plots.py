@@ -212,7 +212,7 @@ def probe_heatmap(run: RunData, label: str, value: str, multi: bool) -> go.Figur
     # one column per snapshot, labelled with its env step: a numeric axis would extend half a column past the
     # run's last step and, for a single snapshot, invent fractional ticks
     if not run.probes.empty:
-        steps = snaps["global_step"].tolist()
+        steps = snaps["global_step"].tolist()[:: -(-len(snaps) // 10)]  # at most 10 labels
         fig.update_xaxes(type="category", tickvals=steps, ticktext=[f"{s:,}" for s in steps])
     fig.update_layout(title=title, xaxis_title="Env steps at snapshot", yaxis_title="Probe state index")
     return fig

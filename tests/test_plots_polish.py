@@ -74,13 +74,15 @@ def test_td3_q_lines_are_distinct_and_q1_is_not_drawn_twice(run):
 
 def test_probe_heatmap_axis_is_the_snapshots(run):
     data = load_run(run)
-    for snapshots in ([3000], [1000, 2000, 3000]):
+    for snapshots in ([3000], [1000, 2000, 3000], list(range(500, 10_001, 500))):
         rows = [(k, 5 * k, step, p, 0.1 * p, -1.0) for k, step in enumerate(snapshots) for p in range(4)]
         probes = pd.DataFrame(rows, columns=["snapshot", "episode", "global_step", "probe", "action", "q"])
         fig = probe_heatmap(dataclasses.replace(data, probes=probes), "run", "action", multi=False)
         ax = fig.layout.xaxis
         assert ax.type == "category"  # one column per snapshot: nothing past the last step, no 2,999.6
-        assert list(ax.tickvals) == snapshots and list(ax.ticktext) == [f"{s:,}" for s in snapshots]
+        assert list(fig.data[0].x) == snapshots
+        labelled = snapshots if len(snapshots) <= 10 else snapshots[::2]  # at most 10 labels
+        assert list(ax.tickvals) == labelled and list(ax.ticktext) == [f"{s:,}" for s in labelled]
 
 
 def test_empty_learning_curve_says_why(run):

@@ -73,8 +73,11 @@ def test_missing_pygame_is_one_line(run, capsys, monkeypatch):
 
 
 def test_bad_video_flags(run, capsys):
+    videos_before = sorted((run / "videos").glob("*")) if (run / "videos").exists() else []
     for argv, needle in [(["--video-episodes", "2"], "--video-episodes needs --video"),
-                         (["--video", "--video-episodes", "0"], "--video-episodes=0 is invalid")]:
+                         (["--video", "--video-episodes", "0"], "--video-episodes=0 is invalid"),
+                         (["--video", "--episodes", "0"], "--episodes=0 is invalid")]:
         assert main(["eval", str(run), *argv]) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and needle in err[0]
+    assert (sorted((run / "videos").glob("*")) if (run / "videos").exists() else []) == videos_before
