@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, ConfigError
+from .config import GROUPS, Config, ConfigError
 from .threads import set_wait_policy
 
 if TYPE_CHECKING:
@@ -31,7 +32,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Config()
     for f in dataclasses.fields(Config):
         group_name = f.metadata.get("group", "training")
-        group = groups.get(group_name) or groups.setdefault(group_name, parser.add_argument_group(group_name))
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(*GROUPS.get(group_name, (group_name, None)))
+        group = groups[group_name]
         default = getattr(defaults, f.name)
         helptext = f.metadata["help"]
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
@@ -53,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastddpg",
         description="Vectorized, device-resident DDPG/TD3 for Gymnasium continuous-control envs.")
+    parser.add_argument("--version", action=_VersionAction, help="print the fastddpg, torch, gymnasium and python "
+                        "versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     run = sub.add_parser("run", help="train an agent",
@@ -64,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "of the other flags only --total-steps (e.g. raised) and run-control flags (--device, "
                      "--compile, --vector-mode, --log-every, --checkpoint-every, --keep-checkpoints, --quiet) may "
                      "be given with it")
+    add_config_file_arguments(run)
     plot = sub.add_parser("plot", help="write the Plotly report of one or more runs",
                           description="Regenerate report.html from run directories; several runs are overlaid "
                           "and labelled by directory name.")
@@ -79,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
     ev.add_argument("--seed", type=int, default=None, help="episode i is seeded SEED + i (default: the run's "
                     "seed + 10000)")
+    add_video_arguments(ev)
+    add_export_parser(sub)
     add_verify_parser(sub)
     return parser
 
@@ -118,7 +126,57 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    if getattr(args, "config", None):  # defaults < the file < the flags given (flags default to SUPPRESS)
+        from .configfile import load_config_file
+
+        values = {**load_config_file(args.config), **values}
     return Config(**values)
+
+
+# --- run --config FILE / --dry-run, --version -------------------------------------------------------------------
+def add_config_file_arguments(run: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and ``--dry-run`` of ``fastddpg run``."""
+    run.add_argument("--config", metavar="FILE", default=None,
+                     help="read flags from a TOML file (see configs/) or a run's config.json; flags given on the "
+                     "command line override the file")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the effective config (as a TOML config file) and exit without training")
+
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """Combinations of ``fastddpg run`` flags that make no sense (ConfigError, one line)."""
+    if getattr(args, "resume", None) and getattr(args, "config", None):
+        raise ConfigError("--config cannot be combined with --resume: a resumed run keeps its own config.json; "
+                          "drop --config (raise --total-steps on the command line if needed).")
+    if getattr(args, "resume", None) and getattr(args, "dry_run", False):
+        raise ConfigError(f"--dry-run shows the config of a new run; a resumed run uses {args.resume}/config.json.")
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    """Print the effective config of ``fastddpg run`` (defaults < --config file < flags) as TOML."""
+    from .configfile import to_toml
+
+    print(to_toml(config_from_args(args)), end="")
+    return 0
+
+
+class _VersionAction(argparse.Action):
+    """``fastddpg --version``: the versions are looked up only when asked (torch takes a while to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        import platform
+
+        import gymnasium
+        import torch
+
+        from . import __version__
+
+        print(f"fastddpg {__version__} (torch {torch.__version__}, gymnasium {gymnasium.__version__}, "
+              f"python {platform.python_version()})")
+        parser.exit()
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
@@ -176,7 +234,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     default = Path(args.run_dirs[0]) / REPORT_FILE if len(args.run_dirs) == 1 else Path("report_compare.html")
     out = write_report(args.run_dirs, args.out or default, plotly_cdn=args.plotly_cdn)
-    print(f"report: {out}")
+    print(f"report: {os.path.abspath(out)}")
     return 0
 
 
@@ -184,9 +242,76 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
     from .schema import EVAL_FILE
 
+    check_video_args(args)
+    video = eval_video(args.run_dir, args.video_episodes, args.seed) if args.video else None  # fails first
     r = evaluate_run(args.run_dir, args.episodes, args.seed)
     print(f"eval: {len(r.returns)} noise-free episodes (seed {r.seed}): return {r.mean:.1f} +- {r.std:.1f} "
           f"-> {Path(args.run_dir) / EVAL_FILE}")
+    if video is not None:
+        from .plots import write_report
+        from .schema import REPORT_FILE
+
+        write_report([args.run_dir], Path(args.run_dir) / REPORT_FILE)  # shows the new video and evaluation
+        print(video)
+    return 0
+
+
+# --- eval --video -----------------------------------------------------------------------------------------------
+def add_video_arguments(ev: argparse.ArgumentParser) -> None:
+    """``fastddpg eval ... --video [--video-episodes N]``."""
+    ev.add_argument("--video", action="store_true", help="also render noise-free episodes to "
+                    "RUN_DIR/videos/eval-<time>.mp4 (a GIF where no ffmpeg is available) and show the newest in "
+                    "report.html; needs pip install 'fastddpg[video]'")
+    ev.add_argument("--video-episodes", type=int, default=None, metavar="N", help="episodes in the video, seeded "
+                    "as the evaluation's (episode i: SEED + i) (default: 1)")
+
+
+def check_video_args(args: argparse.Namespace) -> None:
+    """Bad ``eval --video`` input is refused before anything is rendered or evaluated (ConfigError, one line)."""
+    if args.video and args.episodes < 1:  # evaluate_run refuses it too, but only after the video was written
+        raise ConfigError(f"--episodes={args.episodes} is invalid: evaluate at least 1 episode.")
+    if args.video_episodes is not None and not args.video:
+        raise ConfigError("--video-episodes needs --video; add --video to record the episodes.")
+    if args.video_episodes is None:
+        args.video_episodes = 1
+    if args.video_episodes < 1:
+        raise ConfigError(f"--video-episodes={args.video_episodes} is invalid: record at least 1 episode.")
+
+
+def eval_video(run_dir: str, episodes: int, seed: int | None) -> str:
+    """Record ``episodes`` episodes (seeded as the evaluation's first ones); returns the line to print."""
+    from .evaluate import EVAL_SEED_OFFSET, load_actor
+    from .video import record_video
+
+    actor, cfg = load_actor(run_dir)
+    seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
+    path, frames = record_video(actor, cfg.env, run_dir, episodes, seed)
+    return f"video: {episodes} episode{'s' if episodes > 1 else ''}, {frames} frames -> {path}"
+
+
+# --- export -----------------------------------------------------------------------------------------------------
+def add_export_parser(sub: Any) -> None:
+    """``fastddpg export RUN_DIR [--format torchscript|onnx] [--member K] [--out PATH]``."""
+    ex = sub.add_parser("export", help="export a run's actor as TorchScript or ONNX",
+                        description="Write the trained actor (obs -> action in the env's bounds, any batch size) "
+                        "as a file that runs without fastddpg: TorchScript for torch.jit.load, ONNX for "
+                        "onnxruntime (needs pip install 'fastddpg[export]').")
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (its actor.pt, else its latest checkpoint)")
+    ex.add_argument("--format", default="torchscript", metavar="{torchscript,onnx}",
+                    help="torchscript (default) or onnx")
+    ex.add_argument("--member", type=int, default=0, metavar="K", help="which actor of a population (runs have "
+                    "one: 0, the default)")
+    ex.add_argument("--out", default=None, metavar="PATH", help="output file (default: RUN_DIR/actor.ts.pt or "
+                    "RUN_DIR/actor.onnx)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import default_out, export_policy, load_policy
+
+    out = Path(args.out) if args.out else default_out(args.run_dir, args.format)
+    policy = load_policy(args.run_dir, args.member)
+    export_policy(policy, args.format, out)
+    print(f"exported {args.format}: {out.resolve()}")
     return 0
 
 
@@ -218,11 +343,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
+            check_run_args(args)
+            if args.dry_run:
+                return cmd_dry_run(args)
             return cmd_run(args, ["fastddpg", *argv] if argv is not None else None)
         if args.command == "plot":
             return cmd_plot(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command == "verify":
             return cmd_verify(args)
     except ConfigError as e:

@@ -19,6 +19,17 @@ TORCH_ENV_IDS = ("Pendulum-v1",)  # env ids with a torch-native implementation (
 ENV_BACKENDS = ("auto", "gymnasium", "torch")
 ALGOS = ("ddpg", "td3")  # the registry in fastddpg.algos has one class per name (a test checks they agree)
 
+# The field groups (metadata "group"), in --help order: name -> (title, description). Config files
+# (fastddpg.configfile) accept the names as TOML tables.
+GROUPS: dict[str, tuple[str, str]] = {
+    "environment": ("environment", "What to train on, where, and for how long."),
+    "training": ("training", "The algorithm (DDPG or TD3) and the notebook's hyperparameters, shared by both."),
+    "td3": ("TD3", "Used with --algo td3 only."),
+    "diagnostics": ("diagnostics", "The probe states behind the policy and Q heatmaps of the report."),
+    "performance": ("performance", "How the update runs; does not change what it computes."),
+    "run": ("run", "The run directory, console output and checkpoints."),
+}
+
 
 class ConfigError(ValueError):
     """A user-facing error: one line saying what is wrong and what to do. The CLI prints it and exits 2."""

@@ -52,9 +52,11 @@ def make_gym_vector_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.v
         kwargs["worker"] = _async_worker_ignoring_sigint
     try:
         return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=kwargs)
-    except gym.error.Error as e:
+    except gym.error.UnregisteredEnv as e:  # a wrong id: Gymnasium names it; say how to fix it
         raise ConfigError(f"cannot make environment '{env_id}': {e} Check the id (e.g. Pendulum-v1) "
                           "or register the env with gymnasium.register first.") from None
+    except gym.error.Error as e:  # a missing dependency, a deprecated version: Gymnasium's own hint is the fix
+        raise ConfigError(f"cannot make environment '{env_id}': {e}") from None
 
 
 def _async_worker_ignoring_sigint(*args: Any) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .rundir import RunData, load_run
+from .video import newest_video
 
 MA_WINDOW = 10
 TEMPLATE = "plotly_white"
@@ -92,15 +94,48 @@ def learning_curve(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
     fig.update_layout(title=title, xaxis_title=axis_titles["steps"], yaxis_title="Return",
                       updatemenus=[dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.15,
                                         yanchor="top")])
+    empty = [(run, label) for run, label in zip(runs, labels, strict=True) if run.episodes.empty]
+    if empty:
+        text = "<br>".join(_name(label, no_episode_text(run), multi) for run, label in empty)
+        fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    if len(empty) == len(runs):  # nothing to draw: the env step range instead of Plotly's meaningless -1..6
+        fig.update_xaxes(range=[0, max(_env_steps(run) for run in runs)], tickformat=",d")
+        fig.update_yaxes(showticklabels=False)
     return fig
 
 
-_METRIC_LABELS = {"q1_mean": "Q1(s,a) mean", "q2_mean": "Q2(s,a) mean", "target_min_mean": "min Q'(s',a') mean"}
+def _env_steps(run: RunData) -> int:
+    steps = (run.summary or {}).get("env_steps")
+    if steps is None:
+        steps = int(run.updates["global_step"].max()) if len(run.updates) else run.config.total_steps
+    return int(steps)
+
+
+def no_episode_text(run: RunData) -> str:
+    """'No episode finished yet (episodes are N steps ...)': why a learning curve is empty."""
+    import gymnasium as gym
+
+    try:
+        limit = gym.spec(run.config.env).max_episode_steps
+    except gym.error.Error:
+        limit = None
+    if limit is None:
+        return "No episode finished yet."
+    n = run.config.num_envs
+    per_env = _env_steps(run) // n
+    envs = f"each of the {n} envs has run {per_env:,}" if n > 1 else f"the env has run {per_env:,}"
+    return f"No episode finished yet (episodes are {limit:,} steps; {envs})."
+
+
+_METRIC_LABELS = {"q2_mean": "Q2(s,a) mean", "target_min_mean": "min Q'(s',a') mean"}
+# One dash per metric (the colour is the run's): Q solid, y dash, then these for the extra means in order
+_EXTRA_DASHES = ("dot", "dashdot", "longdash", "longdashdot")
 
 
 def _extra_means(updates: pd.DataFrame) -> list[str]:
-    """Other ``*_mean`` metric columns (e.g. TD3's twin critics) to draw next to Q and y."""
-    return [c for c in updates.columns if c.endswith("_mean") and c not in ("q_mean", "y_mean")]
+    """Other ``*_mean`` metric columns (e.g. TD3's twin critics) to draw next to Q and y. TD3's ``q1_mean`` is
+    left out: Q is Q1 (the critic the actor ascends), so it would lie exactly on the Q line."""
+    return [c for c in updates.columns if c.endswith("_mean") and c not in ("q_mean", "y_mean", "q1_mean")]
 
 
 def q_vs_target(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
@@ -109,14 +144,16 @@ def q_vs_target(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
     for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
         up, color = run.updates, COLORS[i % len(COLORS)]
         x = up["update"].to_numpy()
+        q_name = "Q(s,a) mean" if "q1_mean" not in up.columns else "Q1(s,a) mean"
         fig.add_trace(go.Scatter(x=x, y=up["q_mean"].to_numpy(), mode="lines", legendgroup=label,
-                                 name=_name(label, "Q(s,a) mean", multi), line=dict(color=color)))
+                                 name=_name(label, q_name, multi), line=dict(color=color)))
         fig.add_trace(go.Scatter(x=x, y=up["y_mean"].to_numpy(), mode="lines", legendgroup=label,
                                  name=_name(label, "TD target y mean", multi), line=dict(color=color, dash="dash")))
-        for col in _extra_means(up):
+        for j, col in enumerate(_extra_means(up)):
             fig.add_trace(go.Scatter(x=x, y=up[col].to_numpy(), mode="lines", legendgroup=label,
                                      name=_name(label, _METRIC_LABELS.get(col, col), multi),
-                                     line=dict(color=color, dash="dot")))
+                                     line=dict(color=color, dash=_EXTRA_DASHES[j % len(_EXTRA_DASHES)],
+                                               width=1.5), opacity=0.8))
     fig.update_layout(title=TITLE_Q, xaxis_title="Update step", yaxis_title="Value")
     return fig
 
@@ -173,6 +210,11 @@ def probe_heatmap(run: RunData, label: str, value: str, multi: bool) -> go.Figur
                                  colorbar=dict(title=colorbar), name=label,
                                  hovertemplate="env step %{x:,} (episode %{customdata})<br>probe %{y}<br>"
                                                f"{colorbar} %{{z:.3f}}<extra></extra>"))
+    # one column per snapshot, labelled with its env step: a numeric axis would extend half a column past the
+    # run's last step and, for a single snapshot, invent fractional ticks
+    if not run.probes.empty:
+        steps = snaps["global_step"].tolist()[:: -(-len(snaps) // 10)]  # at most 10 labels
+        fig.update_xaxes(type="category", tickvals=steps, ticktext=[f"{s:,}" for s in steps])
     fig.update_layout(title=title, xaxis_title="Env steps at snapshot", yaxis_title="Probe state index")
     return fig
 
@@ -181,14 +223,34 @@ def throughput(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
     fig = go.Figure()
     multi = len(runs) > 1
     for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
-        up, color = run.updates, COLORS[i % len(COLORS)]
+        color = COLORS[i % len(COLORS)]
+        warm = warmup_rows(run)
+        up = run.updates[~warm] if not warm.all() else run.updates  # all warm-up: show them rather than nothing
         x = up["wall_time"].to_numpy()
         fig.add_trace(go.Scatter(x=x, y=up["env_steps_per_sec"].to_numpy(), mode="lines+markers", legendgroup=label,
                                  name=_name(label, "env steps/s", multi), line=dict(color=color)))
         fig.add_trace(go.Scatter(x=x, y=up["updates_per_sec"].to_numpy(), mode="lines", legendgroup=label,
                                  name=_name(label, "updates/s", multi), line=dict(color=color, dash="dot")))
+        if warm.any() and not warm.all():  # off by default so the spike does not squash the axis; a click shows it
+            w = run.updates[warm]
+            fig.add_trace(go.Scatter(x=w["wall_time"].to_numpy(), y=w["env_steps_per_sec"].to_numpy(),
+                                     mode="markers", legendgroup=label, visible="legendonly",
+                                     name=_name(label, "env steps/s, warm-up (before --update-after)", multi),
+                                     marker=dict(color=color, symbol="x", size=9)))
     fig.update_layout(title=TITLE_THROUGHPUT, xaxis_title="Wall-clock time (s)", yaxis_title="Per second")
     return fig
+
+
+def warmup_rows(run: RunData) -> pd.Series:
+    """Rows of ``run.updates`` whose report interval began before ``update_after``: env steps without updates
+    (and with random actions) for most of it, so its env steps/s is no measure of training throughput but a
+    spike (e.g. 4 updates in the 1,000 steps up to update_after = 1,000). An interval begins at the previous
+    row's env step; the first one ``log_every`` env steps before its own."""
+    up = run.updates
+    start = up["global_step"].shift(1, fill_value=0)
+    if len(up):
+        start.iloc[0] = max(0, int(up["global_step"].iloc[0]) - run.config.log_every)
+    return start < run.config.update_after
 
 
 def build_figures(runs: Sequence[RunData]) -> list[go.Figure]:
@@ -258,12 +320,14 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }} th, td {{ padding: 0.25em 0.6em; border-bottom: 1px solid #ddd;
 text-align: right; }} th:first-child, td:first-child {{ text-align: left; }}
 .fig {{ width: 100%; min-height: 450px; margin-top: 1em; }} pre {{ font-size: 0.8em; }}
+.video {{ display: inline-block; margin: 1em 1em 0 0; }} .video video, .video img {{ max-width: 400px; }}
 </style>
 {plotly}
 </head><body>
 <h1>{title}</h1>
 {table}
 {details}
+{videos}
 <div id="figures"></div>
 <script type="application/json" id="{figs_id}">{figures}</script>
 <script>
@@ -278,13 +342,31 @@ for (const f of figs) {{
 """
 
 
-def render_html(runs: Sequence[RunData], plotly_cdn: bool = False) -> str:
-    """The report page for ``runs``: a summary table, configs, then every figure."""
+def _videos(runs: Sequence[RunData], labels: Sequence[str], base: Path | None) -> str:
+    """The newest evaluation video of each run (``fastddpg eval --video``), linked relative to ``base`` (the
+    directory the HTML is written to) so the report and its run directory can move together."""
+    out = []
+    for run, label in zip(runs, labels, strict=True):
+        video = newest_video(run.path)
+        if video is None:
+            continue
+        src = html.escape(Path(os.path.relpath(video, base)).as_posix() if base is not None else video.as_uri())
+        tag = (f'<video src="{src}" controls loop muted autoplay playsinline></video>' if video.suffix == ".mp4"
+               else f'<img src="{src}" alt="evaluation episodes">')
+        out.append(f'<figure class="video">{tag}<figcaption>{html.escape(label)}: {html.escape(video.name)}'
+                   "</figcaption></figure>")
+    return "<h2>Evaluation video</h2>" + "".join(out) if out else ""
+
+
+def render_html(runs: Sequence[RunData], plotly_cdn: bool = False, base: Path | None = None) -> str:
+    """The report page for ``runs``: a summary table, configs, the newest evaluation videos, then every
+    figure. ``base``: the directory the page will be written to (for the videos' relative links)."""
     labels = run_labels(runs)
     figures = "[" + ",".join(f.to_json() for f in build_figures(runs)) + "]"
     title = f"fastddpg report: {labels[0]}" if len(runs) == 1 else f"fastddpg report: {len(runs)} runs"
     return _PAGE.format(title=html.escape(title), plotly=_plotly_script(plotly_cdn), table=_summary_table(runs, labels),
-                        details=_details(runs, labels), figs_id=_FIGS_ID, figures=figures.replace("</", "<\\/"))
+                        details=_details(runs, labels), videos=_videos(runs, labels, base), figs_id=_FIGS_ID,
+                        figures=figures.replace("</", "<\\/"))
 
 
 def write_report(runs: Sequence[str | Path | RunData], out: str | Path, plotly_cdn: bool = False) -> Path:
@@ -292,7 +374,7 @@ def write_report(runs: Sequence[str | Path | RunData], out: str | Path, plotly_c
     data = [r if isinstance(r, RunData) else load_run(r) for r in runs]
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_html(data, plotly_cdn), encoding="utf-8")
+    tmp.write_text(render_html(data, plotly_cdn, base=out.resolve().parent), encoding="utf-8")
     tmp.replace(out)
     return out
 

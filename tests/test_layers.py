@@ -14,13 +14,14 @@ import fastddpg
 PACKAGE = Path(fastddpg.__file__).resolve().parent
 
 # (0) configuration and names, (1) the parts and the math, (2) training, (3) files: run directory, checkpoints,
-# evaluation, (4) what a user touches: the Python API, plots, console, CLI. README's Layout table says the same.
+# evaluation, export, video, (4) what a user touches: the Python API, plots, console, CLI, verify. README's
+# Layout table says the same.
 LAYERS = {
-    0: {"config", "schema", "fileio", "threads"},
+    0: {"config", "schema", "fileio", "threads", "configfile"},
     1: {"networks", "noise", "replay", "envs", "torch_pendulum", "update", "compile", "algos", "algos.base",
         "algos.ddpg", "algos.td3"},
     2: {"devicelog", "probes", "failsafe", "trainer"},
-    3: {"rundir", "checkpoint", "evaluate"},
+    3: {"rundir", "checkpoint", "evaluate", "export", "video"},
     4: {"plots", "reporting", "api", "cli", "verify"},
 }
 LAYER_OF = {m: n for n, mods in LAYERS.items() for m in mods}

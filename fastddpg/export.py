@@ -1,0 +1,106 @@
+"""``fastddpg export RUN_DIR --format torchscript|onnx``: the trained policy as a file that runs without fastddpg.
+
+The exported graph is the actor itself, obs (B, obs_dim) float32 -> action (B, act_dim) float32 inside the env's
+action bounds (tanh, then the run's ``action_scale`` and ``action_bias``), for any batch size B:
+
+- TorchScript (``torch.jit.script``), default ``RUN_DIR/actor.ts.pt``: ``torch.jit.load(path)`` with plain torch;
+- ONNX (``torch.onnx.export(dynamo=True)``, input ``obs``, output ``action``, batch axis dynamic), default
+  ``RUN_DIR/actor.onnx``: ``onnxruntime.InferenceSession(path)``. Needs the ``export`` extra
+  (onnx, onnxscript, onnxruntime).
+
+The weights are the run's final ``actor.pt``, or for a run that did not finish its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import latest_checkpoint, load_checkpoint
+from .config import ConfigError
+from .networks import build_actor
+from .rundir import load_run
+from .schema import ACTOR_FILE
+
+FORMATS = {"torchscript": "actor.ts.pt", "onnx": "actor.onnx"}
+EXPORT_HINT = "pip install 'fastddpg[export]'"
+
+
+def load_policy(run_dir: str | Path, member: int = 0) -> nn.Module:
+    """The actor of a run directory (its final actor.pt, else its latest checkpoint's), on the CPU in eval
+    mode: obs (B, obs_dim) -> action (B, act_dim). ``member`` picks one actor of a population; runs have
+    one actor today, so only 0 is valid."""
+    if member != 0:
+        raise ConfigError(f"--member={member} is invalid: a fastddpg run has one actor (member 0).")
+    run = load_run(run_dir)
+    path = Path(run_dir) / ACTOR_FILE
+    if not path.is_file():
+        if latest_checkpoint(run_dir) is None:
+            raise ConfigError(f"{run_dir} has neither {ACTOR_FILE} nor a checkpoint: nothing to export yet.")
+        return load_checkpoint(run_dir)["actor"]
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    obs_dim = state["net.0.weight"].shape[1]  # the first Linear's in_features
+    scale, bias = state["action_scale"], state["action_bias"]
+    cfg = run.config
+    actor = build_actor(obs_dim, scale.shape[0], cfg.hidden_sizes, bias - scale, bias + scale, cfg.layer_norm)
+    actor.load_state_dict(state)
+    return actor.eval()
+
+
+def export_policy(policy: nn.Module, fmt: str, out: str | Path) -> Path:
+    """Write ``policy`` (obs (B, obs_dim) -> action (B, act_dim)) to ``out`` as ``fmt`` ('torchscript' or
+    'onnx'). Returns ``out``."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format={fmt!r} is invalid: choose one of {', '.join(FORMATS)}.")
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out={out}: the directory {out.parent} does not exist; create it or choose another.")
+    policy = copy.deepcopy(policy).cpu().eval()
+    for p in policy.parameters():
+        p.requires_grad_(False)
+    if fmt == "torchscript":
+        with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript (for torch.export); it still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.script(policy), str(out))
+    else:
+        _export_onnx(policy, out)
+    return out
+
+
+def _export_onnx(policy: nn.Module, out: Path) -> None:
+    try:
+        import onnx  # noqa: F401  (the exporter needs both; say so before it fails deep inside)
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"ONNX export needs {e.name}: {EXPORT_HINT}") from None
+    obs_dim = next(m for m in policy.modules() if isinstance(m, nn.Linear)).in_features
+    example = torch.zeros(2, obs_dim)  # batch 2: a batch of 1 would be specialised, not kept dynamic
+    batch = torch.export.Dim("batch")
+    # the dynamo exporter prints its progress, logs warnings about torchvision ops and emits deprecation
+    # warnings from torch's own internals: none of it is the user's to act on
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            program = torch.onnx.export(policy, (example,), dynamo=True, input_names=["obs"],
+                                        output_names=["action"], dynamic_shapes=({0: batch},))
+        program.save(str(out), external_data=False)
+    finally:
+        logger.setLevel(level)
+
+
+def default_out(run_dir: str | Path, fmt: str) -> Path:
+    """``RUN_DIR/actor.ts.pt`` or ``RUN_DIR/actor.onnx``."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format={fmt!r} is invalid: choose one of {', '.join(FORMATS)}.")
+    return Path(run_dir) / FORMATS[fmt]
