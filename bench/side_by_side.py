@@ -10,13 +10,14 @@ compile mode and each setting, one run alone and then N runs started together; t
 rotates from round to round (ABAB..., then BABA...), so the machine's drift falls on every setting alike.
 Reported per setting: the median over rounds of the lone run's seconds, of the mean seconds of the N runs
 started together, and of their ratio; and "together / in sequence": the N runs' makespan over N lone runs of
-the *default* setting in the same round (<= 1 means starting them together costs nothing).
+the *first* setting in the same round (<= 1 means starting them together costs nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -29,23 +30,26 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# name -> (extra environment, extra `fastddpg run` flags). "default" clears every variable the others set, so it
-# measures torch's and OpenMP's own defaults; the others name what they change.
-THREAD_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "FASTDDPG_THREADS")
+# name -> (extra environment, extra `fastddpg run` flags). Every setting starts from an environment without the
+# variables below; `fastddpg run` then applies its own defaults (fastddpg.threads) unless the setting chose.
+# "openmp-default" is what a run did before fastddpg chose anything: GNU OpenMP's own spin count when
+# OMP_WAIT_POLICY is unset (300,000), given explicitly so that fastddpg keeps it.
+THREAD_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 SETTINGS: dict[str, tuple[dict[str, str], list[str]]] = {
-    "default": ({}, []),
-    "threads1": ({"OMP_NUM_THREADS": "1"}, []),
+    "fastddpg": ({}, []),
+    "openmp-default": ({"GOMP_SPINCOUNT": "300000"}, []),
+    "threads1": ({"GOMP_SPINCOUNT": "300000"}, ["--threads", "1"]),
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
     "spin10k": ({"GOMP_SPINCOUNT": "10000"}, []),
-    "fastddpg": ({}, []),  # whatever `fastddpg run` does by default now (identical to "default" before #13)
 }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--concurrent", type=int, default=2, help="runs started together (default: 2)")
-    p.add_argument("--settings", nargs="+", default=["default", "threads1", "passive"], choices=list(SETTINGS),
-                   help="thread settings to compare (default: default threads1 passive)")
+    p.add_argument("--settings", nargs="+", default=["openmp-default", "fastddpg", "passive"],
+                   choices=list(SETTINGS), help="thread settings to compare (default: openmp-default fastddpg "
+                   "passive); ratios are against the first")
     p.add_argument("--compile", nargs="+", default=["default", "off"], choices=["default", "off"],
                    help="update compile modes (default: default off)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are over rounds")
@@ -53,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-envs", type=int, default=4)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "side_by_side.json"))
     p.add_argument("--quick", action="store_true", help="2 rounds of 3,000 env steps, compiled only")
+    p.add_argument("--alone-only", action="store_true", help="measure the lone runs only (which thread setting "
+                   "is fastest for one run)")
+    p.add_argument("--together-only", action="store_true", help="measure the runs started together only")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.total_steps, args.compile = 2, 3_000, ["default"]
@@ -73,6 +80,11 @@ def environment(setting: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
     env.update(SETTINGS[setting][0])
     return env
+
+
+def compile_seconds(run_dir: Path) -> float:
+    """The one-off compile time a run reports in its summary.json (0 for an eager run)."""
+    return float(json.loads((run_dir / "summary.json").read_text()).get("compile_seconds", 0.0))
 
 
 def start_together(cmds: list[list[str]], env: dict[str, str]) -> list[float]:
@@ -102,18 +114,23 @@ def main(argv: list[str] | None = None) -> int:
             return [Path(tmp) / f"r{next(counter)}" for _ in range(k)]
 
         if "default" in args.compile:  # fill inductor's cache, so no measured run pays a cold compile
-            start_together([command(args, "default", dirs(1)[0], 0, "default")], environment("default"))
+            start_together([command(args, "default", dirs(1)[0], 0, "fastddpg")], environment("fastddpg"))
         for rnd in range(args.rounds):
             shift = rnd % len(args.settings)
             order = args.settings[shift:] + args.settings[:shift]
             for mode in args.compile:
                 for setting in order:
                     env = environment(setting)
-                    alone = start_together([command(args, mode, dirs(1)[0], 0, setting)], env)[0]
-                    cmds = [command(args, mode, d, i, setting) for i, d in enumerate(dirs(n))]
-                    together = start_together(cmds, env)
+                    alone_dir = dirs(1)[0]
+                    alone = (math.nan if args.together_only else
+                             start_together([command(args, mode, alone_dir, 0, setting)], env)[0])
+                    pair_dirs = [] if args.alone_only else dirs(n)
+                    cmds = [command(args, mode, d, i, setting) for i, d in enumerate(pair_dirs)]
+                    together = start_together(cmds, env) if cmds else []
                     rec = {"round": rnd, "compile": mode, "setting": setting, "alone_s": alone,
-                           "together_s": together}
+                           "together_s": together,
+                           "alone_compile_s": math.nan if args.together_only else compile_seconds(alone_dir),
+                           "together_compile_s": [compile_seconds(d) for d in pair_dirs]}
                     records.append(rec)
                     print(json.dumps(rec), flush=True)
     table = summarize(records, args.settings, args.compile, n)
@@ -131,21 +148,25 @@ def summarize(records: list[dict[str, Any]], settings: list[str], modes: list[st
     rows = []
     for mode in modes:
         default_alone = {r["round"]: r["alone_s"] for r in records
-                         if r["compile"] == mode and r["setting"] == "default"}
+                         if r["compile"] == mode and r["setting"] == settings[0]}
         for setting in settings:
             rs = [r for r in records if r["compile"] == mode and r["setting"] == setting]
             if not rs:
                 continue
             row = {"compile": mode, "setting": setting, "rounds": len(rs),
                    "alone_s": statistics.median(r["alone_s"] for r in rs),
-                   "together_s": statistics.median(statistics.mean(r["together_s"]) for r in rs),
-                   "together_over_alone": statistics.median(statistics.mean(r["together_s"]) / r["alone_s"]
-                                                            for r in rs)}
+                   "alone_compile_s": statistics.median(r.get("alone_compile_s", 0.0) for r in rs)}
+            if all(r["together_s"] for r in rs):
+                row["together_s"] = statistics.median(statistics.mean(r["together_s"]) for r in rs)
+                row["together_over_alone"] = statistics.median(statistics.mean(r["together_s"]) / r["alone_s"]
+                                                               for r in rs)
             if default_alone:
                 row["alone_over_default_alone"] = statistics.median(
                     r["alone_s"] / default_alone[r["round"]] for r in rs if r["round"] in default_alone)
-                row["together_over_sequence"] = statistics.median(
-                    max(r["together_s"]) / (n * default_alone[r["round"]]) for r in rs if r["round"] in default_alone)
+                if "together_s" in row:
+                    row["together_over_sequence"] = statistics.median(
+                        max(r["together_s"]) / (n * default_alone[r["round"]]) for r in rs
+                        if r["round"] in default_alone)
             rows.append(row)
     return rows
 
@@ -156,9 +177,10 @@ def render(table: list[dict[str, Any]], n: int, args: argparse.Namespace) -> str
     lines = [head, "| compile | setting | alone s | alone / default alone | each of N together s | together / alone "
              f"| together / {n} in sequence |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in table:
+        nan = float("nan")
         lines.append(f"| {r['compile']} | {r['setting']} | {r['alone_s']:.1f} | "
-                     f"{r.get('alone_over_default_alone', float('nan')):.2f} | {r['together_s']:.1f} | "
-                     f"{r['together_over_alone']:.2f} | {r.get('together_over_sequence', float('nan')):.2f} |")
+                     f"{r.get('alone_over_default_alone', nan):.2f} | {r.get('together_s', nan):.1f} | "
+                     f"{r.get('together_over_alone', nan):.2f} | {r.get('together_over_sequence', nan):.2f} |")
     return "\n".join(lines)
 
 

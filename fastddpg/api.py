@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import Checkpointer, restore_weights, resume_run
-from .config import Config
+from .config import Config, ConfigError
 from .failsafe import NonFiniteError, StopSignals, TrainingInterrupted
 from .plots import write_report
 from .rundir import RunWriter
 from .schema import REPORT_FILE
+from .tensorboard import TensorBoardWriter, require_tensorboard
 from .trainer import Trainer, TrainResult
 
 Callback = Callable[..., None]
@@ -63,6 +64,10 @@ def resume(run_dir: str | Path, *, callbacks: Iterable[Callback] = (), argv: lis
 def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWriter | None]:
     """A new Trainer, and with ``cfg.run_dir`` its RunWriter (directory created and checked writable, config.json
     written) and a `Checkpointer` into it, before the first env step."""
+    if cfg.tensorboard:
+        if not cfg.run_dir:
+            raise ConfigError("--tensorboard writes into the run directory: give Config(run_dir=...) (or 'auto').")
+        require_tensorboard()  # before the env and networks are built
     trainer = Trainer(cfg)
     if not cfg.run_dir:
         return trainer, None
@@ -71,17 +76,24 @@ def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWr
     except BaseException:
         trainer.env.close()
         raise
-    trainer.callbacks.append(Checkpointer(writer.path))
+    _add_file_callbacks(trainer, writer)
     return trainer, writer
 
 
 def open_resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, argv: list[str] | None = None
                 ) -> tuple[Trainer, RunWriter]:
     """The Trainer and RunWriter of a run directory, restored from its latest checkpoint (see `resume_run`), with
-    a `Checkpointer` into it."""
+    a `Checkpointer` (and with ``--tensorboard`` a `TensorBoardWriter`) into it."""
     trainer, writer = resume_run(run_dir, overrides, argv)
-    trainer.callbacks.append(Checkpointer(writer.path))
+    _add_file_callbacks(trainer, writer)
     return trainer, writer
+
+
+def _add_file_callbacks(trainer: Trainer, writer: RunWriter) -> None:
+    """Checkpoints into the run directory, and TensorBoard event files with ``--tensorboard``."""
+    trainer.callbacks.append(Checkpointer(writer.path))
+    if trainer.cfg.tensorboard:
+        trainer.callbacks.append(TensorBoardWriter(writer.path, trainer.cfg))
 
 
 def run_to_end(trainer: Trainer, writer: RunWriter | None, callbacks: Iterable[Callback] = ()) -> TrainResult:

@@ -57,7 +57,7 @@ _NAME = re.compile(r"^step_(\d+)\.pt$")
 # Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
 # learns); every other field is the run's own, from its config.json.
 RESUME_OVERRIDABLE = ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "quiet", "device",
-                      "compile", "vector_mode", "threads")
+                      "compile", "vector_mode", "threads", "tensorboard")
 
 
 def checkpoint_path(run_dir: str | Path, global_step: int) -> Path:

@@ -1,9 +1,8 @@
 """The ``fastddpg`` command. Its flags are generated from `fastddpg.config.Config`, so help text and defaults
 never drift from the Python API or the saved run config.
 
-Only `fastddpg.config` and `fastddpg.threads` are imported with this module; each command imports what it needs
-(and so torch) inside, after `main` has set OpenMP's wait policy (`fastddpg.threads`), which torch reads once,
-when it loads. It also keeps ``fastddpg --help`` fast."""
+Only `fastddpg.config` is imported with this module; each command imports what it needs (and so torch) inside
+its function, so ``fastddpg --help`` and bad input answer without loading torch."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import GROUPS, Config, ConfigError
-from .threads import set_wait_policy
 
 if TYPE_CHECKING:
     from .failsafe import NonFiniteError, TrainingInterrupted
@@ -186,7 +184,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from .api import open_resume, open_run, run_to_end
     from .failsafe import NonFiniteError, TrainingInterrupted
     from .reporting import make_reporter, print_summary
-    from .schema import AUTO_RUN_DIR
+    from .schema import AUTO_RUN_DIR, REPORT_FILE
 
     if getattr(args, "resume", None):
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
@@ -207,8 +205,9 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             stopped = e  # the run directory already holds everything; say so after the live panel closes
     if stopped is not None:
         return _stopped(stopped, cfg.total_steps, writer.path)
-    print_summary(result.summary)
+    print_summary(result.summary, env_id=cfg.env)
     print(f"run directory: {writer.path}")
+    print(f"report: {writer.path / REPORT_FILE}")
     return 0
 
 
@@ -338,7 +337,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    set_wait_policy()  # before torch loads OpenMP: runs side by side then share the cores (fastddpg.threads)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -109,9 +109,9 @@ class Config:
                       "enough to repay the compile time).", choices=("auto", "off", "default", "max-autotune"),
                       group="performance")
     threads: int = _f(0, "torch CPU threads of this process (intra-op; also the compiled CPU kernels'). 0 = auto: "
-                      "the cores this process may use (CPU affinity, cgroup quota). Runs side by side need no "
-                      "setting: idle threads sleep rather than spin (OMP_WAIT_POLICY=PASSIVE unless set), so N "
-                      "runs together take no longer than N in a row. Process-wide.", group="performance")
+                      "one, which is nearly as fast alone for these small networks and lets runs side by side "
+                      "share the cores (with more, OpenMP's spinning threads slowed two runs on 2 cores 13x). "
+                      "Process-wide.", group="performance")
 
     # --- run ------------------------------------------------------------------------------------------------
     run_dir: str = _f("", "Run directory to write: config.json, the CSVs at every report, checkpoints, final "
@@ -124,6 +124,9 @@ class Config:
     checkpoint_every: int = _f(0, "Env steps between checkpoints in RUN_DIR/checkpoints (written atomically; one "
                                "is always written at the end, and on Ctrl-C/SIGTERM). 0 = auto: a quarter of "
                                "--total-steps, rounded up to whole --log-every intervals.", group="run")
+    tensorboard: bool = _f(False, "Also write TensorBoard event files to RUN_DIR/tensorboard (episode returns, the "
+                           "update metrics, steps/s; the config as hparams). Needs pip install "
+                           "'fastddpg[tensorboard]'.", group="run")
     keep_checkpoints: int = _f(3, "Checkpoints to keep (the newest); older ones are deleted.", group="run")
 
     def __post_init__(self) -> None:

@@ -102,6 +102,14 @@ def space_dims(obs_space: gym.Space, act_space: gym.Space, device: torch.device 
                    bound(act_space.high))
 
 
+def episode_limit(env_id: str) -> int | None:
+    """The time limit of ``env_id``'s episodes (its registered ``max_episode_steps``), None if it has none."""
+    try:
+        return gym.spec(env_id).max_episode_steps
+    except gym.error.Error:
+        return None
+
+
 def env_dims(env_id: str, backend: str = "gymnasium") -> EnvDims:
     """The `EnvDims` of ``env_id`` (made once on the CPU, then closed)."""
     env = make_env(env_id, 1, torch.device("cpu"), "sync", backend)

@@ -31,6 +31,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .reporting import no_episode_yet
 from .rundir import RunData, load_run
 from .video import newest_video
 
@@ -113,18 +114,7 @@ def _env_steps(run: RunData) -> int:
 
 def no_episode_text(run: RunData) -> str:
     """'No episode finished yet (episodes are N steps ...)': why a learning curve is empty."""
-    import gymnasium as gym
-
-    try:
-        limit = gym.spec(run.config.env).max_episode_steps
-    except gym.error.Error:
-        limit = None
-    if limit is None:
-        return "No episode finished yet."
-    n = run.config.num_envs
-    per_env = _env_steps(run) // n
-    envs = f"each of the {n} envs has run {per_env:,}" if n > 1 else f"the env has run {per_env:,}"
-    return f"No episode finished yet (episodes are {limit:,} steps; {envs})."
+    return no_episode_yet(run.config.env, run.config.num_envs, _env_steps(run))
 
 
 _METRIC_LABELS = {"q2_mean": "Q2(s,a) mean", "target_min_mean": "min Q'(s',a') mean"}

@@ -28,8 +28,21 @@ _NOT_METRICS = frozenset({"update", "global_step", "updates_in_row", "env_steps_
 _KNOWN_METRICS = ("critic_loss", "actor_loss", "q_mean", "y_mean")
 
 
+def no_episode_yet(env_id: str, num_envs: int, env_steps: int) -> str:
+    """'No episode finished yet (episodes are N steps; ...)': why there is no return to show."""
+    from .envs import episode_limit
+
+    limit = episode_limit(env_id)
+    if limit is None:
+        return "No episode finished yet."
+    per_env = env_steps // max(1, num_envs)
+    envs = f"each of the {num_envs} envs has run {per_env:,}" if num_envs > 1 else f"the env has run {per_env:,}"
+    return f"No episode finished yet (episodes are {limit:,} steps; {envs})."
+
+
 class _Tracker:
-    """Host-side numbers a reporter shows: last returns, throughput between calls, the last update row."""
+    """Host-side numbers a reporter shows: last returns, throughput between calls, the last update row, and the
+    ETA from this process's own steps and wall time."""
 
     def __init__(self) -> None:
         self.returns: deque[float] = deque(maxlen=10)
@@ -37,8 +50,21 @@ class _Tracker:
         self.row: dict[str, float] | None = None
         self.steps = self.updates = 0
         self.steps_per_sec = self.updates_per_sec = math.nan
-        self._t = time.perf_counter()
-        self._last_steps = self._last_updates = 0
+        self._t = self._t0 = time.perf_counter()
+        self._last_steps = self._last_updates = self._steps0 = 0
+
+    def start(self, trainer: Any) -> None:
+        """Count from where the trainer starts (a resumed run starts at its checkpoint's step, not at 0)."""
+        self._t = self._t0 = time.perf_counter()
+        self.steps = self._last_steps = self._steps0 = trainer.global_step
+        self.updates = self._last_updates = trainer.num_updates
+        self.episodes = trainer.num_episodes
+
+    def eta_seconds(self, total: int) -> float:
+        """Seconds left at this run's average rate since it started (NaN before it has a rate)."""
+        done = self.steps - self._steps0
+        elapsed = time.perf_counter() - self._t0
+        return max(0, total - self.steps) * elapsed / done if done > 0 else math.nan
 
     def observe(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
         self.returns.extend(episodes["return"].tolist())
@@ -75,6 +101,9 @@ class PlainReporter:
     def __exit__(self, *exc: Any) -> None:
         return None
 
+    def at_start(self, trainer: Any) -> None:
+        self.t.start(trainer)
+
     def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
         t = self.t
         t.observe(trainer, episodes, row)
@@ -82,6 +111,8 @@ class PlainReporter:
         parts = [f"step {t.steps:>9,}/{total:,}", f"ep {t.episodes:>5}"]
         if t.returns:
             parts.append(f"return {t.last_return:8.1f} (last10 {t.mean10:8.1f})")
+        else:
+            parts.append(no_episode_yet(trainer.cfg.env, trainer.num_envs, t.steps).rstrip(".").lower())
         if row is not None:
             parts += [f"critic {row['critic_loss']:.4g}", f"actor {row['actor_loss']:.4g}",
                       f"Q {row['q_mean']:.3g} y {row['y_mean']:.3g}"]
@@ -111,15 +142,17 @@ class RichReporter:
             TaskProgressColumn,
             TextColumn,
             TimeElapsedColumn,
-            TimeRemainingColumn,
         )
 
         self.console = console or Console()
         self.t = _Tracker()
+        # the ETA is the run's own (steps and wall time since it started), not rich's moving window, which
+        # reports nothing when reports are further apart than the window
         self.progress = Progress(TextColumn("[bold]env steps"), BarColumn(), MofNCompleteColumn(),
                                  TaskProgressColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
-                                 TextColumn("eta"), TimeRemainingColumn(), console=self.console)
-        self.task = self.progress.add_task("train", total=total_steps)
+                                 TextColumn("eta {task.fields[eta]}"), console=self.console)
+        self.task = self.progress.add_task("train", total=total_steps, eta="-:--:--")
+        self.total_steps = total_steps
         self.min_interval = 1.0 / refresh_per_second
         self._last_draw = -math.inf
         self.live = Live(self.render(), console=self.console, auto_refresh=False, transient=False)
@@ -132,9 +165,16 @@ class RichReporter:
         self.live.update(self.render(), refresh=True)
         self.live.stop()
 
+    def at_start(self, trainer: Any) -> None:
+        self.t.start(trainer)
+        self.progress.update(self.task, completed=min(trainer.global_step, self.total_steps))
+        self.env_id, self.num_envs = trainer.cfg.env, trainer.num_envs
+
     def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
         self.t.observe(trainer, episodes, row)
-        self.progress.update(self.task, completed=min(trainer.global_step, trainer.cfg.total_steps))
+        self.env_id, self.num_envs = trainer.cfg.env, trainer.num_envs
+        self.progress.update(self.task, completed=min(trainer.global_step, trainer.cfg.total_steps),
+                             eta=_clock(self.t.eta_seconds(trainer.cfg.total_steps)))
         now = time.perf_counter()
         draw = now - self._last_draw >= self.min_interval
         if draw:
@@ -154,8 +194,12 @@ class RichReporter:
             grid.add_column(justify="right", min_width=10)
         grid.add_row("env steps/s", _fmt(t.steps_per_sec, ",.0f"), "updates/s", _fmt(t.updates_per_sec, ",.0f"),
                      "episodes", f"{t.episodes:,}")
-        grid.add_row("return (last)", _fmt(t.last_return, ".1f"), "return (10-ep mean)", _fmt(t.mean10, ".1f"),
-                     "updates", f"{t.updates:,}")
+        if t.returns or not getattr(self, "env_id", None):
+            grid.add_row("return (last)", _fmt(t.last_return, ".1f"), "return (10-ep mean)", _fmt(t.mean10, ".1f"),
+                         "updates", f"{t.updates:,}")
+        else:
+            grid.add_row("return", no_episode_yet(self.env_id, self.num_envs, t.steps), "", "", "updates",
+                         f"{t.updates:,}")
         grid.add_row("critic loss", _fmt(row.get("critic_loss"), ".4g"), "actor loss",
                      _fmt(row.get("actor_loss"), ".4g"), "", "")
         grid.add_row("mean Q", _fmt(row.get("q_mean"), ".4g"), "mean TD target", _fmt(row.get("y_mean"), ".4g"),
@@ -167,6 +211,13 @@ class RichReporter:
                 cells += [k, _fmt(v, ".4g")]
             grid.add_row(*cells, *[""] * (6 - len(cells)))
         return Panel(Group(self.progress, grid), title="fastddpg", border_style="blue")
+
+
+def _clock(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-:--:--"
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -182,10 +233,15 @@ def make_reporter(quiet: bool, total_steps: int, console: Any = None) -> PlainRe
     return RichReporter(total_steps, console) if is_terminal else PlainReporter()
 
 
-def print_summary(summary: dict[str, Any], print_fn: Any = print) -> None:
-    """The end-of-run summary."""
+def print_summary(summary: dict[str, Any], print_fn: Any = print, env_id: str | None = None) -> None:
+    """The end-of-run summary (``env_id`` names the episode length when no episode finished)."""
     s = summary
+    if s["episodes"]:
+        last10 = f"last-10-episode mean return {s['last10_mean_return']:.1f}"
+    elif env_id is not None:
+        last10 = no_episode_yet(env_id, s["num_envs"], s["env_steps"]).rstrip(".").lower()
+    else:
+        last10 = "no episode finished yet"
     print_fn(f"done: {s['episodes']} episodes, {s['env_steps']:,} env steps, {s['updates']:,} updates in "
              f"{s['wall_time_s']:.1f} s | {s['env_steps_per_sec']:,.0f} env steps/s, "
-             f"{s['updates_per_sec']:,.0f} updates/s | replay ratio {s['replay_ratio']:.3f} | "
-             f"last-10-episode mean return {s['last10_mean_return']:.1f}")
+             f"{s['updates_per_sec']:,.0f} updates/s | replay ratio {s['replay_ratio']:.3f} | " + last10)

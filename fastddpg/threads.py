@@ -1,47 +1,25 @@
-"""CPU threads of a run, and how idle ones wait, so that runs started side by side on one machine share its cores.
+"""CPU threads of a run, chosen so that runs started side by side on one machine do not starve each other.
 
 torch's CPU kernels (and the C++ kernels ``torch.compile`` writes) run on an OpenMP thread pool, one thread per
 physical core by default. Between two parallel regions GNU OpenMP (the one torch's wheels ship) spins a waiting
-thread for about 300,000 iterations before it sleeps. Alone, that buys a little latency. With two processes on
-the same cores, each spinning thread burns the time slice the other process's working thread needs, and the
-pair runs several times slower than the same two runs one after another (bench/side_by_side.py measures it).
+thread for about 300,000 iterations before it sleeps. Alone, that buys a little latency. With two runs on the
+same cores, each spinning thread burns the time slice the other run's working thread needs: on a 2-core machine
+two runs started together each took 13x as long as one alone (bench/side_by_side.py).
 
-Two settings, both applied by ``fastddpg run`` and by `fastddpg.train` where they can still take effect:
-
-- `WAIT_DEFAULTS`: environment variables read by OpenMP when torch is first imported, so they are set before
-  that (`set_wait_policy`; the CLI does it before importing torch). A variable the user already set is kept.
-- ``Config.threads`` (`apply_threads`): torch's intra-op threads; 0 = the cores this process may use
-  (`usable_cores`: CPU affinity and a cgroup CPU quota, which torch's own default does not see).
+fastddpg's update is a few small matrix products (a 256-wide MLP on a batch of 128): a second thread gains it
+little (a lone run was 1.07-1.08x faster with two threads than with one), and a passive wait policy, which stops
+the spinning, costs a lone run far more (1.4-1.8x slower) than the second thread gains. So ``Config.threads``
+= 0 (auto) means one thread, capped by the cores this process may use (`usable_cores`); nothing else about
+OpenMP is changed. ``--threads N`` uses N, for networks large enough to pay for it on a machine to themselves.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
-from collections.abc import MutableMapping
 from pathlib import Path
 
-# OpenMP's wait policy when the user has not chosen one: GOMP_SPINCOUNT / OMP_WAIT_POLICY
-WAIT_DEFAULTS: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
-_USER_CHOICES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-
-
-def set_wait_policy(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Put `WAIT_DEFAULTS` into ``environ`` (default ``os.environ``) unless the user set a wait policy or spin
-    count there. Returns what was set. It takes effect only if torch has not been imported yet in this process
-    (OpenMP reads the variables once, when torch loads it); child processes inherit it either way."""
-    env = os.environ if environ is None else environ
-    if any(k in env for k in _USER_CHOICES):
-        return {}
-    env.update(WAIT_DEFAULTS)
-    return dict(WAIT_DEFAULTS)
-
-
-def wait_policy_active() -> bool:
-    """Whether this process's OpenMP runs with `WAIT_DEFAULTS` (set before torch was imported)."""
-    return "torch" not in sys.modules and all(os.environ.get(k) == v for k, v in WAIT_DEFAULTS.items())
-
+AUTO_THREADS = 1  # see the module docstring: what the update needs, and what runs side by side need
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
@@ -63,12 +41,8 @@ def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
 
 
 def resolve_threads(threads: int) -> int:
-    """``Config.threads`` -> the thread count to use: itself if > 0, else min(torch's default, usable cores)."""
-    if threads > 0:
-        return threads
-    import torch
-
-    return max(1, min(torch.get_num_threads(), usable_cores()))
+    """``Config.threads`` -> the thread count to use: itself if > 0, else AUTO_THREADS (at most the usable cores)."""
+    return threads if threads > 0 else min(AUTO_THREADS, usable_cores())
 
 
 def apply_threads(threads: int) -> int:

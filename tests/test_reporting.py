@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pandas as pd
 from rich.console import Console
 
+from fastddpg import reporting
 from fastddpg.cli import main
 from fastddpg.reporting import PlainReporter, RichReporter, make_reporter
 from tests.test_rundir import SHORT_RUN
@@ -35,13 +36,15 @@ def test_plain_lines_when_stdout_is_a_pipe(tmp_path):
     steps = [line for line in lines if line.startswith("step ")]
     assert [s.split("|")[0].split()[1] for s in steps] == ["200/800", "400/800", "600/800", "800/800"]
     assert "return" in steps[1] and "critic" in steps[1] and "Q " in steps[1] and "steps/s" in steps[1]
-    assert lines[-2].startswith("done: 4 episodes, 800 env steps") and lines[-1] == f"run directory: {tmp_path}/run"
+    assert lines[-3].startswith("done: 4 episodes, 800 env steps") and lines[-2] == f"run directory: {tmp_path}/run"
+    assert lines[-1] == f"report: {tmp_path}/run/report.html"
 
 
 def test_quiet_prints_only_the_summary(tmp_path, capsys):
     assert main(["run", *SHORT_RUN, "--quiet", "--run-dir", str(tmp_path / "run")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("done: ") and lines[1].startswith("run directory: ")
+    assert len(lines) == 3 and lines[0].startswith("done: ") and lines[1].startswith("run directory: ")
+    assert lines[2].startswith("report: ") and lines[2].endswith("report.html")
 
 
 def test_live_panel_on_a_terminal(tmp_path):
@@ -74,8 +77,8 @@ def test_live_panel_on_a_terminal(tmp_path):
 
 
 def fake_trainer(step: int, updates: int, episodes: int) -> SimpleNamespace:
-    return SimpleNamespace(cfg=SimpleNamespace(total_steps=1000), global_step=step, num_updates=updates,
-                           num_episodes=episodes)
+    return SimpleNamespace(cfg=SimpleNamespace(total_steps=1000, env="Pendulum-v1"), global_step=step,
+                           num_updates=updates, num_episodes=episodes, num_envs=4)
 
 
 ROW = {"update": 90, "global_step": 500, "critic_loss": 0.125, "actor_loss": 3.5, "q_mean": -3.25,
@@ -114,6 +117,7 @@ def test_plain_reporter_line():
     rep(fake_trainer(200, 0, 0), pd.DataFrame({"return": []}), None)
     rep(fake_trainer(500, 90, 2), pd.DataFrame({"return": [-1200.0, -1000.0]}), ROW)
     assert lines[0].startswith("step       200/1,000 | ep     0") and "critic" not in lines[0]
+    assert "no episode finished yet (episodes are 200 steps; each of the 4 envs has run 50)" in lines[0]
     assert "return  -1000.0 (last10  -1100.0)" in lines[1] and "critic 0.125" in lines[1]
     assert "Q -3.25 y -3.5" in lines[1]
 
@@ -123,3 +127,40 @@ def test_make_reporter_picks_by_terminal():
     term = Console(file=io.StringIO(), force_terminal=True)
     assert isinstance(make_reporter(False, 10, term), RichReporter)
     assert isinstance(make_reporter(False, 10, Console(file=io.StringIO(), force_terminal=False)), PlainReporter)
+
+
+def test_a_resumed_run_counts_its_rates_from_where_it_started(monkeypatch):
+    """After --resume at env step 5,000, the first report's steps/s counts the 200 new steps, not 5,200."""
+    now = [100.0]
+    monkeypatch.setattr(reporting.time, "perf_counter", lambda: now[0])
+    lines: list[str] = []
+    rep = PlainReporter(lines.append)
+    rep.at_start(fake_trainer(5000, 4000, 50))
+    now[0] = 102.0
+    rep(fake_trainer(5200, 4200, 51), pd.DataFrame({"return": [-150.0]}), None)
+    assert rep.t.steps_per_sec == 100.0 and rep.t.updates_per_sec == 100.0
+    assert lines[0].endswith("100 steps/s | 100 upd/s")
+
+
+def test_eta_comes_from_the_runs_own_steps_and_time(monkeypatch):
+    """Reports 100 s apart (longer than rich's estimation window): the ETA is still shown, from the run's rate."""
+    now = [0.0]
+    monkeypatch.setattr(reporting.time, "perf_counter", lambda: now[0])
+    buf = io.StringIO()
+    rep = RichReporter(1000, console=Console(file=buf, force_terminal=True, width=140, color_system=None))
+    with rep:
+        rep.at_start(fake_trainer(0, 0, 0))
+        now[0] = 100.0
+        rep(fake_trainer(250, 0, 0), pd.DataFrame({"return": []}), None)
+        assert rep.t.eta_seconds(1000) == 300.0
+    out = buf.getvalue()
+    assert "eta 0:05:00" in out and "No episode finished yet (episodes are 200 steps" in out
+
+
+def test_summary_without_episodes_says_why():
+    lines: list[str] = []
+    summary = {"episodes": 0, "env_steps": 3000, "updates": 0, "wall_time_s": 1.0, "env_steps_per_sec": 3000.0,
+               "updates_per_sec": 0.0, "replay_ratio": 0.0, "last10_mean_return": float("nan"), "num_envs": 4}
+    reporting.print_summary(summary, lines.append, env_id="MountainCarContinuous-v0")
+    assert lines[0].endswith("no episode finished yet (episodes are 999 steps; each of the 4 envs has run 750)")
+    assert "nan" not in lines[0]

@@ -1,5 +1,6 @@
-"""Runs side by side share the cores: the mechanism a run applies (its torch threads and OpenMP's wait policy,
-set before torch loads), not its speed (bench/side_by_side.py measures that)."""
+"""Runs side by side share the cores: the mechanism a run applies (its torch threads, recorded in config.json and
+summary.json; OpenMP's own settings left as the user set them), not its speed (bench/side_by_side.py measures
+that)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,7 @@ import pytest
 import torch
 
 from fastddpg import Config, ConfigError
-from fastddpg.threads import WAIT_DEFAULTS, apply_threads, resolve_threads, set_wait_policy, usable_cores
-
-
-def test_wait_policy_is_a_default_the_user_can_override():
-    env: dict[str, str] = {}
-    assert set_wait_policy(env) == WAIT_DEFAULTS and env == WAIT_DEFAULTS
-    for user in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "10000"}):
-        env = dict(user)
-        assert set_wait_policy(env) == {} and env == user
+from fastddpg.threads import AUTO_THREADS, apply_threads, resolve_threads, usable_cores
 
 
 def test_usable_cores_sees_affinity_and_cgroup_quota(tmp_path, monkeypatch):
@@ -38,9 +31,9 @@ def test_usable_cores_sees_affinity_and_cgroup_quota(tmp_path, monkeypatch):
 def test_threads_setting_is_applied_and_validated():
     before = torch.get_num_threads()
     try:
-        assert apply_threads(1) == 1 == torch.get_num_threads()
-        assert resolve_threads(3) == 3
-        assert 1 <= resolve_threads(0) <= usable_cores()
+        assert resolve_threads(0) == AUTO_THREADS == 1 and resolve_threads(3) == 3
+        assert apply_threads(2) == 2 == torch.get_num_threads()
+        assert apply_threads(0) == 1 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
     with pytest.raises(ConfigError, match="--threads"):
@@ -66,10 +59,10 @@ def _run_cli(tmp_path, env_extra: dict[str, str], *flags: str) -> dict:
             "seen": p.stdout.strip().splitlines()[-1].split()}
 
 
-def test_a_cli_run_sets_the_wait_policy_before_torch_and_records_its_threads(tmp_path):
-    r = _run_cli(tmp_path, {}, "--threads", "1")
-    assert r["meta"]["OMP_WAIT_POLICY"] == "PASSIVE" and r["meta"]["torch_threads"] == 1 == r["summary"]
-    assert r["seen"] == ["PASSIVE", "1"]
-    user = _run_cli(tmp_path, {"OMP_WAIT_POLICY": "ACTIVE"})
-    assert user["meta"]["OMP_WAIT_POLICY"] == "ACTIVE"
-    assert user["meta"]["torch_threads"] == min(usable_cores(), user["meta"]["torch_threads"]) >= 1
+def test_a_cli_run_uses_one_thread_unless_told_and_leaves_openmp_alone(tmp_path):
+    auto = _run_cli(tmp_path, {})
+    assert auto["meta"]["torch_threads"] == 1 == auto["summary"] and auto["seen"] == ["None", "1"]
+    assert auto["meta"]["OMP_WAIT_POLICY"] is None
+    two = _run_cli(tmp_path, {"OMP_WAIT_POLICY": "PASSIVE"}, "--threads", "2")
+    assert two["meta"]["torch_threads"] == 2 == two["summary"] and two["seen"] == ["PASSIVE", "2"]
+    assert two["meta"]["OMP_WAIT_POLICY"] == "PASSIVE"  # the user's choice, recorded

@@ -1,0 +1,93 @@
+"""TensorBoard event files of a run (``--tensorboard``): the tables' numbers as scalars, the config as hparams.
+
+Written to ``RUN_DIR/tensorboard/`` by a trainer callback at every report, from what the report already brought
+to the host (no device sync of its own). Tags follow CleanRL's, so dashboards carry over:
+
+    charts/episodic_return, charts/episodic_length     per finished episode, at the env step it ended
+    losses/<metric>                                    each update metric of the algorithm (means over the interval)
+    charts/env_steps_per_sec, charts/updates_per_sec   per report interval
+
+The x axis is the env step (``global_step``). The config goes in as TensorBoard hparams (the HPARAMS tab) and as
+a text table. W&B users: ``wandb sync --sync-tensorboard RUN_DIR/tensorboard``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import Config, ConfigError
+from .schema import UPDATE_KEYS, UPDATE_RATES
+
+TENSORBOARD_DIR = "tensorboard"
+HINT = "pip install 'fastddpg[tensorboard]'"
+RATES = ("env_steps_per_sec", "updates_per_sec")
+
+
+def require_tensorboard() -> None:
+    """A one-line ConfigError when the tensorboard package is missing."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"--tensorboard needs the tensorboard package: {HINT}") from None
+
+
+class TensorBoardWriter:
+    """Trainer callback writing the run's scalars to ``run_dir/tensorboard`` (see the module docstring)."""
+
+    def __init__(self, run_dir: str | Path, cfg: Config) -> None:
+        require_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = Path(run_dir) / TENSORBOARD_DIR
+        self.writer = SummaryWriter(str(self.path))
+        self.cfg = cfg
+        self._hparams_written = False
+
+    def at_start(self, trainer: Any) -> None:
+        if not self._hparams_written and trainer.global_step == 0:  # a resumed run already has them
+            self.write_hparams()
+        self._hparams_written = True
+
+    def write_hparams(self) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+                  for k, v in self.cfg.to_dict().items()}
+        exp, ssi, sei = hparams(values, {"charts/episodic_return": float("nan")})
+        for summary in (exp, ssi, sei):
+            self.writer.file_writer.add_summary(summary)
+        table = "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in values.items())
+        self.writer.add_text("hyperparameters", table)
+
+    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
+        for ret, length, step in zip(episodes["return"], episodes["length"], episodes["global_step"], strict=True):
+            self.writer.add_scalar("charts/episodic_return", ret, int(step))
+            self.writer.add_scalar("charts/episodic_length", length, int(step))
+        if row is not None:
+            step = int(row["global_step"])
+            for key, value in row.items():
+                if key in RATES:
+                    self.writer.add_scalar(f"charts/{key}", value, step)
+                elif key not in UPDATE_KEYS and key not in UPDATE_RATES:
+                    self.writer.add_scalar(f"losses/{key}", value, step)
+        self.writer.flush()
+
+    def at_end(self, trainer: Any) -> None:
+        self.writer.close()
+
+
+def read_scalars(run_dir: str | Path) -> pd.DataFrame:
+    """Every scalar of a run's event files, read with TensorBoard's own reader: a tidy frame of tag, step, value."""
+    require_tensorboard()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows = []
+    for events in sorted((Path(run_dir) / TENSORBOARD_DIR).glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            rows += [(tag, e.step, e.value) for e in acc.Scalars(tag)]
+    return pd.DataFrame(rows, columns=["tag", "step", "value"])
