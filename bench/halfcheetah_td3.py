@@ -1,8 +1,8 @@
 """TD3 on HalfCheetah-v5: fastddpg next to Stable-Baselines3 with the same hyperparameters, in the same sitting.
 
-    python bench/mujoco.py                      # 3 seeds x 100k env steps each, fastddpg and SB3 (hours on a CPU)
-    python bench/mujoco.py --quick              # 1 seed x 3k env steps each: checks the plumbing, not learning
-    python bench/mujoco.py --only fastddpg      # one side only
+    python bench/halfcheetah_td3.py                  # 3 seeds x 100k env steps each, both sides (hours on a CPU)
+    python bench/halfcheetah_td3.py --quick          # 1 seed x 3k env steps each: the plumbing, not learning
+    python bench/halfcheetah_td3.py --only fastddpg  # one side only
 
 The hyperparameters CleanRL's td3_continuous_action.py and SB3's TD3 use on MuJoCo: batch 256, Adam 3e-4 for
 both networks, 25k uniform random steps, Gaussian exploration noise 0.1 (x the action bound, 1 here), target
@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", choices=("fastddpg", "sb3"), default=None)
     p.add_argument("--threads", type=int, default=1, help="torch threads per run, both sides (default: 1)")
     p.add_argument("--quick", action="store_true", help="1 seed x 3,000 env steps (learning_starts capped)")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "mujoco.json"))
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "halfcheetah_td3.json"))
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.steps = 1, 3_000
