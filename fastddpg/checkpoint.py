@@ -44,11 +44,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .config import Config, ConfigError, resolve_device
+from .config import Config, ConfigError, check_member, resolve_device
 from .fileio import TMP_SUFFIX, atomic_save, atomic_write, write_json
-from .networks import build_actor
+from .networks import build_actor, member_state_dict
 from .rundir import RunWriter, probe_writable
-from .schema import ACTOR_FILE, CHECKPOINT_DIR, CONFIG_FILE, CRITIC_FILE
+from .schema import ACTOR_FILE, CHECKPOINT_DIR, CONFIG_FILE, CRITIC_FILE, MEMBER
 from .trainer import Trainer
 
 FORMAT = "fastddpg-checkpoint"
@@ -182,12 +182,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, member: int = 0) -> dict[str, Any]:
     """Load a checkpoint (a ``step_*.pt`` file, or a run directory: its latest checkpoint) for use in your own
     code. Returns a dict with:
 
     - ``actor``: the trained policy as a plain ``nn.Module`` on the CPU in eval mode, obs (B, obs_dim) ->
-      action (B, act_dim) inside the env's action bounds;
+      action (B, act_dim) inside the env's action bounds (of a population: member ``member``'s);
     - ``config``: the run's `Config`; ``env``: {"id", "num_envs", "obs_dim", "act_dim"};
     - ``global_step``, ``num_updates``, ``num_episodes``, ``path``;
     - ``state``: the raw checkpoint dict (critic, targets, optimizers, replay buffer, RNG states, ...).
@@ -204,6 +204,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     scale, bias = actor_state["action_scale"], actor_state["action_bias"]
     env = state["env"]
     actor = build_actor(env["obs_dim"], env["act_dim"], cfg.hidden_sizes, bias - scale, bias + scale, cfg.layer_norm)
+    check_member(member, cfg.num_members)
+    if cfg.num_members > 1:
+        actor_state = member_state_dict(actor_state, member, cfg.num_members, actor.state_dict())
     actor.load_state_dict(actor_state)
     return {"actor": actor.eval(), "config": cfg, "env": dict(env), "global_step": state["global_step"],
             "num_updates": state["num_updates"], "num_episodes": state["num_episodes"], "path": path,
@@ -281,7 +284,7 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
     except BaseException:
         trainer.env.close()
         raise
-    writer = RunWriter(path)
+    writer = RunWriter(path, trainer.cfg.algo, trainer.cfg.num_members)
     writer.probes_written = len(trainer.probe_rows)  # the restored probe rows are already in probes.csv
     return trainer, writer
 
@@ -318,15 +321,18 @@ def truncate_tables(run_dir: str | Path, state: dict[str, Any]) -> dict[str, int
     row cut short by a kill), so appending from the checkpoint duplicates and loses nothing. Returns the
     number of rows dropped per table."""
     logs = state["trainer"]["logs"]
-    last_snapshot = max((int(r[0]) for r in logs["probes"]), default=-1)
-    limits = {"episodes": ("episode", state["num_episodes"]), "updates": ("update", state["num_updates"]),
-              "probes": ("snapshot", last_snapshot)}
+    member_episodes = state["trainer"]["counters"].get("member_episodes")  # a population's
+    col = 0 if member_episodes is None else 1  # a population's rows start with the member
+    last_snapshot = max((int(r[col]) for r in logs["probes"]), default=-1)
+    limits = {"episodes": ("episode", state["num_episodes"] if member_episodes is None else list(member_episodes)),
+              "updates": ("update", state["num_updates"]), "probes": ("snapshot", last_snapshot)}
     return {table: _truncate_csv(Path(run_dir) / f"{table}.csv", key, limit)
             for table, (key, limit) in limits.items()}
 
 
-def _truncate_csv(path: Path, key: str, limit: int) -> int:
-    """Keep the header and the complete rows whose integer ``key`` column is <= ``limit``; rewrite atomically."""
+def _truncate_csv(path: Path, key: str, limit: int | list[int]) -> int:
+    """Keep the header and the complete rows whose integer ``key`` column is <= ``limit`` (a list: one limit per
+    member, by the row's member column); rewrite atomically."""
     if not path.is_file():
         return 0
     with open(path, newline="") as f:
@@ -337,11 +343,20 @@ def _truncate_csv(path: Path, key: str, limit: int) -> int:
     if key not in header:
         return 0
     k = header.index(key)
+    m = header.index(MEMBER) if isinstance(limit, list) else None
     keep = [lines[0] if lines[0].endswith("\n") else lines[0] + "\r\n"]
     for line in lines[1:]:
         fields = next(csv.reader([line]), [])
-        if line.endswith("\n") and len(fields) == len(header) and _int_or_none(fields[k]) is not None \
-                and _int_or_none(fields[k]) <= limit:
+        if not (line.endswith("\n") and len(fields) == len(header)) or _int_or_none(fields[k]) is None:
+            continue
+        if m is None:
+            row_limit = limit
+        else:
+            member = _int_or_none(fields[m])
+            if member is None or not 0 <= member < len(limit):
+                continue
+            row_limit = limit[member]
+        if _int_or_none(fields[k]) <= row_limit:
             keep.append(line)
     dropped = len(lines) - len(keep)
     if dropped:

@@ -38,6 +38,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.name == "grid":  # repeatable: --grid actor_lr=1e-3,3e-4 --grid tau=0.005,0.01
+            kwargs.update(action="append", type=str, metavar="NAME=V1,V2,...")
         elif isinstance(default, tuple):
             kwargs.update(type=int, nargs="+", metavar="N")
         else:
@@ -46,7 +48,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        kwargs["help"] = f"{helptext} (default: {shown if shown != '' else 'auto'})"
+        kwargs["help"] = f"{helptext} (default: {shown if shown != '' else 'none' if f.name == 'grid' else 'auto'})"
         group.add_argument(_flag(f.name), **kwargs)
 
 
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
     ev.add_argument("--seed", type=int, default=None, help="episode i is seeded SEED + i (default: the run's "
                     "seed + 10000)")
+    ev.add_argument("--member", type=int, default=None, metavar="K", help="of a population run: evaluate member K "
+                    "only (default: every member, on the same episodes)")
     add_video_arguments(ev)
     add_export_parser(sub)
     add_verify_parser(sub)
@@ -105,7 +109,7 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: auto)")
     v.add_argument("--algo", default=d.algo, choices=("ddpg", "td3"), help="which update (default: ddpg)")
     v.add_argument("--num-seeds", type=int, default=d.num_seeds, metavar="K",
-                   help="population size; only 1 until populations exist (default: 1)")
+                   help="only 1: verify checks one agent's update (default: 1)")
     v.add_argument("--updates", type=int, default=d.updates, help=f"updates compared (default: {d.updates})")
     v.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default: {d.batch_size})")
     v.add_argument("--hidden-sizes", type=int, nargs="+", default=list(d.hidden_sizes), metavar="N",
@@ -238,14 +242,25 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from .evaluate import evaluate_members
     from .schema import EVAL_FILE
 
     check_video_args(args)
     video = eval_video(args.run_dir, args.video_episodes, args.seed) if args.video else None  # fails first
-    r = evaluate_run(args.run_dir, args.episodes, args.seed)
-    print(f"eval: {len(r.returns)} noise-free episodes (seed {r.seed}): return {r.mean:.1f} +- {r.std:.1f} "
-          f"-> {Path(args.run_dir) / EVAL_FILE}")
+    results = evaluate_members(args.run_dir, args.episodes, args.seed,
+                               None if args.member is None else [args.member])
+    out = Path(args.run_dir) / EVAL_FILE
+    if len(results) == 1 and args.member is None:  # a single run
+        r = results[0]
+        print(f"eval: {len(r.returns)} noise-free episodes (seed {r.seed}): return {r.mean:.1f} +- {r.std:.1f} "
+              f"-> {out}")
+    else:
+        for m, r in results.items():
+            print(f"eval member {m}: {len(r.returns)} noise-free episodes (seed {r.seed}): return {r.mean:.1f} +- "
+                  f"{r.std:.1f}")
+        means = [r.mean for r in results.values()]
+        print(f"eval: {len(results)} member(s): mean return {sum(means) / len(means):.1f} "
+              f"[{min(means):.1f}, {max(means):.1f}] -> {out}")
     if video is not None:
         from .plots import write_report
         from .schema import REPORT_FILE
@@ -298,8 +313,8 @@ def add_export_parser(sub: Any) -> None:
     ex.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (its actor.pt, else its latest checkpoint)")
     ex.add_argument("--format", default="torchscript", metavar="{torchscript,onnx}",
                     help="torchscript (default) or onnx")
-    ex.add_argument("--member", type=int, default=0, metavar="K", help="which actor of a population (runs have "
-                    "one: 0, the default)")
+    ex.add_argument("--member", type=int, default=0, metavar="K", help="which actor of a population run "
+                    "(--num-seeds/--grid); a single run has one, member 0 (the default)")
     ex.add_argument("--out", default=None, metavar="PATH", help="output file (default: RUN_DIR/actor.ts.pt or "
                     "RUN_DIR/actor.onnx)")
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 TORCH_ENV_IDS = ("Pendulum-v1",)  # env ids with a torch-native implementation (--env-backend torch)
 ENV_BACKENDS = ("auto", "gymnasium", "torch")
 ALGOS = ("ddpg", "td3")  # the registry in fastddpg.algos has one class per name (a test checks they agree)
+# --grid: the scalars the update and exploration take, carried per member as (K,) tensors in the one graph
+GRID_FIELDS = ("actor_lr", "critic_lr", "tau", "gamma", "noise_sigma", "grad_clip_norm", "policy_noise", "noise_clip")
 
 # The field groups (metadata "group"), in --help order: name -> (title, description). Config files
 # (fastddpg.configfile) accept the names as TOML tables.
@@ -28,6 +30,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "diagnostics": ("diagnostics", "The probe states behind the policy and Q heatmaps of the report."),
     "performance": ("performance", "How the update runs; does not change what it computes."),
     "run": ("run", "The run directory, console output and checkpoints."),
+    "population": ("population", "K independent agents trained in one process by one compiled update."),
 }
 
 
@@ -113,6 +116,17 @@ class Config:
                       "share the cores (with more, OpenMP's spinning threads slowed two runs on 2 cores 13x). "
                       "Process-wide.", group="performance")
 
+    # --- population ---------------------------------------------------------------------------------------
+    num_seeds: int = _f(1, "Population size K: members with seeds seed, seed+1, ..., seed+K-1, each with its own "
+                        "--num-envs envs (member k's env j is seeded seed + k*num_envs + j), exploration noise, replay "
+                        "buffer, networks and optimizer state, trained by one stacked update. --total-steps, "
+                        "--start-steps, --update-after, --log-every and the replay ratio count env steps per member.",
+                        group="population")
+    grid: tuple[str, ...] = _f((), "Per-member hyperparameters, NAME=V1,V2,... (repeatable; several grids multiply): "
+                               f"members = grid points x seeds. NAME is one of {', '.join(GRID_FIELDS)}. Fields that "
+                               "change shapes (network sizes, batch size, num_envs, algo, env) cannot vary within "
+                               "one population: run them separately.", group="population")
+
     # --- run ------------------------------------------------------------------------------------------------
     run_dir: str = _f("", "Run directory to write: config.json, the CSVs at every report, checkpoints, final "
                       "weights, summary.json, report.html. 'auto' = runs/<env>__<algo>__<seed>__<timestamp>. "
@@ -131,6 +145,7 @@ class Config:
 
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        self.grid = tuple(str(g) for g in self.grid)
         self.validate()
 
     # --- validation -----------------------------------------------------------------------------------------
@@ -183,12 +198,59 @@ class Config:
         need(_finite(self.policy_noise) and self.policy_noise >= 0, "policy_noise", "use a std of 0 or more")
         need(_finite(self.noise_clip) and self.noise_clip >= 0, "noise_clip", "use a clip of 0 or more")
         need(self.policy_delay >= 1, "policy_delay", "use 1 (actor step every critic update) or more")
+        need(self.num_seeds >= 1, "num_seeds", "use 1 (a single agent) or more members")
+        self.grid_points()  # a malformed or refused --grid is a ConfigError
+        if self.grid:
+            for member in self.member_configs():
+                member.validate()
+
+    # --- populations --------------------------------------------------------------------------------------------
+    def grid_points(self) -> list[dict[str, float]]:
+        """The --grid's points, in order (the last NAME varies fastest); [{}] without a grid."""
+        import itertools
+
+        axes: dict[str, list[float]] = {}
+        for entry in self.grid:
+            name, sep, values = str(entry).partition("=")
+            name = name.strip().replace("-", "_")
+            if not sep or not values.strip():
+                raise ConfigError(f"--grid {entry!r} is invalid: write NAME=V1,V2,... e.g. --grid actor_lr=1e-3,3e-4.")
+            if name in _FIELD_NAMES and name not in GRID_FIELDS:
+                raise ConfigError(f"--grid {name} is refused: only {', '.join(GRID_FIELDS)} can vary within one "
+                                  f"population; run each {name} separately (a sweep command is a later issue).")
+            if name not in GRID_FIELDS:
+                raise ConfigError(f"--grid {name} is invalid: not a field; choose one of {', '.join(GRID_FIELDS)}.")
+            if name in axes:
+                raise ConfigError(f"--grid {name} is given twice; give all its values in one --grid.")
+            try:
+                axes[name] = [float(v) for v in values.split(",")]
+            except ValueError:
+                raise ConfigError(f"--grid {entry!r} is invalid: its values must be numbers.") from None
+        return [dict(zip(axes, point, strict=True)) for point in itertools.product(*axes.values())]
+
+    def grid_members(self) -> dict[str, list[int]]:
+        """{grid point label ('actor_lr=0.001, tau=0.01'; 'all members' without a grid): its members}."""
+        return {", ".join(f"{n}={v:g}" for n, v in point.items()) or "all members":
+                list(range(g * self.num_seeds, (g + 1) * self.num_seeds))
+                for g, point in enumerate(self.grid_points())}
+
+    @property
+    def num_members(self) -> int:
+        """Population size: grid points x num_seeds (1: a single run)."""
+        return len(self.grid_points()) * self.num_seeds
+
+    def member_configs(self) -> list[Config]:
+        """The single-agent Config of each population member, grid point major: member g * num_seeds + s has grid
+        point g's values and seed ``seed + s`` (so every grid point sees the same seeds)."""
+        return [dataclasses.replace(self, **point, seed=self.seed + s, num_seeds=1, grid=())
+                for point in self.grid_points() for s in range(self.num_seeds)]
 
     # --- (de)serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (tuples become lists)."""
         d = dataclasses.asdict(self)
         d["hidden_sizes"] = list(self.hidden_sizes)
+        d["grid"] = list(self.grid)
         return d
 
     @classmethod
@@ -199,6 +261,15 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; known keys are the fields of fastddpg.Config")
         return cls(**d)
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
+
+
+def check_member(member: int, members: int) -> None:
+    """ConfigError unless ``member`` names one of a run's ``members`` members (0 .. members - 1)."""
+    if not 0 <= member < members:
+        raise ConfigError(f"--member={member} is invalid: this run has {members} member(s), 0 to {members - 1}.")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -4,6 +4,9 @@ Each evaluation episode runs in its own copy of the env (all copies stepped toge
 with the deterministic action a = mu(s) (no exploration noise). Only the first episode of each copy counts.
 Returns are written to ``RUN_DIR/eval.csv`` (appended, one row per episode, ``eval_time`` tells evaluations
 apart), and ``mean +- std`` (population std, ddof=0) is printed.
+
+A population run (K members) evaluates every member (or ``--member k``) on the same episodes (the same seeds):
+its eval.csv starts with a member column.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, check_member
 from .envs import env_dims, make_env
-from .networks import Actor, build_actor
+from .networks import Actor, build_actor, member_state_dict
 from .rundir import load_run
-from .schema import ACTOR_FILE, EVAL_COLUMNS, EVAL_FILE
+from .schema import ACTOR_FILE, EVAL_COLUMNS, EVAL_FILE, with_member
 
 EVAL_SEED_OFFSET = 10_000  # default eval seed = training seed + this, so eval starts differ from training's
 
@@ -70,8 +73,9 @@ def evaluate_actor(actor: torch.nn.Module, env_id: str, episodes: int = 10, seed
     return EvalResult(returns.numpy(), lengths.numpy(), seed)
 
 
-def load_actor(run_dir: str | Path) -> tuple[Actor, Config]:
-    """The final actor of a run directory (CPU, eval mode) and the run's Config."""
+def load_actor(run_dir: str | Path, member: int = 0) -> tuple[Actor, Config]:
+    """The final actor of a run directory (CPU, eval mode; of a population: member ``member``'s) and the run's
+    Config."""
     run = load_run(run_dir)
     path = Path(run_dir) / ACTOR_FILE
     if not path.is_file():
@@ -84,24 +88,40 @@ def load_actor(run_dir: str | Path) -> tuple[Actor, Config]:
                               f"{run.meta[key]}; evaluate with the env version it was trained on.")
     actor = build_actor(dims.obs_dim, dims.act_dim, cfg.hidden_sizes, dims.action_low, dims.action_high,
                         cfg.layer_norm)
-    actor.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    check_member(member, cfg.num_members)
+    if cfg.num_members > 1:
+        state = member_state_dict(state, member, cfg.num_members, actor.state_dict())
+    actor.load_state_dict(state)
     return actor.eval(), run.config
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int | None = None) -> EvalResult:
-    """Evaluate a run's saved actor and append the episodes to ``run_dir/eval.csv``."""
+    """Evaluate a run's saved actor and append the episodes to ``run_dir/eval.csv`` (a population's: member 0;
+    see `evaluate_members`)."""
+    return evaluate_members(run_dir, episodes, seed, [0])[0]
+
+
+def evaluate_members(run_dir: str | Path, episodes: int = 10, seed: int | None = None,
+                     members: list[int] | None = None) -> dict[int, EvalResult]:
+    """Evaluate the saved actors of ``members`` (default: every member of the run) on the same episodes, and
+    append them to ``run_dir/eval.csv``. Returns {member: EvalResult}."""
     if episodes < 1:
         raise ConfigError(f"--episodes={episodes} is invalid: evaluate at least 1 episode.")
-    actor, cfg = load_actor(run_dir)
-    seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
-    result = evaluate_actor(actor, cfg.env, episodes, seed, backend=cfg.env_backend)
+    k = load_run(run_dir).config.num_members
+    results = {}
+    for m in range(k) if members is None else members:
+        actor, cfg = load_actor(run_dir, m)
+        seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
+        results[m] = evaluate_actor(actor, cfg.env, episodes, seed, backend=cfg.env_backend)
     out = Path(run_dir) / EVAL_FILE
     new = not out.exists()
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
     with open(out, "a", newline="") as f:
         w = csv.writer(f)
         if new:
-            w.writerow(EVAL_COLUMNS)
-        w.writerows((stamp, seed, i, float(r), int(n))
-                    for i, (r, n) in enumerate(zip(result.returns, result.lengths, strict=True)))
-    return result
+            w.writerow(with_member(EVAL_COLUMNS, k))
+        for m, result in results.items():
+            w.writerows(((m,) if k > 1 else ()) + (stamp, result.seed, i, float(r), int(n))
+                        for i, (r, n) in enumerate(zip(result.returns, result.lengths, strict=True)))
+    return results

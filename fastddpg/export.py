@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .config import ConfigError
-from .networks import build_actor
+from .config import ConfigError, check_member
+from .networks import build_actor, member_state_dict
 from .rundir import load_run
 from .schema import ACTOR_FILE
 
@@ -35,21 +35,22 @@ EXPORT_HINT = "pip install 'fastddpg[export]'"
 
 def load_policy(run_dir: str | Path, member: int = 0) -> nn.Module:
     """The actor of a run directory (its final actor.pt, else its latest checkpoint's), on the CPU in eval
-    mode: obs (B, obs_dim) -> action (B, act_dim). ``member`` picks one actor of a population; runs have
-    one actor today, so only 0 is valid."""
-    if member != 0:
-        raise ConfigError(f"--member={member} is invalid: a fastddpg run has one actor (member 0).")
+    mode: obs (B, obs_dim) -> action (B, act_dim). ``member`` picks one actor of a population (a single run
+    has one, member 0)."""
     run = load_run(run_dir)
+    check_member(member, run.config.num_members)
     path = Path(run_dir) / ACTOR_FILE
     if not path.is_file():
         if latest_checkpoint(run_dir) is None:
             raise ConfigError(f"{run_dir} has neither {ACTOR_FILE} nor a checkpoint: nothing to export yet.")
-        return load_checkpoint(run_dir)["actor"]
+        return load_checkpoint(run_dir, member)["actor"]
     state = torch.load(path, map_location="cpu", weights_only=True)
     obs_dim = state["net.0.weight"].shape[1]  # the first Linear's in_features
     scale, bias = state["action_scale"], state["action_bias"]
     cfg = run.config
     actor = build_actor(obs_dim, scale.shape[0], cfg.hidden_sizes, bias - scale, bias + scale, cfg.layer_norm)
+    if cfg.num_members > 1:
+        state = member_state_dict(state, member, cfg.num_members, actor.state_dict())
     actor.load_state_dict(state)
     return actor.eval()
 

@@ -193,3 +193,56 @@ def check_health(metric_names: tuple[str, ...] | list[str], metric_sums: np.ndar
     if len(found) > 1:
         detail += " (then also: " + ", ".join(dict.fromkeys(w for w, _ in found[1:])) + ")"
     raise NonFiniteError(what, detail, g, u, last_checkpoint)
+
+
+# --- populations: the same checks per member, and the error names the member -----------------------------------
+
+class _MemberRows:
+    """Member k's rows of a population's replay buffer, as `health_tensor` reads a buffer."""
+
+    def __init__(self, buffer: Any, k: int) -> None:
+        self.data, self.ptr, self.capacity, self.as_batch = buffer.data[k], buffer.ptr, buffer.capacity, buffer.as_batch
+        self._len = len(buffer)
+
+    def __len__(self) -> int:
+        return self._len
+
+
+class _MemberParams:
+    """Member k's rows of a stacked module's parameters (K rows, or K*C for C critics per member)."""
+
+    def __init__(self, module: torch.nn.Module, k: int, members: int) -> None:
+        self.module, self.k, self.members = module, k, members
+
+    def parameters(self) -> list[torch.Tensor]:
+        out = []
+        for p in self.module.parameters():
+            c = p.shape[0] // self.members
+            out.append(p[self.k * c:(self.k + 1) * c])
+        return out
+
+
+@torch.no_grad()
+def population_health_tensor(buffer: Any, new_rows: int, obs: torch.Tensor, modules: dict[str, torch.nn.Module],
+                             members: int) -> torch.Tensor:
+    """`health_tensor` of each of the K members of a population (its replay rows, its envs' observations, its rows
+    of every network), concatenated: (K * len(health_tensor),). Device ops only."""
+    obs = obs.reshape(members, -1, obs.shape[-1])
+    return torch.cat([health_tensor(_MemberRows(buffer, k), new_rows, obs[k],
+                                    {name: _MemberParams(m, k, members) for name, m in modules.items()})
+                      for k in range(members)])
+
+
+def check_population_health(metric_names: tuple[str, ...] | list[str], metric_sums: np.ndarray, health: np.ndarray,
+                            module_names: list[str], at: Interval, member_labels: list[str],
+                            last_checkpoint: Path | None = None) -> None:
+    """`check_health` per member (``metric_sums`` (K, num_metrics), ``health`` `population_health_tensor`'s value,
+    ``at`` counting one member's envs and steps); the first member with a non-finite value raises NonFiniteError,
+    its message starting with ``member k (<its label>)``."""
+    per_member = health.reshape(len(member_labels), -1)
+    for k, label in enumerate(member_labels):
+        try:
+            check_health(metric_names, metric_sums[k], per_member[k], module_names, at, last_checkpoint)
+        except NonFiniteError as e:
+            raise NonFiniteError(e.what, f"member {k} ({label}): {e.detail}", e.global_step, e.num_updates,
+                                 last_checkpoint) from None

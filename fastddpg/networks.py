@@ -108,6 +108,20 @@ class StackedLayerNorm(nn.Module):
         return torch.addcmul(self.bias, F.layer_norm(x, (self.width,), eps=self.eps), self.weight)
 
 
+def stacked_mlp(k: int, sizes: Sequence[int], output_activation: type[nn.Module] = nn.Identity,
+                layer_norm: bool = False) -> nn.Sequential:
+    """`mlp` with K stacked members per layer (`StackedLinear`, `StackedLayerNorm`): the same layer indices and
+    module kinds as ``mlp(sizes, output_activation, layer_norm)``, x (K, B, sizes[0]) -> (K, B, sizes[-1])."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(StackedLinear(k, sizes[i], sizes[i + 1]))
+        hidden = i < len(sizes) - 2
+        if hidden and layer_norm:
+            layers.append(StackedLayerNorm(k, sizes[i + 1]))
+        layers.append(nn.ReLU() if hidden else output_activation())
+    return nn.Sequential(*layers)
+
+
 class TwinCritic(nn.Module):
     """K critics Q_1..Q_K (K = 2 for TD3) with stacked parameters, evaluated in one batched call.
 
@@ -120,16 +134,8 @@ class TwinCritic(nn.Module):
         super().__init__()
         self.obs_dim, self.act_dim, self.hidden_sizes = obs_dim, act_dim, tuple(hidden_sizes)
         self.num_critics, self.layer_norm = num_critics, layer_norm
-        sizes = [obs_dim + act_dim, *hidden_sizes, 1]
-        layers: list[nn.Module] = []
-        for i in range(len(sizes) - 1):
-            layers.append(StackedLinear(num_critics, sizes[i], sizes[i + 1]))
-            if i < len(sizes) - 2:
-                if layer_norm:
-                    layers.append(StackedLayerNorm(num_critics, sizes[i + 1]))
-                layers.append(nn.ReLU())
-        layers.append(nn.Identity())
-        self.net = nn.Sequential(*layers)  # same layer indices (and module kinds, stacked) as Critic.net
+        # same layer indices (and module kinds, stacked) as Critic.net
+        self.net = stacked_mlp(num_critics, [obs_dim + act_dim, *hidden_sizes, 1], layer_norm=layer_norm)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """obs (B, obs_dim), action (B, act_dim) -> Q (K, B, 1), K = the leading dim of the parameters."""
@@ -163,3 +169,80 @@ def build_critic(obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], num_cr
     if num_critics == 1:
         return Critic(obs_dim, act_dim, hidden_sizes, layer_norm)
     return TwinCritic(obs_dim, act_dim, hidden_sizes, num_critics, layer_norm)
+
+
+# --- populations: K members' networks stacked, one batched matmul per layer for all members ---------------------
+
+class StackedActor(nn.Module):
+    """The actors of K population members as one module: obs (K, B, obs_dim) -> action (K, B, act_dim), member k's
+    rows through member k's weights. Layer indices and kinds are `Actor.net`'s, stacked (see `to_stacked`)."""
+
+    def __init__(self, k: int, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], action_low: torch.Tensor,
+                 action_high: torch.Tensor, layer_norm: bool = False) -> None:
+        super().__init__()
+        self.members = k
+        self.net = stacked_mlp(k, [obs_dim, *hidden_sizes, act_dim], output_activation=nn.Tanh,
+                               layer_norm=layer_norm)
+        low = torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.as_tensor(action_high, dtype=torch.float32)
+        self.register_buffer("action_scale", (high - low) / 2.0)
+        self.register_buffer("action_bias", (high + low) / 2.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs (K, B, obs_dim) -> action (K, B, act_dim), inside the action bounds."""
+        return self.action_scale * self.net(obs) + self.action_bias
+
+
+class PopulationCritic(TwinCritic):
+    """The critics of K population members, C per member (1 for DDPG, 2 for TD3), as K*C stacked critics in
+    member-major order: critic c of member k is stacked index k*C + c.
+
+    ``forward(obs (K, B, obs_dim), action (K, B, act_dim)) -> Q (K*C, B, 1)``: member k's input goes to its own C
+    critics. Called with parameters sliced to one critic per member (``p[::C]``: every member's Q_1), it returns
+    (K, B, 1)."""
+
+    def __init__(self, k: int, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], critics_per_member: int = 1,
+                 layer_norm: bool = False) -> None:
+        super().__init__(obs_dim, act_dim, hidden_sizes, k * critics_per_member, layer_norm)
+        self.members, self.critics_per_member = k, critics_per_member
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, action], dim=-1)
+        c = self.net[0].weight.shape[0] // x.shape[0]  # critics per member in the parameters given
+        return self.net(x.repeat_interleave(c, dim=0) if c > 1 else x)
+
+
+def to_stacked(t: torch.Tensor) -> torch.Tensor:
+    """One member's tensor (a parameter, or an Adam moment of one) in the stacked layout, with a leading dim of C:
+    an nn.Linear weight (out, in) -> (1, in, out); a bias or LayerNorm tensor (w,) -> (1, 1, w); an already
+    stacked tensor (C, ...) (TwinCritic's) stays as it is."""
+    if t.dim() == 2:
+        return t.T.unsqueeze(0)
+    if t.dim() == 1:
+        return t.reshape(1, 1, -1)
+    return t
+
+
+def from_stacked(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Inverse of `to_stacked`: one member's C stacked rows ``t`` (C, ...) in the layout of ``like``."""
+    if like.dim() == 2:
+        return t[0].T
+    if like.dim() == 1:
+        return t[0, 0]
+    return t
+
+
+def member_state_dict(stacked: dict[str, torch.Tensor], k: int, members: int,
+                      like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Member k's state_dict, in the layout of ``like`` (a single module's state_dict), from the state_dict
+    ``stacked`` of a population's stacked module of ``members`` members. Tensors without a member dim (the actor's
+    action_scale and action_bias buffers) are copied as they are."""
+    out = {}
+    for name, t in like.items():
+        s = stacked[name]
+        if s.shape == t.shape:  # no member dim
+            out[name] = s.clone()
+            continue
+        c = s.shape[0] // members
+        out[name] = from_stacked(s[k * c:(k + 1) * c], t).clone()
+    return out

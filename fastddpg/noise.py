@@ -21,10 +21,10 @@ if TYPE_CHECKING:
 class GaussianNoise:
     """Independent N(0, sigma^2) per env and action dimension (the notebook's NOISE_SIGMA, action units)."""
 
-    def __init__(self, num_envs: int, act_dim: int, sigma: float, device: torch.device,
+    def __init__(self, num_envs: int, act_dim: int, sigma: float | torch.Tensor, device: torch.device,
                  generator: torch.Generator | None = None) -> None:
         self.shape = (num_envs, act_dim)
-        self.sigma = float(sigma)
+        self.sigma = _sigma(sigma)
         self.device = device
         self.generator = generator
 
@@ -57,10 +57,10 @@ class OUNoise:
     An env whose episode ended starts its next episode from x = mu.
     """
 
-    def __init__(self, num_envs: int, act_dim: int, sigma: float, device: torch.device,
+    def __init__(self, num_envs: int, act_dim: int, sigma: float | torch.Tensor, device: torch.device,
                  generator: torch.Generator | None = None, theta: float = 0.15, dt: float = 1e-2,
                  mu: float = 0.0) -> None:
-        self.sigma, self.theta, self.dt, self.mu = float(sigma), float(theta), float(dt), float(mu)
+        self.sigma, self.theta, self.dt, self.mu = _sigma(sigma), float(theta), float(dt), float(mu)
         self.device = device
         self.generator = generator
         self.state = torch.full((num_envs, act_dim), self.mu, device=device)
@@ -85,11 +85,19 @@ class OUNoise:
         self.state.copy_(state["state"].to(self.device))
 
 
+def _sigma(sigma: float | torch.Tensor) -> float | torch.Tensor:
+    """A noise scale: a float, or a (num_envs, 1) tensor of one per env (a population's --grid noise_sigma)."""
+    return sigma if isinstance(sigma, torch.Tensor) else float(sigma)
+
+
 def make_noise(cfg: Config, num_envs: int, act_dim: int, device: torch.device,
-               generator: torch.Generator | None = None) -> GaussianNoise | OUNoise:
-    """The exploration noise ``cfg.noise`` names, with ``cfg.noise_sigma`` (and ``cfg.ou_theta``/``cfg.ou_dt``)."""
+               generator: torch.Generator | None = None,
+               sigma: float | torch.Tensor | None = None) -> GaussianNoise | OUNoise:
+    """The exploration noise ``cfg.noise`` names, with ``sigma`` (default ``cfg.noise_sigma``; a (num_envs, 1)
+    tensor gives each env its own) and ``cfg.ou_theta``/``cfg.ou_dt``."""
+    sigma = cfg.noise_sigma if sigma is None else sigma
     if cfg.noise == "ou":
-        return OUNoise(num_envs, act_dim, cfg.noise_sigma, device, generator, theta=cfg.ou_theta, dt=cfg.ou_dt)
+        return OUNoise(num_envs, act_dim, sigma, device, generator, theta=cfg.ou_theta, dt=cfg.ou_dt)
     if cfg.noise == "gaussian":
-        return GaussianNoise(num_envs, act_dim, cfg.noise_sigma, device, generator)
+        return GaussianNoise(num_envs, act_dim, sigma, device, generator)
     raise ValueError(f"unknown noise {cfg.noise!r}")

@@ -10,6 +10,10 @@ Figures (titles as in the notebook where it has them):
 4. policy evolution and 5. Q-values on the fixed probe states, heatmaps (probe x snapshot), one pair per run;
 6. throughput: env steps/s and updates/s over wall-clock time.
 
+A population run (`fastddpg.bands`) adds, first, its curve per grid point (mean, 95% band over seeds, each member
+as a thin line) and a table ranking the grid points; the other figures show every member's rows together (the
+probe heatmaps: member 0's).
+
 The HTML holds every figure as JSON in one ``<script type="application/json" id="fastddpg-figures">`` block
 (`read_report_figures` parses it back) plus plotly.js, inlined by default so the file works offline, or
 referenced from the CDN with ``plotly_cdn=True`` (a few hundred kB instead of several MB).
@@ -32,6 +36,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .reporting import no_episode_yet
+from .bands import population_curve, ranking_html
 from .rundir import RunData, load_run
 from .video import newest_video
 
@@ -182,13 +187,17 @@ def probe_heatmap(run: RunData, label: str, value: str, multi: bool) -> go.Figur
     title = TITLE_POLICY if policy else TITLE_QPROBE
     if multi:
         title = f"{title} — {label}"
+    probes = run.probes
+    if "member" in probes.columns:  # a population: member 0's probes (each member has its own probe states)
+        probes = probes[probes["member"] == 0]
+        title = f"{title} (member 0)"
     fig = go.Figure()
-    if run.probes.empty:
+    if probes.empty:
         fig.add_annotation(text="No probe snapshots recorded (the run ended before the buffer held "
                                 "max(probe_n, batch_size) transitions).", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")
     else:
-        z, snaps = probe_matrix(run.probes, value)
+        z, snaps = probe_matrix(probes, value)
         one_d = int(run.meta.get("act_dim", 1)) == 1
         if policy:  # the notebook's: the action itself for 1-D actions, else its norm
             colorbar, colorscale, zmid = ("action", "RdBu", 0.0) if one_d else ("||a||", "Viridis", None)
@@ -202,7 +211,7 @@ def probe_heatmap(run: RunData, label: str, value: str, multi: bool) -> go.Figur
                                                f"{colorbar} %{{z:.3f}}<extra></extra>"))
     # one column per snapshot, labelled with its env step: a numeric axis would extend half a column past the
     # run's last step and, for a single snapshot, invent fractional ticks
-    if not run.probes.empty:
+    if not probes.empty:
         steps = snaps["global_step"].tolist()[:: -(-len(snaps) // 10)]  # at most 10 labels
         fig.update_xaxes(type="category", tickvals=steps, ticktext=[f"{s:,}" for s in steps])
     fig.update_layout(title=title, xaxis_title="Env steps at snapshot", yaxis_title="Probe state index")
@@ -243,11 +252,16 @@ def warmup_rows(run: RunData) -> pd.Series:
     return start < run.config.update_after
 
 
+def _is_population(run: RunData) -> bool:
+    return "member" in run.episodes.columns and run.config.num_members > 1
+
+
 def build_figures(runs: Sequence[RunData]) -> list[go.Figure]:
     """All report figures for one or more runs, in report order."""
     labels = run_labels(runs)
     multi = len(runs) > 1
-    figs = [learning_curve(runs, labels), q_vs_target(runs, labels), losses(runs, labels)]
+    figs = [population_curve(run, COLORS) for run in runs if _is_population(run)]
+    figs += [learning_curve(runs, labels), q_vs_target(runs, labels), losses(runs, labels)]
     for run, label in zip(runs, labels, strict=True):
         figs += [probe_heatmap(run, label, "action", multi), probe_heatmap(run, label, "q", multi)]
     figs.append(throughput(runs, labels))
@@ -354,7 +368,9 @@ def render_html(runs: Sequence[RunData], plotly_cdn: bool = False, base: Path | 
     labels = run_labels(runs)
     figures = "[" + ",".join(f.to_json() for f in build_figures(runs)) + "]"
     title = f"fastddpg report: {labels[0]}" if len(runs) == 1 else f"fastddpg report: {len(runs)} runs"
-    return _PAGE.format(title=html.escape(title), plotly=_plotly_script(plotly_cdn), table=_summary_table(runs, labels),
+    table = _summary_table(runs, labels) + "".join(ranking_html(run, label) for run, label in
+                                                   zip(runs, labels, strict=True) if _is_population(run))
+    return _PAGE.format(title=html.escape(title), plotly=_plotly_script(plotly_cdn), table=table,
                         details=_details(runs, labels), videos=_videos(runs, labels, base), figs_id=_FIGS_ID,
                         figures=figures.replace("</", "<\\/"))
 

@@ -4,6 +4,10 @@ PROBE_N states are drawn from the replay buffer once it holds max(PROBE_N, BATCH
 generator of their own, so diagnostics never change what is learned), and stay fixed. A snapshot is taken at the
 first report after another ``probe_every_episodes`` episodes (over all envs) have ended, and one at the end of
 the run. Each snapshot is one small device-to-host transfer at a report, never per step.
+
+A population (K members) has probe states per member, drawn from the member's own replay rows, and each snapshot
+evaluates every member's actor and Q_1 on its own states: rows start with the member. Snapshots are taken when
+another ``probe_every_episodes`` episodes per member (the population's episodes / K) have ended.
 """
 
 from __future__ import annotations
@@ -18,45 +22,52 @@ class ProbeRecorder:
     """Trainer callback holding the probe states, the snapshot counter and the probe rows
     (snapshot, episode, global_step, probe, action, q)."""
 
-    def __init__(self, probe_n: int, every_episodes: int, batch_size: int, generator: torch.Generator) -> None:
+    def __init__(self, probe_n: int, every_episodes: int, batch_size: int, generator: torch.Generator,
+                 members: int = 0) -> None:
         self.probe_n, self.every_episodes, self.batch_size = probe_n, every_episodes, batch_size
+        self.members = members  # 0: a single run (rows without a member column)
+        self._col = 1 if members else 0  # where the snapshot number sits in a row
         self.generator = generator
-        self.states: torch.Tensor | None = None  # (probe_n, obs_dim) once drawn
+        self.states: torch.Tensor | None = None  # (probe_n, obs_dim) once drawn; (K, probe_n, obs_dim)
         self.bucket = 0  # num_episodes // every_episodes at the last snapshot
         self.rows: list[tuple] = []
 
     def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
         """At a report: draw the probe states once the buffer can give them; snapshot if enough episodes ended."""
         self._draw(trainer)
-        if self.states is not None and trainer.num_episodes // self.every_episodes > self.bucket:
+        if self.states is not None and self._episodes(trainer) // self.every_episodes > self.bucket:
             self.snapshot(trainer)
 
     def at_end(self, trainer: Any) -> None:
         """The end-of-run snapshot, unless the last report already took one at this step."""
         self._draw(trainer)
-        if self.states is None or (self.rows and self.rows[-1][2] == trainer.global_step):
+        if self.states is None or (self.rows and self.rows[-1][self._col + 2] == trainer.global_step):
             return
         self.snapshot(trainer)
 
     def _draw(self, trainer: Any) -> None:
         if self.states is None and len(trainer.buffer) >= max(self.probe_n, self.batch_size):
             self.states = trainer.buffer.sample(self.probe_n, self.generator)["obs"].clone()
-            self.bucket = trainer.num_episodes // self.every_episodes
+            self.bucket = self._episodes(trainer) // self.every_episodes
+
+    def _episodes(self, trainer: Any) -> int:
+        return trainer.num_episodes // max(1, self.members)
 
     @torch.no_grad()
     def snapshot(self, trainer: Any) -> None:
         """Actor action (its norm for multi-dimensional actions) and Q_1(s, mu(s)) on every probe state."""
         assert self.states is not None
-        self.bucket = trainer.num_episodes // self.every_episodes
+        self.bucket = self._episodes(trainer) // self.every_episodes
         algo = trainer.algo
         a = algo.policy(self.states)
         q = algo.q1(self.states, a).reshape(-1)
-        stat = a[:, 0] if a.shape[1] == 1 else torch.linalg.vector_norm(a, dim=1)
-        host = torch.stack([stat, q]).cpu().numpy()
-        snap = self.rows[-1][0] + 1 if self.rows else 0
-        for i in range(self.probe_n):
-            self.rows.append((snap, trainer.num_episodes, trainer.global_step, i, float(host[0, i]),
-                              float(host[1, i])))
+        stat = a[..., 0] if a.shape[-1] == 1 else torch.linalg.vector_norm(a, dim=-1)
+        host = torch.stack([stat.reshape(-1), q]).cpu().numpy()
+        snap = self.rows[-1][self._col] + 1 if self.rows else 0
+        for j in range(host.shape[1]):
+            member, i = divmod(j, self.probe_n)
+            row = (snap, self._episodes(trainer), trainer.global_step, i, float(host[0, j]), float(host[1, j]))
+            self.rows.append((member, *row) if self.members else row)
 
     def state_dict(self) -> dict[str, Any]:
         return {"states": self.states, "bucket": self.bucket, "rows": list(self.rows)}

@@ -5,6 +5,10 @@ go in with one write and a sampled batch comes out with one gather; ``storage`` 
 `TensorDict` of views (``obs``, ``action``, ``reward``, ``next_obs``, ``terminated``) over that tensor.
 Sampling uses torch's RNG on the device: no numpy RNG, no host copy. The write pointer and fill level are
 plain Python ints: they advance by N per write, which the host knows without asking the device.
+
+A population's buffer (``members=K``) is one (K, capacity, width) tensor: member k's rows hold only member k's
+transitions (its N envs' rows of each write), and each member's batch is drawn from its own rows only. Members
+write in lockstep, so one pointer and one fill level serve them all.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ from .update import Batch
 class ReplayBuffer:
     """Ring buffer of ``capacity`` transitions (s, a, r, s', d) on ``device``.
 
-    Columns: obs (obs_dim), action (act_dim), reward (1), next_obs (obs_dim), terminated (1).
+    Columns: obs (obs_dim), action (act_dim), reward (1), next_obs (obs_dim), terminated (1). ``members=K`` (> 0):
+    a population's K buffers of ``capacity`` each (see the module docstring); 0: one buffer.
     """
 
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device) -> None:
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device, members: int = 0) -> None:
         self.capacity = int(capacity)
+        self.members = int(members)
+        lead = (self.members,) if self.members else ()
         self.device = torch.device(device)
         widths = {"obs": obs_dim, "action": act_dim, "reward": 1, "next_obs": obs_dim, "terminated": 1}
         self._slices: dict[str, slice] = {}
@@ -30,9 +37,9 @@ class ReplayBuffer:
         for key, w in widths.items():
             self._slices[key] = slice(start, start + w)
             start += w
-        self.data = torch.zeros(self.capacity, start, device=self.device)
-        self.storage = TensorDict({k: self.data[:, s] for k, s in self._slices.items()},
-                                  batch_size=[self.capacity], device=self.device)
+        self.data = torch.zeros(*lead, self.capacity, start, device=self.device)
+        self.storage = TensorDict({k: self.data[..., s] for k, s in self._slices.items()},
+                                  batch_size=[*lead, self.capacity], device=self.device)
         self.ptr = 0
         self.size = 0
 
@@ -42,31 +49,39 @@ class ReplayBuffer:
     @property
     def width(self) -> int:
         """Columns of a stored row: 2 obs_dim + act_dim + 2."""
-        return self.data.shape[1]
+        return self.data.shape[-1]
 
     def add(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
             terminated: torch.Tensor) -> None:
-        """Write N transitions at once: obs/next_obs (N, obs_dim), action (N, act_dim), reward/terminated (N,)."""
+        """Write N transitions at once: obs/next_obs (N, obs_dim), action (N, act_dim), reward/terminated (N,).
+        A population's buffer takes K*N rows, member-major (rows k*N .. k*N + N - 1 are member k's)."""
         rows = torch.cat([obs, action, reward.reshape(-1, 1), next_obs, terminated.reshape(-1, 1)], dim=-1)
-        n = rows.shape[0]
+        if self.members:
+            rows = rows.reshape(self.members, -1, rows.shape[-1])
+        n = rows.shape[-2]
         if n > self.capacity:  # only the newest `capacity` transitions can survive
             self.ptr = (self.ptr + n - self.capacity) % self.capacity
-            rows, n = rows[-self.capacity:], self.capacity
+            rows, n = rows[..., -self.capacity:, :], self.capacity
         end = self.ptr + n
         if end <= self.capacity:
-            self.data[self.ptr:end] = rows
+            self.data[..., self.ptr:end, :] = rows
         else:
             idx = torch.arange(self.ptr, end, device=self.device) % self.capacity
-            self.data.index_copy_(0, idx, rows)
+            self.data.index_copy_(self.data.dim() - 2, idx, rows)
         self.ptr = end % self.capacity
         self.size = min(self.size + n, self.capacity)
 
     def sample_rows(self, num_batches: int, batch_size: int, generator: torch.Generator | None = None
                     ) -> torch.Tensor:
         """Indices drawn uniformly from the filled part, all batches at once: (num_batches, batch_size) rows
-        gathered into a (num_batches, batch_size, width) tensor."""
+        gathered into a (num_batches, batch_size, width) tensor; a population's: (num_batches, K, batch_size,
+        width), member k's batch from member k's rows only."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
+        if self.members:
+            idx = torch.randint(0, self.size, (num_batches, self.members, batch_size), device=self.device,
+                                generator=generator)
+            return self.data[torch.arange(self.members, device=self.device).reshape(-1, 1), idx]
         idx = torch.randint(0, self.size, (num_batches, batch_size), device=self.device, generator=generator)
         return self.data[idx]
 
@@ -75,16 +90,19 @@ class ReplayBuffer:
         return Batch(*(rows[..., s] for s in self._slices.values()))
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TensorDict:
-        """One batch as a TensorDict of shape (batch_size,) with the buffer's column names."""
+        """One batch as a TensorDict of shape (batch_size,) with the buffer's column names ((K, batch_size) for a
+        population: one batch per member)."""
         rows = self.sample_rows(1, batch_size, generator)[0]
-        return TensorDict({k: rows[:, s] for k, s in self._slices.items()}, batch_size=[batch_size],
+        return TensorDict({k: rows[..., s] for k, s in self._slices.items()}, batch_size=rows.shape[:-1],
                           device=self.device)
 
     def state_dict(self) -> dict[str, object]:
-        return {"data": self.data[: self.size].clone(), "ptr": self.ptr, "size": self.size}
+        return {"data": self.data[..., : self.size, :].clone(), "ptr": self.ptr, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
         data = state["data"]
+        if data.shape[:-2] != self.data.shape[:-2]:
+            raise ValueError(f"replay data of shape {tuple(data.shape)} does not fit {tuple(self.data.shape)}")
         self.data.zero_()
-        self.data[: data.shape[0]] = data.to(self.device)
+        self.data[..., : data.shape[-2], :] = data.to(self.device)
         self.ptr, self.size = int(state["ptr"]), int(state["size"])

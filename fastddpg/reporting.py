@@ -26,6 +26,7 @@ import pandas as pd
 _NOT_METRICS = frozenset({"update", "global_step", "updates_in_row", "env_steps_per_sec", "updates_per_sec",
                           "wall_time"})
 _KNOWN_METRICS = ("critic_loss", "actor_loss", "q_mean", "y_mean")
+MAX_GRID_ROWS = 8  # grid points shown in the live panel
 
 
 def no_episode_yet(env_id: str, num_envs: int, env_steps: int) -> str:
@@ -46,6 +47,8 @@ class _Tracker:
 
     def __init__(self) -> None:
         self.returns: deque[float] = deque(maxlen=10)
+        self.member_returns: dict[int, deque[float]] = {}  # a population's: each member's last 10
+        self.groups: dict[str, list[int]] = {}  # a population's grid points: label -> members
         self.episodes = 0
         self.row: dict[str, float] | None = None
         self.steps = self.updates = 0
@@ -66,10 +69,18 @@ class _Tracker:
         elapsed = time.perf_counter() - self._t0
         return max(0, total - self.steps) * elapsed / done if done > 0 else math.nan
 
-    def observe(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
-        self.returns.extend(episodes["return"].tolist())
+    def observe(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | list | None) -> None:
+        if not self.groups and getattr(trainer, "members", 1) > 1:
+            self.groups = trainer.cfg.grid_members()
+        if "member" in episodes.columns:  # a population: each member's returns apart
+            for k, r in zip(episodes["member"].tolist(), episodes["return"].tolist(), strict=True):
+                self.member_returns.setdefault(int(k), deque(maxlen=10)).append(r)
+        else:
+            self.returns.extend(episodes["return"].tolist())
         self.episodes = trainer.num_episodes
         self.steps, self.updates = trainer.global_step, trainer.num_updates
+        if isinstance(row, list):  # a population's rows: show the members' mean
+            row = {key: sum(r[key] for r in row) / len(row) for key in row[0] if key != "member"}
         if row is not None:
             self.row = row
         now = time.perf_counter()
@@ -81,11 +92,43 @@ class _Tracker:
 
     @property
     def last_return(self) -> float:
+        if self.member_returns:
+            return sum(r[-1] for r in self.member_returns.values()) / len(self.member_returns)
         return self.returns[-1] if self.returns else math.nan
 
     @property
     def mean10(self) -> float:
+        if self.member_returns:
+            return sum(self.member_means) / len(self.member_means)
         return sum(self.returns) / len(self.returns) if self.returns else math.nan
+
+    @property
+    def member_means(self) -> list[float]:
+        """A population's: each member's mean of its last 10 returns (members with an episode so far)."""
+        return [sum(r) / len(r) for r in self.member_returns.values()]
+
+    def population_line(self) -> str:
+        """'mean [min, max] over K members' of the members' last-10 means, or '' for a single run."""
+        return _spread(self.member_means)
+
+    def grid_lines(self) -> list[tuple[str, str]]:
+        """(grid point, its members' `population_line`) per grid point with an episode, for a population with a
+        --grid; [] otherwise."""
+        if len(self.groups) < 2:
+            return []
+        out = []
+        for label, members in self.groups.items():
+            means = [sum(r) / len(r) for k, r in self.member_returns.items() if k in members]
+            if means:
+                out.append((label, _spread(means)))
+        return out
+
+
+def _spread(means: list[float]) -> str:
+    if not means:
+        return ""
+    return f"{sum(means) / len(means):.1f} [{min(means):.1f}, {max(means):.1f}] over {len(means)} members"
+
 
 
 class PlainReporter:
@@ -107,9 +150,13 @@ class PlainReporter:
     def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
         t = self.t
         t.observe(trainer, episodes, row)
+        row = t.row if row is not None else None  # a population's K rows: their mean
         total = trainer.cfg.total_steps
         parts = [f"step {t.steps:>9,}/{total:,}", f"ep {t.episodes:>5}"]
-        if t.returns:
+        if t.member_returns:
+            parts.append(f"last10 return {t.population_line()}")
+            parts += [f"{label}: {line}" for label, line in t.grid_lines()]
+        elif t.returns:
             parts.append(f"return {t.last_return:8.1f} (last10 {t.mean10:8.1f})")
         else:
             parts.append(no_episode_yet(trainer.cfg.env, trainer.num_envs, t.steps).rstrip(".").lower())
@@ -200,6 +247,13 @@ class RichReporter:
         else:
             grid.add_row("return", no_episode_yet(self.env_id, self.num_envs, t.steps), "", "", "updates",
                          f"{t.updates:,}")
+        if t.member_returns:
+            grid.add_row("members' 10-ep mean", t.population_line(), "", "", "", "")
+            lines = t.grid_lines()
+            for label, line in lines[:MAX_GRID_ROWS]:
+                grid.add_row(label, line, "", "", "", "")
+            if len(lines) > MAX_GRID_ROWS:
+                grid.add_row("", f"... {len(lines) - MAX_GRID_ROWS} more grid points", "", "", "", "")
         grid.add_row("critic loss", _fmt(row.get("critic_loss"), ".4g"), "actor loss",
                      _fmt(row.get("actor_loss"), ".4g"), "", "")
         grid.add_row("mean Q", _fmt(row.get("q_mean"), ".4g"), "mean TD target", _fmt(row.get("y_mean"), ".4g"),
@@ -245,3 +299,7 @@ def print_summary(summary: dict[str, Any], print_fn: Any = print, env_id: str | 
     print_fn(f"done: {s['episodes']} episodes, {s['env_steps']:,} env steps, {s['updates']:,} updates in "
              f"{s['wall_time_s']:.1f} s | {s['env_steps_per_sec']:,.0f} env steps/s, "
              f"{s['updates_per_sec']:,.0f} updates/s | replay ratio {s['replay_ratio']:.3f} | " + last10)
+    if "members" in s:
+        print_fn(f"population: {s['members']} members, last-10-episode mean return {s['last10_mean_return']:.1f} "
+                 f"[{s['last10_min_return']:.1f}, {s['last10_max_return']:.1f}] | "
+                 f"{s['agent_env_steps_per_sec']:,.0f} agent env steps/s")

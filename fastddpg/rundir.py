@@ -15,6 +15,12 @@ Layout of ``runs/<env>__<algo>__<seed>__<timestamp>/`` (or ``--run-dir``)::
     report.html       the Plotly report (written by `fastddpg.train`; `fastddpg plot RUN_DIR` regenerates it)
     eval.csv          noise-free evaluation episodes, appended by `fastddpg eval`
     checkpoints/      step_<env step>.pt: full checkpoints (fastddpg.checkpoint), the last --keep-checkpoints
+    members.csv       a population's (--num-seeds/--grid: K > 1 members) members: member, seed, grid_point and
+                      each --grid field's value
+
+A population run writes one directory for all its members: every table starts with a ``member`` column, the
+weights and checkpoints hold the whole population (stacked: every tensor's leading dim is the member, or K*2 for
+TD3's twin critics, member-major). A single run's files have no member column, as before populations existed.
 
 File names and columns are `fastddpg.schema`'s. `RunWriter` is a trainer callback: it only sees what the
 trainer already pulled to the host at a report, so it adds no device sync. CSV floats are written with Python's
@@ -49,11 +55,13 @@ from .schema import (
     DEFAULT_COLUMNS,
     EPISODE_COLUMNS,
     INT_COLUMNS,
+    MEMBERS_FILE,
     PROBE_COLUMNS,
     STR_COLUMNS,
     SUMMARY_FILE,
     TABLES,
     update_columns,
+    with_member,
 )
 
 
@@ -125,10 +133,11 @@ class RunWriter:
     and writes the report.
     """
 
-    def __init__(self, path: Path, algo: str = "ddpg") -> None:
+    def __init__(self, path: Path, algo: str = "ddpg", members: int = 1) -> None:
         self.path = Path(path)
+        self.members = members
         self.probes_written = 0  # rows of trainer.probe_rows already on disk
-        self.update_header = list(update_columns(metric_names(algo)))
+        self.update_header = list(with_member(update_columns(metric_names(algo)), members))
 
     @classmethod
     def create(cls, cfg: Config, trainer: Any | None = None, argv: list[str] | None = None,
@@ -156,18 +165,22 @@ class RunWriter:
             if getattr(trainer.device, "type", "") == "cuda":
                 meta["device_name"] = torch.cuda.get_device_name(trainer.device)
         write_json(path / CONFIG_FILE, meta)
-        writer = cls(path, cfg.algo)
-        writer._write_header("episodes", EPISODE_COLUMNS)
+        k = cfg.num_members
+        writer = cls(path, cfg.algo, k)
+        writer._write_header("episodes", with_member(EPISODE_COLUMNS, k))
         writer._write_header("updates", writer.update_header)
-        writer._write_header("probes", PROBE_COLUMNS)
+        writer._write_header("probes", with_member(PROBE_COLUMNS, k))
+        if k > 1:
+            members_table(cfg).to_csv(path / MEMBERS_FILE, index=False)
         return writer
 
     # --- at every report -----------------------------------------------------------------------------------------
-    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
+    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | list | None) -> None:
         if len(episodes):
             self._append("episodes", episodes.itertuples(index=False, name=None))
         if row is not None:
-            self._append("updates", [[row.get(k, "") for k in self.update_header]])
+            rows = row if isinstance(row, list) else [row]  # a population's: one per member
+            self._append("updates", [[r.get(k, "") for k in self.update_header] for r in rows])
         self.write_probes(trainer)
 
     def write_probes(self, trainer: Any) -> None:
@@ -195,6 +208,15 @@ class RunWriter:
     def _append(self, table: str, rows: Any) -> None:
         with open(self.path / f"{table}.csv", "a", newline="") as f:
             csv.writer(f).writerows(rows)
+
+
+def members_table(cfg: Config) -> pd.DataFrame:
+    """A population's members: member, seed, grid_point, and the value of each --grid field."""
+    names = list(cfg.grid_points()[0])
+    members = cfg.member_configs()
+    return pd.DataFrame({"member": range(len(members)), "seed": [c.seed for c in members],
+                         "grid_point": [k // cfg.num_seeds for k in range(len(members))],
+                         **{n: [getattr(c, n) for c in members] for n in names}})
 
 
 def write_parquet(path: Path) -> bool:

@@ -33,8 +33,18 @@ def update_columns(metric_names: Sequence[str] = DDPG_METRICS) -> tuple[str, ...
 
 UPDATE_COLUMNS = update_columns()  # a DDPG run's
 
+# A population run (--num-seeds K > 1) puts the member (0..K-1) first in every table; a single run has no such column,
+# so its files are what they always were.
+MEMBER = "member"
+MEMBERS_FILE = "members.csv"  # member, seed: one row per member of a population run
+
+
+def with_member(columns: Sequence[str], members: int) -> tuple[str, ...]:
+    """``columns`` of a run with ``members`` members: unchanged for 1, the member column first for more."""
+    return (MEMBER, *columns) if members > 1 else tuple(columns)
+
 # Documented dtypes of the tidy tables; any other column (e.g. an algorithm's extra metric) is read as float64.
-INT_COLUMNS = frozenset({"episode", "env", "global_step", "length", "update", "updates_in_row", "snapshot",
+INT_COLUMNS = frozenset({"member", "episode", "env", "global_step", "length", "update", "updates_in_row", "snapshot",
                          "probe", "seed"})
 STR_COLUMNS = frozenset({"eval_time"})
 DEFAULT_COLUMNS = {"episodes": EPISODE_COLUMNS, "updates": UPDATE_COLUMNS, "probes": PROBE_COLUMNS,

@@ -11,6 +11,15 @@ report, and may have ``at_start(trainer)`` (when `Trainer.train` starts), ``afte
 vector step) and ``at_end(trainer)`` (once, when the run ends or is stopped by a signal). The probe snapshots
 (`fastddpg.probes`) are the trainer's first callback; the run directory and checkpoints (`fastddpg.rundir`,
 `fastddpg.checkpoint`) are added by `fastddpg.train`.
+
+A population (K = grid points x ``num_seeds`` > 1 members, `fastddpg.algos.population`) runs its members in
+lockstep: one vector env of K*N envs (member k's envs are rows k*N .. k*N + N - 1; member k's env j is seeded
+seed + k*N + j, so K = 1 seeds as a single run does), one replay buffer of (K, capacity, width), one update of
+every member per update step. ``num_envs``, ``global_step`` and the replay ratio count one member's envs and
+steps, so ``total_steps``, ``start_steps`` and ``update_after`` mean per member what they mean for a single run.
+Member k's networks start as a single run with its seed would start them; its noise, sampling and env resets
+then draw from the population's shared generators (independent streams, not a single run's). Tables get a
+member column; the update row a callback sees is then a list of K rows, one per member.
 """
 
 from __future__ import annotations
@@ -27,15 +36,24 @@ import pandas as pd
 import torch
 
 from .algos import Algorithm, make_algorithm
+from .algos.population import Population
 from .compile import compile_explore, compile_update, resolve_compile_mode
 from .config import Config, resolve_device
-from .devicelog import DeviceLog, Pulled, episode_rows, metric_means
+from .devicelog import DeviceLog, Pulled, episode_rows, member_episode_rows, metric_means
 from .envs import VecEnv, make_env
-from .failsafe import Interval, StopSignals, TrainingInterrupted, check_health, health_tensor
+from .failsafe import (
+    Interval,
+    StopSignals,
+    TrainingInterrupted,
+    check_health,
+    check_population_health,
+    health_tensor,
+    population_health_tensor,
+)
 from .noise import make_noise
 from .probes import ProbeRecorder
 from .replay import ReplayBuffer
-from .schema import EPISODE_COLUMNS, PROBE_COLUMNS, update_columns
+from .schema import EPISODE_COLUMNS, PROBE_COLUMNS, update_columns, with_member
 from .threads import apply_threads
 
 
@@ -71,16 +89,27 @@ class Trainer:
         self.threads = apply_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        self.env = env if env is not None else make_env(cfg.env, cfg.num_envs, self.device, cfg.vector_mode,
+        self.members = k = cfg.num_members
+        self.env = env if env is not None else make_env(cfg.env, cfg.num_envs * k, self.device, cfg.vector_mode,
                                                         cfg.env_backend)
         n, o, a = self.env.num_envs, self.env.obs_dim, self.env.act_dim
-        self.num_envs = n
+        if n % k:
+            raise ValueError(f"a population of {k} needs a multiple of {k} envs, not {n}")
+        self.num_envs = n // k  # per member
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.action_low = self.env.action_low.to(self.device)
         self.action_high = self.env.action_high.to(self.device)
-        self.algo = make_algorithm(cfg, o, a, self.action_low, self.action_high, self.device)
-        self.buffer = ReplayBuffer(cfg.replay_size, o, a, self.device)
-        self.noise = make_noise(cfg, n, a, self.device, self.gen)
+        member_cfgs = cfg.member_configs()
+        if k == 1:  # a single run (with a one-point --grid: that point's values)
+            self.algo = make_algorithm(member_cfgs[0], o, a, self.action_low, self.action_high, self.device)
+        else:
+            self.algo = make_population(cfg, o, a, self.action_low, self.action_high, self.device)
+        pop = k if k > 1 else 0  # members of the replay buffer, device log and probes (0: a single run's layout)
+        self.buffer = ReplayBuffer(cfg.replay_size, o, a, self.device, members=pop)
+        sigmas = [c.noise_sigma for c in member_cfgs]
+        sigma = (sigmas[0] if len(set(sigmas)) == 1 else  # per member on a --grid of noise_sigma: each env's row
+                 torch.tensor(sigmas, device=self.device).repeat_interleave(self.num_envs).reshape(-1, 1))
+        self.noise = make_noise(cfg, n, a, self.device, self.gen, sigma)
 
         self.compile_mode = resolve_compile_mode(cfg.compile, self.device, self.planned_updates())
         self.compile_seconds = 0.0
@@ -93,7 +122,7 @@ class Trainer:
 
         # the probes draw from a generator of their own, so diagnostics never change what is learned
         self.probes = ProbeRecorder(cfg.probe_n, cfg.probe_every_episodes, cfg.batch_size,
-                                    torch.Generator(device=self.device).manual_seed(cfg.seed + 1))
+                                    torch.Generator(device=self.device).manual_seed(cfg.seed + 1), members=pop)
         self.callbacks: list[Callable[..., None]] = [self.probes, *(callbacks or [])]
         self.log: Callable[[str], None] = (lambda msg: None) if cfg.quiet else print
         self.last_checkpoint: Path | None = None  # set by a checkpoint callback; named by a non-finite stop
@@ -102,16 +131,17 @@ class Trainer:
         self.global_step = 0
         self.vector_steps = 0
         self.num_updates = 0
-        self.num_episodes = 0
+        self.num_episodes = 0  # over all members
+        self.member_episodes = [0] * k  # a population numbers each member's episodes on its own
         self.update_credit = Fraction(0)  # updates owed but not yet run (the replay ratio's fractional part)
         self.ratio = Fraction(cfg.updates_per_step).limit_denominator(10_000)
         # device-side state: the episodes in progress, and the log of the current report interval
         self.ep_return = torch.zeros(n, device=self.device)
         self.ep_len = torch.zeros(n, device=self.device)
-        self.device_log = DeviceLog(n, cfg.log_every, len(self.algo.metric_names), self.device)
+        self.device_log = DeviceLog(self.num_envs, cfg.log_every, len(self.algo.metric_names), self.device, pop)
         # host-side tables
         self.episode_rows: list[tuple] = []
-        self.update_rows: list[dict[str, float]] = []
+        self.update_rows: list[dict[str, float]] = []  # a population's: K per report, with a "member" key
         self._t_start = time.perf_counter()
         self._t_last_report = self._t_start
         self._steps_at_last_report = 0
@@ -125,6 +155,13 @@ class Trainer:
     @property
     def probe_rows(self) -> list[tuple]:
         return self.probes.rows
+
+    def member_labels(self) -> list[str]:
+        """One label per member, for messages: its seed and grid values."""
+        return [", ".join([f"seed {c.seed}", *(f"{n} {v:g}" for n, v in point.items())])
+                for c, point in zip(self.cfg.member_configs(),
+                                    [p for p in self.cfg.grid_points() for _ in range(self.cfg.num_seeds)],
+                                    strict=True)]
 
     def planned_updates(self) -> int:
         """Gradient updates this run will perform (the replay ratio times the env steps after update_after)."""
@@ -167,8 +204,8 @@ class Trainer:
     # --- one vector step -------------------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs (N, obs_dim) -> exploratory actions (N, act_dim): uniform during start_steps, else the algorithm's
-        acting step (mu(s) + noise, clipped to the action bounds)."""
+        """obs (N, obs_dim) -> exploratory actions (N, act_dim) (a population's: K*N rows): uniform during
+        start_steps, else the algorithm's acting step (mu(s) + noise, clipped to the action bounds)."""
         if self.global_step < self.cfg.start_steps:
             u = torch.rand(obs.shape[0], self.action_low.shape[0], device=self.device, generator=self.gen)
             return self.action_low + (self.action_high - self.action_low) * u
@@ -237,37 +274,55 @@ class Trainer:
         an update row, call the callbacks, then raise NonFiniteError if the interval saw a NaN or Inf."""
         steps = self.global_step - self._steps_at_last_report
         modules = self.algo.modules()
-        health = health_tensor(self.buffer, steps, self.obs, modules)  # rides along in the one transfer
+        pop = self.members > 1
+        # rides along in the one transfer
+        health = (population_health_tensor(self.buffer, steps, self.obs, modules, self.members) if pop
+                  else health_tensor(self.buffer, steps, self.obs, modules))
         first_vector_step = self.vector_steps - self.device_log.pos
         p = self.device_log.pull(health)
-        new_eps = episode_rows(p, first_vector_step, self.num_episodes + 1)
+        if pop:
+            new_eps = member_episode_rows(p, first_vector_step, [e + 1 for e in self.member_episodes])
+            for r in new_eps:
+                self.member_episodes[r[0]] += 1
+        else:
+            new_eps = episode_rows(p, first_vector_step, self.num_episodes + 1)
         self.num_episodes += len(new_eps)
         self.episode_rows.extend(new_eps)
-        row = self._update_row(p)
-        if row is not None:
-            self.update_rows.append(row)
-        episodes = pd.DataFrame(new_eps, columns=list(EPISODE_COLUMNS))
+        rows = self._update_rows(p)
+        self.update_rows.extend(rows)
+        row: Any = (rows or None) if pop else (rows[0] if rows else None)
+        episodes = pd.DataFrame(new_eps, columns=list(self.episode_columns))
         for cb in self.callbacks:
             cb(self, episodes, row)
         # after the callbacks, so the run directory shows the interval that went bad
-        check_health(self.metric_names, p.metric_sums, p.extra, list(modules),
-                     Interval(self.num_envs, self.global_step, self.num_updates, steps, p.updates, len(self.buffer)),
-                     self.last_checkpoint)
+        at = Interval(self.num_envs, self.global_step, self.num_updates, steps, p.updates, len(self.buffer))
+        if pop:
+            check_population_health(self.metric_names, p.metric_sums, p.extra, list(modules), at,
+                                    self.member_labels(), self.last_checkpoint)
+        else:
+            check_health(self.metric_names, p.metric_sums, p.extra, list(modules), at, self.last_checkpoint)
 
-    def _update_row(self, p: Pulled) -> dict[str, float] | None:
+    @property
+    def episode_columns(self) -> tuple[str, ...]:
+        return with_member(EPISODE_COLUMNS, self.members)
+
+    def _update_rows(self, p: Pulled) -> list[dict[str, float]]:
+        """The report's update row (a population's: one per member, its "member" first); none without updates."""
         now = time.perf_counter()
         dt = max(now - self._t_last_report, 1e-9)
-        row = None
+        rows = []
         if p.updates:
-            row = {"update": self.num_updates, "global_step": self.global_step,
-                   **metric_means(p, self.metric_names, self.algo.actor_step_metrics),
-                   "updates_in_row": p.updates,
-                   "env_steps_per_sec": (self.global_step - self._steps_at_last_report) / dt,
-                   "updates_per_sec": (self.num_updates - self._updates_at_last_report) / dt,
-                   "wall_time": now - self._t_start}
+            for k in range(self.members) if self.members > 1 else (None,):
+                member = {} if k is None else {"member": k}
+                rows.append({**member, "update": self.num_updates, "global_step": self.global_step,
+                             **metric_means(p, self.metric_names, self.algo.actor_step_metrics, k),
+                             "updates_in_row": p.updates,
+                             "env_steps_per_sec": (self.global_step - self._steps_at_last_report) / dt,
+                             "updates_per_sec": (self.num_updates - self._updates_at_last_report) / dt,
+                             "wall_time": now - self._t_start})
         self._t_last_report, self._steps_at_last_report = now, self.global_step
         self._updates_at_last_report = self.num_updates
-        return row
+        return rows
 
     # --- state, for checkpoints and resume -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -281,7 +336,7 @@ class Trainer:
         np_state = np.random.get_state()
         probes = self.probes.state_dict()
         return {
-            "dims": {"num_envs": self.num_envs, "obs_dim": self.env.obs_dim, "act_dim": self.env.act_dim},
+            "dims": self._dims(),
             **self.algo.state_dict(),
             "buffer": self.buffer.state_dict(),
             "noise": self.noise.state_dict(),
@@ -293,6 +348,7 @@ class Trainer:
             "counters": {"global_step": self.global_step, "vector_steps": self.vector_steps,
                          "num_updates": self.num_updates, "num_episodes": self.num_episodes,
                          "credit": (self.update_credit.numerator, self.update_credit.denominator),
+                         **({"member_episodes": list(self.member_episodes)} if self.members > 1 else {}),
                          "probe_bucket": probes["bucket"], "wall_time": time.perf_counter() - self._t_start},
             "probe_states": probes["states"],
             "episodes": {"obs": self.obs, "ep_return": self.ep_return, "ep_len": self.ep_len},
@@ -304,7 +360,7 @@ class Trainer:
         """Restore a `state_dict`: every tensor is copied in place (compiled and captured update graphs stay
         valid) and equals the saved one exactly; counters, RNG states and logs continue from it. Then
         `restart_episodes`: the envs are re-seeded, so the episodes in progress when it was taken are cut."""
-        have = {"num_envs": self.num_envs, "obs_dim": self.env.obs_dim, "act_dim": self.env.act_dim}
+        have = self._dims()
         if dict(state["dims"]) != have:
             raise ValueError(f"state has shapes {dict(state['dims'])} but this trainer has {have}")
         self.algo.load_state_dict(state)
@@ -321,6 +377,7 @@ class Trainer:
         c = state["counters"]
         self.global_step, self.vector_steps = int(c["global_step"]), int(c["vector_steps"])
         self.num_updates, self.num_episodes = int(c["num_updates"]), int(c["num_episodes"])
+        self.member_episodes = [int(e) for e in c.get("member_episodes", [self.num_episodes])]
         self.update_credit = Fraction(*c["credit"])
         logs = state["logs"]
         self.probes.load_state_dict({"states": state["probe_states"], "bucket": c["probe_bucket"],
@@ -341,12 +398,34 @@ class Trainer:
         self.obs = self.env.reset(seed=resume_seed(self.cfg.seed, self.global_step))
         self.ep_return.zero_()
         self.ep_len.zero_()
-        self.noise.reset(torch.ones(self.num_envs, device=self.device))
+        self.noise.reset(torch.ones_like(self.ep_return))
+
+    def _dims(self) -> dict[str, int]:
+        """The shapes a state_dict must match (a population's: its member count too)."""
+        dims = {"num_envs": self.num_envs, "obs_dim": self.env.obs_dim, "act_dim": self.env.act_dim}
+        return {**dims, "members": self.members} if self.members > 1 else dims
 
     # --- results -------------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         wall = time.perf_counter() - self._t_start
-        returns = [r[3] for r in self.episode_rows]
+        if self.members > 1:
+            return {**self._summary(wall, []), **self._population_summary()}
+        return self._summary(wall, [r[3] for r in self.episode_rows])
+
+    def _population_summary(self) -> dict[str, Any]:
+        """Per member: its seed and the mean of its last 10 episode returns; their mean, min and max."""
+        last10 = [float(np.mean(r[-10:])) if r else float("nan") for r in
+                  ([row[4] for row in self.episode_rows if row[0] == k] for k in range(self.members))]
+        finite = [x for x in last10 if np.isfinite(x)]
+        return {"members": self.members, "member_seeds": [c.seed for c in self.cfg.member_configs()],
+                "member_last10_mean_return": last10,
+                "last10_mean_return": float(np.mean(finite)) if finite else float("nan"),
+                "last10_min_return": min(finite, default=float("nan")),
+                "last10_max_return": max(finite, default=float("nan")),
+                "agent_env_steps_per_sec": self.global_step * self.members / max(time.perf_counter() - self._t_start,
+                                                                                 1e-9)}
+
+    def _summary(self, wall: float, returns: list[float]) -> dict[str, Any]:
         return {
             "episodes": self.num_episodes,
             "env_steps": self.global_step,
@@ -366,12 +445,26 @@ class Trainer:
     def result(self) -> TrainResult:
         return TrainResult(
             config=self.cfg,
-            episodes=pd.DataFrame(self.episode_rows, columns=list(EPISODE_COLUMNS)),
-            updates=pd.DataFrame(self.update_rows, columns=list(update_columns(self.metric_names))),
-            probes=pd.DataFrame(self.probe_rows, columns=list(PROBE_COLUMNS)),
+            episodes=pd.DataFrame(self.episode_rows, columns=list(self.episode_columns)),
+            updates=pd.DataFrame(self.update_rows, columns=list(with_member(update_columns(self.metric_names),
+                                                                            self.members))),
+            probes=pd.DataFrame(self.probe_rows, columns=list(with_member(PROBE_COLUMNS, self.members))),
             summary=self.summary(),
             algo=self.algo,
         )
+
+
+def make_population(cfg: Config, obs_dim: int, act_dim: int, action_low: torch.Tensor, action_high: torch.Tensor,
+                    device: torch.device) -> Population:
+    """The population of ``cfg`` (``cfg.member_configs()``): each member's networks are initialised under
+    ``torch.manual_seed`` of its seed, as a single run with that seed initialises them, and it takes its grid
+    point's hyperparameters."""
+    members = []
+    for member_cfg in cfg.member_configs():
+        torch.manual_seed(member_cfg.seed)
+        members.append(make_algorithm(member_cfg, obs_dim, act_dim, action_low, action_high, device))
+    torch.manual_seed(cfg.seed)
+    return Population(members)
 
 
 def resume_seed(seed: int, global_step: int) -> int:

@@ -280,3 +280,187 @@ def td3_update(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor,
     q = q.detach()
     q1, q2 = q[0].mean(), q[1].mean()
     return torch.stack([loss_q.detach() / q.shape[0], loss_pi, q1, y.mean(), q1, q2, q_min.mean()])
+
+
+# --- populations: K independent members in one update ----------------------------------------------------------
+#
+# Every tensor of a population's learner state has a leading member dim: K for the actor (and every Adam step
+# count), K*C for the critics (C per member, member-major: critic c of member k is row k*C + c). A batch is
+# (K, B, ...): member k's rows come from member k's replay buffer. Member k's loss is its own batch mean; the
+# update differentiates the *sum* over members, and since no parameter is shared, member k's gradient is exactly
+# the gradient of its own loss. Clipping, Adam and the soft update act per member with that member's
+# hyperparameters (`MemberHyper`), so the population update equals K single updates (tested to 1e-5).
+#
+#     y_k       = r_k + gamma_k (1 - d_k) Q'_k(s'_k, mu'_k(s'_k))             (TD3: min over the member's C critics)
+#     L(phi)    = sum_k mean_b (Q_k(s, a) - y_k)^2                             (C critics: each to the same y_k)
+#     L(theta)  = sum_k -mean_b Q_k,1(s, mu_k(s))
+#     theta'_k <- tau_k theta_k + (1 - tau_k) theta'_k
+
+class MemberHyper(NamedTuple):
+    """A population's hyperparameters, one per member: (K,) float32 tensors on the device (the ``--grid`` values,
+    carried as tensors so that one graph serves every member). Adam's betas and eps are shared."""
+
+    gamma: torch.Tensor
+    tau: torch.Tensor
+    grad_clip_norm: torch.Tensor
+    actor_lr: torch.Tensor
+    critic_lr: torch.Tensor
+    policy_noise: torch.Tensor
+    noise_clip: torch.Tensor
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+def member_hyper(hypers: list[Hyper], device: torch.device) -> MemberHyper:
+    """The `MemberHyper` of K members with the given single-agent `Hyper`s (Adam's betas and eps must agree)."""
+    if len({(h.actor.betas, h.actor.eps, h.critic.betas, h.critic.eps) for h in hypers}) != 1:
+        raise ValueError("population members must share Adam's betas and eps")
+
+    def col(get: Callable[[Hyper], float]) -> torch.Tensor:
+        return torch.tensor([float(get(h)) for h in hypers], dtype=torch.float32, device=device)
+
+    return MemberHyper(col(lambda h: h.gamma), col(lambda h: h.tau), col(lambda h: h.grad_clip_norm),
+                       col(lambda h: h.actor.lr), col(lambda h: h.critic.lr), col(lambda h: h.policy_noise),
+                       col(lambda h: h.noise_clip), hypers[0].actor.betas, hypers[0].actor.eps)
+
+
+def per_member(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-member value ``x`` (K,) shaped to broadcast over ``like`` (K*C, ...): each entry repeated for the C
+    consecutive rows of its member, then reshaped to (K*C, 1, ..., 1)."""
+    c = like.shape[0] // x.shape[0]
+    if c > 1:
+        x = x.repeat_interleave(c)
+    return x.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def population_adam_state(params: Params, members: int) -> AdamState:
+    """A fresh Adam state for a population's ``params``: zero moments, a step count per member (K,)."""
+    first = next(iter(params.values()))
+    return {"step": torch.zeros(members, dtype=torch.float32, device=first.device),
+            "exp_avg": [torch.zeros_like(p) for p in params.values()],
+            "exp_avg_sq": [torch.zeros_like(p) for p in params.values()]}
+
+
+def clip_grad_norm_members_(grads: list[torch.Tensor], max_norm: torch.Tensor) -> None:
+    """`clip_grad_norm_stacked_` with a max norm per member (K,) (0 = no clipping for that member): each stacked
+    row (each critic of each member) is clipped to its own global L2 norm, in place."""
+    sq = torch.stack([g.square().flatten(1).sum(dim=1) for g in grads]).sum(dim=0)  # (K*C,)
+    limit = per_member(max_norm, sq)
+    coef = torch.where(limit > 0, torch.clamp(limit / (sq.sqrt() + 1e-6), max=1.0), 1.0)
+    for g in grads:
+        g.mul_(per_member(coef, g))
+
+
+def adam_members_step_(params: list[torch.Tensor], opt: AdamState, grads: list[torch.Tensor], lr: torch.Tensor,
+                       betas: tuple[float, float], eps: float) -> None:
+    """`adam_step_` with a learning rate (K,) and a step count (K,) per member: Adam is elementwise, so this is
+    K independent Adams."""
+    beta1, beta2 = betas
+    step = opt["step"]
+    step.add_(1.0)
+    torch._foreach_lerp_(opt["exp_avg"], grads, 1.0 - beta1)
+    torch._foreach_mul_(opt["exp_avg_sq"], beta2)
+    torch._foreach_addcmul_(opt["exp_avg_sq"], grads, grads, value=1.0 - beta2)
+    bias2_sqrt = torch.sqrt(1.0 - beta2 ** step)
+    scale = -lr / (1.0 - beta1 ** step)
+    for i, p in enumerate(params):  # indexed, not zip(strict=...): plain Python that dynamo traces as it is
+        m, v = opt["exp_avg"][i], opt["exp_avg_sq"][i]
+        denom = v.sqrt() / per_member(bias2_sqrt, v) + eps
+        p.add_(m / denom * per_member(scale, p))
+
+
+def soft_update_members_(targets: list[torch.Tensor], online: list[torch.Tensor], tau: torch.Tensor) -> None:
+    """theta'_k <- tau_k theta_k + (1 - tau_k) theta'_k for every member k, every target tensor."""
+    for i, t in enumerate(targets):
+        t.lerp_(online[i], per_member(tau, t))
+
+
+def population_td_target(nets: Nets, state: LearnerState, batch: Batch, gamma: torch.Tensor) -> torch.Tensor:
+    """y_k = r_k + gamma_k (1 - d_k) Q'_k(s'_k, mu'_k(s'_k)), shape (K, B, 1); no gradient."""
+    with torch.no_grad():
+        next_action = functional_call(nets.actor, state["target_actor"], (batch.next_obs,))
+        q_next = functional_call(nets.critic, state["target_critic"], (batch.next_obs, next_action))
+        return batch.reward + per_member(gamma, q_next) * (1.0 - batch.terminated) * q_next
+
+
+def population_critic_loss(critic: nn.Module, critic_params: Params, batch: Batch, y: torch.Tensor
+                           ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """sum over the K*C critics of mean_b (Q(s, a) - y_k)^2, each critic against its member's y. Returns (the sum,
+    (each critic's MSE (K*C,), Q (K*C, B, 1)))."""
+    q = functional_call(critic, critic_params, (batch.obs, batch.action))
+    c = q.shape[0] // y.shape[0]
+    per_critic = (q - (y.repeat_interleave(c, dim=0) if c > 1 else y)).square().mean(dim=(1, 2))
+    return per_critic.sum(), (per_critic.detach(), q.detach())
+
+
+def population_actor_loss(actor: nn.Module, actor_params: Params, critic: nn.Module, critic_params: Params,
+                          obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_k -mean_b Q_k,1(s, mu_k(s)) (each member's first critic). Returns (the sum, per member (K,))."""
+    action = functional_call(actor, actor_params, (obs,))
+    c = next(iter(critic_params.values())).shape[0] // action.shape[0]
+    if c > 1:
+        critic_params = {name: p[::c] for name, p in critic_params.items()}  # Q_1 of every member
+    per_member_loss = -functional_call(critic, critic_params, (obs, action)).mean(dim=(1, 2))
+    return per_member_loss.sum(), per_member_loss.detach()
+
+
+def population_critic_step_(nets: Nets, state: LearnerState, batch: Batch, y: torch.Tensor,
+                            hp: MemberHyper) -> tuple[torch.Tensor, torch.Tensor]:
+    """One critic step of every member. Returns (each critic's MSE (K*C,), Q (K*C, B, 1)), detached."""
+    grads, (_, (per_critic, q)) = grad_and_value(population_critic_loss, argnums=1, has_aux=True)(
+        nets.critic, state["critic"], batch, y)
+    grads = list(grads.values())
+    clip_grad_norm_members_(grads, hp.grad_clip_norm)
+    adam_members_step_(list(state["critic"].values()), state["optim"]["critic"], grads, hp.critic_lr, hp.betas,
+                       hp.eps)
+    return per_critic, q
+
+
+def population_actor_step_(nets: Nets, state: LearnerState, obs: torch.Tensor, hp: MemberHyper) -> torch.Tensor:
+    """One actor step of every member, then the soft update of every member's targets. Returns the actor losses
+    (K,)."""
+    grads, (_, loss) = grad_and_value(population_actor_loss, argnums=1, has_aux=True)(
+        nets.actor, state["actor"], nets.critic, state["critic"], obs)
+    grads = list(grads.values())
+    clip_grad_norm_members_(grads, hp.grad_clip_norm)
+    adam_members_step_(list(state["actor"].values()), state["optim"]["actor"], grads, hp.actor_lr, hp.betas, hp.eps)
+    soft_update_members_([*state["target_actor"].values(), *state["target_critic"].values()],
+                         [*state["actor"].values(), *state["critic"].values()], hp.tau)
+    return loss
+
+
+def population_ddpg_update(nets: Nets, state: LearnerState, batch: Batch, hp: MemberHyper) -> torch.Tensor:
+    """One DDPG update of every member on its own batch (K, B, ...). Returns metrics (K, 4) = METRIC_NAMES."""
+    y = population_td_target(nets, state, batch, hp.gamma)
+    loss_q, q = population_critic_step_(nets, state, batch, y, hp)
+    loss_pi = population_actor_step_(nets, state, batch.obs, hp)
+    return torch.stack([loss_q, loss_pi, q.mean(dim=(1, 2)), y.mean(dim=(1, 2))], dim=1)
+
+
+def population_td3_target(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor, hp: MemberHyper
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """TD3's target per member: y_k = r_k + gamma_k (1 - d_k) min_c Q'_k,c(s'_k, a~_k) with
+    a~_k = clip(mu'_k(s'_k) + clip(sigma_k eps_k, -c_k, c_k) * scale, low, high). ``eps`` (K, B, act_dim).
+    Returns (y (K, B, 1), min_c Q'_k,c (K, B, 1)); no gradient."""
+    with torch.no_grad():
+        clip = per_member(hp.noise_clip, eps)
+        noise = torch.clamp(per_member(hp.policy_noise, eps) * eps, -clip, clip) * nets.actor.action_scale
+        next_action = functional_call(nets.actor, state["target_actor"], (batch.next_obs,))
+        next_action = torch.clamp(next_action + noise, nets.action_low, nets.action_high)
+        q_next = functional_call(nets.critic, state["target_critic"], (batch.next_obs, next_action))
+        q_min = q_next.unflatten(0, (eps.shape[0], -1)).amin(dim=1)
+        return batch.reward + per_member(hp.gamma, q_min) * (1.0 - batch.terminated) * q_min, q_min
+
+
+def population_td3_update(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor, hp: MemberHyper,
+                          actor_step: bool) -> torch.Tensor:
+    """One TD3 update of every member (`td3_update` per member; ``actor_step`` is a Python constant). Returns
+    metrics (K, 7) = TD3_METRIC_NAMES."""
+    y, q_min = population_td3_target(nets, state, batch, eps, hp)
+    k = y.shape[0]
+    per_critic, q = population_critic_step_(nets, state, batch, y, hp)
+    loss_pi = population_actor_step_(nets, state, batch.obs, hp) if actor_step else torch.zeros(k, device=y.device)
+    q_means = q.unflatten(0, (k, -1)).mean(dim=(2, 3))  # (K, C)
+    q1 = q_means[:, 0]
+    return torch.stack([per_critic.unflatten(0, (k, -1)).mean(dim=1), loss_pi, q1, y.mean(dim=(1, 2)), q1,
+                        q_means[:, 1], q_min.mean(dim=(1, 2))], dim=1)

@@ -392,7 +392,8 @@ class VerifyOptions:
         need(self.algo in ALGOS, f"--algo={self.algo!r}: use one of {', '.join(ALGOS)}.")
         need(self.num_seeds >= 1, f"--num-seeds={self.num_seeds}: use 1.")
         need(self.num_seeds == 1,
-             f"--num-seeds={self.num_seeds}: populations are not available yet; use --num-seeds 1.")
+             f"--num-seeds={self.num_seeds}: verify checks one agent's update; use --num-seeds 1 (the population "
+             "update is checked against single updates by tests/test_population.py).")
         need(self.updates >= 1, f"--updates={self.updates}: verify at least 1 update.")
         need(self.batch_size >= 1, f"--batch-size={self.batch_size}: use a batch of at least 1.")
         need(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),

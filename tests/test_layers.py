@@ -19,10 +19,10 @@ PACKAGE = Path(fastddpg.__file__).resolve().parent
 LAYERS = {
     0: {"config", "schema", "fileio", "threads", "configfile"},
     1: {"networks", "noise", "replay", "envs", "torch_pendulum", "update", "compile", "algos", "algos.base",
-        "algos.ddpg", "algos.td3"},
+        "algos.ddpg", "algos.td3", "algos.population"},
     2: {"devicelog", "probes", "failsafe", "trainer"},
     3: {"rundir", "checkpoint", "evaluate", "export", "video", "tensorboard"},
-    4: {"plots", "reporting", "api", "cli", "verify"},
+    4: {"plots", "bands", "reporting", "api", "cli", "verify"},
 }
 LAYER_OF = {m: n for n, mods in LAYERS.items() for m in mods}
 

@@ -132,7 +132,7 @@ def test_default_paths():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--num-seeds", "2"], "populations are not available yet"),
+    (["--num-seeds", "2"], "verify checks one agent's update"),
     (["--updates", "0"], "--updates=0"),
     (["--hidden-sizes", "0"], "--hidden-sizes=0"),
     (["--device", "tpu"], "--device='tpu'"),

@@ -53,6 +53,7 @@ class Algorithm:
                  policy_delay: int = 1) -> None:
         self.obs_dim, self.act_dim, self.device = obs_dim, act_dim, torch.device(device)
         self.hyper, self.policy_delay = hyper, policy_delay
+        self.hidden_sizes, self.layer_norm = tuple(hidden_sizes), layer_norm
         self.action_low = torch.as_tensor(action_low, dtype=torch.float32, device=self.device)
         self.action_high = torch.as_tensor(action_high, dtype=torch.float32, device=self.device)
         self.actor = build_actor(obs_dim, act_dim, hidden_sizes, action_low, action_high, layer_norm).to(device)
@@ -105,6 +106,13 @@ class Algorithm:
     def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns:
         """The uncompiled update functions ``fn(state, rows (B, width + eps_dim)) -> metrics (len(metric_names),)``,
         keyed by whether they include the actor step; ``as_batch`` splits a replay row's first ``width`` columns."""
+        raise NotImplementedError
+
+    def population_update_fns(self, nets: Nets, hyper: Any, as_batch: Callable[[torch.Tensor], Batch],
+                              width: int) -> UpdateFns:
+        """`update_fns` of a population of this algorithm (`fastddpg.algos.population`): the same functions over
+        stacked ``nets`` and per-member ``hyper`` (`fastddpg.update.MemberHyper`), rows (K, B, width + eps_dim),
+        metrics (K, len(metric_names))."""
         raise NotImplementedError
 
     def is_actor_step(self, update_number: int) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from ..update import METRIC_NAMES, Batch, LearnerState, ddpg_update
+from ..update import METRIC_NAMES, Batch, LearnerState, Nets, ddpg_update, population_ddpg_update
 from .base import Algorithm, UpdateFns
 
 
@@ -16,9 +17,18 @@ class DDPG(Algorithm):
     num_critics = 1
 
     def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns:
-        nets, hyper = self.nets, self.hyper
+        return ddpg_fns(ddpg_update, self.nets, self.hyper, as_batch)
 
-        def ddpg_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
-            return ddpg_update(nets, state, as_batch(rows), hyper)
+    def population_update_fns(self, nets: Nets, hyper: Any, as_batch: Callable[[torch.Tensor], Batch],
+                              width: int) -> UpdateFns:
+        return ddpg_fns(population_ddpg_update, nets, hyper, as_batch)
 
-        return {True: ddpg_step}
+
+def ddpg_fns(update: Callable[..., torch.Tensor], nets: Nets, hyper: Any,
+             as_batch: Callable[[torch.Tensor], Batch]) -> UpdateFns:
+    """``{True: fn(state, rows) -> update(nets, state, as_batch(rows), hyper)}``: every update is a full one."""
+
+    def ddpg_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
+        return update(nets, state, as_batch(rows), hyper)
+
+    return {True: ddpg_step}

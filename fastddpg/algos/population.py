@@ -1,0 +1,144 @@
+"""A population: K independent members of one algorithm trained as one learner (``--num-seeds K``).
+
+Nothing is shared but the code. Every tensor of the learner state has a leading member dim (`fastddpg.update`'s
+population section): the actors are one `StackedActor` (K stacked), the critics one `PopulationCritic` of K*C
+stacked critics, member-major (TD3: C = 2, member k's twins are rows 2k and 2k+1, so the existing per-row gradient
+clipping of the twin critic carries over unchanged), the Adam moments are stacked like their parameters and
+each Adam step count is (K,). The hyperparameters are (K,) tensors (`MemberHyper`), so one update function (one
+compiled graph, one CUDA graph) serves every member whatever its grid point.
+
+A population is built from K single-agent `Algorithm`s (`Population(members)`): member k starts with exactly
+their weights, targets and optimizer states, and `member(k)` gives member k back as a single `Algorithm` (a
+copy). That is how the tests compare a population update with K single updates.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..networks import PopulationCritic, StackedActor, from_stacked, to_stacked
+from ..update import Batch, Nets, member_hyper, population_adam_state
+from .base import Algorithm, UpdateFns, _aliases
+
+
+class Population(Algorithm):
+    """K members of one algorithm (all DDPG or all TD3, same network sizes) as one stacked learner.
+
+    Acting: ``explore(obs (K*N, obs_dim), noise (K*N, act_dim))``, rows k*N .. k*N + N - 1 being member k's N
+    envs. Updates: rows (K, B, width + eps_dim), member k's batch from member k's replay rows; metrics
+    (K, len(metric_names)).
+    """
+
+    def __init__(self, members: Sequence[Algorithm]) -> None:
+        # no super().__init__(): the networks are stacked copies of the members', not fresh ones
+        first = members[0]
+        kinds = {(type(m), m.obs_dim, m.act_dim, m.hidden_sizes, m.layer_norm, m.policy_delay) for m in members}
+        if len(kinds) != 1:
+            raise ValueError("population members must share the algorithm, the network sizes and the policy delay")
+        self.template = first
+        self.members = len(members)
+        self.name, self.metric_names = first.name, first.metric_names
+        self.actor_step_metrics, self.num_critics = first.actor_step_metrics, first.num_critics
+        self.obs_dim, self.act_dim, self.device = first.obs_dim, first.act_dim, first.device
+        self.policy_delay, self.hidden_sizes, self.layer_norm = first.policy_delay, first.hidden_sizes, first.layer_norm
+        self.action_low, self.action_high = first.action_low, first.action_high
+        self.hyper = member_hyper([m.hyper for m in members], self.device)
+        k, o, a = self.members, self.obs_dim, self.act_dim
+        actors = [StackedActor(k, o, a, self.hidden_sizes, self.action_low, self.action_high, self.layer_norm)
+                  for _ in range(2)]
+        critics = [PopulationCritic(k, o, a, self.hidden_sizes, self.num_critics, self.layer_norm) for _ in range(2)]
+        self.actor, self.target_actor = (m.to(self.device) for m in actors)
+        self.critic, self.target_critic = (m.to(self.device) for m in critics)
+        self._bind_state(optim=None)
+        for i, m in enumerate(members):
+            self.load_member_(i, m)
+
+    def _bind_state(self, optim: dict[str, Any] | None) -> None:
+        params = {name: _aliases(m) for name, m in self.modules().items()}
+        self.state = {**params, "optim": optim if optim is not None else
+                      {g: population_adam_state(params[g], self.members) for g in ("actor", "critic")}}
+        self.nets = Nets(self.actor, self.critic, self.action_low, self.action_high)
+
+    # --- members in and out --------------------------------------------------------------------------------------
+    def _rows(self, group: str, k: int) -> slice:
+        """Member k's rows of a stacked tensor of ``group`` (critics: C rows per member)."""
+        c = self.num_critics if group.endswith("critic") else 1
+        return slice(k * c, (k + 1) * c)
+
+    @torch.no_grad()
+    def load_member_(self, k: int, single: Algorithm) -> None:
+        """Make member k a copy of ``single`` (weights, targets, Adam moments and step count), in place."""
+        for name in ("actor", "critic", "target_actor", "target_critic"):
+            rows = self._rows(name, k)
+            for mine, theirs in zip(self.state[name].values(), single.state[name].values(), strict=True):
+                mine[rows].copy_(to_stacked(theirs))
+        for group, opt in self.state["optim"].items():
+            theirs_opt, rows = single.state["optim"][group], self._rows(group, k)
+            opt["step"][k].copy_(theirs_opt["step"])
+            for key in ("exp_avg", "exp_avg_sq"):
+                for mine, theirs in zip(opt[key], theirs_opt[key], strict=True):
+                    mine[rows].copy_(to_stacked(theirs))
+
+    @torch.no_grad()
+    def member(self, k: int) -> Algorithm:
+        """Member k as a single `Algorithm` (a copy: weights, targets, Adam states, its hyperparameters)."""
+        single = copy.deepcopy(self.template)
+        single.hyper = single.hyper._replace(
+            gamma=float(self.hyper.gamma[k]), tau=float(self.hyper.tau[k]),
+            grad_clip_norm=float(self.hyper.grad_clip_norm[k]),
+            actor=single.hyper.actor._replace(lr=float(self.hyper.actor_lr[k])),
+            critic=single.hyper.critic._replace(lr=float(self.hyper.critic_lr[k])),
+            policy_noise=float(self.hyper.policy_noise[k]), noise_clip=float(self.hyper.noise_clip[k]))
+        for name in ("actor", "critic", "target_actor", "target_critic"):
+            rows = self._rows(name, k)
+            for mine, theirs in zip(self.state[name].values(), single.state[name].values(), strict=True):
+                theirs.copy_(from_stacked(mine[rows], theirs))
+        for group, opt in self.state["optim"].items():
+            theirs_opt, rows = single.state["optim"][group], self._rows(group, k)
+            theirs_opt["step"].copy_(opt["step"][k])
+            for key in ("exp_avg", "exp_avg_sq"):
+                for mine, theirs in zip(opt[key], theirs_opt[key], strict=True):
+                    theirs.copy_(from_stacked(mine[rows], theirs))
+        return single
+
+    # --- the updates --------------------------------------------------------------------------------------------
+    @property
+    def eps_dim(self) -> int:
+        return self.template.eps_dim
+
+    def extra_inputs(self, num_batches: int, batch_size: int, generator: torch.Generator) -> torch.Tensor | None:
+        """The template's extra inputs for every member: (num_batches, K, batch_size, eps_dim), or None."""
+        extra = self.template.extra_inputs(num_batches * self.members, batch_size, generator)
+        return None if extra is None else extra.reshape(num_batches, self.members, batch_size, -1)
+
+    def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns:
+        return self.template.population_update_fns(self.nets, self.hyper, as_batch, width)
+
+    # --- acting ---------------------------------------------------------------------------------------------------
+    def _by_member(self, fn: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+        """``fn`` on (K, N, obs_dim), for obs given flat (K*N, obs_dim) (member-major) or already (K, N, obs_dim)."""
+        if obs.dim() == 3:
+            return fn(obs)
+        return fn(obs.reshape(self.members, -1, obs.shape[-1])).reshape(obs.shape[0], -1)
+
+    def explore(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """clip(mu_k(obs) + noise, low, high) for each member's rows of obs (K*N, obs_dim)."""
+        return torch.clamp(self._by_member(self.actor, obs) + noise, self.action_low, self.action_high)
+
+    def policy(self, obs: torch.Tensor) -> torch.Tensor:
+        """mu_k(obs) for each member's rows: obs (K*N, obs_dim) -> (K*N, act_dim), or (K, N, .) -> (K, N, .)."""
+        return self._by_member(self.actor, obs)
+
+    def q1(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Each member's Q_1: obs (K, P, obs_dim), action (K, P, act_dim) -> (K, P, 1)."""
+        q = self.critic(obs, action)
+        return q if self.num_critics == 1 else q[::self.num_critics]
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor, "critic": self.critic, "target_actor": self.target_actor,
+                "target_critic": self.target_critic}
