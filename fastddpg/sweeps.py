@@ -330,12 +330,11 @@ def connect(spec: SweepSpec) -> bool:
     ray = require_ray()
     if ray.is_initialized():
         return False
-    from .threads import WAIT_DEFAULTS, usable_cores
+    from .threads import usable_cores
 
-    env_vars = {k: os.environ.get(k, v) for k, v in WAIT_DEFAULTS.items()}
-    if spec.address is None:
+    if spec.address is None:  # its workers inherit this process's environment (OpenMP's wait policy included)
         ray.init(address="local", num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": env_vars}, logging_level=logging.WARNING)
+                 logging_level=logging.WARNING)
         return True
     address = spec.address
     hint = ("start one with `ray start --head` (workers: `ray start --address=HEAD:6379`) or check the address")
