@@ -13,10 +13,11 @@ trains them. Layout of the sweep directory ``OUT`` (``--out``)::
                       PBT each trial's hyperparameter schedule
     tune/             Ray Tune's own experiment state (what ``--resume`` restores); under --storage if given
 
-**Reporting.** At each fastddpg report (every ``--log-every`` env steps) a trial reports to Tune, once at least
-one episode has ended: ``env_steps`` (Tune's time attribute for ASHA and PBT: env steps, not wall time, so a
-compile or a slow node does not count), ``return_10`` (the mean return of the last 10 episodes), and with
-``--metric eval_return`` the mean return of ``--eval-episodes`` noise-free episodes of the current actor.
+**Reporting.** At each fastddpg report (every ``--log-every`` env steps; with PBT at each PBT interval, see
+`TuneReporter`) a trial reports to Tune, once at least one episode has ended: ``env_steps`` (Tune's time
+attribute for ASHA and PBT: env steps, not wall time, so a compile or a slow node does not count),
+``return_10`` (the mean return of the last 10 episodes), and with ``--metric eval_return`` the mean return of
+``--eval-episodes`` noise-free episodes of the current actor.
 
 **PBT through fastddpg's checkpoints.** With ``--scheduler pbt`` a trial writes a fastddpg checkpoint every
 ``--pbt-interval`` env steps and attaches it to that report (a Tune `Checkpoint` of a directory holding the
@@ -558,7 +559,10 @@ class TuneReporter:
     """Trainer callback: after each fastddpg report (once an episode has ended), ``tune.report`` with env_steps,
     return_10 (and eval_return), plus, for PBT, the checkpoint the Checkpointer has just written at this step. The
     report goes out in ``after_step``, after the Checkpointer (an earlier callback) has written that checkpoint.
-    Each report is also appended to the trial's reports.csv with the trial's swept hyperparameters. The last
+    With PBT a trial reports only at its checkpoints (every PBT interval, which falls on a fastddpg report): Tune's
+    PBT clones the checkpoint of the better trial's *last* report, so each report must carry one, or an exploit
+    at it would be skipped. Each report is also appended to the trial's reports.csv with the trial's swept
+    hyperparameters. The last
     report (at ``total_steps``) is sent by `run_trial` once the run directory is finished, so a scheduler's STOP
     at that report cannot cut the final checkpoint, summary or report."""
 
@@ -574,7 +578,12 @@ class TuneReporter:
         self.pending = True
 
     def after_step(self, trainer: Any) -> None:
-        if self.pending and trainer.global_step < trainer.cfg.total_steps:  # the last one: after run_to_end
+        if trainer.global_step >= trainer.cfg.total_steps:  # the last report: after run_to_end
+            return
+        if self.spec.scheduler == "pbt":  # only with the checkpoint just written (see the class docstring)
+            if _step_of(trainer.last_checkpoint) == trainer.global_step != self.last_step:
+                self.report(trainer)
+        elif self.pending:
             self.report(trainer)
 
     def report(self, trainer: Any, final: bool = False) -> None:
