@@ -470,7 +470,7 @@ def open_trial(spec: SweepSpec, cfg: Config, run_dir: Path, trial_id: str, check
 def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any], argv: list[str]) -> Any:
     """PBT's exploit: a new Trainer with this trial's (mutated) ``cfg``, loaded from another trial's checkpoint
     (weights, optimizers, replay buffer, counters: the resume path), its random streams re-seeded from (this
-    trial's seed, env step). The run directory becomes the source's history up to the checkpoint, with this
+    trial's own seed, env step). The run directory becomes the source's history up to the checkpoint, with this
     trial's own earlier files moved to ``exploits/<k>/``, and a checkpoint of the new state is written at once."""
     import numpy as np
 
@@ -488,6 +488,9 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
     history: list[dict[str, Any]] = []
     if (run_dir / CONFIG_FILE).is_file():
         old = json.loads((run_dir / CONFIG_FILE).read_text())
+        # Tune's PBT hands over the better trial's whole config (then mutates the --mutate fields); the seed is
+        # not a hyperparameter but this trial's own randomness: it keeps it
+        cfg = Config.from_dict({**cfg.to_dict(), "seed": old["config"]["seed"]})
         history = list(old.get("exploits", []))
         archive = run_dir / EXPLOITS_DIR / f"{len(history) + 1:02d}"
         archive.mkdir(parents=True, exist_ok=True)
