@@ -341,6 +341,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --- sweep (Ray Tune; fastddpg.sweeps) --------------------------------------------------------------------------
 _SWEEP_OPTIONS = ("grid", "sample", "num_samples", "scheduler", "pbt_interval", "mutate", "grace_period", "metric",
                   "eval_episodes", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "out", "storage", "config")
+_SWEEP_PARSER_DEFAULTS: dict[str, Any] = {}  # filled by add_sweep_parser: what --resume must not see changed
 
 
 def add_sweep_parser(sub: Any) -> None:
@@ -391,6 +392,7 @@ def add_sweep_parser(sub: Any) -> None:
     s.add_argument("--storage", default=None, metavar="PATH",
                    help="where the trials' run directories and Tune's state go (PATH/NAME; OUT/trials links "
                    "there): a path mounted on every node of a multi-node cluster (default: OUT)")
+    _SWEEP_PARSER_DEFAULTS.update({o: sw.get_default(o) for o in _SWEEP_OPTIONS})
     s.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the sweep in DIR: finished trials stay, unfinished ones continue from their "
                    "latest checkpoints (only --address may be given with it)")
@@ -403,14 +405,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     sweeps.require_ray()
     if args.resume:
-        given = [o for o in _SWEEP_OPTIONS if getattr(args, o, None) not in (None, [], "", 0, 0.0, 1, 1.0, 5,
-                                                                              "none", "return_10")]
+        given = [o for o in _SWEEP_OPTIONS if getattr(args, o) != _SWEEP_PARSER_DEFAULTS[o]]
         given += [f.name for f in dataclasses.fields(Config) if hasattr(args, f.name)]
         if given:
             flags = ", ".join(_flag(g) for g in given)
             raise ConfigError(f"--resume takes no {flags}: a sweep keeps its {sweeps.SWEEP_FILE}; only --address "
                               "may be given with it.")
-        run = lambda: sweeps.resume_sweep(args.resume, address=args.address, verbose=1)  # noqa: E731
     else:
         base = config_from_args(args)
         spec = sweeps.make_spec(
@@ -421,9 +421,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             grace_period=args.grace_period, eval_episodes=args.eval_episodes, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, address=args.address,
             storage=args.storage)
-        run = lambda: sweeps.run_sweep(spec, verbose=1)  # noqa: E731
     try:
-        result = run()
+        if args.resume:
+            result = sweeps.resume_sweep(args.resume, address=args.address, verbose=1)
+        else:
+            result = sweeps.run_sweep(spec, verbose=1)
     except sweeps.SweepInterrupted as e:
         print(f"fastddpg: {e}", file=sys.stderr)
         return 130

@@ -1042,7 +1042,7 @@ def sweep_figures(result: SweepResult) -> list[Any]:
     fig = go.Figure()
     for g in order:
         members = [t for t, gg in groups.items() if gg == g]
-        parts = [hist[hist["trial"] == t] for t in members]
+        parts = [hist[hist["trial"] == t] for t in members] if len(hist) else []
         parts = [p for p in parts if len(p)]
         if not parts:
             continue
