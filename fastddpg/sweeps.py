@@ -512,11 +512,12 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
         writer._append("updates", [[r.get(k, "") for k in writer.update_header] for r in trainer.update_rows])
         writer.write_probes(trainer)
         meta = json.loads((run_dir / CONFIG_FILE).read_text())
-        changed = {k: [before.get(k), v] for k, v in cfg.to_dict().items()
-                   if k in PBT_MUTABLE and before.get(k) != v}
+        now, clone = cfg.to_dict(), theirs.to_dict()
+        changed = {k: [before.get(k), now[k]] for k in PBT_MUTABLE if before.get(k) != now[k]}  # vs its own
+        mutated = {k: [clone[k], now[k]] for k in PBT_MUTABLE if clone[k] != now[k]}  # vs the clone's: PBT's explore
         meta["exploits"] = [*history, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_trial": source["trial_id"],
                                        "from_checkpoint": source.get("path", ""), "global_step": trainer.global_step,
-                                       "changed": changed}]
+                                       "changed": changed, "mutated": mutated}]
         write_json(run_dir / CONFIG_FILE, meta)
         trainer.last_checkpoint = save_checkpoint(trainer, run_dir)
     except BaseException:

@@ -81,8 +81,8 @@ def test_pbt_exploits_through_fastddpg_checkpoints(tmp_path, local_ray):
     meta = json.loads((run_dir / "config.json").read_text())
     first = meta["exploits"][0]
     assert first["from_trial"] == t.loc[0, "trial"] and first["global_step"] >= 400
-    # the mutated learning rate is the trial's config
-    new_lr = meta["exploits"][-1]["changed"]["actor_lr"][1]
+    # the learning rate PBT mutated (from the clone's) is the trial's config
+    new_lr = meta["exploits"][-1]["mutated"]["actor_lr"][1]
     assert load_run(run_dir).config.actor_lr == pytest.approx(new_lr) and new_lr != cfg.actor_lr
     # after the exploit the trial's env steps continue from the copied checkpoint, not from 0
     reports = pd.read_csv(run_dir / REPORTS_FILE)
