@@ -22,6 +22,7 @@ _EXPORTS = {
     "Trainer": "trainer", "TrainResult": "trainer",
     "latest_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "train": "api", "resume": "api",
+    "sweep": "sweeps", "resume_sweep": "sweeps", "load_sweep": "sweeps", "SweepResult": "sweeps",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]
 

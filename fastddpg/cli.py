@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_video_arguments(ev)
     add_export_parser(sub)
     add_verify_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 
@@ -351,6 +352,107 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report["passed"] else 1
 
 
+# --- sweep (Ray Tune; fastddpg.sweeps) --------------------------------------------------------------------------
+_SWEEP_OPTIONS = ("grid", "sample", "num_samples", "scheduler", "pbt_interval", "mutate", "grace_period", "metric",
+                  "eval_episodes", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "out", "storage", "config")
+_SWEEP_PARSER_DEFAULTS: dict[str, Any] = {}  # filled by add_sweep_parser: what --resume must not see changed
+
+
+def add_sweep_parser(sub: Any) -> None:
+    """``fastddpg sweep [run flags: the base config] --grid NAME=V1,V2 ... --out DIR`` and ``--resume DIR``."""
+    sw = sub.add_parser(
+        "sweep", help="run many trials (a grid, samples, ASHA or PBT) on Ray Tune, locally or on a cluster",
+        description="A hyperparameter sweep on Ray Tune (pip install 'fastddpg[sweep]'). Every `fastddpg run` flag "
+        "sets the base config; --grid and --sample vary fields across trials. Each trial is a fastddpg run "
+        "directory in OUT/trials/<trial id>; OUT/trials.csv and OUT/report.html summarize them. Without --address a "
+        "private local Ray is started in this process.")
+    add_config_arguments(sw)
+    sw.add_argument("--config", metavar="FILE", default=None, help="base config from a TOML file or a run's "
+                    "config.json; flags given on the command line override it")
+    s = sw.add_argument_group("sweep", "What varies, how trials are scheduled, and where they run.")
+    s.add_argument("--grid", action="extend", nargs="+", default=[], metavar="NAME=V1,V2",
+                   help="a grid over a field: every combination of all --grid fields runs (ints: NAME=A..B, both "
+                   "ends included; hidden sizes: 64x64,256x256); e.g. --grid seed=0..3 actor_lr=1e-3,3e-4")
+    s.add_argument("--sample", action="extend", nargs="+", default=[], metavar="NAME=DIST",
+                   help="a field drawn per trial: NAME=loguniform:LO:HI, NAME=uniform:LO:HI or NAME=choice:A,B")
+    s.add_argument("--num-samples", type=int, default=1, metavar="M",
+                   help="draws of --sample (with --grid: the grid is repeated M times) (default: 1)")
+    s.add_argument("--scheduler", default="none", metavar="{none,asha,pbt}",
+                   help="none: run every trial to the end; asha: stop the worst early (by env steps); pbt: "
+                   "population based training through fastddpg's checkpoints (default: none)")
+    s.add_argument("--pbt-interval", type=int, default=0, metavar="STEPS",
+                   help="PBT: env steps between exploit/explore decisions, rounded up to whole --log-every "
+                   "reports (default: 0 = a fifth of --total-steps)")
+    s.add_argument("--mutate", default="", metavar="NAME,...", help="PBT: the fields it may change, e.g. "
+                   "actor_lr,critic_lr (ranges: their --sample or --grid, else 1/4x..4x the base value)")
+    s.add_argument("--grace-period", type=int, default=0, metavar="STEPS",
+                   help="ASHA: env steps before a trial can be stopped (default: 0 = an eighth of --total-steps)")
+    s.add_argument("--metric", default="return_10", metavar="{return_10,eval_return}",
+                   help="what ASHA, PBT and the ranking maximize: return_10 (mean training return of the last 10 "
+                   "episodes, free) or eval_return (--eval-episodes noise-free episodes at every report) "
+                   "(default: return_10)")
+    s.add_argument("--eval-episodes", type=int, default=5, metavar="N", help="episodes per eval_return (default: 5)")
+    s.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C",
+                   help="CPUs Ray reserves per trial; also its torch threads and TORCHINDUCTOR_COMPILE_THREADS "
+                   "(default: 1)")
+    s.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G",
+                   help="GPUs per trial; fractions share a GPU (default: 0)")
+    s.add_argument("--max-concurrent", type=int, default=0, metavar="K",
+                   help="at most K trials at once (default: 0 = as many as the CPUs and GPUs allow)")
+    s.add_argument("--out", default=None, metavar="DIR", help="the sweep directory, e.g. sweeps/NAME (required)")
+    s.add_argument("--address", default=None, metavar="ADDR",
+                   help="a Ray cluster: auto (this node's, from `ray start`), HOST:PORT or ray://HOST:PORT "
+                   "(default: a private local Ray)")
+    s.add_argument("--storage", default=None, metavar="PATH",
+                   help="where the trials' run directories and Tune's state go (PATH/NAME; OUT/trials links "
+                   "there): a path mounted on every node of a multi-node cluster (default: OUT)")
+    _SWEEP_PARSER_DEFAULTS.update({o: sw.get_default(o) for o in _SWEEP_OPTIONS})
+    s.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the sweep in DIR: finished trials stay, unfinished ones continue from their "
+                   "latest checkpoints (only --address may be given with it)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`fastddpg sweep`: checked before Ray starts; exit 0 (done), 1 (a trial failed), 2 (bad input), 130 (Ctrl-C:
+    Tune saved the sweep; --resume continues it)."""
+    from . import sweeps
+
+    sweeps.require_ray()
+    if args.resume:
+        given = [o for o in _SWEEP_OPTIONS if getattr(args, o) != _SWEEP_PARSER_DEFAULTS[o]]
+        given += [f.name for f in dataclasses.fields(Config) if hasattr(args, f.name)]
+        if given:
+            flags = ", ".join(_flag(g) for g in given)
+            raise ConfigError(f"--resume takes no {flags}: a sweep keeps its {sweeps.SWEEP_FILE}; only --address "
+                              "may be given with it.")
+    else:
+        base = config_from_args(args)
+        spec = sweeps.make_spec(
+            base, args.out, grid=sweeps.parse_grid(args.grid, base), sample=sweeps.parse_sample(args.sample, base),
+            num_samples=args.num_samples, scheduler=args.scheduler, metric=args.metric,
+            pbt_interval=args.pbt_interval, mutate=[m.strip().replace("-", "_") for m in args.mutate.split(",")
+                                                    if m.strip()],
+            grace_period=args.grace_period, eval_episodes=args.eval_episodes, cpus_per_trial=args.cpus_per_trial,
+            gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, address=args.address,
+            storage=args.storage)
+    try:
+        if args.resume:
+            result = sweeps.resume_sweep(args.resume, address=args.address, verbose=1)
+        else:
+            result = sweeps.run_sweep(spec, verbose=1)
+    except sweeps.SweepInterrupted as e:
+        print(f"fastddpg: {e}", file=sys.stderr)
+        return 130
+    t = result.trials
+    print(f"sweep: {len(t)} trials -> {result.path / sweeps.TRIALS_FILE}, report {result.path / 'report.html'}")
+    if len(t):
+        best = result.best
+        print(f"best: {best['trial']} ({result.metric_column} {best[result.metric_column]:.1f}): {best['run_dir']}")
+    for trial, error in result.errors.items():
+        print(f"fastddpg: error: trial {trial} failed: {error}", file=sys.stderr)
+    return 1 if result.errors else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -368,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_export(args)
         if args.command == "verify":
             return cmd_verify(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
     except ConfigError as e:
         print(f"fastddpg: error: {e}", file=sys.stderr)
         return 2

@@ -35,8 +35,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .reporting import no_episode_yet
 from .bands import population_curve, ranking_html
+from .reporting import no_episode_yet
 from .rundir import RunData, load_run
 from .video import newest_video
 

@@ -22,7 +22,7 @@ LAYERS = {
         "algos.ddpg", "algos.td3", "algos.population"},
     2: {"devicelog", "probes", "failsafe", "trainer"},
     3: {"rundir", "checkpoint", "evaluate", "export", "video", "tensorboard"},
-    4: {"plots", "bands", "reporting", "api", "cli", "verify"},
+    4: {"plots", "bands", "reporting", "api", "cli", "verify", "sweeps"},
 }
 LAYER_OF = {m: n for n, mods in LAYERS.items() for m in mods}
 

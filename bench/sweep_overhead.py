@@ -1,0 +1,92 @@
+"""What `fastddpg sweep` costs against running the same runs without Ray, in one sitting.
+
+Over seeds 0..3 of one config (default: the notebook's, configs/pendulum_ddpg.toml), each way in its own
+processes:
+
+- `sequential`: four `fastddpg run` one after another (each with the machine's cores);
+- `jobs2`: two at a time with one torch thread each, as `bench/curve.py --jobs 2 --threads 1` runs its seeds
+  (bench/workers.py);
+- `sweep`: `fastddpg sweep --grid seed=0..3 --cpus-per-trial 1` (a private local Ray, one trial per core).
+
+Also Ray's start-up (`ray.init` of a private local Ray, in a fresh process) and the per-trial overhead of the
+sweep: (sweep wall time - Ray start-up - its trials' own wall times / trials at once) per trial at once. Writes
+bench/results/sweep_overhead.{json,md}.
+
+    python bench/sweep_overhead.py --quick      # 2,000 env steps per run: the overheads, in about 2 minutes
+    python bench/sweep_overhead.py              # the notebook's config (10k env steps per run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-c", "import sys; from fastddpg.cli import main; sys.exit(main(sys.argv[1:]))"]
+RAY_START = ("import time, ray; t = time.perf_counter(); ray.init(address='local', include_dashboard=False, "
+             "log_to_driver=False); print(time.perf_counter() - t); ray.shutdown()")
+
+
+def run(cmd: list[str]) -> float:
+    t = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        raise RuntimeError(f"{cmd[3:]} failed: {p.stderr.strip().splitlines()[-3:]}")
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/pendulum_ddpg.toml")
+    ap.add_argument("--total-steps", type=int, default=0, help="override the config's (0: keep it)")
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="2,000 env steps per run")
+    ap.add_argument("--out", default="bench/results")
+    a = ap.parse_args()
+    steps = ["--total-steps", str(2_000 if a.quick else a.total_steps)] if a.quick or a.total_steps else []
+    base = ["--config", a.config, *steps, "--quiet"]
+    work = Path(tempfile.mkdtemp(prefix="sweep_overhead-"))
+    seeds = list(range(a.seeds))
+    res: dict[str, object] = {"config": a.config, "args": base, "seeds": seeds, "cores": os.cpu_count()}
+
+    res["ray_start_s"] = float(subprocess.run([sys.executable, "-c", RAY_START], capture_output=True, text=True,
+                                              check=True).stdout.strip().splitlines()[-1])
+    t = time.perf_counter()
+    for s in seeds:
+        run([*CLI, "run", *base, "--seed", str(s), "--run-dir", str(work / f"seq{s}")])
+    res["sequential_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda s: run([*CLI, "run", *base, "--threads", "1", "--seed", str(s), "--run-dir",
+                                     str(work / f"jobs{s}")]), seeds))
+    res["jobs2_s"] = time.perf_counter() - t
+
+    sweep_dir = work / "sweep"
+    res["sweep_s"] = run([*CLI, "sweep", *base, "--grid", f"seed=0..{a.seeds - 1}", "--cpus-per-trial", "1",
+                          "--out", str(sweep_dir)])
+    trial_walls = [json.loads(p.read_text())["wall_time_s"] for p in sweep_dir.glob("trials/*/summary.json")]
+    at_once = min(2, os.cpu_count() or 1)
+    res["sweep_trial_wall_s"] = trial_walls
+    res["per_trial_overhead_s"] = (res["sweep_s"] - res["ray_start_s"] - sum(trial_walls) / at_once) / (
+        len(trial_walls) / at_once)
+    out = ROOT / a.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep_overhead.json").write_text(json.dumps(res, indent=2))
+    lines = ["| way | wall s | vs sequential |", "| --- | --- | --- |"]
+    for k in ("sequential_s", "jobs2_s", "sweep_s"):
+        lines.append(f"| {k[:-2]} | {res[k]:.1f} | {res['sequential_s'] / res[k]:.2f}x |")
+    lines.append(f"\nRay start-up {res['ray_start_s']:.1f} s; per-trial overhead {res['per_trial_overhead_s']:.1f} s")
+    (out / "sweep_overhead.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

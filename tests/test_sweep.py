@@ -1,0 +1,144 @@
+"""`fastddpg sweep` input handling, without running a trial: the grid and sample syntax, each field's own
+validation, PBT's rules, an unreachable cluster, the shared-storage check, and Ray missing. Every bad input is
+one line and exit 2, before anything is written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastddpg import Config, ConfigError
+from fastddpg.cli import main
+from fastddpg.sweeps import (
+    PBT_MUTABLE,
+    SWEEP_FILE,
+    check_shared_storage,
+    clamp_mutation,
+    make_spec,
+    parse_grid,
+    parse_sample,
+    trial_config,
+)
+
+ray_installed = pytest.mark.skipif(subprocess.run([sys.executable, "-c", "import ray.tune"], capture_output=True)
+                                   .returncode != 0, reason="Ray Tune is not installed (pip install -e '.[sweep]')")
+
+
+def test_grid_syntax_and_types():
+    base = Config()
+    g = parse_grid(["seed=0..3", "actor_lr=1e-3,3e-4", "hidden_sizes=64x64,32", "layer_norm=true,false"], base)
+    assert g == {"seed": [0, 1, 2, 3], "actor_lr": [1e-3, 3e-4], "hidden_sizes": [(64, 64), (32,)],
+                 "layer_norm": [True, False]}
+    assert parse_grid(["batch-size=64"], base) == {"batch_size": [64]}
+
+
+def test_sample_syntax():
+    s = parse_sample(["actor_lr=loguniform:1e-4:1e-2", "tau=uniform:0.001:0.01", "noise=choice:gaussian,ou"],
+                     Config())
+    assert s == {"actor_lr": ["loguniform", 1e-4, 1e-2], "tau": ["uniform", 0.001, 0.01],
+                 "noise": ["choice", "gaussian", "ou"]}
+
+
+@pytest.mark.parametrize("items, words", [
+    (["nosuch=1,2"], "nosuch: not a field"),
+    (["run_dir=a,b"], "run_dir: not a field"),
+    (["gamma=0.9,1.5"], "--gamma=1.5 is invalid"),
+    (["batch_size=0"], "--batch-size=0 is invalid"),
+    (["seed"], "NAME=V1,V2"),
+    (["actor_lr=fast"], "not a valid float"),
+])
+def test_bad_grid_is_one_line(items, words):
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[")) as e:
+        parse_grid(items, Config())
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("items, words", [
+    (["actor_lr=normal:0:1"], "loguniform:LO:HI"),
+    (["actor_lr=loguniform:0:1"], "LO > 0"),
+    (["actor_lr=uniform:1:0.1"], "LO < HI"),
+    (["env=uniform:1:2"], "numeric field"),
+    (["tau=uniform:0.5:2"], "--tau=2.0 is invalid"),
+])
+def test_bad_sample_is_one_line(items, words):
+    with pytest.raises(ConfigError, match=words):
+        parse_sample(items, Config())
+
+
+def test_pbt_rules(tmp_path):
+    with pytest.raises(ConfigError, match="--scheduler pbt needs --mutate"):
+        make_spec(Config(), tmp_path / "s", scheduler="pbt")
+    with pytest.raises(ConfigError, match="--mutate hidden_sizes: PBT can change only"):
+        make_spec(Config(), tmp_path / "s", scheduler="pbt", mutate=["hidden_sizes"])
+    with pytest.raises(ConfigError, match="--mutate is for --scheduler pbt"):
+        make_spec(Config(), tmp_path / "s", mutate=["actor_lr"])
+    spec = make_spec(Config(total_steps=10_000, log_every=1_000, num_envs=4), tmp_path / "s", scheduler="pbt",
+                     mutate=["actor_lr"], pbt_interval=1_500)
+    assert spec.interval() == 2_000  # rounded up to whole reports
+    cfg = trial_config(spec, {"actor_lr": 3e-4}, tmp_path / "s" / "trials" / "t0")
+    assert cfg.actor_lr == 3e-4 and cfg.checkpoint_every == 2_000 and cfg.quiet and cfg.threads == 1
+    assert set(PBT_MUTABLE) <= {f for f in Config().to_dict()}
+
+
+def test_pbt_perturbations_stay_valid():
+    out = clamp_mutation({"gamma": 1.188, "tau": 0.0, "batch_size": 153.6, "actor_lr": 1.2e-3})
+    assert out == {"gamma": 1.0, "tau": 1e-6, "batch_size": 154, "actor_lr": 1.2e-3}
+    Config(gamma=out["gamma"], tau=out["tau"], batch_size=out["batch_size"])
+
+
+def test_an_existing_sweep_is_not_overwritten(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / SWEEP_FILE).write_text("{}")
+    with pytest.raises(ConfigError, match="--resume"):
+        make_spec(Config(), tmp_path / "s")
+
+
+def test_storage_must_be_seen_by_every_node(tmp_path):
+    nodes = [{"NodeID": "a", "NodeManagerAddress": "10.0.0.1", "Alive": True},
+             {"NodeID": "b", "NodeManagerAddress": "10.0.0.2", "Alive": True}]
+    check_shared_storage(tmp_path / "ok", nodes, lambda n, p: Path(p).exists(), given=True)
+    check_shared_storage(tmp_path / "one", nodes[:1], lambda n, p: False, given=True)  # one node: nothing to share
+    with pytest.raises(ConfigError, match=r"--storage .* is not shared storage: .* 10\.0\.0\.2 cannot see it"):
+        check_shared_storage(tmp_path / "local", nodes, lambda n, p: n["NodeID"] == "a" and Path(p).exists(),
+                             given=True)
+    assert not any(p.name.startswith(".shared-check") for p in (tmp_path / "local").iterdir())
+
+
+def _cli(args, capsys):
+    code = main(["sweep", *args])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@ray_installed
+@pytest.mark.parametrize("args, words", [
+    (["--grid", "nosuch=1,2"], "--grid nosuch: not a field"),
+    (["--grid", "gamma=0.5,2"], "--gamma=2.0 is invalid"),
+    (["--scheduler", "pbt"], "--scheduler pbt needs --mutate"),
+    (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray cluster answers there"),
+    (["--scheduler", "fifo"], "--scheduler fifo: choose one of none, asha, pbt"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, words):
+    out = tmp_path / "sweep"
+    code, err = _cli([*args, "--out", str(out), "--total-steps", "400"], capsys)
+    assert code == 2, err
+    assert err.startswith("fastddpg: error: ") and words in err and "\n" not in err
+    assert not (out / SWEEP_FILE).exists()  # refused before any trial (or Ray) started
+
+
+@ray_installed
+def test_cli_resume_takes_no_new_definition(tmp_path, capsys):
+    code, err = _cli(["--resume", str(tmp_path), "--grid", "seed=1,2"], capsys)
+    assert code == 2 and "--resume takes no --grid" in err
+
+
+def test_without_ray_the_command_says_how_to_install_it(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None; from fastddpg.cli import main; "
+            f"sys.exit(main(['sweep', '--grid', 'seed=0,1', '--out', {str(tmp_path / 's')!r}]))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'fastddpg[sweep]'" in lines[0]

@@ -1,0 +1,80 @@
+"""`fastddpg sweep` as a user runs it, each in its own processes: Ctrl-C part way then `--resume`, and a
+two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`) reached with `--address`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install -e '.[sweep]')")
+
+from fastddpg import load_sweep
+
+TINY = dict(env="Pendulum-v1", num_envs=2, log_every=200, batch_size=32, start_steps=200, update_after=200,
+            updates_per_step=0.25, probe_n=8, probe_every_episodes=1, device="cpu", compile="off")
+FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()] + ["--hidden-sizes", "16"]
+
+
+CLI = [sys.executable, "-c", "import sys; from fastddpg.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_path):
+    out = tmp_path / "resume"
+    cmd = [*CLI, "sweep", *FLAGS, "--total-steps", "1600", "--grid", "seed=0..2",
+           "--cpus-per-trial", "2", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("trials/*/summary.json")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=180)
+    assert p.returncode == 130, err[-3000:]
+    assert "fastddpg sweep --resume" in err
+    finished = {s.parent.name: (s.stat().st_mtime_ns, (s.parent / "episodes.csv").stat().st_mtime_ns)
+                for s in out.glob("trials/*/summary.json")}
+    assert 1 <= len(finished) < 3
+
+    p = subprocess.run([*CLI, "sweep", "--resume", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = load_sweep(out)
+    assert len(result.trials) == 3 and (result.trials["status"] == "finished").all()
+    assert (result.trials["env_steps"] == 1600).all()
+    for name, (summary, episodes) in finished.items():  # not run again
+        d = out / "trials" / name
+        assert (d / "summary.json").stat().st_mtime_ns == summary
+        assert (d / "episodes.csv").stat().st_mtime_ns == episodes
+        assert "resumes" not in json.loads((d / "config.json").read_text())
+
+
+CLUSTER_SCRIPT = """
+import sys
+from ray.cluster_utils import Cluster
+from fastddpg.cli import main
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+try:
+    code = main(["sweep", *sys.argv[1:], "--address", cluster.address])
+finally:
+    cluster.shutdown()
+sys.exit(code)
+"""
+
+
+def test_a_two_node_cluster_runs_the_trials_by_address(tmp_path):
+    out = tmp_path / "cluster"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT, *FLAGS, "--total-steps", "800", "--grid", "seed=0,1",
+                        "--out", str(out)], capture_output=True, text=True, env=env, timeout=400)
+    assert p.returncode == 0, p.stderr[-3000:]
+    result = load_sweep(out)
+    assert len(result.trials) == 2 and (result.trials["status"] == "finished").all()
+    nodes = set(result.reports["node"])
+    assert len(nodes) == 2  # one trial per 1-CPU node: both nodes ran one

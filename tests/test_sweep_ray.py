@@ -1,0 +1,109 @@
+"""Sweeps on a real (local) Ray: a 2 x 2 grid whose trials are the runs `train` makes, PBT exploiting through
+fastddpg's checkpoints, ASHA stopping the worst trial, and nothing else. One local Ray
+(2 CPUs, no dashboard) serves the in-process tests of this module; the resume test runs the CLI in its own
+processes (tests/test_sweep_cluster.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+ray = pytest.importorskip("ray", reason="Ray Tune is not installed (pip install -e '.[sweep]')")
+pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install -e '.[sweep]')")
+
+from fastddpg import Config, load_run, sweep, train  # noqa: E402
+from fastddpg.plots import figure_title, read_report_figures  # noqa: E402
+from fastddpg.sweeps import REPORTS_FILE, TRIALS_FILE  # noqa: E402
+
+TINY = dict(env="Pendulum-v1", num_envs=2, total_steps=800, log_every=200, hidden_sizes=(16,), batch_size=32,
+            start_steps=200, update_after=200, updates_per_step=0.25, probe_n=8, probe_every_episodes=1,
+            device="cpu", compile="off")
+TIMING = ["env_steps_per_sec", "updates_per_sec", "wall_time"]
+TRIAL_COLUMNS = ["trial", "status", "env_steps", "episodes", "final_return_10", "best_return_10", "exploits",
+                 "wall_time_s", "run_dir"]
+RUN_FILES = ("config.json", "episodes.csv", "updates.csv", "probes.csv", "actor.pt", "critic.pt", "summary.json",
+             "report.html", REPORTS_FILE)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def test_a_grid_of_seeds_and_learning_rates(tmp_path, local_ray):
+    out = tmp_path / "grid"
+    result = sweep(Config(**TINY), {"seed": [0, 1], "actor_lr": [1e-3, 3e-4]}, out=out)
+    trials = pd.read_csv(out / TRIALS_FILE)
+    assert len(trials) == 4 and {*TRIAL_COLUMNS, "seed", "actor_lr"} <= set(trials.columns)
+    assert sorted(zip(trials["seed"], trials["actor_lr"], strict=True)) == [(0, 3e-4), (0, 1e-3), (1, 3e-4), (1, 1e-3)]
+    assert (trials["status"] == "finished").all() and (trials["env_steps"] == 800).all()
+    dirs = sorted((out / "trials").iterdir())
+    assert len(dirs) == 4 and all(all((d / f).is_file() for f in RUN_FILES) for d in dirs)
+    assert len(result.history) == trials["episodes"].sum() and "return_10" in result.history.columns
+    titles = [figure_title(f) for f in read_report_figures(out / "report.html")]
+    assert any("mean over seeds" in t for t in titles)
+
+    # a trial is the run `train` makes of its config
+    trial = load_run(dirs[0])
+    threads = torch.get_num_threads()
+    try:
+        plain = train(Config.from_dict({**trial.config.to_dict(), "run_dir": str(tmp_path / "plain")}))
+    finally:
+        torch.set_num_threads(threads)
+    again = load_run(plain.run_dir)
+    pd.testing.assert_frame_equal(trial.episodes.drop(columns="wall_time"), again.episodes.drop(columns="wall_time"),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(trial.updates.drop(columns=TIMING), again.updates.drop(columns=TIMING),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(trial.probes, again.probes, check_exact=True)
+
+
+def test_pbt_exploits_through_fastddpg_checkpoints(tmp_path, local_ray):
+    """Seed 1 is rigged to look worst, so at its first PBT decision with a scored partner it clones seed 0."""
+
+    def rig(trainer, metrics):
+        if trainer.cfg.seed == 1:
+            metrics["return_10"] -= 1e6
+
+    out = tmp_path / "pbt"
+    cfg = Config(**{**TINY, "total_steps": 1600})
+    result = sweep(cfg, {"seed": [0, 1]}, out=out, scheduler="pbt", mutate=["actor_lr"], pbt_interval=400,
+                   report_hook=rig)
+    t = result.trials.set_index("seed")
+    assert t.loc[1, "exploits"] >= 1 and (t["status"] == "finished").all()
+    run_dir = Path(t.loc[1, "run_dir"])
+    meta = json.loads((run_dir / "config.json").read_text())
+    first = meta["exploits"][0]
+    assert first["from_trial"] == t.loc[0, "trial"] and first["global_step"] >= 400
+    # the learning rate PBT mutated (from the clone's) is the trial's config
+    new_lr = meta["exploits"][-1]["mutated"]["actor_lr"][1]
+    assert load_run(run_dir).config.actor_lr == pytest.approx(new_lr) and new_lr != cfg.actor_lr
+    # after the exploit the trial's env steps continue from the copied checkpoint, not from 0
+    reports = pd.read_csv(run_dir / REPORTS_FILE)
+    at = reports.index[reports["event"].fillna("").str.startswith("exploit")][0]
+    assert reports.loc[at, "env_steps"] > first["global_step"]
+    assert reports.loc[at, "env_steps"] <= first["global_step"] + 400
+    assert (run_dir / "exploits" / "01" / "episodes.csv").is_file()  # its own history before the exploit
+    episodes = load_run(run_dir).episodes
+    assert episodes["global_step"].is_monotonic_increasing and episodes["global_step"].max() == 1600
+    assert any("PBT schedule of actor_lr" in figure_title(f) for f in read_report_figures(out / "report.html"))
+
+
+def test_asha_stops_the_worst_trial(tmp_path, local_ray):
+    def rig(trainer, metrics):
+        if trainer.cfg.actor_lr < 5e-4:
+            metrics["return_10"] = -1e9
+
+    out = tmp_path / "asha"
+    result = sweep(Config(**{**TINY, "total_steps": 1600}), {"actor_lr": [1e-3, 3e-4]}, out=out, scheduler="asha",
+                   grace_period=400, max_concurrent=1, report_hook=rig)
+    t = result.trials.set_index("actor_lr")
+    assert t.loc[3e-4, "status"] == "stopped" and t.loc[3e-4, "env_steps"] < 1600
+    assert t.loc[1e-3, "status"] == "finished" and t.loc[1e-3, "env_steps"] == 1600
+    assert (Path(t.loc[3e-4, "run_dir"]) / "report.html").is_file()  # written for the stopped trial too
