@@ -24,11 +24,13 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per Config field, grouped, with the field's help text and default."""
+def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per Config field (but those in ``exclude``), grouped, with the field's help text and default."""
     groups: dict[str, argparse._ArgumentGroup] = {}
     defaults = Config()
     for f in dataclasses.fields(Config):
+        if f.name in exclude:
+            continue
         group_name = f.metadata.get("group", "training")
         if group_name not in groups:
             groups[group_name] = parser.add_argument_group(*GROUPS.get(group_name, (group_name, None)))
@@ -353,8 +355,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 # --- sweep (Ray Tune; fastddpg.sweeps) --------------------------------------------------------------------------
-_SWEEP_OPTIONS = ("grid", "sample", "num_samples", "scheduler", "pbt_interval", "mutate", "grace_period", "metric",
-                  "eval_episodes", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "out", "storage", "config")
+_SWEEP_OPTIONS = ("sweep_grid", "sample", "num_samples", "scheduler", "pbt_interval", "mutate", "grace_period",
+                  "metric", "eval_episodes", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "out", "storage",
+                  "config")
 _SWEEP_PARSER_DEFAULTS: dict[str, Any] = {}  # filled by add_sweep_parser: what --resume must not see changed
 
 
@@ -366,11 +369,11 @@ def add_sweep_parser(sub: Any) -> None:
         "sets the base config; --grid and --sample vary fields across trials. Each trial is a fastddpg run "
         "directory in OUT/trials/<trial id>; OUT/trials.csv and OUT/report.html summarize them. Without --address a "
         "private local Ray is started in this process.")
-    add_config_arguments(sw)
+    add_config_arguments(sw, exclude=("grid",))  # a sweep's --grid varies trials (a members' grid: --config)
     sw.add_argument("--config", metavar="FILE", default=None, help="base config from a TOML file or a run's "
                     "config.json; flags given on the command line override it")
     s = sw.add_argument_group("sweep", "What varies, how trials are scheduled, and where they run.")
-    s.add_argument("--grid", action="extend", nargs="+", default=[], metavar="NAME=V1,V2",
+    s.add_argument("--grid", dest="sweep_grid", action="extend", nargs="+", default=[], metavar="NAME=V1,V2",
                    help="a grid over a field: every combination of all --grid fields runs (ints: NAME=A..B, both "
                    "ends included; hidden sizes: 64x64,256x256); e.g. --grid seed=0..3 actor_lr=1e-3,3e-4")
     s.add_argument("--sample", action="extend", nargs="+", default=[], metavar="NAME=DIST",
@@ -422,13 +425,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         given = [o for o in _SWEEP_OPTIONS if getattr(args, o) != _SWEEP_PARSER_DEFAULTS[o]]
         given += [f.name for f in dataclasses.fields(Config) if hasattr(args, f.name)]
         if given:
-            flags = ", ".join(_flag(g) for g in given)
+            flags = ", ".join("--grid" if g == "sweep_grid" else _flag(g) for g in given)
             raise ConfigError(f"--resume takes no {flags}: a sweep keeps its {sweeps.SWEEP_FILE}; only --address "
                               "may be given with it.")
     else:
         base = config_from_args(args)
         spec = sweeps.make_spec(
-            base, args.out, grid=sweeps.parse_grid(args.grid, base), sample=sweeps.parse_sample(args.sample, base),
+            base, args.out, grid=sweeps.parse_grid(args.sweep_grid, base),
+            sample=sweeps.parse_sample(args.sample, base),
             num_samples=args.num_samples, scheduler=args.scheduler, metric=args.metric,
             pbt_interval=args.pbt_interval, mutate=[m.strip().replace("-", "_") for m in args.mutate.split(",")
                                                     if m.strip()],

@@ -414,9 +414,6 @@ def trial_config(spec: SweepSpec, params: dict[str, Any], run_dir: Path) -> Conf
 
 def run_trial(params: dict[str, Any], spec: dict[str, Any], hook: Callable[..., None] | None = None) -> None:
     """Tune's function trainable: one fastddpg run in ``ROOT/trials/<trial id>``, reporting at every report."""
-    from .threads import set_wait_policy
-
-    set_wait_policy()  # before torch loads in this worker, when it is the first fastddpg call here
     sweep = SweepSpec(**spec)
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(max(1, int(sweep.cpus_per_trial))))
     from ray import tune
