@@ -42,7 +42,23 @@ def mlp(sizes: Sequence[int], output_activation: type[nn.Module] = nn.Identity,
     return nn.Sequential(*layers)
 
 
-class Actor(nn.Module):
+class BoundedPolicy(nn.Module):
+    """A policy whose ``net`` ends in tanh, scaled and shifted to the action bounds: a = scale * net(s) + bias,
+    with the buffers action_scale = (high - low) / 2 and action_bias = (high + low) / 2, (act_dim,) each. A subclass
+    sets ``self.net`` and calls `set_bounds`."""
+
+    def set_bounds(self, action_low: torch.Tensor, action_high: torch.Tensor) -> None:
+        low = torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.as_tensor(action_high, dtype=torch.float32)
+        self.register_buffer("action_scale", (high - low) / 2.0)
+        self.register_buffer("action_bias", (high + low) / 2.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs (..., obs_dim) -> action (..., act_dim), inside the action bounds."""
+        return self.action_scale * self.net(obs) + self.action_bias
+
+
+class Actor(BoundedPolicy):
     """Deterministic policy a = mu_theta(s) = scale * tanh(net(s)) + bias.
 
     Args:
@@ -56,14 +72,7 @@ class Actor(nn.Module):
                  action_low: torch.Tensor, action_high: torch.Tensor, layer_norm: bool = False) -> None:
         super().__init__()
         self.net = mlp([obs_dim, *hidden_sizes, act_dim], output_activation=nn.Tanh, layer_norm=layer_norm)
-        low = torch.as_tensor(action_low, dtype=torch.float32)
-        high = torch.as_tensor(action_high, dtype=torch.float32)
-        self.register_buffer("action_scale", (high - low) / 2.0)
-        self.register_buffer("action_bias", (high + low) / 2.0)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs (B, obs_dim) -> action (B, act_dim), inside the action bounds."""
-        return self.action_scale * self.net(obs) + self.action_bias
+        self.set_bounds(action_low, action_high)
 
 
 class Critic(nn.Module):
@@ -173,7 +182,7 @@ def build_critic(obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], num_cr
 
 # --- populations: K members' networks stacked, one batched matmul per layer for all members ---------------------
 
-class StackedActor(nn.Module):
+class StackedActor(BoundedPolicy):
     """The actors of K population members as one module: obs (K, B, obs_dim) -> action (K, B, act_dim), member k's
     rows through member k's weights. Layer indices and kinds are `Actor.net`'s, stacked (see `to_stacked`)."""
 
@@ -183,14 +192,7 @@ class StackedActor(nn.Module):
         self.members = k
         self.net = stacked_mlp(k, [obs_dim, *hidden_sizes, act_dim], output_activation=nn.Tanh,
                                layer_norm=layer_norm)
-        low = torch.as_tensor(action_low, dtype=torch.float32)
-        high = torch.as_tensor(action_high, dtype=torch.float32)
-        self.register_buffer("action_scale", (high - low) / 2.0)
-        self.register_buffer("action_bias", (high + low) / 2.0)
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs (K, B, obs_dim) -> action (K, B, act_dim), inside the action bounds."""
-        return self.action_scale * self.net(obs) + self.action_bias
+        self.set_bounds(action_low, action_high)
 
 
 class PopulationCritic(TwinCritic):
