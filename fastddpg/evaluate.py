@@ -21,7 +21,7 @@ import torch
 
 from .config import Config, ConfigError, check_member
 from .envs import env_dims, make_env
-from .networks import Actor, build_actor, member_state_dict
+from .networks import Actor, actor_from_state_dict
 from .rundir import load_run
 from .schema import ACTOR_FILE, EVAL_COLUMNS, EVAL_FILE, with_member
 
@@ -86,14 +86,9 @@ def load_actor(run_dir: str | Path, member: int = 0) -> tuple[Actor, Config]:
         if key in run.meta and run.meta[key] != getattr(dims, key):
             raise ConfigError(f"{cfg.env} now has {key}={getattr(dims, key)} but the run was trained with "
                               f"{run.meta[key]}; evaluate with the env version it was trained on.")
-    actor = build_actor(dims.obs_dim, dims.act_dim, cfg.hidden_sizes, dims.action_low, dims.action_high,
-                        cfg.layer_norm)
-    state = torch.load(path, map_location="cpu", weights_only=True)
     check_member(member, cfg.num_members)
-    if cfg.num_members > 1:
-        state = member_state_dict(state, member, cfg.num_members, actor.state_dict())
-    actor.load_state_dict(state)
-    return actor.eval(), run.config
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return actor_from_state_dict(state, cfg.hidden_sizes, cfg.layer_norm, member, cfg.num_members), cfg
 
 
 def evaluate_run(run_dir: str | Path, episodes: int = 10, seed: int | None = None) -> EvalResult:

@@ -25,7 +25,7 @@ from torch import nn
 
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .config import ConfigError, check_member
-from .networks import build_actor, member_state_dict
+from .networks import actor_from_state_dict
 from .rundir import load_run
 from .schema import ACTOR_FILE
 
@@ -45,14 +45,8 @@ def load_policy(run_dir: str | Path, member: int = 0) -> nn.Module:
             raise ConfigError(f"{run_dir} has neither {ACTOR_FILE} nor a checkpoint: nothing to export yet.")
         return load_checkpoint(run_dir, member)["actor"]
     state = torch.load(path, map_location="cpu", weights_only=True)
-    obs_dim = state["net.0.weight"].shape[1]  # the first Linear's in_features
-    scale, bias = state["action_scale"], state["action_bias"]
-    cfg = run.config
-    actor = build_actor(obs_dim, scale.shape[0], cfg.hidden_sizes, bias - scale, bias + scale, cfg.layer_norm)
-    if cfg.num_members > 1:
-        state = member_state_dict(state, member, cfg.num_members, actor.state_dict())
-    actor.load_state_dict(state)
-    return actor.eval()
+    return actor_from_state_dict(state, run.config.hidden_sizes, run.config.layer_norm, member,
+                                 run.config.num_members)
 
 
 def export_policy(policy: nn.Module, fmt: str, out: str | Path) -> Path:

@@ -234,6 +234,19 @@ def from_stacked(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def actor_from_state_dict(state: dict[str, torch.Tensor], hidden_sizes: Sequence[int], layer_norm: bool = False,
+                          member: int = 0, members: int = 1) -> Actor:
+    """The eval-mode `Actor` a saved actor state_dict describes (a population's stacked one: member ``member``'s),
+    its sizes read from the first layer's weight and its bounds from the action_scale/action_bias buffers."""
+    obs_dim = state["net.0.weight"].shape[1]  # in_features, for a Linear's (out, in) and a stacked (K, in, out)
+    scale, bias = state["action_scale"], state["action_bias"]
+    actor = build_actor(obs_dim, scale.shape[0], hidden_sizes, bias - scale, bias + scale, layer_norm)
+    if members > 1:
+        state = member_state_dict(state, member, members, actor.state_dict())
+    actor.load_state_dict(state)
+    return actor.eval()
+
+
 def member_state_dict(stacked: dict[str, torch.Tensor], k: int, members: int,
                       like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Member k's state_dict, in the layout of ``like`` (a single module's state_dict), from the state_dict

@@ -44,12 +44,10 @@ class TensorBoardWriter:
         self.path = Path(run_dir) / TENSORBOARD_DIR
         self.writer = SummaryWriter(str(self.path))
         self.cfg = cfg
-        self._hparams_written = False
 
     def at_start(self, trainer: Any) -> None:
-        if not self._hparams_written and trainer.global_step == 0:  # a resumed run already has them
+        if trainer.global_step == 0:  # a resumed run's files already have them
             self.write_hparams()
-        self._hparams_written = True
 
     def write_hparams(self) -> None:
         from torch.utils.tensorboard.summary import hparams

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import platform
 import shutil
 import statistics
@@ -30,6 +29,7 @@ from typing import Any
 
 import torch
 
+from . import fileio
 from .algos import Algorithm, algorithm_class
 from .compile import CudaGraphUpdate, compile_explore, compile_update
 from .config import ALGOS, Config, ConfigError, resolve_device
@@ -464,5 +464,4 @@ def format_report(report: dict[str, Any]) -> str:
 def write_json(report: dict[str, Any], path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    return out
+    return fileio.write_json(out, report)
