@@ -1,18 +1,29 @@
 """The notebook's reference learning curve, reproduced at scale.
 
-Runs, each as an independent process (so timings stay honest), over `--seeds` seeds:
+Configurations over `--seeds` seeds each:
 - `notebook`: the notebook's loop and defaults (bench/baseline.py: 1 env, numpy replay, `.item()` per update);
 - `fastddpg-1`, `fastddpg-16`: fastddpg at num_envs 1 and 16, replay ratio 1, the same env-step budget;
 - `fastest`: fastddpg's fastest wall-clock configuration that still learns, found by a small grid search over
   num_envs x replay ratio x batch size (`--grid-seeds` seeds per grid point; the winner is the configuration
   with the lowest median time to a 10-episode mean return of -200 among those whose every grid seed got there).
 
+Layouts (`--layout`): `population` (the default) trains a fastddpg configuration's seeds as one population in one
+process (`--num-seeds`, seeds 0..S-1; all usable cores, or `--pop-threads`), the configurations one after another;
+`process` runs each seed as its own process, `--jobs` at a time with `--threads` each (the layout before
+populations). The notebook's loop has no population, so it always runs process per seed. Both layouts record each
+configuration's wall time for all its seeds (`config_wall_s`), the figure to compare layouts by: a seed's own
+seconds mean different things in them (a population's members share one clock; processes in a second batch start
+late), so the by-seconds bands compare configurations within a layout, not layouts.
+
 For each configuration: the mean and 95% interval (Student t over seeds) of the 10-episode mean return against
 env steps and against wall-clock seconds, and the time to first reach -200 (median, and how many seeds got
 there). Writes curve.json, curve.html (Plotly, bands) and curve.md (a markdown table).
 
     python bench/curve.py --quick                 # 2 seeds, 6k steps, a 2-point grid: a few minutes
-    python bench/curve.py --seeds 10 --jobs 2 --threads 1   # the full comparison, one run per core
+    python bench/curve.py --seeds 10 --jobs 2 --threads 1   # the full comparison (populations; notebook and
+                                                            # grid points one process per core)
+    python bench/curve.py --layout process --no-grid --no-notebook --seeds 10 --jobs 2 --threads 1
+                                                            # fastddpg-1/16, one process per seed
 """
 
 from __future__ import annotations
@@ -111,20 +122,43 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from fastddpg import Config, train
 
     t0 = time.perf_counter()
-    res = train(Config(**spec["config"], seed=spec["seed"], total_steps=spec["total_steps"], quiet=True,
+    members = spec.get("members", 1)
+    res = train(Config(**spec["config"], seed=spec["seed"], num_seeds=members, total_steps=spec["total_steps"],
+                       quiet=True, threads=spec.get("threads") or 0,
                        device="cpu" if spec.get("device") is None else spec["device"]))
+    wall = time.perf_counter() - t0
     ep = res.episodes
-    return {"steps": ep["global_step"].tolist(), "seconds": ep["wall_time"].tolist(), "returns": ep["return"].tolist(),
-            "wall": time.perf_counter() - t0, "summary": res.summary}
+    if members == 1:
+        return {"steps": ep["global_step"].tolist(), "seconds": ep["wall_time"].tolist(),
+                "returns": ep["return"].tolist(), "wall": wall, "summary": res.summary}
+    return {"members": [{"steps": m["global_step"].tolist(), "seconds": m["wall_time"].tolist(),
+                         "returns": m["return"].tolist(), "wall": wall, "seed": spec["seed"] + k}
+                        for k, m in ep.groupby("member", sort=True)], "wall": wall, "summary": res.summary}
 
 
 def run_many(specs: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
     return run_workers(__file__, specs, jobs)
 
 
-def configs(grid_winner: dict[str, Any] | None) -> dict[str, dict[str, Any] | None]:
-    out: dict[str, dict[str, Any] | None] = {"notebook": None, "fastddpg-1": {"num_envs": 1},
-                                             "fastddpg-16": {"num_envs": 16}}
+def run_seeds(cfg: dict[str, Any] | None, seeds: list[int], args: argparse.Namespace,
+              population: bool) -> tuple[list[dict[str, Any]], float]:
+    """One configuration over ``seeds``: one run record per seed (in seed order), and the wall seconds all of them
+    took. ``population``: one process whose members are the seeds (they must be consecutive); otherwise one process
+    per seed, ``--jobs`` at a time."""
+    t0 = time.perf_counter()
+    base = {"kind": "notebook" if cfg is None else "fastddpg", "config": cfg, "total_steps": args.total_steps}
+    if population and cfg is not None and len(seeds) > 1:
+        assert seeds == list(range(seeds[0], seeds[0] + len(seeds))), "a population's seeds are consecutive"
+        rec = run_many([{**base, "seed": seeds[0], "members": len(seeds), "threads": args.pop_threads}], 1)[0]
+        runs = rec["members"]
+    else:
+        runs = run_many([{**base, "seed": s, "threads": args.threads} for s in seeds], args.jobs)
+    return runs, time.perf_counter() - t0
+
+
+def configs(grid_winner: dict[str, Any] | None, notebook: bool = True) -> dict[str, dict[str, Any] | None]:
+    out: dict[str, dict[str, Any] | None] = {"notebook": None} if notebook else {}
+    out.update({"fastddpg-1": {"num_envs": 1}, "fastddpg-16": {"num_envs": 16}})
     if grid_winner is not None:
         out["fastest"] = grid_winner
     return out
@@ -133,12 +167,18 @@ def configs(grid_winner: dict[str, Any] | None) -> dict[str, dict[str, Any] | No
 def grid_search(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     points = [{"num_envs": n, "updates_per_step": u, "batch_size": b}
               for n in args.grid_num_envs for u in args.grid_ratios for b in args.grid_batch_sizes]
-    specs = [{"kind": "fastddpg", "config": pt, "seed": 1000 + s, "total_steps": args.total_steps,
-              "threads": args.threads} for pt in points for s in range(args.grid_seeds)]
-    runs = run_many(specs, args.jobs)
+    seeds = [1000 + s for s in range(args.grid_seeds)]
+    if args.layout == "population" and args.grid_seeds > 1:  # one process per grid point, --jobs at a time
+        specs = [{"kind": "fastddpg", "config": pt, "seed": seeds[0], "members": len(seeds),
+                  "total_steps": args.total_steps, "threads": args.threads} for pt in points]
+        per_point = [rec["members"] for rec in run_many(specs, args.jobs)]
+    else:
+        specs = [{"kind": "fastddpg", "config": pt, "seed": s, "total_steps": args.total_steps,
+                  "threads": args.threads} for pt in points for s in seeds]
+        runs = run_many(specs, args.jobs)
+        per_point = [runs[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(points))]
     table = []
-    for i, pt in enumerate(points):
-        rs = runs[i * args.grid_seeds:(i + 1) * args.grid_seeds]
+    for pt, rs in zip(points, per_point, strict=True):
         s = summarize(rs)
         table.append({**pt, **s})
         print(f"grid {pt}: reached {s['reached']}/{s['seeds']}, median time to -200 "
@@ -173,7 +213,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = ["| configuration | final 10-ep return (95% CI) | reached -200 | median s to -200 | "
-             "median steps to -200 | mean wall s |", "|---|---|---|---|---|---|"]
+             "median steps to -200 | wall s, all seeds |", "|---|---|---|---|---|---|"]
     for name, c in result["configs"].items():
         s = c["summary"]
         t = s["median_seconds_to_threshold"]
@@ -181,7 +221,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} {c['config'] or ''} | {s['final_mean']:.0f} "
                      f"({s['final_low']:.0f}, {s['final_high']:.0f}) | {s['reached']}/{s['seeds']} | "
                      f"{'-' if t is None else f'{t:.1f}'} | "
-                     f"{'-' if st is None else f'{st:.0f}'} | {s['mean_wall_seconds']:.1f} |")
+                     f"{'-' if st is None else f'{st:.0f}'} | {c['config_wall_s']:.1f} ({c['layout']}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -199,11 +239,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grid-batch-sizes", type=int, nargs="+", default=[128, 256])
     p.add_argument("--grid-seeds", type=int, default=2)
     p.add_argument("--no-grid", action="store_true", help="skip the search for the fastest configuration")
+    p.add_argument("--no-notebook", action="store_true", help="skip the notebook's own loop")
+    p.add_argument("--layout", choices=("population", "process"), default="population",
+                   help="fastddpg's seeds as one population per configuration, or one process per seed")
+    p.add_argument("--pop-threads", type=int, default=0,
+                   help="torch threads of a configuration's population process (0: all usable cores)")
     p.add_argument("--quick", action="store_true", help="2 seeds, 6k steps, grid of 2 points x 1 seed")
     p.add_argument("--out", default="bench/results")
+    p.add_argument("--name", default="curve", help="file stem of the outputs in --out (NAME.json, .html, .md)")
     args = p.parse_args(argv)
     if args.worker:
         return args
+    if args.pop_threads == 0:
+        from fastddpg.threads import usable_cores
+
+        args.pop_threads = usable_cores()
     if args.quick:
         args.seeds, args.total_steps = 2, 6_000
         args.grid_num_envs, args.grid_ratios, args.grid_batch_sizes, args.grid_seeds = [16], [1.0, 0.25], [128], 1
@@ -223,28 +273,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     winner, grid_table = (None, []) if args.no_grid else grid_search(args)
     result: dict[str, Any] = {"benchmark": "curve", "env": "Pendulum-v1", "seeds": args.seeds,
                               "total_steps": args.total_steps, "threshold": THRESHOLD, "grid": grid_table,
-                              "date": time.strftime("%Y-%m-%d"), "configs": {}}
+                              "layout": args.layout, "jobs": args.jobs, "threads": args.threads,
+                              "pop_threads": args.pop_threads, "date": time.strftime("%Y-%m-%d"), "configs": {}}
     step_grid = list(range(200, args.total_steps + 1, 200))
-    for name, cfg in configs(winner).items():
-        specs = [{"kind": "notebook" if cfg is None else "fastddpg", "config": cfg, "seed": s,
-                  "total_steps": args.total_steps, "threads": args.threads} for s in range(args.seeds)]
-        runs = run_many(specs, args.jobs)
+    for name, cfg in configs(winner, notebook=not args.no_notebook).items():
+        population = args.layout == "population" and cfg is not None
+        runs, wall = run_seeds(cfg, list(range(args.seeds)), args, population)
         max_s = max(r["seconds"][-1] for r in runs)
         sec_grid = list(np.linspace(0, max_s, 100)[1:])
-        result["configs"][name] = {"config": cfg, "summary": summarize(runs),
+        result["configs"][name] = {"config": cfg, "layout": "population" if population else "process",
+                                   "config_wall_s": wall, "summary": summarize(runs),
                                    "by_steps": band(runs, "steps", step_grid),
                                    "by_seconds": band(runs, "seconds", sec_grid), "runs": runs}
         s = result["configs"][name]["summary"]
         print(f"{name}: final {s['final_mean']:.0f} [{s['final_low']:.0f}, {s['final_high']:.0f}], reached "
-              f"{s['reached']}/{s['seeds']}, median {s['median_seconds_to_threshold']} s to -200", flush=True)
+              f"{s['reached']}/{s['seeds']}, median {s['median_seconds_to_threshold']} s to -200, all seeds in "
+              f"{wall:.1f} s", flush=True)
     result["bench_seconds"] = time.perf_counter() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "curve.json").write_text(json.dumps(result, indent=1))
-    plot(result, out / "curve.html")
-    (out / "curve.md").write_text(markdown(result))
+    paths = [out / f"{args.name}.{ext}" for ext in ("json", "html", "md")]
+    paths[0].write_text(json.dumps(result, indent=1))
+    plot(result, paths[1])
+    paths[2].write_text(markdown(result))
     print(markdown(result))
-    print(f"wrote {out / 'curve.json'}, {out / 'curve.html'}, {out / 'curve.md'}")
+    print("wrote " + ", ".join(map(str, paths)))
     return result
 
 

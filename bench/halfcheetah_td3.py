@@ -3,6 +3,7 @@
     python bench/halfcheetah_td3.py                  # 3 seeds x 100k env steps each, both sides (hours on a CPU)
     python bench/halfcheetah_td3.py --quick          # 1 seed x 3k env steps each: the plumbing, not learning
     python bench/halfcheetah_td3.py --only fastddpg  # one side only
+    python bench/halfcheetah_td3.py --jobs 2         # two runs at a time, one core and one thread each
 
 The hyperparameters CleanRL's td3_continuous_action.py and SB3's TD3 use on MuJoCo: batch 256, Adam 3e-4 for
 both networks, 25k uniform random steps, Gaussian exploration noise 0.1 (x the action bound, 1 here), target
@@ -31,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.curve import mean_ci95
+from bench.workers import run_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 SB3_VENV = ROOT / "bench" / ".sb3-venv"
@@ -75,6 +77,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=100_000, help="env steps per run (default: 100,000)")
     p.add_argument("--only", choices=("fastddpg", "sb3"), default=None)
     p.add_argument("--threads", type=int, default=1, help="torch threads per run, both sides (default: 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at a time, each in its own process (the runs alternate sides, so with 2 jobs a "
+                        "fastddpg run and an SB3 run share the machine; use at most one job per core)")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--quick", action="store_true", help="1 seed x 3,000 env steps (learning_starts capped)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "halfcheetah_td3.json"))
     args = p.parse_args(argv)
@@ -111,7 +117,9 @@ def ensure_sb3_venv() -> Path:
         venv.create(SB3_VENV, with_pip=True)
         for req in (["torch==2.13.0"], ["stable-baselines3", "gymnasium[mujoco]"]):
             subprocess.run([str(python), "-m", "pip", "install", "-q", *req], check=True)
-    (SB3_VENV / "runner.py").write_text(SB3_RUNNER)
+    runner = SB3_VENV / "runner.py"
+    if not runner.exists() or runner.read_text() != SB3_RUNNER:
+        runner.write_text(SB3_RUNNER)
     return python
 
 
@@ -136,19 +144,33 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """One run of one side (in a --worker process when --jobs > 1)."""
     import torch
 
-    torch.set_num_threads(args.threads)
-    python = ensure_sb3_venv() if args.only != "fastddpg" else None
-    records = []
-    for seed in range(args.seeds):  # the two sides alternate, so the machine's drift falls on both alike
-        if args.only != "sb3":
-            records.append(fastddpg_run(seed, args.steps, args.threads))
-            print(json.dumps(records[-1]), flush=True)
-        if python is not None:
-            records.append(sb3_run(python, seed, args.steps, args.threads))
+    torch.set_num_threads(spec["threads"])
+    if spec["side"] == "fastddpg":
+        return fastddpg_run(spec["seed"], spec["steps"], spec["threads"])
+    return sb3_run(ensure_sb3_venv(), spec["seed"], spec["steps"], spec["threads"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_one(json.loads(args.worker))))
+        return 0
+    if args.only != "fastddpg":
+        ensure_sb3_venv()
+    sides = [s for s in ("fastddpg", "sb3") if args.only in (None, s)]
+    # the two sides alternate, so the machine's drift (and, with 2 jobs, the neighbour) falls on both alike
+    specs = [{"side": side, "seed": seed, "steps": args.steps, "threads": args.threads}
+             for seed in range(args.seeds) for side in sides]
+    if args.jobs > 1:
+        records = run_workers(__file__, specs, args.jobs, on_result=lambda r: print(json.dumps(r), flush=True))
+    else:
+        records = []
+        for spec in specs:
+            records.append(run_one(spec))
             print(json.dumps(records[-1]), flush=True)
     table = summarize(records)
     for r in table:

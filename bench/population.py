@@ -12,7 +12,11 @@ runs it past start_steps/update_after and a warm-up (compile time excluded), the
 state --repeats times (median). The separate-process baseline runs K single-agent trainers of the same config,
 at most --jobs at a time (default: the cores), one torch thread each, each timed the same way; their rates are
 summed over the K agents, with the wall time of the whole batch of processes (a second batch runs after the
-first when K > jobs). Writes JSON and a Plotly chart (bench/results/population.{json,html}).
+first when K > jobs). The population process gets all the cores the separate processes share (--threads, default
+all usable cores). When K > jobs the batches are alike (the same single-agent run, `jobs` at a time), so only
+--max-batches of them are run and timed (default 2; 0: all K processes): the K agents' rate is their summed
+rate in those batches, over the time those batches took. Writes JSON and a Plotly chart
+(bench/results/population.{json,html}).
 """
 
 from __future__ import annotations
@@ -77,7 +81,10 @@ def separate(args: argparse.Namespace, members: int, ratio: float) -> dict[str, 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     total_steps = total_updates = 0.0
     t0 = time.perf_counter()
-    remaining = members
+    batches = -(-members // args.jobs)
+    if args.max_batches:
+        batches = min(batches, args.max_batches)
+    remaining = min(members, batches * args.jobs)
     while remaining:
         batch = min(remaining, args.jobs)
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(batch)]
@@ -86,10 +93,10 @@ def separate(args: argparse.Namespace, members: int, ratio: float) -> dict[str, 
         total_steps += sum(o["agent_env_steps_per_sec"] for o in outs) * args.seconds * args.repeats
         total_updates += sum(o["agent_updates_per_sec"] for o in outs) * args.seconds * args.repeats
         remaining -= batch
-    batches = -(-members // args.jobs)
     busy = batches * args.seconds * args.repeats  # steady-state seconds of wall time the batches took
     return {"agent_env_steps_per_sec": total_steps / busy, "agent_updates_per_sec": total_updates / busy,
-            "processes": members, "jobs": args.jobs, "wall_s_including_startup": time.perf_counter() - t0}
+            "processes": members, "processes_run": min(members, batches * args.jobs), "jobs": args.jobs,
+            "wall_s_including_startup": time.perf_counter() - t0}
 
 
 def chart(results: list[dict[str, Any]], out: Path) -> None:
@@ -117,7 +124,11 @@ def main() -> None:
     p.add_argument("--compile", default="default")
     p.add_argument("--hidden-sizes", type=int, nargs="+", default=[256, 256])
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--threads", type=int, default=0, help="torch threads of the population process (0: auto)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of the population process (0: all usable cores, as the separate processes "
+                        "use together)")
+    p.add_argument("--max-batches", type=int, default=2,
+                   help="separate-process batches run per K (they are alike; 0: run all K processes)")
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup-vsteps", type=int, default=20)
@@ -130,6 +141,10 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.members, args.seconds, args.repeats = [1, 2, 4], 2.0, 2
+    if args.threads == 0 and not args.child:
+        from fastddpg.threads import usable_cores
+
+        args.threads = usable_cores()
     args.child_args = ["--num-envs", str(args.num_envs), "--device", args.device, "--env-backend", args.env_backend,
                        "--compile", args.compile, "--hidden-sizes", *map(str, args.hidden_sizes), "--batch-size",
                        str(args.batch_size), "--seconds", str(args.seconds), "--repeats", str(args.repeats),
@@ -150,7 +165,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "device": args.device, "num_envs": args.num_envs, "compile": args.compile, "seconds": args.seconds,
-            "repeats": args.repeats, "jobs": args.jobs}
+            "repeats": args.repeats, "jobs": args.jobs, "population_threads": args.threads,
+            "max_batches": args.max_batches}
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
     chart(results, out.with_suffix(".html"))
     print(f"wrote {out} and {out.with_suffix('.html')}")

@@ -112,7 +112,7 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: auto)")
     v.add_argument("--algo", default=d.algo, choices=("ddpg", "td3"), help="which update (default: ddpg)")
     v.add_argument("--num-seeds", type=int, default=d.num_seeds, metavar="K",
-                   help="only 1: verify checks one agent's update (default: 1)")
+                   help="members: 1 verifies one agent's update, K > 1 a population's (default: 1)")
     v.add_argument("--updates", type=int, default=d.updates, help=f"updates compared (default: {d.updates})")
     v.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default: {d.batch_size})")
     v.add_argument("--hidden-sizes", type=int, nargs="+", default=list(d.hidden_sizes), metavar="N",

@@ -9,6 +9,10 @@ satisfies ``|x - x_eager| <= ATOL + RTOL * |x_eager|`` (and is finite); the repo
 furthest out of tolerance. Each path's updates/s is measured after the comparison run (which is its warm-up:
 compilation and graph capture happen there), with a device synchronize before the clock is read.
 
+With ``--num-seeds K`` the learner is a population of K members (seeds seed .. seed+K-1, each with its own
+batches): the same comparison covers the stacked networks, the (K,) hyperparameters and the one population graph,
+every member's tensors at once (tests/test_population.py checks the population against K single updates).
+
 Plumbing only: the math is `fastddpg.update`'s, the update functions are the algorithm's (`Algorithm.update_fns`)
 and the compiled wrappers are `fastddpg.compile`'s, exactly as the trainer builds them.
 """
@@ -31,6 +35,7 @@ import torch
 
 from . import fileio
 from .algos import Algorithm, algorithm_class
+from .algos.population import Population
 from .compile import CudaGraphUpdate, compile_explore, compile_update
 from .config import ALGOS, Config, ConfigError, resolve_device
 from .replay import ReplayBuffer
@@ -61,9 +66,10 @@ PathFactory = Callable[["VerifySetup", Algorithm], dict[bool, UpdateCall]]
 class VerifySetup:
     """Everything the paths share: the initial learner, the replay layout and the rows of every update.
 
-    ``rows`` is (updates, batch_size, width + eps_dim) on ``device``: replay rows gathered from a seeded buffer,
-    followed by TD3's standard normal smoothing noise (eps_dim = act_dim for TD3, 0 for DDPG). ``rows[i]`` is
-    update number ``first_update + i`` (the learner has had ``first_update - 1`` eager updates).
+    ``rows`` is (updates, batch_size, width + eps_dim) on ``device``, or (updates, K, batch_size, width + eps_dim)
+    for a population of K: replay rows gathered from a seeded buffer, followed by TD3's standard normal smoothing
+    noise (eps_dim = act_dim for TD3, 0 for DDPG). ``rows[i]`` is update number ``first_update + i`` (the learner
+    has had ``first_update - 1`` eager updates).
     """
 
     algo: str
@@ -92,9 +98,10 @@ class VerifySetup:
 
 
 def build_setup(algo: str, device: torch.device, updates: int, batch_size: int, hidden_sizes: tuple[int, ...],
-                seed: int = 0, buffer_size: int = 4096, warmup: int = WARMUP_UPDATES) -> VerifySetup:
-    """A learner initialised from ``seed`` and given ``warmup`` eager updates, and ``updates`` further batches of
-    Pendulum-shaped rows to verify on.
+                seed: int = 0, buffer_size: int = 4096, warmup: int = WARMUP_UPDATES, members: int = 1
+                ) -> VerifySetup:
+    """A learner initialised from ``seed`` (``members`` > 1: a population, member k from seed + k) and given
+    ``warmup`` eager updates, and ``updates`` further batches of Pendulum-shaped rows to verify on.
 
     All random numbers come from a CPU generator and are then moved to ``device``, so every device verifies
     the same numbers."""
@@ -102,7 +109,11 @@ def build_setup(algo: str, device: torch.device, updates: int, batch_size: int, 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     low, high = torch.full((ACT_DIM,), -ACTION_BOUND), torch.full((ACT_DIM,), ACTION_BOUND)
-    learner = algorithm_class(algo).from_config(cfg, OBS_DIM, ACT_DIM, low, high, device)
+    singles = []
+    for k in range(members):
+        torch.manual_seed(seed + k)
+        singles.append(algorithm_class(algo).from_config(cfg, OBS_DIM, ACT_DIM, low, high, device))
+    learner = singles[0] if members == 1 else Population(singles)
     buffer = ReplayBuffer(buffer_size, OBS_DIM, ACT_DIM, device)
     theta = (torch.rand(buffer_size, generator=gen) * 2 - 1) * torch.pi
     speed = (torch.rand(buffer_size, generator=gen) * 2 - 1) * MAX_SPEED
@@ -111,10 +122,10 @@ def build_setup(algo: str, device: torch.device, updates: int, batch_size: int, 
     terminated = (torch.rand(buffer_size, generator=gen) < TERMINATED_FRACTION).float()
     buffer.add(pendulum_obs(buffer_size, gen).to(device), action.to(device), reward.to(device),
                pendulum_obs(buffer_size, gen).to(device), terminated.to(device))
-    idx = torch.randint(0, buffer_size, (warmup + updates, batch_size), generator=gen)
-    rows = buffer.data.cpu()[idx]
+    lead = (warmup + updates, batch_size) if members == 1 else (warmup + updates, members, batch_size)
+    rows = buffer.data.cpu()[torch.randint(0, buffer_size, lead, generator=gen)]
     if learner.eps_dim:  # the algorithm's extra random inputs (TD3's smoothing noise), standard normal
-        rows = torch.cat([rows, torch.randn(warmup + updates, batch_size, learner.eps_dim, generator=gen)], dim=-1)
+        rows = torch.cat([rows, torch.randn(*lead, learner.eps_dim, generator=gen)], dim=-1)
     setup = VerifySetup(algo, device, learner, buffer, rows[warmup:].to(device), cfg, first_update=warmup + 1)
     fns = setup.update_fns(learner)
     for u, batch in enumerate(rows[:warmup].to(device), start=1):
@@ -308,15 +319,18 @@ def verify_updates(setup: VerifySetup, paths: dict[str, PathFactory], timed_upda
 
 
 def metric_dict(metrics: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """The metrics vector (M,) as ``metrics.<name>`` 0-d tensors, cloned (a CUDA-graph path returns one static
-    output tensor that its next call overwrites)."""
+    """The metrics (M,) (or a population's (K, M)) as ``metrics.<name>`` tensors of shape () (or (K,)), cloned (a
+    CUDA-graph path returns one static output tensor that its next call overwrites)."""
     metrics = metrics.clone()
-    return {f"metrics.{n}": metrics[i] for i, n in enumerate(names)}
+    return {f"metrics.{n}": metrics[..., i] for i, n in enumerate(names)}
 
 
 def verify_acting(setup: VerifySetup, num_obs: int, timed_steps: int, repeats: int) -> list[PathResult]:
     """The acting step ``clip(mu(obs) + noise, low, high)`` (`Algorithm.explore`) eager and compiled on one fixed
-    (num_obs, obs_dim) batch of observations and (num_obs, act_dim) noise large enough that the clip acts."""
+    (num_obs, obs_dim) batch of observations and (num_obs, act_dim) noise large enough that the clip acts (a
+    population of K: num_obs rounded up to a multiple of K, each member acting on its own rows)."""
+    members = getattr(setup.learner, "members", 1)
+    num_obs = -(-num_obs // members) * members
     gen = torch.Generator().manual_seed(setup.cfg.seed + 1)
     obs = pendulum_obs(num_obs, gen).to(setup.device)
     noise = (torch.randn(num_obs, ACT_DIM, generator=gen) * ACTION_BOUND).to(setup.device)
@@ -390,10 +404,7 @@ class VerifyOptions:
                 raise ConfigError(msg)
 
         need(self.algo in ALGOS, f"--algo={self.algo!r}: use one of {', '.join(ALGOS)}.")
-        need(self.num_seeds >= 1, f"--num-seeds={self.num_seeds}: use 1.")
-        need(self.num_seeds == 1,
-             f"--num-seeds={self.num_seeds}: verify checks one agent's update; use --num-seeds 1 (the population "
-             "update is checked against single updates by tests/test_population.py).")
+        need(self.num_seeds >= 1, f"--num-seeds={self.num_seeds}: use 1 (one agent) or more (a population).")
         need(self.updates >= 1, f"--updates={self.updates}: verify at least 1 update.")
         need(self.batch_size >= 1, f"--batch-size={self.batch_size}: use a batch of at least 1.")
         need(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
@@ -408,13 +419,15 @@ def run_verify(opts: VerifyOptions, paths: dict[str, PathFactory] | None = None)
     """Verify the update paths (``paths``, default `default_paths`) and the acting step; returns the report as
     a JSON-able dict with ``passed``. Raises ConfigError for bad options."""
     device = opts.validate()
-    setup = build_setup(opts.algo, device, opts.updates, opts.batch_size, tuple(opts.hidden_sizes), opts.seed)
+    setup = build_setup(opts.algo, device, opts.updates, opts.batch_size, tuple(opts.hidden_sizes), opts.seed,
+                        members=opts.num_seeds)
     t0 = time.perf_counter()
     paths = paths if paths is not None else default_paths(device, opts.compile_mode, opts.graph_logic_on_cpu)
     update_results = verify_updates(setup, paths, opts.timed_updates, opts.repeats)
     acting = verify_acting(setup, 256, opts.timed_updates, opts.repeats) if opts.acting else []
     return {
-        "command": "verify", **device_info(device), "algo": opts.algo, "updates": opts.updates,
+        "command": "verify", **device_info(device), "algo": opts.algo, "num_seeds": opts.num_seeds,
+        "updates": opts.updates,
         "batch_size": opts.batch_size, "hidden_sizes": list(opts.hidden_sizes), "seed": opts.seed,
         "compile_mode": opts.compile_mode, "timed_updates": opts.timed_updates, "repeats": opts.repeats,
         "tolerance": {"atol": ATOL, "rtol": RTOL, "acting_atol": ACT_ATOL, "acting_rtol": ACT_RTOL},
@@ -434,7 +447,8 @@ def format_report(report: dict[str, Any]) -> str:
     """A compact table: per path the max |diff| from eager per group, the worst tensor, rate and ratio; then a
     FAIL line naming the tensor for each failing path, and the verdict."""
     where = report.get("gpu") or report["cpu"]
-    lines = [f"fastddpg verify: {report['algo']} on {report['device']} ({where}), torch {report['torch']}; "
+    who = report["algo"] + (f" population of {report['num_seeds']}" if report.get("num_seeds", 1) > 1 else "")
+    lines = [f"fastddpg verify: {who} on {report['device']} ({where}), torch {report['torch']}; "
              f"{report['updates']} updates of batch {report['batch_size']}, hidden {report['hidden_sizes']}",
              f"tolerance |x - eager| <= {ATOL:g} + {RTOL:g} |eager| (acting: {ACT_ATOL:g} + {ACT_RTOL:g} |eager|)",
              ""]

@@ -68,3 +68,15 @@ def test_curve_quick_settings_pass_the_budget_check():
     with pytest.raises(SystemExit):  # 64-env grid points need at least 12,800 steps
         parse_args(["--total-steps", "6000"])
     assert parse_args(["--total-steps", "6000", "--no-grid"]).total_steps == 6_000
+
+
+def test_curve_population_worker_returns_one_run_per_member_in_seed_order():
+    """The population layout's worker: one process, one record per member, seeds seed..seed+K-1, each member's
+    episodes on its own env-step axis."""
+    from bench.curve import worker
+
+    rec = worker({"kind": "fastddpg", "config": {"num_envs": 2}, "seed": 3, "members": 3, "total_steps": 400,
+                  "threads": 1})
+    assert [m["seed"] for m in rec["members"]] == [3, 4, 5]
+    for m in rec["members"]:
+        assert m["steps"] == [400, 400] and len(m["returns"]) == 2 and m["wall"] == rec["wall"]

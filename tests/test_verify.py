@@ -82,6 +82,30 @@ def test_verify_td3_passes_on_cpu(fresh_dynamo):
     assert report["acting_paths"] == []
 
 
+def test_verify_population_passes_on_cpu(fresh_dynamo):
+    """--num-seeds 3: the stacked population update (one graph, (K,) hyperparameters), eager vs compiled vs the
+    graph logic, every member's tensors compared; the acting step on each member's rows."""
+    report = run_verify(VerifyOptions(device="cpu", algo="td3", num_seeds=3, updates=6, batch_size=32,
+                                      hidden_sizes=(16, 16), timed_updates=4, repeats=1, graph_logic_on_cpu=True))
+    assert report["passed"], format_report(report)
+    assert report["num_seeds"] == 3 and "td3 population of 3" in format_report(report)
+    assert [p["name"] for p in report["update_paths"]] == ["eager", "compiled", "compiled+graph-logic"]
+
+
+def test_verify_population_fails_when_one_member_is_wrong():
+    """Only member 2 of 3 gets the wrong discount: the population verify fails on it."""
+    def one_member_gamma(setup: VerifySetup, learner: Algorithm):
+        gamma = learner.hyper.gamma.clone()
+        gamma[2] = 0.9
+        return setup.update_fns(learner, gamma=gamma)
+
+    report = run_verify(VerifyOptions(device="cpu", algo="ddpg", num_seeds=3, updates=10, batch_size=32,
+                                      hidden_sizes=(16, 16), timed_updates=1, repeats=1, acting=False),
+                        paths={"eager": eager_path, "broken": one_member_gamma})
+    bad = report["update_paths"][1]
+    assert not report["passed"] and bad["deviations"]["metrics"]["excess"] > 5
+
+
 @pytest.mark.parametrize("algo,path,group", [
     ("ddpg", broken(tau=1e-12), "targets"),  # the soft update skipped
     ("ddpg", broken(gamma=0.9), "metrics"),  # the wrong discount: y moves first
@@ -132,7 +156,7 @@ def test_default_paths():
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--num-seeds", "2"], "verify checks one agent's update"),
+    (["--num-seeds", "0"], "--num-seeds=0"),
     (["--updates", "0"], "--updates=0"),
     (["--hidden-sizes", "0"], "--hidden-sizes=0"),
     (["--device", "tpu"], "--device='tpu'"),
