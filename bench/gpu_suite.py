@@ -109,6 +109,24 @@ def summarize_throughput(result: dict[str, Any]) -> dict[str, Any]:
     return {"ok": bool(rows), "points": points, "line": line}
 
 
+POPULATION_GOAL = 20.0  # agent updates/s of 64 members x 16 envs over one member's, at replay ratio 1
+
+
+def summarize_population(result: dict[str, Any]) -> dict[str, Any]:
+    """Agent updates/s of the largest population over a single member's, at replay ratio 1 (the issue's goal:
+    64 members x 16 envs at >= 20x)."""
+    rows = {r["members"]: r["population"] for r in result["results"] if r["ratio"] == 1.0}
+    if 1 not in rows or len(rows) < 2:
+        return {"ok": False, "line": "no K = 1 and K > 1 points at ratio 1"}
+    k = max(rows)
+    ratio = rows[k]["agent_updates_per_sec"] / rows[1]["agent_updates_per_sec"]
+    line = (f"K={k}: {rows[k]['agent_updates_per_sec']:,.0f} agent updates/s, {ratio:.1f}x K=1's "
+            f"{rows[1]['agent_updates_per_sec']:,.0f} (goal >= {POPULATION_GOAL:.0f}x: "
+            f"{'met' if ratio >= POPULATION_GOAL else 'not met'})")
+    return {"ok": True, "members": k, "ratio_to_one_member": ratio, "goal_met": ratio >= POPULATION_GOAL,
+            "line": line}
+
+
 def time_to_target(episodes: list[dict[str, Any]], target: float = THRESHOLD, window: int = WINDOW) -> dict[str, Any]:
     """When the moving mean return of the last ``window`` episodes (in order of completion; bench/curve.py's
     definition, so the figure compares with the README's curve table) first reaches ``target``: its wall_time (s),
@@ -187,6 +205,13 @@ def plan(work: Path, python: str = sys.executable) -> list[Step]:
         throughput("torch", ["--num-envs", "256", "4096", "--compile", "default", "--ratios", "1/N", "--seconds", "2",
                              "--repeats", "2"]),
         throughput("gymnasium", ["--quick"]),
+        Step("verify-population", [*cli, "verify", "--device", "cuda", "--algo", "td3", "--num-seeds", "64",
+                                   "--json", str(work / "verify_population.json")], 150,
+             lambda s, w: _json_file(w / "verify_population.json", summarize_verify)),
+        Step("population", [python, "bench/population.py", "--device", "cuda", "--env-backend", "torch",
+                            "--num-envs", "16", "--members", "1", "64", "--no-separate", "--seconds", "2",
+                            "--repeats", "2", "--out", str(work / "population.json")], 150,
+             lambda s, w: _json_file(w / "population.json", summarize_population)),
     ]
 
 

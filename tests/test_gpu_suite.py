@@ -17,6 +17,7 @@ from bench.gpu_suite import (
     format_summary,
     plan,
     run_step,
+    summarize_population,
     summarize_pytest,
     summarize_run,
     summarize_throughput,
@@ -41,7 +42,8 @@ def test_dry_run_lists_every_step(tmp_path, capsys):
     for needle in ["verify --device cuda --algo ddpg --json", "verify --device cuda --algo td3 --json",
                    "run --num-envs 16 --device cuda --total-steps 20000 --run-dir", "-m pytest",
                    "-k cuda", "bench/update.py --device cuda", "bench/throughput.py --device cuda --env-backend torch",
-                   "bench/throughput.py --device cuda --env-backend gymnasium"]:
+                   "bench/throughput.py --device cuda --env-backend gymnasium",
+                   "verify --device cuda --algo td3 --num-seeds 64", "bench/population.py --device cuda"]:
         assert needle in out, needle
     assert gpu_suite.main(["--out", str(tmp_path), "--only", "nope"]) == 2
 
@@ -64,6 +66,16 @@ def test_plan_fits_the_budget():
 def test_summarize_pytest(tail, ok, passed, skipped):
     s = summarize_pytest(f"....\n\n{tail}\n")
     assert (s["ok"], s["passed"], s["skipped"]) == (ok, passed, skipped)
+
+
+def test_summarize_population():
+    def row(k, ratio, rate):
+        return {"members": k, "ratio": ratio, "population": {"agent_updates_per_sec": rate,
+                                                             "agent_env_steps_per_sec": rate}}
+    s = summarize_population({"results": [row(1, 1.0, 100.0), row(64, 1.0, 2500.0), row(64, 1 / 16, 9e9)]})
+    assert s["members"] == 64 and s["ratio_to_one_member"] == 25.0 and s["goal_met"] and "met" in s["line"]
+    assert not summarize_population({"results": [row(1, 1.0, 100.0), row(64, 1.0, 1000.0)]})["goal_met"]
+    assert not summarize_population({"results": [row(64, 1.0, 1000.0)]})["ok"]
 
 
 def fake_verify(passed: bool) -> dict:
