@@ -22,8 +22,8 @@ there). Writes curve.json, curve.html (Plotly, bands) and curve.md (a markdown t
     python bench/curve.py --quick                 # 2 seeds, 6k steps, a 2-point grid: a few minutes
     python bench/curve.py --seeds 10 --jobs 2 --threads 1   # the full comparison (populations; notebook and
                                                             # grid points one process per core)
-    python bench/curve.py --layout process --no-grid --no-notebook --seeds 10 --jobs 2 --threads 1
-                                                            # fastddpg-1/16, one process per seed
+    python bench/curve.py --seeds 10 --jobs 2 --threads 1 --compare-layouts
+                                                            # and fastddpg-1/16 one process per seed as well
 """
 
 from __future__ import annotations
@@ -164,6 +164,27 @@ def configs(grid_winner: dict[str, Any] | None, notebook: bool = True) -> dict[s
     return out
 
 
+COMPARED = ("fastddpg-1", "fastddpg-16")  # --compare-layouts runs these in both layouts
+
+
+def plan_layouts(cfgs: dict[str, dict[str, Any] | None], args: argparse.Namespace
+                 ) -> list[tuple[str, dict[str, Any] | None, bool]]:
+    """(name, config, population?) in run order. With ``--compare-layouts`` each of COMPARED also runs one process
+    per seed (named "NAME (process per seed)"), right before or after its population, the order alternating
+    between configurations (ABBA), so that the machine's drift falls on both layouts alike."""
+    out: list[tuple[str, dict[str, Any] | None, bool]] = []
+    flip = False
+    for name, cfg in cfgs.items():
+        population = args.layout == "population" and cfg is not None
+        if not (args.compare_layouts and population and name in COMPARED):
+            out.append((name, cfg, population))
+            continue
+        pair = [(name, cfg, True), (f"{name} (process per seed)", cfg, False)]
+        out.extend(pair[::-1] if flip else pair)
+        flip = not flip
+    return out
+
+
 def grid_search(args: argparse.Namespace) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     points = [{"num_envs": n, "updates_per_step": u, "batch_size": b}
               for n in args.grid_num_envs for u in args.grid_ratios for b in args.grid_batch_sizes]
@@ -196,7 +217,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("10-episode mean return vs env steps",
                                                         "10-episode mean return vs wall-clock seconds"))
-    colors = ["#636efa", "#ef553b", "#00cc96", "#ab63fa"]
+    colors = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
     for i, (name, c) in enumerate(result["configs"].items()):
         for col, key in ((1, "by_steps"), (2, "by_seconds")):
             b = c[key]
@@ -242,6 +263,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-notebook", action="store_true", help="skip the notebook's own loop")
     p.add_argument("--layout", choices=("population", "process"), default="population",
                    help="fastddpg's seeds as one population per configuration, or one process per seed")
+    p.add_argument("--compare-layouts", action="store_true",
+                   help=f"also run {' and '.join(COMPARED)} one process per seed, interleaved with their populations")
     p.add_argument("--pop-threads", type=int, default=0,
                    help="torch threads of a configuration's population process (0: all usable cores)")
     p.add_argument("--quick", action="store_true", help="2 seeds, 6k steps, grid of 2 points x 1 seed")
@@ -276,8 +299,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "layout": args.layout, "jobs": args.jobs, "threads": args.threads,
                               "pop_threads": args.pop_threads, "date": time.strftime("%Y-%m-%d"), "configs": {}}
     step_grid = list(range(200, args.total_steps + 1, 200))
-    for name, cfg in configs(winner, notebook=not args.no_notebook).items():
-        population = args.layout == "population" and cfg is not None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{args.name}.{ext}" for ext in ("json", "html", "md")]
+    for name, cfg, population in plan_layouts(configs(winner, notebook=not args.no_notebook), args):
         runs, wall = run_seeds(cfg, list(range(args.seeds)), args, population)
         max_s = max(r["seconds"][-1] for r in runs)
         sec_grid = list(np.linspace(0, max_s, 100)[1:])
@@ -289,10 +314,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{name}: final {s['final_mean']:.0f} [{s['final_low']:.0f}, {s['final_high']:.0f}], reached "
               f"{s['reached']}/{s['seeds']}, median {s['median_seconds_to_threshold']} s to -200, all seeds in "
               f"{wall:.1f} s", flush=True)
+        paths[0].write_text(json.dumps(result, indent=1))  # so far: a crash late keeps the finished configurations
     result["bench_seconds"] = time.perf_counter() - t0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{args.name}.{ext}" for ext in ("json", "html", "md")]
     paths[0].write_text(json.dumps(result, indent=1))
     plot(result, paths[1])
     paths[2].write_text(markdown(result))

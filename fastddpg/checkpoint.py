@@ -46,7 +46,7 @@ import torch
 
 from .config import Config, ConfigError, check_member, resolve_device
 from .fileio import TMP_SUFFIX, atomic_save, atomic_write, write_json
-from .networks import build_actor, member_state_dict
+from .networks import actor_from_state_dict
 from .rundir import RunWriter, probe_writable
 from .schema import ACTOR_FILE, CHECKPOINT_DIR, CONFIG_FILE, CRITIC_FILE, MEMBER
 from .trainer import Trainer
@@ -200,15 +200,10 @@ def load_checkpoint(path: str | Path, member: int = 0) -> dict[str, Any]:
         path = latest
     state = read_checkpoint(path)
     cfg = Config.from_dict(state["config"])
-    actor_state = state["trainer"]["modules"]["actor"]
-    scale, bias = actor_state["action_scale"], actor_state["action_bias"]
-    env = state["env"]
-    actor = build_actor(env["obs_dim"], env["act_dim"], cfg.hidden_sizes, bias - scale, bias + scale, cfg.layer_norm)
     check_member(member, cfg.num_members)
-    if cfg.num_members > 1:
-        actor_state = member_state_dict(actor_state, member, cfg.num_members, actor.state_dict())
-    actor.load_state_dict(actor_state)
-    return {"actor": actor.eval(), "config": cfg, "env": dict(env), "global_step": state["global_step"],
+    actor = actor_from_state_dict(state["trainer"]["modules"]["actor"], cfg.hidden_sizes, cfg.layer_norm, member,
+                                  cfg.num_members)
+    return {"actor": actor, "config": cfg, "env": dict(state["env"]), "global_step": state["global_step"],
             "num_updates": state["num_updates"], "num_episodes": state["num_episodes"], "path": path,
             "state": state}
 

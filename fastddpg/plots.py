@@ -36,6 +36,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .bands import population_curve, ranking_html
+from .fileio import atomic_write_text
 from .reporting import no_episode_yet
 from .rundir import RunData, load_run
 from .video import newest_video
@@ -366,23 +367,27 @@ def render_html(runs: Sequence[RunData], plotly_cdn: bool = False, base: Path | 
     """The report page for ``runs``: a summary table, configs, the newest evaluation videos, then every
     figure. ``base``: the directory the page will be written to (for the videos' relative links)."""
     labels = run_labels(runs)
-    figures = "[" + ",".join(f.to_json() for f in build_figures(runs)) + "]"
     title = f"fastddpg report: {labels[0]}" if len(runs) == 1 else f"fastddpg report: {len(runs)} runs"
     table = _summary_table(runs, labels) + "".join(ranking_html(run, label) for run, label in
                                                    zip(runs, labels, strict=True) if _is_population(run))
-    return _PAGE.format(title=html.escape(title), plotly=_plotly_script(plotly_cdn), table=table,
-                        details=_details(runs, labels), videos=_videos(runs, labels, base), figs_id=_FIGS_ID,
-                        figures=figures.replace("</", "<\\/"))
+    return render_page(title, table, _details(runs, labels), build_figures(runs), plotly_cdn,
+                       videos=_videos(runs, labels, base))
+
+
+def render_page(title: str, table_html: str, details_html: str, figures: Sequence[Any], plotly_cdn: bool = False,
+                videos: str = "") -> str:
+    """fastddpg's report page: ``title``, the given HTML blocks, then every Plotly figure, embedded as JSON
+    that `read_report_figures` reads back (the run report and the sweep report share it)."""
+    data = "[" + ",".join(f.to_json() for f in figures) + "]"
+    return _PAGE.format(title=html.escape(title), plotly=_plotly_script(plotly_cdn), table=table_html,
+                        details=details_html, videos=videos, figs_id=_FIGS_ID, figures=data.replace("</", "<\\/"))
 
 
 def write_report(runs: Sequence[str | Path | RunData], out: str | Path, plotly_cdn: bool = False) -> Path:
     """Write the report of one or more run directories to ``out`` (written atomically). Returns ``out``."""
     data = [r if isinstance(r, RunData) else load_run(r) for r in runs]
     out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_html(data, plotly_cdn, base=out.resolve().parent), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, render_html(data, plotly_cdn, base=out.resolve().parent))
 
 
 # --- reading a report back (tests, scripts) ----------------------------------------------------------------------

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError
+from .fileio import atomic_write_text
 from .schema import CHECKPOINT_DIR, CONFIG_FILE, REPORT_FILE, SUMMARY_FILE, TABLES
 
 INSTALL_HINT = ("fastddpg sweep needs Ray Tune, an optional extra: pip install 'fastddpg[sweep]' "
@@ -1115,15 +1116,10 @@ def write_sweep_report(result: SweepResult, out: Path, plotly_cdn: bool = False)
     """The sweep's report.html (the run report's page layout; `fastddpg.plots.read_report_figures` reads it)."""
     import html
 
-    from .plots import _FIGS_ID, _PAGE, _plotly_script
+    from .plots import render_page
 
-    figures = "[" + ",".join(f.to_json() for f in sweep_figures(result)) + "]"
     details = (f"<details><summary>sweep definition ({SWEEP_FILE})</summary><pre>"
                f"{html.escape(json.dumps(result.spec.to_dict(), indent=2))}</pre></details>")
     title = f"fastddpg sweep: {result.spec.name} ({len(result.trials)} trials)"
-    page = _PAGE.format(title=html.escape(title), plotly=_plotly_script(plotly_cdn), table=_ranking_table(result),
-                        details=details, videos="", figs_id=_FIGS_ID, figures=figures.replace("</", "<\\/"))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return atomic_write_text(out, render_page(title, _ranking_table(result), details, sweep_figures(result),
+                                              plotly_cdn))

@@ -80,3 +80,13 @@ def test_curve_population_worker_returns_one_run_per_member_in_seed_order():
     assert [m["seed"] for m in rec["members"]] == [3, 4, 5]
     for m in rec["members"]:
         assert m["steps"] == [400, 400] and len(m["returns"]) == 2 and m["wall"] == rec["wall"]
+
+
+def test_curve_compare_layouts_interleaves_population_and_process_runs():
+    from bench.curve import configs, plan_layouts
+
+    args = parse_args(["--compare-layouts"])
+    plan = [(name, pop) for name, _, pop in plan_layouts(configs({"num_envs": 4}), args)]
+    assert plan == [("notebook", False), ("fastddpg-1", True), ("fastddpg-1 (process per seed)", False),
+                    ("fastddpg-16 (process per seed)", False), ("fastddpg-16", True), ("fastest", True)]
+    assert [pop for _, _, pop in plan_layouts(configs(None), parse_args(["--layout", "process"]))] == [False] * 3
