@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import GROUPS, Config, ConfigError
+from .config import ALGOS, GROUPS, Config, ConfigError
 
 if TYPE_CHECKING:
     from .failsafe import NonFiniteError, TrainingInterrupted
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_verify_parser(sub: argparse._SubParsersAction) -> None:
     """``fastddpg verify``: its flags mirror `fastddpg.verify.VerifyOptions`."""
-    from .verify import ACT_ATOL, ACT_RTOL, ATOL, RTOL, VerifyOptions
+    from .verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, RTOL, VerifyOptions
 
     d = VerifyOptions()
     v = sub.add_parser(
@@ -110,7 +110,7 @@ def add_verify_parser(sub: argparse._SubParsersAction) -> None:
         f"update (acting: {ACT_ATOL:g} + {ACT_RTOL:g} |eager|). Exit 0 when every path is within it, 1 otherwise "
         "(the tensor that differs is named), 2 on bad input.")
     v.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: auto)")
-    v.add_argument("--algo", default=d.algo, choices=("ddpg", "td3"), help="which update (default: ddpg)")
+    v.add_argument("--algo", default=d.algo, choices=ALGOS, help=f"which update (default: {d.algo})")
     v.add_argument("--num-seeds", type=int, default=d.num_seeds, metavar="K",
                    help="members: 1 verifies one agent's update, K > 1 a population's (default: 1)")
     v.add_argument("--updates", type=int, default=d.updates, help=f"updates compared (default: {d.updates})")
@@ -166,20 +166,24 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 
 class _VersionAction(argparse.Action):
-    """``fastddpg --version``: the versions are looked up only when asked (torch takes a while to import)."""
+    """``fastddpg --version``: the versions are read from package metadata, so no torch is imported."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
         import platform
-
-        import gymnasium
-        import torch
+        from importlib.metadata import PackageNotFoundError, version
 
         from . import __version__
 
-        print(f"fastddpg {__version__} (torch {torch.__version__}, gymnasium {gymnasium.__version__}, "
+        def installed(name: str) -> str:  # from package metadata: importing torch only to print this takes seconds
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+
+        print(f"fastddpg {__version__} (torch {installed('torch')}, gymnasium {installed('gymnasium')}, "
               f"python {platform.python_version()})")
         parser.exit()
 

@@ -37,19 +37,10 @@ from . import fileio
 from .algos import Algorithm, algorithm_class
 from .algos.population import Population
 from .compile import CudaGraphUpdate, compile_explore, compile_update
-from .config import ALGOS, Config, ConfigError, resolve_device
+from .config import Config
 from .replay import ReplayBuffer
+from .verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, RTOL, VerifyOptions
 
-# Tolerance, float32, per update (each path steps from eager's state, see `verify_updates`): compiled kernels
-# fuse and reorder float operations, so bit-identity is not expected. On a 2-core CPU (torch 2.13) the worst
-# honest deviation over 50 updates of DDPG and TD3 was 0.008 of this tolerance (|diff| <= 6e-8 in weights,
-# 6e-6 in metrics of magnitude ~30); injected bugs went 14x (gamma 0.98 instead of 0.99) to 6e5x beyond it
-# (tau ~0, i.e. no soft update: 20x; no smoothing noise: 77x; no gradient clipping: 1e3x; policy delay 1: 6e5x).
-# tests/test_verify.py injects such bugs and checks that verify fails and names the tensor.
-ATOL = 1e-5
-RTOL = 1e-4
-ACT_ATOL = 1e-5  # the acting step is one forward pass: no accumulation over updates
-ACT_RTOL = 1e-5
 GROUPS = ("params", "targets", "optimizer", "metrics")
 # Pendulum-v1's shapes and ranges: obs (cos theta, sin theta, theta dot), one action in [-2, 2].
 OBS_DIM, ACT_DIM, ACTION_BOUND, MAX_SPEED = 3, 1, 2.0, 8.0
@@ -379,40 +370,6 @@ def nvidia_driver() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-
-
-@dataclass
-class VerifyOptions:
-    """What `fastddpg verify` takes (see `fastddpg verify --help`)."""
-
-    device: str = "auto"
-    algo: str = "ddpg"
-    num_seeds: int = 1
-    updates: int = 50
-    batch_size: int = 256
-    hidden_sizes: tuple[int, ...] = (256, 256)
-    seed: int = 0
-    compile_mode: str = "default"
-    timed_updates: int = 100
-    repeats: int = 3
-    acting: bool = True
-    graph_logic_on_cpu: bool = False  # tests: run CudaGraphUpdate's static-buffer logic on the CPU too
-
-    def validate(self) -> torch.device:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ConfigError(msg)
-
-        need(self.algo in ALGOS, f"--algo={self.algo!r}: use one of {', '.join(ALGOS)}.")
-        need(self.num_seeds >= 1, f"--num-seeds={self.num_seeds}: use 1 (one agent) or more (a population).")
-        need(self.updates >= 1, f"--updates={self.updates}: verify at least 1 update.")
-        need(self.batch_size >= 1, f"--batch-size={self.batch_size}: use a batch of at least 1.")
-        need(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
-             f"--hidden-sizes={' '.join(map(str, self.hidden_sizes))}: use one or more widths of at least 1.")
-        need(self.timed_updates >= 1 and self.repeats >= 1, "--timed-updates and --repeats: use 1 or more.")
-        need(self.compile_mode in ("default", "max-autotune"),
-             f"--compile-mode={self.compile_mode!r}: use default or max-autotune.")
-        return resolve_device(self.device)
 
 
 def run_verify(opts: VerifyOptions, paths: dict[str, PathFactory] | None = None) -> dict[str, Any]:

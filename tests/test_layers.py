@@ -5,6 +5,7 @@ the training stack."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ PACKAGE = Path(fastddpg.__file__).resolve().parent
 # evaluation, export, video, (4) what a user touches: the Python API, plots, console, CLI, verify. README's
 # Layout table says the same.
 LAYERS = {
-    0: {"config", "schema", "fileio", "threads", "configfile"},
+    0: {"config", "schema", "fileio", "threads", "configfile", "verifyoptions"},
     1: {"networks", "noise", "replay", "envs", "torch_pendulum", "update", "compile", "algos", "algos.base",
         "algos.ddpg", "algos.td3", "algos.population"},
     2: {"devicelog", "probes", "failsafe", "trainer"},
@@ -109,8 +110,35 @@ def test_plotting_and_evaluation_do_not_load_the_trainer():
     assert p.stdout.strip() == "[]"
 
 
+HELP_COMMANDS = (["--help"], ["--version"], *([c, "--help"] for c in ("run", "plot", "eval", "export", "verify",
+                                                                        "sweep")))
+
+
+def test_help_and_version_do_not_load_torch():
+    """`import fastddpg.cli`, every command's --help and --version answer without importing torch (each command
+    loads what it needs when it runs). One subprocess checks them all: a fresh interpreter per argv."""
+    code = ("import json, sys, subprocess\n"
+            "argvs = json.loads(sys.argv[1])\n"
+            "probe = ('import sys, io, contextlib\\nfrom fastddpg.cli import main\\n'\n"
+            "         'out = io.StringIO()\\n'\n"
+            "         'with contextlib.redirect_stdout(out):\\n'\n"
+            "         '    try: main(sys.argv[1:])\\n'\n"
+            "         '    except SystemExit as e: assert e.code == 0, e.code\\n'\n"
+            "         'assert out.getvalue().strip(), \"nothing printed\"\\n'\n"
+            "         'print(\"torch\" in sys.modules)')\n"
+            "for argv in argvs:\n"
+            "    p = subprocess.run([sys.executable, '-c', probe, *argv], capture_output=True, text=True)\n"
+            "    print(' '.join(argv), p.returncode, p.stdout.strip(), p.stderr.strip()[-300:])\n")
+    p = subprocess.run([sys.executable, "-c", code, json.dumps(HELP_COMMANDS)], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == len(HELP_COMMANDS)
+    for line in lines:
+        assert " 0 False" in line, line  # exit 0, something printed, no torch
+
+
 def test_the_cli_module_does_not_load_torch():
-    """So --help and bad input answer at once; each command loads what it needs."""
     p = subprocess.run([sys.executable, "-c", "import sys, fastddpg.cli; print('torch' in sys.modules)"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "False", p.stderr
