@@ -4,8 +4,8 @@
     result = train(Config(num_envs=4, total_steps=10_000))
     result.episodes  # tidy pandas DataFrame: episode, env, global_step, return, length, wall_time
 
-The names below are imported on first use, so ``import fastddpg.cli`` can set the process's thread settings
-before torch is loaded (`fastddpg.threads`).
+The names below are imported on first use, so ``import fastddpg`` and ``fastddpg.cli`` (``--help``,
+``--version``) do not load torch.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ class Config:
     grid: tuple[str, ...] = _f((), "Per-member hyperparameters, NAME=V1,V2,... (repeatable; several grids multiply): "
                                f"members = grid points x seeds. NAME is one of {', '.join(GRID_FIELDS)}. Fields that "
                                "change shapes (network sizes, batch size, num_envs, algo, env) cannot vary within "
-                               "one population: run them separately.", group="population")
+                               "one population: vary them across runs with fastddpg sweep --grid.", group="population")
 
     # --- run ------------------------------------------------------------------------------------------------
     run_dir: str = _f("", "Run directory to write: config.json, the CSVs at every report, checkpoints, final "
@@ -188,7 +188,7 @@ class Config:
         need(self.probe_n >= 1, "probe_n", "use at least 1 probe state")
         need(self.probe_every_episodes >= 1, "probe_every_episodes", "use at least 1 episode")
         need(self.log_every >= 1, "log_every", "use at least 1 env step")
-        need(self.threads >= 0, "threads", "use 0 (auto: the cores this process may use) or a positive count")
+        need(self.threads >= 0, "threads", "use 0 (auto: one thread) or a positive count")
         need(self.checkpoint_every >= 0, "checkpoint_every", "use 0 (auto) or a positive number of env steps")
         need(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint")
         need(_finite(self.ou_theta) and self.ou_theta > 0, "ou_theta", "use a positive mean-reversion rate")
@@ -216,8 +216,10 @@ class Config:
             if not sep or not values.strip():
                 raise ConfigError(f"--grid {entry!r} is invalid: write NAME=V1,V2,... e.g. --grid actor_lr=1e-3,3e-4.")
             if name in _FIELD_NAMES and name not in GRID_FIELDS:
+                hint = ("give --num-seeds K for K seeds in one population" if name == "seed" else
+                        f"vary it across runs with fastddpg sweep --grid {name}=V1,V2")
                 raise ConfigError(f"--grid {name} is refused: only {', '.join(GRID_FIELDS)} can vary within one "
-                                  f"population; run each {name} separately (a sweep command is a later issue).")
+                                  f"population; {hint}.")
             if name not in GRID_FIELDS:
                 raise ConfigError(f"--grid {name} is invalid: not a field; choose one of {', '.join(GRID_FIELDS)}.")
             if name in axes:

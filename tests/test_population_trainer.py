@@ -148,7 +148,8 @@ def test_four_member_population_learns_pendulum():
 
 # --- --grid ------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("entry, needle", [("batch_size=64,128", "--grid batch_size is refused"),
+@pytest.mark.parametrize("entry, needle", [("batch_size=64,128", "fastddpg sweep --grid batch_size=V1,V2"),
+                                           ("seed=0,1", "give --num-seeds K"),
                                            ("hidden_sizes=8,16", "--grid hidden_sizes is refused"),
                                            ("num_envs=1,2", "--grid num_envs is refused"),
                                            ("algo=1,2", "--grid algo is refused"),
