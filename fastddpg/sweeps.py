@@ -852,8 +852,10 @@ class SweepResult:
     trials: one row per trial: trial, status (finished | stopped | error | running), each swept field's (final)
         value, seed, env_steps, episodes, final_return_10, best_return_10 (and final/best_eval_return with
         --metric eval_return), exploits, wall_time_s, run_dir. Sorted by trial id.
-    history: one row per episode of every trial: trial, the swept fields, then the episodes table (episode, env,
-        global_step, return, length, wall_time) and return_10 (the trial's 10-episode moving mean).
+    history: one row per episode of every trial, in the order they ended: trial, the swept fields, then the
+        episodes table (episode, env, global_step, return, length, wall_time; a population's with member first)
+        and return_10 (the trial's return_10 after that episode, `schema.return_10_curve`: a single run's
+        10-episode moving mean; a population's, the mean over its members of theirs).
     reports: every trial's reports.csv (what it reported to Tune, with its hyperparameters at each report).
     """
 
