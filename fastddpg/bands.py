@@ -19,8 +19,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .rundir import RunData
+from .schema import LAST_N, last10_mean
 
-MA_WINDOW = 10
+MA_WINDOW = LAST_N
 TARGET_RETURN = -200.0
 GRID_POINTS = 100
 # two-sided 95% Student t quantiles by degrees of freedom (1..30); 1.96 beyond
@@ -137,7 +138,7 @@ def ranking(run: RunData) -> pd.DataFrame:
             c = curves.get(k)
             if c is None or c.empty:
                 continue
-            finals.append(float(c["return"].tail(MA_WINDOW).mean()))
+            finals.append(last10_mean(c["return"].tolist()))
             hit = c[c["ma"] >= TARGET_RETURN]
             if len(hit):
                 steps.append(int(hit["global_step"].iloc[0]))

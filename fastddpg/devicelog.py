@@ -13,10 +13,13 @@ per member.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from .schema import EpisodeRow
 
 
 class Pulled(NamedTuple):
@@ -87,31 +90,20 @@ class DeviceLog:
         self.pos = self.updates = self.actor_updates = 0
 
 
-def episode_rows(p: Pulled, first_vector_step: int, first_episode: int) -> list[tuple]:
-    """The episodes that ended in ``p``: (episode, env, global_step, return, length, wall_time) each, numbered
-    from ``first_episode`` in the order they ended (by step, then env); ``first_vector_step`` is the number of
-    vector steps done before ``p``'s first."""
-    n = p.steps.shape[1] if p.steps.ndim == 3 else 0
-    rows = []
-    for r, e in zip(*np.nonzero(p.steps[:, :, 0] > 0.5), strict=True):
-        rows.append((first_episode + len(rows), int(e), int((first_vector_step + r + 1) * n), float(p.steps[r, e, 1]),
-                     int(p.steps[r, e, 2]), float(p.walls[r])))
-    return rows
-
-
-def member_episode_rows(p: Pulled, first_vector_step: int, next_episode: list[int]) -> list[tuple]:
-    """`episode_rows` of a population of K = len(next_episode) members: (member, episode, env, global_step,
-    return, length, wall_time) each, in the order they ended (by step, member, env); env is the env within its
-    member, global_step counts one member's env steps, and each member numbers its episodes on from
-    ``next_episode[k]``."""
+def episode_rows(p: Pulled, first_vector_step: int, next_episode: Sequence[int]) -> list[EpisodeRow]:
+    """The episodes that ended in ``p``, in the order they ended (by step, member, env), of a run of
+    K = len(next_episode) members (1: a single run, member 0); env is the env within its member, global_step counts
+    one member's env steps, and member k numbers its episodes on from ``next_episode[k]``. ``first_vector_step``
+    is the number of vector steps done before ``p``'s first."""
     members = len(next_episode)
     n = p.steps.shape[1] // members if p.steps.ndim == 3 else 0
     counts = list(next_episode)
     rows = []
     for r, e in zip(*np.nonzero(p.steps[:, :, 0] > 0.5), strict=True):
         k, env = divmod(int(e), n)
-        rows.append((k, counts[k], env, int((first_vector_step + r + 1) * n), float(p.steps[r, e, 1]),
-                     int(p.steps[r, e, 2]), float(p.walls[r])))
+        rows.append(EpisodeRow(member=k, episode=counts[k], env=env, global_step=int((first_vector_step + r + 1) * n),
+                               return_=float(p.steps[r, e, 1]), length=int(p.steps[r, e, 2]),
+                               wall_time=float(p.walls[r])))
         counts[k] += 1
     return rows
 

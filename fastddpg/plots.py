@@ -39,9 +39,10 @@ from .bands import population_curve, ranking_html
 from .fileio import atomic_write_text
 from .reporting import no_episode_yet
 from .rundir import RunData, load_run
+from .schema import LAST_N
 from .video import newest_video
 
-MA_WINDOW = 10
+MA_WINDOW = LAST_N
 TEMPLATE = "plotly_white"
 COLORS = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF",
           "#FECB52")

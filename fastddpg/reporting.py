@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from .schema import LAST_N, last10_mean, run_return_10
+
 # update-row keys that are bookkeeping, not metrics
 _NOT_METRICS = frozenset({"update", "global_step", "updates_in_row", "env_steps_per_sec", "updates_per_sec",
                           "wall_time"})
@@ -46,8 +48,8 @@ class _Tracker:
     ETA from this process's own steps and wall time."""
 
     def __init__(self) -> None:
-        self.returns: deque[float] = deque(maxlen=10)
-        self.member_returns: dict[int, deque[float]] = {}  # a population's: each member's last 10
+        self.returns: deque[float] = deque(maxlen=LAST_N)  # a single run's last returns
+        self.member_returns: dict[int, deque[float]] = {}  # a population's: each member's last returns
         self.groups: dict[str, list[int]] = {}  # a population's grid points: label -> members
         self.episodes = 0
         self.row: dict[str, float] | None = None
@@ -74,7 +76,7 @@ class _Tracker:
             self.groups = trainer.cfg.grid_members()
         if "member" in episodes.columns:  # a population: each member's returns apart
             for k, r in zip(episodes["member"].tolist(), episodes["return"].tolist(), strict=True):
-                self.member_returns.setdefault(int(k), deque(maxlen=10)).append(r)
+                self.member_returns.setdefault(int(k), deque(maxlen=LAST_N)).append(r)
         else:
             self.returns.extend(episodes["return"].tolist())
         self.episodes = trainer.num_episodes
@@ -98,14 +100,13 @@ class _Tracker:
 
     @property
     def mean10(self) -> float:
-        if self.member_returns:
-            return sum(self.member_means) / len(self.member_means)
-        return sum(self.returns) / len(self.returns) if self.returns else math.nan
+        """The run's `run_return_10` (a population's: the mean of its members' last-10 means)."""
+        return run_return_10(self.member_returns or {0: self.returns})
 
     @property
     def member_means(self) -> list[float]:
         """A population's: each member's mean of its last 10 returns (members with an episode so far)."""
-        return [sum(r) / len(r) for r in self.member_returns.values()]
+        return [last10_mean(r) for r in self.member_returns.values()]
 
     def population_line(self) -> str:
         """'mean [min, max] over K members' of the members' last-10 means, or '' for a single run."""
@@ -118,7 +119,7 @@ class _Tracker:
             return []
         out = []
         for label, members in self.groups.items():
-            means = [sum(r) / len(r) for k, r in self.member_returns.items() if k in members]
+            means = [last10_mean(r) for k, r in self.member_returns.items() if k in members]
             if means:
                 out.append((label, _spread(means)))
         return out
@@ -241,7 +242,7 @@ class RichReporter:
             grid.add_column(justify="right", min_width=10)
         grid.add_row("env steps/s", _fmt(t.steps_per_sec, ",.0f"), "updates/s", _fmt(t.updates_per_sec, ",.0f"),
                      "episodes", f"{t.episodes:,}")
-        if t.returns or not getattr(self, "env_id", None):
+        if t.returns or t.member_returns or not getattr(self, "env_id", None):
             grid.add_row("return (last)", _fmt(t.last_return, ".1f"), "return (10-ep mean)", _fmt(t.mean10, ".1f"),
                          "updates", f"{t.updates:,}")
         else:

@@ -17,7 +17,9 @@ trains them. Layout of the sweep directory ``OUT`` (``--out``)::
 `TuneReporter`) a trial reports to Tune, once at least one episode has ended: ``env_steps`` (Tune's time
 attribute for ASHA and PBT: env steps, not wall time, so a compile or a slow node does not count),
 ``return_10`` (the mean return of the last 10 episodes), and with ``--metric eval_return`` the mean return of
-``--eval-episodes`` noise-free episodes of the current actor.
+``--eval-episodes`` noise-free episodes of the current actor. A trial that is a population (``--num-seeds K``)
+reports as ``return_10`` the mean over its members of each member's own last-10 mean (`schema.run_return_10`;
+members without a finished episode are left out), so ASHA and PBT rank it by its members' returns.
 
 **PBT through fastddpg's checkpoints.** With ``--scheduler pbt`` a trial writes a fastddpg checkpoint every
 ``--pbt-interval`` env steps and attaches it to that report (a Tune `Checkpoint` of a directory holding the
@@ -60,7 +62,17 @@ from typing import Any
 
 from .config import Config, ConfigError
 from .fileio import atomic_write_text
-from .schema import CHECKPOINT_DIR, CONFIG_FILE, REPORT_FILE, SUMMARY_FILE, TABLES
+from .schema import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    TABLES,
+    episode_records,
+    return_10_curve,
+    returns_by_member,
+    run_return_10,
+)
 
 INSTALL_HINT = ("fastddpg sweep needs Ray Tune, an optional extra: pip install 'fastddpg[sweep]' "
                 "(or pip install 'ray[tune]')")
@@ -506,7 +518,7 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
         seed = int(np.random.SeedSequence([cfg.seed & 0xFFFFFFFF, trainer.global_step, 1]).generate_state(1)[0])
         trainer.gen.manual_seed(seed)
         writer = RunWriter.create(cfg, trainer, argv)
-        writer._append("episodes", trainer.episode_rows)
+        writer._append("episodes", [r.values(trainer.members) for r in trainer.episode_rows])
         writer._append("updates", [[r.get(k, "") for k in writer.update_header] for r in trainer.update_rows])
         writer.write_probes(trainer)
         meta = json.loads((run_dir / CONFIG_FILE).read_text())
@@ -539,9 +551,10 @@ def _truncate_reports(run_dir: Path, global_step: int) -> None:
 
 
 def return_10(trainer: Any) -> float | None:
-    """The mean return of the last 10 episodes (fewer at the start); None before the first episode."""
-    returns = [r[3] for r in trainer.episode_rows[-10:]]
-    return float(sum(returns) / len(returns)) if returns else None
+    """What a trial reports to Tune: the mean return of its last 10 episodes (fewer at the start); a
+    population's, the mean over its members of each member's (`schema.run_return_10`). None before the first
+    episode."""
+    return run_return_10(returns_by_member(trainer.episode_rows)) if trainer.episode_rows else None
 
 
 def eval_return(trainer: Any, episodes: int) -> float:
@@ -654,9 +667,9 @@ def final_metrics(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
     from .rundir import load_run
 
     run = load_run(run_dir)
-    ret = run.episodes.sort_values("episode")["return"].to_numpy()[-10:]
     metrics = {TIME_ATTR: int((run.summary or {}).get("env_steps", run.config.total_steps)),
-               "return_10": float(ret.mean()) if len(ret) else float("nan"), "episodes": len(run.episodes)}
+               "return_10": run_return_10(returns_by_member(episode_records(run.episodes))),
+               "episodes": len(run.episodes)}
     if spec.metric == "eval_return":
         from .evaluate import EVAL_SEED_OFFSET, evaluate_actor, load_actor
 
@@ -839,8 +852,10 @@ class SweepResult:
     trials: one row per trial: trial, status (finished | stopped | error | running), each swept field's (final)
         value, seed, env_steps, episodes, final_return_10, best_return_10 (and final/best_eval_return with
         --metric eval_return), exploits, wall_time_s, run_dir. Sorted by trial id.
-    history: one row per episode of every trial: trial, the swept fields, then the episodes table (episode, env,
-        global_step, return, length, wall_time) and return_10 (the trial's 10-episode moving mean).
+    history: one row per episode of every trial, in the order they ended: trial, the swept fields, then the
+        episodes table (episode, env, global_step, return, length, wall_time; a population's with member first)
+        and return_10 (the trial's return_10 after that episode, `schema.return_10_curve`: a single run's
+        10-episode moving mean; a population's, the mean over its members of theirs).
     reports: every trial's reports.csv (what it reported to Tune, with its hyperparameters at each report).
     """
 
@@ -879,8 +894,9 @@ def collect(spec: SweepSpec, statuses: dict[str, str] | None = None) -> SweepRes
     for d in trial_dirs(spec):
         run = load_run(d)
         cfg, s = run.config, run.summary or {}
-        ep = run.episodes.sort_values("episode").reset_index(drop=True)
-        r10 = pd.Series(ep["return"].to_numpy(dtype=float)).rolling(10, min_periods=1).mean()
+        keys = ["global_step", "member", "episode"] if "member" in run.episodes.columns else ["episode"]
+        ep = run.episodes.sort_values(keys, kind="stable").reset_index(drop=True)  # the order the episodes ended
+        r10 = pd.Series(return_10_curve(episode_records(ep)), dtype=float)
         steps = int(s.get("env_steps", ep["global_step"].max() if len(ep) else 0))
         finished = bool(s) and steps >= cfg.total_steps and "stopped_by" not in s
         status = statuses.get(d.name) or ("finished" if finished else ("stopped" if statuses else "running"))

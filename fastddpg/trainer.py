@@ -39,7 +39,7 @@ from .algos import Algorithm, make_algorithm
 from .algos.population import Population
 from .compile import compile_explore, compile_update, resolve_compile_mode
 from .config import Config, resolve_device
-from .devicelog import DeviceLog, Pulled, episode_rows, member_episode_rows, metric_means
+from .devicelog import DeviceLog, Pulled, episode_rows, metric_means
 from .envs import VecEnv, make_env
 from .failsafe import (
     Interval,
@@ -53,7 +53,16 @@ from .failsafe import (
 from .noise import make_noise
 from .probes import ProbeRecorder
 from .replay import ReplayBuffer
-from .schema import EPISODE_COLUMNS, PROBE_COLUMNS, update_columns, with_member
+from .schema import (
+    EPISODE_COLUMNS,
+    PROBE_COLUMNS,
+    EpisodeRow,
+    last10_mean,
+    returns_by_member,
+    run_return_10,
+    update_columns,
+    with_member,
+)
 from .threads import apply_threads
 
 
@@ -132,7 +141,7 @@ class Trainer:
         self.vector_steps = 0
         self.num_updates = 0
         self.num_episodes = 0  # over all members
-        self.member_episodes = [0] * k  # a population numbers each member's episodes on its own
+        self.member_episodes = [0] * k  # each member numbers its episodes on its own (a single run: [num_episodes])
         self.update_credit = Fraction(0)  # updates owed but not yet run (the replay ratio's fractional part)
         self.ratio = Fraction(cfg.updates_per_step).limit_denominator(10_000)
         # device-side state: the episodes in progress, and the log of the current report interval
@@ -140,7 +149,7 @@ class Trainer:
         self.ep_len = torch.zeros(n, device=self.device)
         self.device_log = DeviceLog(self.num_envs, cfg.log_every, len(self.algo.metric_names), self.device, pop)
         # host-side tables
-        self.episode_rows: list[tuple] = []
+        self.episode_rows: list[EpisodeRow] = []  # in the order the episodes ended
         self.update_rows: list[dict[str, float]] = []  # a population's: K per report, with a "member" key
         self._t_start = time.perf_counter()
         self._t_last_report = self._t_start
@@ -280,18 +289,15 @@ class Trainer:
                   else health_tensor(self.buffer, steps, self.obs, modules))
         first_vector_step = self.vector_steps - self.device_log.pos
         p = self.device_log.pull(health)
-        if pop:
-            new_eps = member_episode_rows(p, first_vector_step, [e + 1 for e in self.member_episodes])
-            for r in new_eps:
-                self.member_episodes[r[0]] += 1
-        else:
-            new_eps = episode_rows(p, first_vector_step, self.num_episodes + 1)
+        new_eps = episode_rows(p, first_vector_step, [e + 1 for e in self.member_episodes])
+        for r in new_eps:
+            self.member_episodes[r.member] += 1
         self.num_episodes += len(new_eps)
         self.episode_rows.extend(new_eps)
         rows = self._update_rows(p)
         self.update_rows.extend(rows)
         row: Any = (rows or None) if pop else (rows[0] if rows else None)
-        episodes = pd.DataFrame(new_eps, columns=list(self.episode_columns))
+        episodes = self._episode_frame(new_eps)
         for cb in self.callbacks:
             cb(self, episodes, row)
         # after the callbacks, so the run directory shows the interval that went bad
@@ -305,6 +311,10 @@ class Trainer:
     @property
     def episode_columns(self) -> tuple[str, ...]:
         return with_member(EPISODE_COLUMNS, self.members)
+
+    def _episode_frame(self, rows: list[EpisodeRow]) -> pd.DataFrame:
+        """``rows`` as the episodes table (the columns of episodes.csv)."""
+        return pd.DataFrame([r.values(self.members) for r in rows], columns=list(self.episode_columns))
 
     def _update_rows(self, p: Pulled) -> list[dict[str, float]]:
         """The report's update row (a population's: one per member, its "member" first); none without updates."""
@@ -352,8 +362,8 @@ class Trainer:
                          "probe_bucket": probes["bucket"], "wall_time": time.perf_counter() - self._t_start},
             "probe_states": probes["states"],
             "episodes": {"obs": self.obs, "ep_return": self.ep_return, "ep_len": self.ep_len},
-            "logs": {"episodes": list(self.episode_rows), "updates": [dict(r) for r in self.update_rows],
-                     "probes": probes["rows"]},
+            "logs": {"episodes": [r.values(self.members) for r in self.episode_rows],  # in episodes.csv's columns
+                     "updates": [dict(r) for r in self.update_rows], "probes": probes["rows"]},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -382,7 +392,7 @@ class Trainer:
         logs = state["logs"]
         self.probes.load_state_dict({"states": state["probe_states"], "bucket": c["probe_bucket"],
                                      "rows": logs["probes"]}, self.device)
-        self.episode_rows = [tuple(r) for r in logs["episodes"]]
+        self.episode_rows = [EpisodeRow.from_values(r, self.members) for r in logs["episodes"]]
         self.update_rows = [dict(r) for r in logs["updates"]]
         self.device_log.reset()
         now = time.perf_counter()
@@ -410,18 +420,19 @@ class Trainer:
         wall = time.perf_counter() - self._t_start
         if self.members > 1:
             return {**self._summary(wall, []), **self._population_summary()}
-        return self._summary(wall, [r[3] for r in self.episode_rows])
+        return self._summary(wall, [r.return_ for r in self.episode_rows])
 
     def _population_summary(self) -> dict[str, Any]:
-        """Per member: its seed and the mean of its last 10 episode returns; their mean, min and max."""
-        last10 = [float(np.mean(r[-10:])) if r else float("nan") for r in
-                  ([row[4] for row in self.episode_rows if row[0] == k] for k in range(self.members))]
-        finite = [x for x in last10 if np.isfinite(x)]
+        """Per member: its seed and the mean of its last 10 episode returns (NaN before its first); the
+        population's `run_return_10` (their mean over the members with an episode), their min and max."""
+        returns = returns_by_member(self.episode_rows)
+        last10 = [last10_mean(returns.get(k, ())) for k in range(self.members)]
+        have = [last10[k] for k in sorted(returns)]
         return {"members": self.members, "member_seeds": [c.seed for c in self.cfg.member_configs()],
                 "member_last10_mean_return": last10,
-                "last10_mean_return": float(np.mean(finite)) if finite else float("nan"),
-                "last10_min_return": min(finite, default=float("nan")),
-                "last10_max_return": max(finite, default=float("nan")),
+                "last10_mean_return": run_return_10(returns),
+                "last10_min_return": min(have, default=float("nan")),
+                "last10_max_return": max(have, default=float("nan")),
                 "agent_env_steps_per_sec": self.global_step * self.members / max(time.perf_counter() - self._t_start,
                                                                                  1e-9)}
 
@@ -434,7 +445,7 @@ class Trainer:
             "env_steps_per_sec": self.global_step / wall,
             "updates_per_sec": self.num_updates / wall,
             "replay_ratio": self.num_updates / max(1, self.global_step),
-            "last10_mean_return": float(np.mean(returns[-10:])) if returns else float("nan"),
+            "last10_mean_return": last10_mean(returns),
             "device": str(self.device),
             "compile": self.compile_mode,
             "compile_seconds": self.compile_seconds,
@@ -445,7 +456,7 @@ class Trainer:
     def result(self) -> TrainResult:
         return TrainResult(
             config=self.cfg,
-            episodes=pd.DataFrame(self.episode_rows, columns=list(self.episode_columns)),
+            episodes=self._episode_frame(self.episode_rows),
             updates=pd.DataFrame(self.update_rows, columns=list(with_member(update_columns(self.metric_names),
                                                                             self.members))),
             probes=pd.DataFrame(self.probe_rows, columns=list(with_member(PROBE_COLUMNS, self.members))),

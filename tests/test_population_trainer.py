@@ -59,6 +59,27 @@ def test_population_episode_table_per_member():
     assert len(result.probes) and set(result.probes["member"]) == {0, 1, 2}
 
 
+def test_population_rows_by_name_give_the_summary_and_a_checkpoint_keeps_the_csv_layout():
+    trainer = Trainer(small(total_steps=300))
+    result = trainer.train()
+    ep = result.episodes
+    means = []
+    for k in range(3):
+        mine = [r.return_ for r in trainer.episode_rows if r.member == k]
+        assert mine and mine == ep[ep["member"] == k]["return"].tolist()
+        means.append(np.mean(mine[-10:]))
+    assert result.summary["member_last10_mean_return"] == pytest.approx(means)
+    assert result.summary["last10_mean_return"] == pytest.approx(np.mean(means))
+    # a checkpoint holds the rows as tuples in episodes.csv's columns, the layout checkpoints always had, so older
+    # ones load; restored, they are records again
+    state = trainer.state_dict()
+    assert state["logs"]["episodes"] == [tuple(t) for t in ep.itertuples(index=False)]
+    state["logs"]["episodes"] = [list(r) for r in state["logs"]["episodes"]]
+    restored = Trainer(small(total_steps=300))
+    restored.load_state_dict(state)
+    assert restored.episode_rows == trainer.episode_rows and restored.member_episodes == trainer.member_episodes
+
+
 def test_same_population_config_gives_identical_results_twice():
     cfg = dict(env="Pendulum-v1", num_envs=2, num_seeds=2, total_steps=400, hidden_sizes=(16,), batch_size=16,
                start_steps=100, update_after=100, log_every=100, device="cpu", compile="off", quiet=True, seed=3)

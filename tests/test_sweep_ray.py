@@ -1,5 +1,6 @@
 """Sweeps on a real (local) Ray: a 2 x 2 grid whose trials are the runs `train` makes, PBT exploiting through
-fastddpg's checkpoints, ASHA stopping the worst trial, and nothing else. One local Ray
+fastddpg's checkpoints, ASHA stopping the worst trial, population trials reporting their members' returns, and
+nothing else. One local Ray
 (2 CPUs, no dashboard) serves the in-process tests of this module; the resume test runs the CLI in its own
 processes (tests/test_sweep_cluster.py)."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -107,3 +109,28 @@ def test_asha_stops_the_worst_trial(tmp_path, local_ray):
     assert t.loc[3e-4, "status"] == "stopped" and t.loc[3e-4, "env_steps"] < 1600
     assert t.loc[1e-3, "status"] == "finished" and t.loc[1e-3, "env_steps"] == 1600
     assert (Path(t.loc[3e-4, "run_dir"]) / "report.html").is_file()  # written for the stopped trial too
+
+
+def test_a_population_trial_reports_its_members_returns_to_tune(tmp_path, local_ray):
+    """Trials of 2 seeds each (--num-seeds 2): at every report, the return_10 that Tune received (the trial's
+    result.json under tune/) is the mean over the members of each member's last-10 mean of the episodes ended
+    by then, computed here from the trial's episodes.csv, and so lies within the returns' range."""
+    out = tmp_path / "population"
+    result = sweep(Config(**{**TINY, "num_seeds": 2, "total_steps": 1200}), {"seed": [0, 1]}, out=out)
+    received = sorted((out / "tune").rglob("result.json"))
+    assert len(received) == 2
+    for path in received:
+        reports = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        trial = reports[0]["trial_id"]
+        episodes = load_run(out / "trials" / trial).episodes
+        assert set(episodes["member"]) == {0, 1} and reports[-1]["env_steps"] == 1200 and len(reports) >= 3
+        for report in reports:
+            ended = episodes[episodes["global_step"] <= report["env_steps"]]
+            means = [g.sort_values("episode")["return"].tail(10).mean() for _, g in ended.groupby("member")]
+            assert report["return_10"] == pytest.approx(np.mean(means), rel=1e-9), (trial, report["env_steps"])
+            assert ended["return"].min() <= report["return_10"] <= ended["return"].max()
+        # what the sweep's own tables say the trial ended with is what it last told Tune
+        row = result.trials.set_index("trial").loc[trial]
+        assert row["final_return_10"] == pytest.approx(reports[-1]["return_10"], rel=1e-9)
+        assert result.history[result.history["trial"] == trial]["return_10"].iloc[-1] == pytest.approx(
+            reports[-1]["return_10"], rel=1e-9)
