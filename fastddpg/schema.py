@@ -69,7 +69,7 @@ UPDATE_COLUMNS = update_columns()  # a DDPG run's
 # A population run (--num-seeds K > 1) puts the member (0..K-1) first in every table; a single run has no such column,
 # so its files are what they always were.
 MEMBER = "member"
-MEMBERS_FILE = "members.csv"  # member, seed: one row per member of a population run
+MEMBERS_FILE = "members.csv"  # member, seed, grid_point, each --grid field: one row per member of a population run
 
 
 def with_member(columns: Sequence[str], members: int) -> tuple[str, ...]:
