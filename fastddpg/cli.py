@@ -396,7 +396,8 @@ def add_sweep_parser(sub: Any) -> None:
                    help="ASHA: env steps before a trial can be stopped (default: 0 = an eighth of --total-steps)")
     s.add_argument("--metric", default="return_10", metavar="{return_10,eval_return}",
                    help="what ASHA, PBT and the ranking maximize: return_10 (mean training return of the last 10 "
-                   "episodes, free; a population trial: the mean over members of each member's last-10 mean) or eval_return (--eval-episodes noise-free episodes at every report) "
+                   "episodes, free; a population trial: the mean over members of each member's last-10 mean) "
+                   "or eval_return (--eval-episodes noise-free episodes at every report) "
                    "(default: return_10)")
     s.add_argument("--eval-episodes", type=int, default=5, metavar="N", help="episodes per eval_return (default: 5)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C",
