@@ -115,7 +115,8 @@ class RunDirError(OSError):
     def __str__(self) -> str:
         name = errno.errorcode.get(self.errno or 0, "")
         words = f"{self.strerror} ({name})" if name else str(self.strerror)
-        failed = f"cannot write {self.filename}: {words} at env step {self.global_step:,}"
+        what = self.filename if self.filename is not None else f"a file in {self.run_dir}"
+        failed = f"cannot write {what}: {words} at env step {self.global_step:,}"
         if not self.run_dir_exists:
             return (f"{failed}; the run directory {self.run_dir} no longer exists, so nothing of this run is left to "
                     "resume: restore the directory, or start a new run")

@@ -71,8 +71,8 @@ def naming(path: str | Path) -> Iterator[None]:
     try:
         yield
     except OSError as e:
-        if e.filename is None or str(e.filename).endswith(TMP_SUFFIX):
-            e.filename = str(path)
+        if e.strerror is not None and (e.filename is None or str(e.filename).endswith(TMP_SUFFIX)):
+            e.filename = str(path)  # (only an errno-style OSError: a message-only one would print as "[Errno None]")
         raise
 
 

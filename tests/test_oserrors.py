@@ -16,6 +16,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import threading
 from collections import namedtuple
 from pathlib import Path
 
@@ -272,6 +273,37 @@ def test_run_directory_removed_during_the_run(tmp_path, monkeypatch, capsys):
     assert not run_dir.exists()  # nothing wrote a new, partial run directory
 
 
+def test_tensorboard_event_file_on_a_full_disk(tmp_path, monkeypatch, capsys):
+    """TensorBoard writes in a thread of its own; its error comes out as the same one line, no thread traceback."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.summary.writer import record_writer
+
+    run_dir = tmp_path / "r"
+    full = {"now": False}
+    write, flush = record_writer.RecordWriter.write, Trainer.flush
+
+    def failing_write(self, data):
+        if full["now"]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(self, data)
+
+    def flushing(self):
+        full["now"] = full["now"] or self.global_step == 100
+        flush(self)
+
+    monkeypatch.setattr(record_writer.RecordWriter, "write", failing_write)
+    monkeypatch.setattr(Trainer, "flush", flushing)
+    monkeypatch.setattr(threading, "excepthook", threading.__excepthook__)  # Python's own: prints the traceback
+    code, out = run_cli(capsys, [*BASE, "--tensorboard", "--run-dir", str(run_dir)])
+    assert code == 74
+    line = one_error_line(out)
+    assert line.startswith(f"cannot write {run_dir / 'tensorboard'}: No space left on device (ENOSPC) at env step "
+                           f"100; safe: the checkpoint {ckpt(run_dir, 60)} (env step 60)")
+    assert_whole(run_dir)
+    monkeypatch.undo()
+    assert_resumes(capsys, run_dir)
+
+
 def test_cli_in_a_subprocess(tmp_path):
     """The command's own process: its stderr and exit status; then `fastddpg run --resume` in another."""
     run_dir = tmp_path / "r"
@@ -459,3 +491,34 @@ def test_real_full_filesystem(tmp_path):
     assert errors[0].endswith(f"then resume with: fastddpg run --resume {mnt / 'r'}")
     episodes = eval(next(line for line in out.splitlines() if line.startswith("episodes ")).split(" ", 1)[1])
     assert episodes == list(range(1, len(episodes) + 1)) and episodes  # every episode once, in order
+
+
+@pytest.mark.slow
+def test_sweep_trial_on_a_full_disk(tmp_path):
+    """A trial whose run directory fills up ends with the one line in trials.csv, the report and result.errors."""
+    ray = pytest.importorskip("ray", reason="Ray Tune is not installed (pip install -e '.[sweep]')")
+    pytest.importorskip("ray.tune")
+    import pandas as pd
+
+    def full_disk(trainer, metrics):  # runs in the trial's process, at a report: as a write there would fail
+        if trainer.cfg.seed == 1 and trainer.global_step >= 400:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(trainer.cfg.run_dir) / "reports.csv"))
+
+    tiny = dict(env="Pendulum-v1", num_envs=2, total_steps=800, log_every=200, hidden_sizes=(16,), batch_size=32,
+                start_steps=200, update_after=200, updates_per_step=0.25, device="cpu", compile="off",
+                checkpoint_every=200)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        result = fastddpg.sweep(Config(**tiny), {"seed": [0, 1]}, out=tmp_path / "s", report_hook=full_disk)
+    finally:
+        ray.shutdown()
+    trials = pd.read_csv(tmp_path / "s" / "trials.csv", keep_default_na=False).set_index("seed")
+    line = trials.loc[1, "error"]
+    run_dir = Path(trials.loc[1, "run_dir"])
+    assert trials.loc[1, "status"] == "error" and trials.loc[0, "status"] == "finished"
+    assert line.startswith(f"cannot write {run_dir / 'reports.csv'}: No space left on device (ENOSPC) at env step 400")
+    assert line.endswith(f"then resume with: fastddpg run --resume {run_dir}") and "\n" not in line
+    assert trials.loc[0, "error"] == "" and list(result.errors.values()) == [line]
+    import html
+
+    assert html.escape(line) in (tmp_path / "s" / "report.html").read_text()
