@@ -126,7 +126,7 @@ class RunDirError(OSError):
         else:
             safe = f"safe: the checkpoint {self.checkpoint} (env step {self.checkpoint_step:,}) and {metrics}"
         then = (f"then resume with: {self.resume_command}" if self.checkpoint is not None
-                else "then start the run again")
+                else f"then start the run again (after removing {self.run_dir}, or with another --run-dir)")
         return f"{failed}; {safe}; {self._remedy()}, {then}"
 
     def _remedy(self) -> str:

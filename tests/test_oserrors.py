@@ -246,7 +246,8 @@ def test_open_failing_before_the_first_checkpoint(tmp_path, monkeypatch, capsys,
     line = one_error_line(out)
     assert line == (f"cannot write {ckpt(run_dir, 60)}: {os.strerror(err)} ({errno.errorcode[err]}) at env step 60; "
                     "safe: the metrics up to env step 60 (no checkpoint was written yet, so there is nothing to "
-                    f"resume); {remedy}, then start the run again")
+                    f"resume); {remedy}, then start the run again (after removing {run_dir}, or with another "
+                    "--run-dir)")
     assert list_checkpoints(run_dir) == []
     assert_whole(run_dir)
     monkeypatch.undo()
