@@ -112,7 +112,7 @@ def run_to_end(trainer: Trainer, writer: RunWriter | None, callbacks: Iterable[C
     except RunDirError:
         raise
     except BaseException as e:
-        err = os_error_of(e)
+        err = _run_dir_os_error(e, writer.path)
         if err is None:
             raise
         with StopSignals(stopping=True), contextlib.suppress(Exception):  # what still fits, as after a signal
@@ -134,13 +134,23 @@ def _run_to_end(trainer: Trainer, writer: RunWriter, callbacks: Iterable[Callbac
                 restore_weights(writer.path, e.checkpoint)  # actor.pt/critic.pt: the last finite ones
         raise
     except BaseException as e:
-        if os_error_of(e) is None:
+        if _run_dir_os_error(e, writer.path) is None:  # (a run-directory error: `run_to_end` finishes it)
             with contextlib.suppress(Exception):  # keep what the run had; the original error goes on
                 _finish(trainer, writer)
         raise
     _finish(trainer, writer, result.summary)
     result.run_dir = writer.path
     return result
+
+
+def _run_dir_os_error(e: BaseException, run_dir: Path) -> OSError | None:
+    """The OSError of a failed write in ``e`` (`fastddpg.fileio.os_error_of`) when its file is in the run directory
+    (or it names none); else None: an env failing to read its own file is not the run directory's problem."""
+    err = os_error_of(e)
+    if err is None or err.filename is None:
+        return err
+    path, root = Path(err.filename).resolve(), run_dir.resolve()
+    return err if path == root or root in path.parents else None
 
 
 def _finish(trainer: Trainer, writer: RunWriter, summary: dict[str, Any] | None = None) -> None:

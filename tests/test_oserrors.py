@@ -305,6 +305,27 @@ def test_tensorboard_event_file_on_a_full_disk(tmp_path, monkeypatch, capsys):
     assert_resumes(capsys, run_dir)
 
 
+def test_an_os_error_outside_the_run_directory_is_not_called_a_run_directory_error(tmp_path, monkeypatch, capsys):
+    """An env that fails to read its own file mid-run is not a disk problem of the run: no resume advice."""
+    run_dir = tmp_path / "r"
+    original = Trainer.flush
+
+    def flush(self):
+        original(self)
+        if self.global_step == 100:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(tmp_path / "asset.xml"))
+
+    monkeypatch.setattr(Trainer, "flush", flush)
+    with pytest.raises(FileNotFoundError) as info:
+        fastddpg.train(Config(env=ENV_ID, num_envs=2, total_steps=200, hidden_sizes=(8,), batch_size=8,
+                              log_every=20, device="cpu", compile="off", quiet=True, run_dir=str(run_dir)))
+    assert type(info.value) is FileNotFoundError
+    assert "stopped_by" not in load_run(run_dir).summary  # finished as after any other error
+    assert (run_dir / "report.html").is_file()
+    code, out = run_cli(capsys, [*BASE, "--run-dir", str(tmp_path / "r2")])
+    assert code == 74 and one_error_line(out) == f"{tmp_path / 'asset.xml'}: No such file or directory (ENOENT)"
+
+
 def test_cli_in_a_subprocess(tmp_path):
     """The command's own process: its stderr and exit status; then `fastddpg run --resume` in another."""
     run_dir = tmp_path / "r"
