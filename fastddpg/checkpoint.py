@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 
 from .config import Config, ConfigError, check_member, resolve_device
-from .failsafe import RunDirError
+from .failsafe import RunDirError, size_words
 from .fileio import TMP_SUFFIX, atomic_save, atomic_write, write_json
 from .networks import actor_from_state_dict
 from .rundir import RunWriter, probe_writable
@@ -159,13 +159,9 @@ def disk_space_warning(trainer: Trainer, run_dir: str | Path) -> str | None:
     need = (keep + 1) * one
     if free + have >= need:
         return None
-    return (f"{run_dir} has {_mb(free)} free, but one checkpoint of this run takes about {_mb(one)} and it keeps "
-            f"{keep} (plus one while writing the next): about {_mb(need)}; free space, or lower --keep-checkpoints "
-            "or --replay-size, or the run will stop when the disk is full")
-
-
-def _mb(n: int | float) -> str:
-    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n / 1e3:,.0f} kB"
+    return (f"{run_dir} has {size_words(free)} free, but one checkpoint of this run takes about "
+            f"{size_words(one)} and it keeps {keep} (plus one while writing the next): about {size_words(need)}; "
+            "free space, or lower --keep-checkpoints or --replay-size, or the run will stop when the disk is full")
 
 
 def run_dir_error(err: OSError, run_dir: str | Path, trainer: Trainer, reported_step: int) -> RunDirError:

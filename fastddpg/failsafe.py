@@ -130,8 +130,7 @@ class RunDirError(OSError):
         return f"{failed}; {safe}; {self._remedy()}, {then}"
 
     def _remedy(self) -> str:
-        mb = f"{max(self.checkpoint_bytes, 1) / 1e6:,.1f} MB" if self.checkpoint_bytes >= 1e5 else \
-            f"{max(self.checkpoint_bytes, 1) / 1e3:,.0f} kB"
+        mb = size_words(self.checkpoint_bytes)
         e = self.errno
         if e == errno.ENOSPC:
             return f"free about {mb} (one checkpoint) on that filesystem"
@@ -146,6 +145,11 @@ class RunDirError(OSError):
         if e in (errno.EACCES, errno.EPERM):
             return f"make {self.run_dir} writable again"
         return "fix that"
+
+
+def size_words(n: float) -> str:
+    """Bytes for a message: ``2.3 MB``, or ``7 kB`` below 0.1 MB."""
+    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n / 1e3:,.0f} kB"
 
 
 def _rebuild_run_dir_error(errno_: int | None, strerror: str | None, filename: str | None,
