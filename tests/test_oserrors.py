@@ -34,6 +34,7 @@ from fastddpg.failsafe import RUNDIR_EXIT_CODE, RunDirError
 from fastddpg.fileio import IO_EXIT_CODE, TMP_SUFFIX, os_error_of
 from fastddpg.rundir import load_run
 from fastddpg.trainer import Trainer
+from tests.test_resume import stop_at  # stop_at(monkeypatch, step, action): action() after the report at step
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_ID = "FastDDPGTest/OSErrFixed-v0"
@@ -129,6 +130,14 @@ def fail_csv_append(monkeypatch, table: str, err: int, nth: int, limit: int = 12
         return f
 
     monkeypatch.setattr(rundir, "open", fake_open, raising=False)
+
+
+def run_config(run_dir: Path) -> Config:
+    """BASE's run, from Python."""
+    return Config(env=ENV_ID, num_envs=2, total_steps=200, hidden_sizes=(8,), batch_size=8, replay_size=1000,
+                  start_steps=40, update_after=20, updates_per_step=0.5, log_every=20, probe_n=4,
+                  probe_every_episodes=4, device="cpu", compile="off", quiet=True, checkpoint_every=60,
+                  run_dir=str(run_dir))
 
 
 # --- what must hold afterwards -----------------------------------------------------------------------------------
@@ -257,14 +266,7 @@ def test_open_failing_before_the_first_checkpoint(tmp_path, monkeypatch, capsys,
 
 def test_run_directory_removed_during_the_run(tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "r"
-    original = Trainer.flush
-
-    def flush(self):
-        original(self)
-        if self.global_step == 100:
-            shutil.rmtree(run_dir)
-
-    monkeypatch.setattr(Trainer, "flush", flush)
+    stop_at(monkeypatch, 100, lambda: shutil.rmtree(run_dir))
     code, out = run_cli(capsys, [*BASE, "--run-dir", str(run_dir)])
     assert code == 74
     line = one_error_line(out)
@@ -308,17 +310,13 @@ def test_tensorboard_event_file_on_a_full_disk(tmp_path, monkeypatch, capsys):
 def test_an_os_error_outside_the_run_directory_is_not_called_a_run_directory_error(tmp_path, monkeypatch, capsys):
     """An env that fails to read its own file mid-run is not a disk problem of the run: no resume advice."""
     run_dir = tmp_path / "r"
-    original = Trainer.flush
 
-    def flush(self):
-        original(self)
-        if self.global_step == 100:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(tmp_path / "asset.xml"))
+    def missing_asset():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(tmp_path / "asset.xml"))
 
-    monkeypatch.setattr(Trainer, "flush", flush)
+    stop_at(monkeypatch, 100, missing_asset)
     with pytest.raises(FileNotFoundError) as info:
-        fastddpg.train(Config(env=ENV_ID, num_envs=2, total_steps=200, hidden_sizes=(8,), batch_size=8,
-                              log_every=20, device="cpu", compile="off", quiet=True, run_dir=str(run_dir)))
+        fastddpg.train(run_config(run_dir))
     assert type(info.value) is FileNotFoundError
     assert "stopped_by" not in load_run(run_dir).summary  # finished as after any other error
     assert (run_dir / "report.html").is_file()
@@ -357,12 +355,8 @@ def test_cli_in_a_subprocess(tmp_path):
 def test_python_api_raises_run_dir_error(tmp_path, monkeypatch):
     run_dir = tmp_path / "r"
     fail_atomic_write(monkeypatch, "step_000000000120.pt", errno.ENOSPC)
-    args = dict(env=ENV_ID, num_envs=2, total_steps=200, hidden_sizes=(8,), batch_size=8, replay_size=1000,
-                start_steps=40, update_after=20, updates_per_step=0.5, log_every=20, probe_n=4,
-                probe_every_episodes=4, device="cpu", compile="off", quiet=True, checkpoint_every=60,
-                run_dir=str(run_dir))
     with pytest.raises(fastddpg.RunDirError) as info:
-        fastddpg.train(Config(**args))
+        fastddpg.train(run_config(run_dir))
     e = info.value
     assert isinstance(e, OSError) and e.errno == errno.ENOSPC and e.exit_code == 74
     assert e.run_dir == run_dir and e.checkpoint == ckpt(run_dir, 60) and e.checkpoint_step == 60
