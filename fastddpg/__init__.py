@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Config": "config", "ConfigError": "config",
-    "NonFiniteError": "failsafe", "TrainingInterrupted": "failsafe",
+    "NonFiniteError": "failsafe", "TrainingInterrupted": "failsafe", "RunDirError": "failsafe",
     "RunData": "rundir", "load_run": "rundir",
     "Trainer": "trainer", "TrainResult": "trainer",
     "latest_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",

@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpointer, restore_weights, resume_run
+from .checkpoint import Checkpointer, restore_weights, resume_run, run_dir_error
 from .config import Config, ConfigError
-from .failsafe import NonFiniteError, StopSignals, TrainingInterrupted
+from .failsafe import NonFiniteError, RunDirError, StopSignals, TrainingInterrupted
+from .fileio import os_error_of
 from .plots import write_report
 from .rundir import RunWriter
-from .schema import REPORT_FILE
+from .schema import REPORT_FILE, SUMMARY_FILE
 from .tensorboard import TensorBoardWriter, require_tensorboard
 from .trainer import Trainer, TrainResult
 
@@ -42,7 +43,9 @@ def train(cfg: Config | None = None, *, callbacks: Iterable[Callback] = (), argv
     ``argv`` is the command line recorded in config.json (default ``sys.argv``).
 
     Raises `TrainingInterrupted` (SIGINT/SIGTERM) or `NonFiniteError` after the run directory, if any, holds
-    everything the run had (the exception's ``run_dir`` names it, ``checkpoint`` the checkpoint to resume from).
+    everything the run had (the exception's ``run_dir`` names it, ``checkpoint`` the checkpoint to resume from),
+    and `RunDirError` (an OSError) when writing the run directory failed (a full disk...): what was written is
+    whole, ``checkpoint`` is the last intact one and ``str(e)`` says what to do.
     """
     cfg = cfg or Config()
     if overrides:
@@ -99,31 +102,57 @@ def _add_file_callbacks(trainer: Trainer, writer: RunWriter) -> None:
 def run_to_end(trainer: Trainer, writer: RunWriter | None, callbacks: Iterable[Callback] = ()) -> TrainResult:
     """Train until ``total_steps``, the run directory (if any) appended at every report and finished at the end:
     final weights, summary.json, parquet copies and report.html; also when a signal, a non-finite value or any
-    other error stops the run (a further signal while finishing exits at once)."""
+    other error stops the run (a further signal while finishing exits at once). An OSError writing the run
+    directory (a full disk...) becomes a `RunDirError`, after what fits is finished as after a signal."""
+    if writer is None:
+        trainer.callbacks += list(callbacks)
+        return trainer.train()
+    try:
+        return _run_to_end(trainer, writer, callbacks)
+    except RunDirError:
+        raise
+    except BaseException as e:
+        err = _run_dir_os_error(e, writer.path)
+        if err is None:
+            raise
+        with StopSignals(stopping=True), contextlib.suppress(Exception):  # what still fits, as after a signal
+            (writer.path / SUMMARY_FILE).unlink(missing_ok=True)  # the run is not finished: resume finishes it
+            _finish(trainer, writer, {**trainer.summary(), "stopped_by": f"OSError: {err.strerror}"})
+        raise run_dir_error(err, writer.path, trainer, writer.reported_step) from e
 
-    def finish(summary: dict[str, Any] | None = None) -> None:
-        assert writer is not None
-        writer.finish(trainer, summary)
-        write_report([writer.path], writer.path / REPORT_FILE)
 
-    trainer.callbacks += ([writer] if writer is not None else []) + list(callbacks)
+def _run_to_end(trainer: Trainer, writer: RunWriter, callbacks: Iterable[Callback]) -> TrainResult:
+    trainer.callbacks += [writer, *callbacks]
     try:
         result = trainer.train()
     except (TrainingInterrupted, NonFiniteError) as e:
-        if writer is not None:
-            e.run_dir = writer.path
-            with StopSignals(stopping=True):
-                stopped_by = e.signal_name if isinstance(e, TrainingInterrupted) else f"non-finite {e.what}"
-                finish({**trainer.summary(), "stopped_by": stopped_by})
-                if isinstance(e, NonFiniteError):
-                    restore_weights(writer.path, e.checkpoint)  # actor.pt/critic.pt: the last finite ones
+        e.run_dir = writer.path
+        with StopSignals(stopping=True):
+            stopped_by = e.signal_name if isinstance(e, TrainingInterrupted) else f"non-finite {e.what}"
+            _finish(trainer, writer, {**trainer.summary(), "stopped_by": stopped_by})
+            if isinstance(e, NonFiniteError):
+                restore_weights(writer.path, e.checkpoint)  # actor.pt/critic.pt: the last finite ones
         raise
-    except BaseException:
-        if writer is not None:
+    except BaseException as e:
+        if _run_dir_os_error(e, writer.path) is None:  # (a run-directory error: `run_to_end` finishes it)
             with contextlib.suppress(Exception):  # keep what the run had; the original error goes on
-                finish()
+                _finish(trainer, writer)
         raise
-    if writer is not None:
-        finish(result.summary)
-        result.run_dir = writer.path
+    _finish(trainer, writer, result.summary)
+    result.run_dir = writer.path
     return result
+
+
+def _run_dir_os_error(e: BaseException, run_dir: Path) -> OSError | None:
+    """The OSError of a failed write in ``e`` (`fastddpg.fileio.os_error_of`) when its file is in the run directory
+    (or it names none); else None: an env failing to read its own file is not the run directory's problem."""
+    err = os_error_of(e)
+    if err is None or err.filename is None:
+        return err
+    path, root = Path(err.filename).resolve(), run_dir.resolve()
+    return err if path == root or root in path.parents else None
+
+
+def _finish(trainer: Trainer, writer: RunWriter, summary: dict[str, Any] | None = None) -> None:
+    writer.finish(trainer, summary)
+    write_report([writer.path], writer.path / REPORT_FILE)

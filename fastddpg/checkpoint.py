@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,10 +47,11 @@ import pandas as pd
 import torch
 
 from .config import Config, ConfigError, check_member, resolve_device
+from .failsafe import RunDirError, size_words
 from .fileio import TMP_SUFFIX, atomic_save, atomic_write, write_json
 from .networks import actor_from_state_dict
 from .rundir import RunWriter, probe_writable
-from .schema import ACTOR_FILE, CHECKPOINT_DIR, CONFIG_FILE, CRITIC_FILE, MEMBER
+from .schema import ACTOR_FILE, CHECKPOINT_DIR, CONFIG_FILE, CRITIC_FILE, MEMBER, REPORT_FILE, SUMMARY_FILE
 from .trainer import Trainer
 
 FORMAT = "fastddpg-checkpoint"
@@ -104,6 +107,9 @@ class Checkpointer:
     def at_start(self, trainer: Trainer) -> None:
         self.every = checkpoint_interval(trainer.cfg, trainer.num_envs)
         self.next = (trainer.global_step // self.every + 1) * self.every
+        warning = disk_space_warning(trainer, self.run_dir)
+        if warning is not None:
+            print(f"fastddpg: warning: {warning}", file=sys.stderr)
 
     def __call__(self, trainer: Trainer, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
         """Nothing at a report: checkpoints follow env steps (`after_step`)."""
@@ -119,8 +125,59 @@ class Checkpointer:
     def write(self, trainer: Trainer) -> Path:
         if trainer.device_log.pending:
             trainer.flush()
+        if not self.run_dir.is_dir():  # removed under the run: say so, never create a run directory of checkpoints
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(self.run_dir))
         trainer.last_checkpoint = save_checkpoint(trainer, self.run_dir, trainer.cfg.keep_checkpoints)
         return trainer.last_checkpoint
+
+
+def checkpoint_bytes(trainer: Trainer) -> int:
+    """About the size of this run's largest checkpoint: the replay buffer when full (min(replay_size,
+    total_steps) rows of 2 obs_dim + act_dim + 2 float32 per member) dominates; then the networks, their targets
+    and the two Adam moments of the actor's and the critic's parameters."""
+    buf = trainer.buffer
+    steps = math.ceil(trainer.cfg.total_steps / trainer.num_envs) * trainer.num_envs
+    rows = min(buf.capacity, steps) * max(buf.members, 1)
+    replay = rows * buf.width * buf.data.element_size()
+    modules = trainer.algo.modules()
+    size = {name: sum(p.numel() * p.element_size() for p in m.parameters()) for name, m in modules.items()}
+    return replay + sum(size.values()) + 2 * (size.get("actor", 0) + size.get("critic", 0))
+
+
+def disk_space_warning(trainer: Trainer, run_dir: str | Path) -> str | None:
+    """One line when the run directory's filesystem cannot hold ``keep_checkpoints`` + 1 checkpoints (the next
+    one is written before the oldest is deleted) of about `checkpoint_bytes` each; None when it can (or when the
+    free space cannot be read). The run's own checkpoints count as room: they are replaced."""
+    run_dir = Path(run_dir)
+    try:
+        free = shutil.disk_usage(run_dir).free
+        have = sum(p.stat().st_size for p in list_checkpoints(run_dir))
+    except OSError:
+        return None
+    one = checkpoint_bytes(trainer)
+    keep = trainer.cfg.keep_checkpoints
+    need = (keep + 1) * one
+    if free + have >= need:
+        return None
+    return (f"{run_dir} has {size_words(free)} free, but one checkpoint of this run takes about "
+            f"{size_words(one)} and it keeps {keep} (plus one while writing the next): about {size_words(need)}; "
+            "free space, or lower --keep-checkpoints or --replay-size, or the run will stop when the disk is full")
+
+
+def run_dir_error(err: OSError, run_dir: str | Path, trainer: Trainer, reported_step: int) -> RunDirError:
+    """The `RunDirError` for ``err``, an OSError that stopped the run in ``run_dir`` after ``trainer``'s
+    ``global_step``: the last intact checkpoint on disk (what resume would use) and about one checkpoint's size
+    (the latest one's, else `checkpoint_bytes`)."""
+    run_dir = Path(run_dir)
+    try:
+        ckpt = latest_checkpoint(run_dir)
+        size = ckpt.stat().st_size if ckpt is not None else checkpoint_bytes(trainer)
+    except OSError:
+        ckpt, size = None, checkpoint_bytes(trainer)
+    step = int(_NAME.match(ckpt.name).group(1)) if ckpt is not None else None  # type: ignore[union-attr]
+    return RunDirError(err.errno, err.strerror, err.filename, run_dir=run_dir, checkpoint=ckpt,
+                       checkpoint_step=step, global_step=trainer.global_step, reported_step=reported_step,
+                       checkpoint_bytes=size)
 
 
 def checkpoint_state(trainer: Trainer) -> dict[str, Any]:
@@ -255,7 +312,7 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
                           "start a new run.")
     cfg = Config.from_dict({**cfg.to_dict(), **overrides})
     step = state["global_step"]
-    if cfg.total_steps <= step:
+    if cfg.total_steps <= step and run_dir_complete(path):
         raise ConfigError(f"--resume {path}: the latest checkpoint is already at env step {step:,} "
                           f"(--total-steps={cfg.total_steps:,}); pass a larger --total-steps to train on.")
     was, now = torch.device(state["device"]).type, resolve_device(cfg.device).type
@@ -281,7 +338,21 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
         raise
     writer = RunWriter(path, trainer.cfg.algo, trainer.cfg.num_members)
     writer.probes_written = len(trainer.probe_rows)  # the restored probe rows are already in probes.csv
+    writer.reported_step = step
     return trainer, writer
+
+
+def run_dir_complete(run_dir: str | Path) -> bool:
+    """Whether a run directory holds a finished run's files: the weights, the report and a summary.json of a run
+    that was not stopped. A run stopped at its last step (an OS error while writing them) does not: resuming it
+    from that checkpoint trains no further and writes them."""
+    path = Path(run_dir)
+    if not all((path / name).is_file() for name in (ACTOR_FILE, CRITIC_FILE, REPORT_FILE, SUMMARY_FILE)):
+        return False
+    try:
+        return "stopped_by" not in json.loads((path / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def _restore(trainer: Trainer, state: dict[str, Any], ckpt_path: Path) -> None:

@@ -487,6 +487,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside training (during setup or the final report)
         print("fastddpg: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a file that cannot be written (a full disk...): one line, never a traceback
+        from .fileio import IO_EXIT_CODE, os_error_line, os_error_of
+
+        err = os_error_of(e)
+        if err is None:
+            raise
+        line = str(err) if hasattr(err, "run_dir") else os_error_line(err)  # a RunDirError says it all
+        print(f"fastddpg: error: {line}", file=sys.stderr)
+        return IO_EXIT_CODE
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .config import ConfigError, check_member
+from .fileio import atomic_path, atomic_write
 from .networks import actor_from_state_dict
 from .rundir import load_run
 from .schema import ACTOR_FILE
@@ -63,7 +64,8 @@ def export_policy(policy: nn.Module, fmt: str, out: str | Path) -> Path:
     if fmt == "torchscript":
         with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript (for torch.export); it still works
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.jit.save(torch.jit.script(policy), str(out))
+            scripted = torch.jit.script(policy)
+            atomic_write(out, lambda f: torch.jit.save(scripted, f))  # a file object: a full disk is an OSError
     else:
         _export_onnx(policy, out)
     return out
@@ -89,7 +91,8 @@ def _export_onnx(policy: nn.Module, out: Path) -> None:
             warnings.simplefilter("ignore", DeprecationWarning)
             program = torch.onnx.export(policy, (example,), dynamo=True, input_names=["obs"],
                                         output_names=["action"], dynamic_shapes=({0: batch},))
-        program.save(str(out), external_data=False)
+        with atomic_path(out) as tmp:
+            program.save(str(tmp), external_data=False)
     finally:
         logger.setLevel(level)
 

@@ -23,7 +23,9 @@ returned with a finite action; else a loss; else a parameter; else an action.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shlex
 import signal
 import threading
 from pathlib import Path
@@ -34,6 +36,7 @@ import torch
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NONFINITE_EXIT_CODE = 3
+RUNDIR_EXIT_CODE = 74  # fileio.IO_EXIT_CODE (EX_IOERR): kept equal by tests/test_oserrors.py
 _COLUMNS = ("obs", "action", "reward", "next_obs", "terminated")  # Batch field order
 
 
@@ -75,6 +78,83 @@ class NonFiniteError(RuntimeError):
         last = (f"the last finite checkpoint is {self.checkpoint}" if self.checkpoint is not None
                 else "no checkpoint was written before it")
         return f"{self.detail}; stopped at env step {self.global_step:,} (update {self.num_updates:,}); {last}"
+
+
+class RunDirError(OSError):
+    """An OS error while writing the run directory stopped training (a full disk, a quota, an I/O error, a
+    read-only or vanished directory, too many open files). What was written is whole: no half-written file, the
+    CSVs end at a report, the checkpoints are complete.
+
+    errno, strerror, filename: the OSError's (filename: the file that could not be written); run_dir: the run
+    directory; checkpoint: its last intact checkpoint, to resume from (None if it has none), at env step
+    checkpoint_step; global_step: where training stopped; reported_step: the env step the CSVs reach;
+    checkpoint_bytes: about one checkpoint's size (what a full disk needs freed). ``exit_code`` is 74
+    (EX_IOERR). ``str(e)`` is the one line the command prints: what failed, what is safe, what to do.
+    """
+
+    exit_code = RUNDIR_EXIT_CODE
+
+    def __init__(self, errno_: int | None, strerror: str | None, filename: str | None, *, run_dir: Path,
+                 checkpoint: Path | None = None, checkpoint_step: int | None = None, global_step: int = 0,
+                 reported_step: int = 0, checkpoint_bytes: int = 0, run_dir_exists: bool | None = None) -> None:
+        super().__init__(errno_, strerror or (os.strerror(errno_) if errno_ else "OS error"), filename)
+        self.run_dir, self.checkpoint, self.checkpoint_step = Path(run_dir), checkpoint, checkpoint_step
+        self.global_step, self.reported_step, self.checkpoint_bytes = global_step, reported_step, checkpoint_bytes
+        self.run_dir_exists = self.run_dir.is_dir() if run_dir_exists is None else run_dir_exists
+
+    def __reduce__(self) -> Any:  # pickles (Ray sends a trial's error to the driver) with the keywords
+        return (_rebuild_run_dir_error, (self.errno, self.strerror, self.filename, {
+            "run_dir": self.run_dir, "checkpoint": self.checkpoint, "checkpoint_step": self.checkpoint_step,
+            "global_step": self.global_step, "reported_step": self.reported_step,
+            "checkpoint_bytes": self.checkpoint_bytes, "run_dir_exists": self.run_dir_exists}))
+
+    @property
+    def resume_command(self) -> str:
+        return f"fastddpg run --resume {shlex.quote(str(self.run_dir))}"
+
+    def __str__(self) -> str:
+        name = errno.errorcode.get(self.errno or 0, "")
+        words = f"{self.strerror} ({name})" if name else str(self.strerror)
+        what = self.filename if self.filename is not None else f"a file in {self.run_dir}"
+        failed = f"cannot write {what}: {words} at env step {self.global_step:,}"
+        if not self.run_dir_exists:
+            return (f"{failed}; the run directory {self.run_dir} no longer exists, so nothing of this run is left to "
+                    "resume: restore the directory, or start a new run")
+        metrics = f"the metrics up to env step {self.reported_step:,}"
+        if self.checkpoint is None:
+            safe = f"safe: {metrics} (no checkpoint was written yet, so there is nothing to resume)"
+        else:
+            safe = f"safe: the checkpoint {self.checkpoint} (env step {self.checkpoint_step:,}) and {metrics}"
+        then = (f"then resume with: {self.resume_command}" if self.checkpoint is not None
+                else f"then start the run again (after removing {self.run_dir}, or with another --run-dir)")
+        return f"{failed}; {safe}; {self._remedy()}, {then}"
+
+    def _remedy(self) -> str:
+        mb = size_words(self.checkpoint_bytes)
+        e = self.errno
+        if e == errno.ENOSPC:
+            return f"free about {mb} (one checkpoint) on that filesystem"
+        if e == getattr(errno, "EDQUOT", None):
+            return f"free about {mb} (one checkpoint) of your disk quota, or raise the quota"
+        if e == errno.EROFS:
+            return "make the filesystem writable again (it is read-only now)"
+        if e == errno.EIO:
+            return "check the disk (an I/O error: see dmesg) or move the run directory to a healthy one"
+        if e in (errno.EMFILE, errno.ENFILE):
+            return "raise the open-file limit (ulimit -n) or close other programs"
+        if e in (errno.EACCES, errno.EPERM):
+            return f"make {self.run_dir} writable again"
+        return "fix that"
+
+
+def size_words(n: float) -> str:
+    """Bytes for a message: ``2.3 MB``, or ``7 kB`` below 0.1 MB."""
+    return f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n / 1e3:,.0f} kB"
+
+
+def _rebuild_run_dir_error(errno_: int | None, strerror: str | None, filename: str | None,
+                           kwargs: dict[str, Any]) -> RunDirError:
+    return RunDirError(errno_, strerror, filename, **kwargs)
 
 
 class StopSignals:

@@ -29,7 +29,9 @@ repr, so they read back bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import re
@@ -46,7 +48,7 @@ import torch
 
 from .algos import metric_names
 from .config import Config, ConfigError
-from .fileio import write_json
+from .fileio import atomic_save, atomic_write, naming, write_json
 from .schema import (
     ACTOR_FILE,
     AUTO_RUN_DIR,
@@ -137,6 +139,8 @@ class RunWriter:
         self.path = Path(path)
         self.members = members
         self.probes_written = 0  # rows of trainer.probe_rows already on disk
+        self.reported_step = 0  # the env step the CSVs reach (the last report written whole)
+        self.failed = False  # a report could not be written: the CSVs stay at the last whole one
         self.update_header = list(with_member(update_columns(metric_names(algo)), members))
 
     @classmethod
@@ -176,37 +180,60 @@ class RunWriter:
 
     # --- at every report -----------------------------------------------------------------------------------------
     def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | list | None) -> None:
-        if len(episodes):
-            self._append("episodes", episodes.itertuples(index=False, name=None))
-        if row is not None:
-            rows = row if isinstance(row, list) else [row]  # a population's: one per member
-            self._append("updates", [[r.get(k, "") for k in self.update_header] for r in rows])
-        self.write_probes(trainer)
+        with self._whole_report():
+            if len(episodes):
+                self._append("episodes", episodes.itertuples(index=False, name=None))
+            if row is not None:
+                rows = row if isinstance(row, list) else [row]  # a population's: one per member
+                self._append("updates", [[r.get(k, "") for k in self.update_header] for r in rows])
+            self.write_probes(trainer)
+        self.reported_step = trainer.global_step
 
     def write_probes(self, trainer: Any) -> None:
         """Append the probe rows the trainer took since the last call."""
         new = trainer.probe_rows[self.probes_written:]
         if new:
-            self._append("probes", new)
+            with self._whole_report():
+                self._append("probes", new)
             self.probes_written += len(new)
+
+    @contextlib.contextmanager
+    def _whole_report(self) -> Any:
+        """On an OSError inside (a full disk...), cut every CSV back to its size before: the tables end at the
+        last report written whole, with no partial row (cutting a file needs no free space)."""
+        sizes = {}
+        for table in TABLES:
+            with contextlib.suppress(OSError):
+                sizes[table] = (self.path / f"{table}.csv").stat().st_size
+        try:
+            yield
+        except OSError:
+            self.failed = True
+            for table, size in sizes.items():
+                with contextlib.suppress(OSError):
+                    os.truncate(self.path / f"{table}.csv", size)
+            raise
 
     # --- at the end ----------------------------------------------------------------------------------------------
     def finish(self, trainer: Any, summary: dict[str, Any] | None = None) -> None:
         """Write the last probe rows (the final snapshot comes after the last report), the final actor and critic
         state_dicts, summary.json and parquet copies of the tables (if pyarrow is installed)."""
-        self.write_probes(trainer)
-        torch.save(trainer.algo.actor.state_dict(), self.path / ACTOR_FILE)
-        torch.save(trainer.algo.critic.state_dict(), self.path / CRITIC_FILE)
+        if not self.failed:
+            self.write_probes(trainer)
+        atomic_save(trainer.algo.actor.state_dict(), self.path / ACTOR_FILE)
+        atomic_save(trainer.algo.critic.state_dict(), self.path / CRITIC_FILE)
         write_json(self.path / SUMMARY_FILE, summary if summary is not None else trainer.summary())
         write_parquet(self.path)
 
     # --- files ---------------------------------------------------------------------------------------------------
     def _write_header(self, table: str, columns: Any) -> None:
-        with open(self.path / f"{table}.csv", "w", newline="") as f:
+        path = self.path / f"{table}.csv"
+        with naming(path), open(path, "w", newline="") as f:
             csv.writer(f).writerow(columns)
 
     def _append(self, table: str, rows: Any) -> None:
-        with open(self.path / f"{table}.csv", "a", newline="") as f:
+        path = self.path / f"{table}.csv"
+        with naming(path), open(path, "a", newline="") as f:
             csv.writer(f).writerows(rows)
 
 
@@ -225,8 +252,10 @@ def write_parquet(path: Path) -> bool:
         import pyarrow  # noqa: F401
     except ImportError:
         return False
-    for table in TABLES:
-        read_table(path, table).to_parquet(path / f"{table}.parquet", index=False)
+    for table in TABLES:  # atomic: a cut parquet newer than its CSV would be read instead of the CSV
+        buf = io.BytesIO()
+        read_table(path, table).to_parquet(buf, index=False)
+        atomic_write(path / f"{table}.parquet", lambda f, b=buf: f.write(b.getbuffer()))
     return True
 
 

@@ -795,8 +795,7 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, hook: Callable[..., None
         with contextlib.suppress(AttributeError):  # Tune's own view: a trial neither done nor failed is unfinished
             statuses.update({t.trial_id: "unfinished" for t in grid._experiment_analysis.trials
                              if t.status not in ("TERMINATED", "ERROR")})
-        errors = {Path(r.path).name: str(r.error).strip().splitlines()[-1] if str(r.error).strip() else "error"
-                  for r in grid if r.error is not None}
+        errors = {Path(r.path).name: trial_error_line(r.error) for r in grid if r.error is not None}
         unfinished = [t for t, st in statuses.items() if st == "unfinished"]
         if signalled and not unfinished:  # Ctrl-C: every trial without a summary.json is unfinished
             unfinished = [t for t in statuses if not (spec.root / TRIALS_DIR / t / SUMMARY_FILE).is_file()]
@@ -805,11 +804,22 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, hook: Callable[..., None
     finally:
         if started:
             ray.shutdown()
-    result = finish_sweep(spec, statuses)
-    result.errors = errors
+    result = finish_sweep(spec, statuses, errors)
     if interrupted:
         raise SweepInterrupted(result)
     return result
+
+
+def trial_error_line(error: Any) -> str:
+    """One line for a trial's error: a `fastddpg.RunDirError`'s own line (a full disk...: what failed, what is
+    safe, what to do), else the last line of the error Ray sends (its traceback's)."""
+    from .failsafe import RunDirError
+
+    for e in (getattr(error, "cause", None), error):  # Ray's RayTaskError carries the trial's exception as cause
+        if type(e) is RunDirError:  # not Ray's RayTaskError(RunDirError), whose str is the traceback
+            return str(e)
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else "error"
 
 
 def _sigint_sentinel(signum: int, frame: Any) -> None:
@@ -939,11 +949,13 @@ def _read_reports(run_dir: Path) -> Any:
     return df
 
 
-def finish_sweep(spec: SweepSpec, statuses: dict[str, str] | None = None) -> SweepResult:
-    """trials.csv and report.html of the sweep; report.html for a trial that stopped without one."""
+def finish_sweep(spec: SweepSpec, statuses: dict[str, str] | None = None,
+                 errors: dict[str, str] | None = None) -> SweepResult:
+    """trials.csv and report.html of the sweep; report.html for a trial that stopped without one. ``errors``: the
+    failed trials' error lines, an ``error`` column of trials.csv and the report."""
     from .plots import write_report
 
-    result = collect(spec, statuses)
+    result = _with_errors(collect(spec, statuses), errors or {})
     for d in trial_dirs(spec):
         if not (d / REPORT_FILE).exists():
             with contextlib.suppress(Exception):
@@ -965,7 +977,18 @@ def load_sweep(path: str | Path) -> SweepResult:
 
         t = pd.read_csv(trials_csv)
         statuses = dict(zip(t["trial"].astype(str), t["status"].astype(str), strict=True))
+        if "error" in t.columns:
+            errors = {str(k): str(v) for k, v in zip(t["trial"], t["error"], strict=True) if isinstance(v, str) and v}
+            return _with_errors(collect(spec, statuses), errors)
     return collect(spec, statuses)
+
+
+def _with_errors(result: SweepResult, errors: dict[str, str]) -> SweepResult:
+    """``result`` with its trials' error lines: ``errors`` and, when a trial has one, an ``error`` column."""
+    result.errors = dict(errors)
+    if errors and len(result.trials):
+        result.trials["error"] = [errors.get(str(t), "") for t in result.trials["trial"]]
+    return result
 
 
 def sweep(base_config: Config | None = None, space: dict[str, Any] | None = None, *, out: str | Path,
@@ -1117,7 +1140,8 @@ def _ranking_table(result: SweepResult) -> str:
     ranked = t.sort_values(col, ascending=False, na_position="last")
     cols = ["trial", "status", *result.spec.swept, *([] if "seed" in result.spec.swept else ["seed"]), "env_steps",
             "episodes", "final_return_10", "best_return_10",
-            *(["final_eval_return", "best_eval_return"] if result.spec.metric == "eval_return" else []), "exploits"]
+            *(["final_eval_return", "best_eval_return"] if result.spec.metric == "eval_return" else []), "exploits",
+            *(["error"] if "error" in t.columns else [])]
 
     def cell(v: Any) -> str:
         return f"{v:,.1f}" if isinstance(v, float) else html.escape(str(v))

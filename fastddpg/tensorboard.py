@@ -13,12 +13,14 @@ a text table. W&B users: ``wandb sync --sync-tensorboard RUN_DIR/tensorboard``.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .config import Config, ConfigError
+from .fileio import naming
 from .schema import UPDATE_KEYS, UPDATE_RATES
 
 TENSORBOARD_DIR = "tensorboard"
@@ -44,6 +46,7 @@ class TensorBoardWriter:
         self.path = Path(run_dir) / TENSORBOARD_DIR
         self.writer = SummaryWriter(str(self.path))
         self.cfg = cfg
+        _quiet_writer_thread_errors()
 
     def at_start(self, trainer: Any) -> None:
         if trainer.global_step == 0:  # a resumed run's files already have them
@@ -71,10 +74,27 @@ class TensorBoardWriter:
                     self.writer.add_scalar(f"charts/{key}", value, step)
                 elif key not in UPDATE_KEYS and key not in UPDATE_RATES:
                     self.writer.add_scalar(f"losses/{key}", value, step)
-        self.writer.flush()
+        with naming(self.path):  # a write error of the writer thread comes out here (the event file has no name)
+            self.writer.flush()
 
     def at_end(self, trainer: Any) -> None:
         self.writer.close()
+
+
+def _quiet_writer_thread_errors() -> None:
+    """TensorBoard's writer thread hands a write error (a full disk...) to ``threading.excepthook``, which prints
+    a traceback; the next flush raises the same error in the training thread, where it becomes one line
+    (`fastddpg.failsafe.RunDirError`). Print nothing for it there; every other thread error as before."""
+    previous = threading.excepthook
+    if getattr(previous, "fastddpg_tensorboard", False):
+        return
+
+    def hook(args: Any) -> None:
+        if not (isinstance(args.exc_value, OSError) and type(args.thread).__name__ == "_AsyncWriterThread"):
+            previous(args)
+
+    hook.fastddpg_tensorboard = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def read_scalars(run_dir: str | Path) -> pd.DataFrame:
