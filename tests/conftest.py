@@ -63,3 +63,17 @@ def make_learner(obs_dim, act_dim, hidden, low, high, actor_lr=1e-3, critic_lr=1
     if num_critics == 1:
         return DDPG(obs_dim, act_dim, hidden, low, high, device, hp, layer_norm)
     return TD3(obs_dim, act_dim, hidden, low, high, device, hp, layer_norm, policy_delay=policy_delay)
+
+
+def stop_at(monkeypatch, step: int, action) -> None:
+    """Make the trainer call ``action()`` right after the flush at env step ``step``."""
+    from fastddpg.trainer import Trainer
+
+    original = Trainer.flush
+
+    def flush(self):
+        original(self)
+        if self.global_step == step:
+            action()
+
+    monkeypatch.setattr(Trainer, "flush", flush)

@@ -34,7 +34,7 @@ from fastddpg.failsafe import RUNDIR_EXIT_CODE, RunDirError
 from fastddpg.fileio import IO_EXIT_CODE, TMP_SUFFIX, os_error_of
 from fastddpg.rundir import load_run
 from fastddpg.trainer import Trainer
-from tests.test_resume import stop_at  # stop_at(monkeypatch, step, action): action() after the report at step
+from tests.conftest import stop_at  # stop_at(monkeypatch, step, action): action() after the report at step
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_ID = "FastDDPGTest/OSErrFixed-v0"

@@ -19,7 +19,7 @@ import pytest
 from fastddpg import load_run
 from fastddpg.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint
 from fastddpg.cli import main
-from fastddpg.trainer import Trainer
+from tests.conftest import stop_at
 
 FIXED_ID = "FastDDPGTest/Fixed-v0"
 EPISODE_LEN = 10
@@ -51,18 +51,6 @@ BASE = ["run", "--env", FIXED_ID, "--num-envs", "2", "--total-steps", "200", "--
         "8", "--replay-size", "1000", "--start-steps", "40", "--update-after", "20", "--updates-per-step", "0.5",
         "--log-every", "20", "--probe-n", "4", "--probe-every-episodes", "4", "--device", "cpu", "--compile", "off",
         "--quiet"]
-
-
-def stop_at(monkeypatch, step: int, action) -> None:
-    """Make the trainer call ``action()`` right after the flush at env step ``step``."""
-    original = Trainer.flush
-
-    def flush(self):
-        original(self)
-        if self.global_step == step:
-            action()
-
-    monkeypatch.setattr(Trainer, "flush", flush)
 
 
 def assert_tables_continuous(run_dir: Path, episodes: int) -> pd.DataFrame:
