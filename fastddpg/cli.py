@@ -183,9 +183,28 @@ class _VersionAction(argparse.Action):
             except PackageNotFoundError:
                 return "not installed"
 
-        print(f"fastddpg {__version__} (torch {installed('torch')}, gymnasium {installed('gymnasium')}, "
+        print(f"fastddpg {__version__} (torch {torch_version() or installed('torch')}, gymnasium "
+              f"{installed('gymnasium')}, "
               f"python {platform.python_version()})")
         parser.exit()
+
+
+def torch_version() -> str | None:
+    """torch's ``__version__`` as ``torch/version.py`` records it (with the build's local tag, e.g. ``+cu130``, which
+    the package metadata of a wheel from the plain index lacks), read without importing torch; None if not found."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("torch")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            text = (Path(folder) / "version.py").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+        if found:
+            return found.group(1)
+    return None
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
