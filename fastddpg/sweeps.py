@@ -53,6 +53,7 @@ import math
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -429,6 +430,10 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any], hook: Callable[..., 
     """Tune's function trainable: one fastddpg run in ``ROOT/trials/<trial id>``, reporting at every report."""
     sweep = SweepSpec(**spec)
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(max(1, int(sweep.cpus_per_trial))))
+    if "torch" in sys.modules:  # an actor Tune reuses (reuse_actors): the last trial's compiled graphs go, so
+        import torch  # they never count toward dynamo's recompile limit (its on-disk kernel cache stays)
+
+        torch._dynamo.reset()
     from ray import tune
 
     from .api import run_to_end
@@ -784,8 +789,11 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, hook: Callable[..., None
             pbt = spec.scheduler == "pbt"
             tuner = tune.Tuner(
                 _trainable(spec, hook), param_space=_param_space(spec),
+                # reuse_actors: a finished trial's worker takes the next trial, so torch and fastddpg are imported
+                # once per worker, not once per trial; each trial still builds its own Trainer (threads, seeds,
+                # run directory)
                 tune_config=tune.TuneConfig(metric=spec.metric, mode="max", scheduler=_scheduler(spec),
-                                            num_samples=spec.num_samples,
+                                            num_samples=spec.num_samples, reuse_actors=True,
                                             max_concurrent_trials=spec.max_concurrent or None,
                                             trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(spec.root), verbose=verbose,

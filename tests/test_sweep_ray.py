@@ -51,19 +51,25 @@ def test_a_grid_of_seeds_and_learning_rates(tmp_path, local_ray):
     titles = [figure_title(f) for f in read_report_figures(out / "report.html")]
     assert any("mean over seeds" in t for t in titles)
 
-    # a trial is the run `train` makes of its config
-    trial = load_run(dirs[0])
-    threads = torch.get_num_threads()
-    try:
-        plain = train(Config.from_dict({**trial.config.to_dict(), "run_dir": str(tmp_path / "plain")}))
-    finally:
-        torch.set_num_threads(threads)
-    again = load_run(plain.run_dir)
-    pd.testing.assert_frame_equal(trial.episodes.drop(columns="wall_time"), again.episodes.drop(columns="wall_time"),
-                                  check_exact=True)
-    pd.testing.assert_frame_equal(trial.updates.drop(columns=TIMING), again.updates.drop(columns=TIMING),
-                                  check_exact=True)
-    pd.testing.assert_frame_equal(trial.probes, again.probes, check_exact=True)
+    # Tune reuses a finished trial's worker for the next trial: 4 trials, 2 at a time, at most 2 worker processes
+    pids = {name: {json.loads(line)["pid"] for line in (out / "tune" / name / "result.json").read_text().splitlines()}
+            for name in (d.name for d in dirs)}
+    assert len(set().union(*pids.values())) <= 2, pids
+    # and a trial, in a fresh worker or a reused one, is the run `train` makes of its config (its own seed, threads)
+    for d in (dirs[0], dirs[-1]):
+        trial = load_run(d)
+        assert json.loads((d / "summary.json").read_text())["threads"] == 1  # --cpus-per-trial 1
+        threads = torch.get_num_threads()
+        try:
+            plain = train(Config.from_dict({**trial.config.to_dict(), "run_dir": str(tmp_path / f"plain-{d.name}")}))
+        finally:
+            torch.set_num_threads(threads)
+        again = load_run(plain.run_dir)
+        pd.testing.assert_frame_equal(trial.episodes.drop(columns="wall_time"),
+                                      again.episodes.drop(columns="wall_time"), check_exact=True)
+        pd.testing.assert_frame_equal(trial.updates.drop(columns=TIMING), again.updates.drop(columns=TIMING),
+                                      check_exact=True)
+        pd.testing.assert_frame_equal(trial.probes, again.probes, check_exact=True)
 
 
 def test_pbt_exploits_through_fastddpg_checkpoints(tmp_path, local_ray):
