@@ -77,3 +77,14 @@ def stop_at(monkeypatch, step: int, action) -> None:
             action()
 
     monkeypatch.setattr(Trainer, "flush", flush)
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One private local Ray (2 CPUs, no dashboard) for every in-process Ray test of the run: started by the first
+    test that asks for it, shut down at the end (each start costs seconds)."""
+    ray = pytest.importorskip("ray", reason="Ray Tune is not installed (pip install -e '.[sweep]')")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+

@@ -510,10 +510,9 @@ def test_real_full_filesystem(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_trial_on_a_full_disk(tmp_path):
+def test_sweep_trial_on_a_full_disk(tmp_path, local_ray):
     """A trial whose run directory fills up ends with the one line in trials.csv, the report and result.errors."""
-    ray = pytest.importorskip("ray", reason="Ray Tune is not installed (pip install -e '.[sweep]')")
-    pytest.importorskip("ray.tune")
+    pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install -e '.[sweep]')")
     import pandas as pd
 
     def full_disk(trainer, metrics):  # runs in the trial's process, at a report: as a write there would fail
@@ -523,11 +522,7 @@ def test_sweep_trial_on_a_full_disk(tmp_path):
     tiny = dict(env="Pendulum-v1", num_envs=2, total_steps=800, log_every=200, hidden_sizes=(16,), batch_size=32,
                 start_steps=200, update_after=200, updates_per_step=0.25, device="cpu", compile="off",
                 checkpoint_every=200)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
-        result = fastddpg.sweep(Config(**tiny), {"seed": [0, 1]}, out=tmp_path / "s", report_hook=full_disk)
-    finally:
-        ray.shutdown()
+    result = fastddpg.sweep(Config(**tiny), {"seed": [0, 1]}, out=tmp_path / "s", report_hook=full_disk)
     trials = pd.read_csv(tmp_path / "s" / "trials.csv", keep_default_na=False).set_index("seed")
     line = trials.loc[1, "error"]
     run_dir = Path(trials.loc[1, "run_dir"])

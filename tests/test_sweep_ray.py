@@ -1,8 +1,7 @@
 """Sweeps on a real (local) Ray: a 2 x 2 grid whose trials are the runs `train` makes, PBT exploiting through
 fastddpg's checkpoints, ASHA stopping the worst trial, population trials reporting their members' returns, and
-nothing else. One local Ray
-(2 CPUs, no dashboard) serves the in-process tests of this module; the resume test runs the CLI in its own
-processes (tests/test_sweep_cluster.py)."""
+nothing else. One local Ray (2 CPUs, no dashboard: tests/conftest.py's session fixture `local_ray`) serves every
+in-process Ray test of the run; the resume test runs the CLI in its own processes (tests/test_sweep_cluster.py)."""
 
 from __future__ import annotations
 
@@ -29,13 +28,6 @@ TRIAL_COLUMNS = ["trial", "status", "env_steps", "episodes", "final_return_10", 
                  "wall_time_s", "run_dir"]
 RUN_FILES = ("config.json", "episodes.csv", "updates.csv", "probes.csv", "actor.pt", "critic.pt", "summary.json",
              "report.html", REPORTS_FILE)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    yield
-    ray.shutdown()
 
 
 def test_a_grid_of_seeds_and_learning_rates(tmp_path, local_ray):
