@@ -10,8 +10,10 @@ episodes as the evaluation. Each episode contributes its reset frame and one fra
 from __future__ import annotations
 
 import datetime
+import errno
 import itertools
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError
+from .fileio import os_error_of
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -122,12 +125,28 @@ def record_video(actor: torch.nn.Module, env_id: str, run_dir: str | Path, episo
                 for frame in itertools.chain([first], frames):
                     writer.append_data(frame)
                     n += 1
-        except BaseException:
+        except BaseException as e:
+            full = encoder_disk_error(e, path)  # before the partial file goes, which frees its space
             path.unlink(missing_ok=True)
+            if full is not None:
+                raise full from e
             raise
     finally:
         env.close()
     return path, n
+
+
+def encoder_disk_error(exc: BaseException, path: Path, free_below: int = 1 << 20) -> OSError | None:
+    """ENOSPC for ``path`` when ``exc`` is how a full disk shows through the video encoder, else None. ffmpeg writes
+    the mp4 in its own process, so a full disk reaches imageio as a broken pipe or an encoder error, never as
+    ENOSPC: when the file's filesystem has less than ``free_below`` bytes left, that is the cause."""
+    if not isinstance(exc, Exception) or os_error_of(exc) is not None:  # Ctrl-C, or a write error already plain
+        return None
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) if free < free_below else None
 
 
 def newest_video(run_dir: str | Path) -> Path | None:

@@ -533,3 +533,41 @@ def test_sweep_trial_on_a_full_disk(tmp_path, local_ray):
     import html
 
     assert html.escape(line) in (tmp_path / "s" / "report.html").read_text()
+
+
+def test_video_encoder_on_a_full_disk(tmp_path, monkeypatch):
+    """ffmpeg writes the mp4 in its own process, so a full disk reaches fastddpg as a broken pipe: with the disk
+    full that becomes ENOSPC naming the video (one line, exit 74, via the CLI's OSError path) and the partial file
+    goes; with space left the encoder's own error passes through unchanged."""
+    pytest.importorskip("pygame", reason="the video extra is not installed")
+    imageio = pytest.importorskip("imageio.v2", reason="the video extra is not installed")
+    from fastddpg import video
+    from fastddpg.networks import Actor
+
+    class BrokenEncoder:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def append_data(self, frame):
+            raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    def get_writer(path, **kwargs):
+        Path(path).write_bytes(b"partial")
+        return BrokenEncoder()
+
+    monkeypatch.setattr(imageio, "get_writer", get_writer)
+    actor = Actor(3, 1, (8,), torch.tensor([-2.0]), torch.tensor([2.0]))
+    for free, expected in ((0, errno.ENOSPC), (10**9, errno.EPIPE)):
+        monkeypatch.setattr(video.shutil, "disk_usage", lambda p, free=free: shutil._ntuple_diskusage(10**9, 0, free))
+        with pytest.raises(OSError) as caught:
+            video.record_video(actor, "Pendulum-v1", tmp_path, 1, 0)
+        assert caught.value.errno == expected
+        assert not [p for p in (tmp_path / "videos").iterdir()]  # the partial file is gone either way
+    monkeypatch.setattr(video.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 0, 0))
+    with pytest.raises(OSError) as caught:
+        video.record_video(actor, "Pendulum-v1", tmp_path, 1, 0)
+    assert caught.value.filename.startswith(str(tmp_path / "videos"))
+    assert fileio.os_error_line(caught.value).endswith("No space left on device (ENOSPC)")
