@@ -77,3 +77,25 @@ def test_learned_q_follows_the_bellman_equation_of_the_end_flag(algo):
     # the one flag moves Q(1) by gamma Q(0) = 1 and Q(0) by gamma (Q(1)_truncated - Q(1)_terminated) = 1/2
     assert got["truncated"][1] - got["terminated"][1] == pytest.approx(1.0, abs=0.15)
     assert got["truncated"][0] - got["terminated"][0] == pytest.approx(0.5, abs=0.15)
+
+
+def test_stored_transitions_resimulate_on_a_terminating_mujoco_env():
+    """InvertedPendulum-v5 terminates when the pole falls and acts in [-3, 3]; its observation is the whole MuJoCo
+    state (qpos, qvel), so every stored (s, a) can be replayed in a fresh env: s', r and d must be what the env
+    gives, on random and on actor + noise steps alike, across the autoreset rows."""
+    pytest.importorskip("mujoco", reason="pip install 'fastddpg[mujoco]'")
+    cfg = Config(env="InvertedPendulum-v5", algo="td3", num_envs=2, total_steps=1200, start_steps=400,
+                 update_after=10**9, hidden_sizes=(16,), device="cpu", probe_n=4, compile="off", quiet=True, seed=0)
+    trainer = Trainer(cfg)
+    trainer.train()
+    td = trainer.buffer.storage[: len(trainer.buffer)]
+    obs, act, rew, nxt, term = (td[k].numpy().astype(np.float64) for k in
+                                ("obs", "action", "reward", "next_obs", "terminated"))
+    env = gym.make("InvertedPendulum-v5").unwrapped
+    env.reset(seed=0)
+    assert term.sum() > 10 and act.min() < -2.0 and act.max() > 2.0  # many terminations; the whole action range
+    for i in range(len(obs)):
+        env.set_state(obs[i, :2], obs[i, 2:])
+        sim_next, r, terminated, _, _ = env.step(act[i])
+        np.testing.assert_allclose(sim_next, nxt[i], atol=1e-5)
+        assert (r, float(terminated)) == (rew[i, 0], term[i, 0])
