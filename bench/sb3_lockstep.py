@@ -2,7 +2,7 @@
 
 Run it with the SB3 venv and this repository on the path (fastddpg's update needs only torch):
 
-    PYTHONPATH=$PWD OMP_NUM_THREADS=1 /tmp/vsb3/bin/python bench/sb3_lockstep.py --algo td3 --updates 300
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 SB3_VENV/bin/python bench/sb3_lockstep.py --algo td3 --updates 2000 --double
 
 What it does: builds SB3's TD3 (or DDPG) on ``--env-id`` (InvertedPendulum-v5: actions in [-3, 3]) with the
 notebook's hyperparameters and no gradient clipping on either side, copies SB3's initial actor and critic weights
