@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import venv
+from pathlib import Path
+
 import numpy as np
 import torch
 
+SB3_VENV = Path(__file__).resolve().parent / ".sb3-venv"
 WINDOW = 10  # the notebook's moving-average window over episodes
 
 
@@ -23,3 +28,14 @@ def moving_mean(values: list[float], window: int = WINDOW) -> list[float]:
         lo = i - window
         out.append(float((c[i] - (c[lo] if lo >= 0 else 0.0)) / min(i + 1, window)))
     return out
+
+
+def sb3_python(path: Path = SB3_VENV) -> Path:
+    """The python of a virtual environment with torch 2.13.0 (CPU), stable-baselines3 and gymnasium[mujoco], made at
+    ``path`` (bench/.sb3-venv) on first use: SB3 runs there, apart from fastddpg's environment."""
+    python = path / "bin" / "python"
+    if not python.exists():
+        venv.create(path, with_pip=True)
+        for req in (["torch==2.13.0"], ["stable-baselines3", "gymnasium[mujoco]"]):
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *req], check=True)
+    return python

@@ -25,17 +25,16 @@ import statistics
 import subprocess
 import sys
 import time
-import venv
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import SB3_VENV, sb3_python
 from bench.curve import mean_ci95
 from bench.workers import run_workers
 
 ROOT = Path(__file__).resolve().parent.parent
-SB3_VENV = ROOT / "bench" / ".sb3-venv"
 ENV_ID = "HalfCheetah-v5"
 EVAL_EPISODES = 10
 HYPER = {"batch_size": 256, "lr": 3e-4, "learning_starts": 25_000, "exploration_noise": 0.1, "policy_noise": 0.2,
@@ -111,12 +110,8 @@ def fastddpg_run(seed: int, steps: int, threads: int) -> dict[str, Any]:
 
 
 def ensure_sb3_venv() -> Path:
-    """bench/.sb3-venv with torch 2.13.0 (CPU), stable-baselines3 and gymnasium[mujoco]; its python."""
-    python = SB3_VENV / "bin" / "python"
-    if not python.exists():
-        venv.create(SB3_VENV, with_pip=True)
-        for req in (["torch==2.13.0"], ["stable-baselines3", "gymnasium[mujoco]"]):
-            subprocess.run([str(python), "-m", "pip", "install", "-q", *req], check=True)
+    """bench/.sb3-venv (`bench.common.sb3_python`) with this script's SB3 runner in it; its python."""
+    python = sb3_python(SB3_VENV)
     runner = SB3_VENV / "runner.py"
     if not runner.exists() or runner.read_text() != SB3_RUNNER:
         runner.write_text(SB3_RUNNER)

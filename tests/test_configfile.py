@@ -133,3 +133,9 @@ def test_run_help_groups_flags_as_config_does():
         fields = {f.name for f in dataclasses.fields(Config) if f.metadata.get("group", "training") == name}
         assert groups[title] == fields, name
     assert {"config", "dry_run", "resume"} <= groups["options"]
+
+
+def test_shipped_inverted_pendulum_config_is_the_notebooks_without_clipping():
+    cfg = cfg_of("--config", str(CONFIGS / "inverted_pendulum_td3.toml"))
+    want = Config(env="InvertedPendulum-v5", algo="td3", num_envs=1, total_steps=15_000, seed=0, grad_clip_norm=0.0)
+    assert cfg == want

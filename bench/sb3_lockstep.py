@@ -1,0 +1,176 @@
+"""fastddpg's update against Stable-Baselines3's, one update at a time, from the same weights on the same batches.
+
+Run it with the SB3 venv and this repository on the path (fastddpg's update needs only torch):
+
+    PYTHONPATH=$PWD OMP_NUM_THREADS=1 SB3_VENV/bin/python bench/sb3_lockstep.py --algo td3 --updates 2000 --double
+
+What it does: builds SB3's TD3 (or DDPG) on ``--env-id`` (InvertedPendulum-v5: actions in [-3, 3]) with the
+notebook's hyperparameters and no gradient clipping on either side, copies SB3's initial actor and critic weights
+into fastddpg's networks, collects a fixed data set of random-action transitions, then runs ``--updates`` updates
+on both, each on the same batch (and, for TD3, the same target smoothing noise: both draw it from torch's global
+RNG, re-seeded before each update). After selected updates it prints how far the two have drifted apart: the
+largest difference of Q_1 and of the actor's output on the data set, relative to their scale.
+
+Two fastddpg variants, side by side:
+
+- ``normalized``: fastddpg built with bounds [-1, 1] and fed SB3's normalized actions: the parametrisation SB3
+  uses. If fastddpg's math equals SB3's, this stays at float rounding (~1e-6).
+- ``env``: fastddpg as it runs on the env: bounds [low, high], its critic takes env-unit actions. The critic's
+  first-layer action columns are divided by the action scale, so it starts as the same function as SB3's critic;
+  from there Adam's steps differ (a reparametrisation is not Adam-invariant), and this measures by how much.
+
+Prints one JSON line with the per-checkpoint drifts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import DDPG, TD3
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.type_aliases import ReplayBufferSamples
+
+from fastddpg.algos import DDPG as FastDDPG
+from fastddpg.algos import TD3 as FastTD3
+from fastddpg.update import AdamHyper, Batch, Hyper, ddpg_update, td3_update
+
+CHECKPOINTS = (1, 2, 10, 50, 100, 200, 300, 500, 1000, 2000)
+
+
+def collect(env_id: str, steps: int, seed: int) -> dict[str, torch.Tensor]:
+    """``steps`` random-action transitions of ``env_id``: obs, action (env units), reward, next_obs, terminated."""
+    env = gym.make(env_id)
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed)
+    rows: dict[str, list] = {"obs": [], "action": [], "reward": [], "next_obs": [], "terminated": []}
+    for _ in range(steps):
+        a = env.action_space.sample()
+        nxt, r, term, trunc, _ = env.step(a)
+        for k, v in zip(rows, (obs, a, [r], nxt, [float(term)]), strict=True):
+            rows[k].append(np.asarray(v, dtype=np.float32))
+        obs = env.reset()[0] if term or trunc else nxt
+    return {k: torch.as_tensor(np.stack(v)) for k, v in rows.items()}
+
+
+def copy_weights(model, fast, scale: torch.Tensor, obs_dim: int) -> None:
+    """SB3's actor, critics and targets into fastddpg's modules. ``scale`` (act_dim,): the critic's action input
+    columns are divided by it (1 for the normalized variant)."""
+    sb_layers = [m for m in model.actor.mu if isinstance(m, torch.nn.Linear)]
+    fast_layers = [m for m in fast.actor.net if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for s, f in zip(sb_layers, fast_layers, strict=True):
+            f.weight.copy_(s.weight)
+            f.bias.copy_(s.bias)
+        qnets = model.critic.q_networks
+        for c, q in enumerate(qnets):
+            sb = [m for m in q if isinstance(m, torch.nn.Linear)]
+            fl = [m for m in fast.critic.net if hasattr(m, "weight") and m.weight.dim() >= 2]
+            for i, (s, f) in enumerate(zip(sb, fl, strict=True)):
+                w = s.weight.clone()
+                if i == 0:
+                    w[:, obs_dim:] /= scale
+                if f.weight.dim() == 3:  # TwinCritic's StackedLinear: (K, in, out), bias (K, 1, out)
+                    f.weight[c].copy_(w.T)
+                    f.bias[c, 0].copy_(s.bias)
+                else:
+                    f.weight.copy_(w)
+                    f.bias.copy_(s.bias)
+        fast.target_actor.load_state_dict(fast.actor.state_dict())
+        fast.target_critic.load_state_dict(fast.critic.state_dict())
+
+
+def to_double(model, fast) -> None:
+    """Both sides in float64 (SB3's observation preprocessing casts to float32, so it is bypassed)."""
+    import stable_baselines3.common.policies as sb3_policies
+
+    sb3_policies.preprocess_obs = lambda obs, space, normalize_images=True: obs
+    model.policy.double()
+    for m in fast.modules().values():
+        m.double()
+    fast.action_low, fast.action_high = fast.action_low.double(), fast.action_high.double()
+    fast._bind_state(optim=None)
+    for opt in fast.state["optim"].values():  # fastddpg counts Adam's steps in float32: in float64 here too
+        opt["step"] = opt["step"].double()
+
+
+def drift(model, fast, data: dict[str, torch.Tensor], scale: torch.Tensor, bias: torch.Tensor,
+          normalized: bool) -> dict[str, float]:
+    """max |Q1_sb3 - Q1_fast| / mean |Q1_sb3| and max |mu_sb3 - mu_fast| (normalized units) on the data set."""
+    with torch.no_grad():
+        a_norm = (data["action"] - bias) / scale
+        q_sb = model.critic.q1_forward(data["obs"], a_norm)
+        q_fast = fast.q1(data["obs"], a_norm if normalized else data["action"])
+        mu_sb = model.actor(data["obs"])
+        mu_fast = fast.actor(data["obs"])
+        if not normalized:
+            mu_fast = (mu_fast - bias) / scale
+        return {"q_rel": float((q_sb - q_fast).abs().max() / q_sb.abs().mean().clamp_min(1e-8)),
+                "mu_abs": float((mu_sb - mu_fast).abs().max()),
+                "q_sb3_mean": float(q_sb.mean()), "q_fast_mean": float(q_fast.mean())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--algo", choices=("td3", "ddpg"), default="td3")
+    p.add_argument("--env-id", default="InvertedPendulum-v5")
+    p.add_argument("--updates", type=int, default=300)
+    p.add_argument("--data", type=int, default=5000, help="random-action transitions to sample batches from")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", choices=("normalized", "env"), default="normalized")
+    p.add_argument("--grad-clip-norm", type=float, default=0.0, help="fastddpg's (SB3 has none)")
+    p.add_argument("--double", action="store_true",
+                   help="both sides in float64: rounding then cannot explain a drift of more than ~1e-12")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    env = gym.make(a.env_id)
+    low = torch.as_tensor(env.action_space.low, dtype=torch.float32)
+    high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
+    scale, bias = (high - low) / 2, (high + low) / 2
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    cls = TD3 if a.algo == "td3" else DDPG
+    model = cls("MlpPolicy", env, learning_rate=1e-3, batch_size=128, tau=0.005, gamma=0.99, learning_starts=0,
+                policy_kwargs={"net_arch": [256, 256]}, seed=a.seed, device="cpu")
+    model.set_logger(configure(None, []))
+    normalized = a.variant == "normalized"
+    lo, hi = (-torch.ones(act_dim), torch.ones(act_dim)) if normalized else (low, high)
+    hyper = Hyper(0.99, 0.005, a.grad_clip_norm, AdamHyper(1e-3), AdamHyper(1e-3), 0.2, 0.5)
+    fast_cls = FastTD3 if a.algo == "td3" else FastDDPG
+    fast = fast_cls(obs_dim, act_dim, (256, 256), lo, hi, torch.device("cpu"), hyper,
+                    **({"policy_delay": 2} if a.algo == "td3" else {}))
+    copy_weights(model, fast, torch.ones(act_dim) if normalized else scale, obs_dim)
+    data = collect(a.env_id, a.data, a.seed)
+    if a.double:
+        to_double(model, fast)
+        data = {k: v.double() for k, v in data.items()}
+        scale, bias = scale.double(), bias.double()
+    gen = torch.Generator().manual_seed(a.seed)
+    out = {"algo": a.algo, "env_id": a.env_id, "variant": a.variant, "grad_clip_norm": a.grad_clip_norm,
+           "at_start": drift(model, fast, data, scale, bias, normalized), "after": {}}
+    policy_noise = model.target_policy_noise if a.algo == "td3" else 0.0
+    for u in range(1, a.updates + 1):
+        idx = torch.randint(0, a.data, (128,), generator=gen)
+        b = {k: v[idx] for k, v in data.items()}
+        a_norm = (b["action"] - bias) / scale
+        samples = ReplayBufferSamples(b["obs"], a_norm, b["next_obs"], b["terminated"], b["reward"])
+        model.replay_buffer.sample = lambda *args, s=samples, **kw: s
+        torch.manual_seed(10_000 + u)
+        model.train(gradient_steps=1, batch_size=128)
+        batch = Batch(b["obs"], a_norm if normalized else b["action"], b["reward"], b["next_obs"], b["terminated"])
+        if a.algo == "td3":
+            torch.manual_seed(10_000 + u)  # SB3 draws normal_(0, policy_noise) on a (B, act_dim) tensor
+            eps = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_(0, policy_noise) / policy_noise
+            td3_update(fast.nets, fast.state, batch, eps, hyper, actor_step=fast.is_actor_step(u))
+        else:
+            ddpg_update(fast.nets, fast.state, batch, hyper)
+        if u in CHECKPOINTS or u == a.updates:
+            out["after"][u] = drift(model, fast, data, scale, bias, normalized)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
