@@ -62,12 +62,12 @@ def test_replay_ratio_counts_updates_per_transition(num_envs, ups, expected_upda
 
 
 def test_same_seed_same_returns_on_cpu():
-    cfg = Config(num_envs=2, total_steps=1600, start_steps=400, update_after=200, hidden_sizes=(32, 32),
-                 device="cpu", seed=7)
+    cfg = Config(num_envs=2, total_steps=800, start_steps=400, update_after=200, hidden_sizes=(32, 32),
+                 device="cpu", seed=7)  # 600 updates each; the last 400 env steps act with the learned policy
     a = train(cfg).episodes["return"].to_numpy()
     b = train(cfg).episodes["return"].to_numpy()
     c = train(cfg, seed=8).episodes["return"].to_numpy()
-    assert len(a) == 8
+    assert len(a) == 4
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
 
