@@ -166,7 +166,8 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 
 class _VersionAction(argparse.Action):
-    """``fastddpg --version``: the versions are read from package metadata, so no torch is imported."""
+    """``fastddpg --version``: torch's version is read from ``torch/version.py`` (`torch_version`), the others from
+    package metadata, so no torch is imported."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
@@ -507,12 +508,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fastddpg: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a file that cannot be written (a full disk...): one line, never a traceback
+        from .failsafe import RunDirError
         from .fileio import IO_EXIT_CODE, os_error_line, os_error_of
 
         err = os_error_of(e)
         if err is None:
             raise
-        line = str(err) if hasattr(err, "run_dir") else os_error_line(err)  # a RunDirError says it all
+        line = str(err) if isinstance(err, RunDirError) else os_error_line(err)  # a RunDirError says it all
         print(f"fastddpg: error: {line}", file=sys.stderr)
         return IO_EXIT_CODE
     parser.error(f"unknown command {args.command}")

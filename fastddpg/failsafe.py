@@ -34,9 +34,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .fileio import IO_EXIT_CODE, errno_words
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NONFINITE_EXIT_CODE = 3
-RUNDIR_EXIT_CODE = 74  # fileio.IO_EXIT_CODE (EX_IOERR): kept equal by tests/test_oserrors.py
+RUNDIR_EXIT_CODE = IO_EXIT_CODE  # 74, EX_IOERR: the exit code of every OS error writing files
 _COLUMNS = ("obs", "action", "reward", "next_obs", "terminated")  # Batch field order
 
 
@@ -113,10 +115,8 @@ class RunDirError(OSError):
         return f"fastddpg run --resume {shlex.quote(str(self.run_dir))}"
 
     def __str__(self) -> str:
-        name = errno.errorcode.get(self.errno or 0, "")
-        words = f"{self.strerror} ({name})" if name else str(self.strerror)
         what = self.filename if self.filename is not None else f"a file in {self.run_dir}"
-        failed = f"cannot write {what}: {words} at env step {self.global_step:,}"
+        failed = f"cannot write {what}: {errno_words(self)} at env step {self.global_step:,}"
         if not self.run_dir_exists:
             return (f"{failed}; the run directory {self.run_dir} no longer exists, so nothing of this run is left to "
                     "resume: restore the directory, or start a new run")

@@ -25,7 +25,6 @@ AUTO_RUN_DIR = "auto"  # Config.run_dir value for the default name, runs/<env>__
 TABLES = ("episodes", "updates", "probes")
 
 
-
 class EpisodeRow(NamedTuple):
     """One finished episode, by name: a row of episodes.csv. ``member`` is 0 in a single run, whose files have no
     member column; ``return_`` is the column "return" (a Python keyword). Rows of a run are kept in the order

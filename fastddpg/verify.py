@@ -89,14 +89,15 @@ class VerifySetup:
 
 
 def build_setup(algo: str, device: torch.device, updates: int, batch_size: int, hidden_sizes: tuple[int, ...],
-                seed: int = 0, buffer_size: int = 4096, warmup: int = WARMUP_UPDATES, members: int = 1
-                ) -> VerifySetup:
-    """A learner initialised from ``seed`` (``members`` > 1: a population, member k from seed + k) and given
+                seed: int = 0, buffer_size: int = 4096, warmup: int = WARMUP_UPDATES, members: int = 1,
+                layer_norm: bool = False) -> VerifySetup:
+    """A learner initialised from ``seed`` (``members`` > 1: a population, member k from seed + k; ``layer_norm``:
+    LayerNorm networks) and given
     ``warmup`` eager updates, and ``updates`` further batches of Pendulum-shaped rows to verify on.
 
     All random numbers come from a CPU generator and are then moved to ``device``, so every device verifies
     the same numbers."""
-    cfg = Config(algo=algo, batch_size=batch_size, hidden_sizes=hidden_sizes, seed=seed)
+    cfg = Config(algo=algo, batch_size=batch_size, hidden_sizes=hidden_sizes, seed=seed, layer_norm=layer_norm)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     low, high = torch.full((ACT_DIM,), -ACTION_BOUND), torch.full((ACT_DIM,), ACTION_BOUND)

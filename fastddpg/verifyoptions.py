@@ -24,6 +24,7 @@ RTOL = 1e-4
 ACT_ATOL = 1e-5  # the acting step is one forward pass: no accumulation over updates
 ACT_RTOL = 1e-5
 
+
 @dataclass
 class VerifyOptions:
     """What `fastddpg verify` takes (see `fastddpg verify --help`)."""

@@ -49,11 +49,9 @@ def build(case: str, compiled: bool = False, **overrides: Any) -> dict[str, Any]
 
     spec = CASES[case]
     torch._dynamo.reset()
-    setup = build_setup(spec["algo"], torch.device("cpu"), UPDATES, BATCH, HIDDEN, SEED, warmup=0)
+    setup = build_setup(spec["algo"], torch.device("cpu"), UPDATES, BATCH, HIDDEN, SEED, warmup=0,
+                        layer_norm=spec.get("layer_norm", False))
     learner = setup.learner
-    if spec.get("layer_norm"):  # build_setup makes plain networks: rebuild this case's with LayerNorm, same seed
-        setup = _with_layer_norm(setup)
-        learner = setup.learner
     for group in ("critic", "target_critic"):  # Q at a mid-training scale, so that gamma weighs in the target
         list(learner.state[group].values())[-1].add_(Q_OFFSET)
     fns = setup.raw_update_fns(learner, **overrides)
@@ -105,19 +103,6 @@ def _rows(setup: Any) -> torch.Tensor:
     if setup.learner.eps_dim:
         rows = torch.cat([rows, torch.randn(n, BATCH, setup.learner.eps_dim, generator=gen)], dim=-1)
     return rows
-
-
-def _with_layer_norm(setup: Any) -> Any:
-    import dataclasses
-
-    from fastddpg.algos import algorithm_class
-    from fastddpg.verify import ACT_DIM, ACTION_BOUND, OBS_DIM
-
-    cfg = dataclasses.replace(setup.cfg, layer_norm=True)
-    torch.manual_seed(SEED)
-    low, high = torch.full((ACT_DIM,), -ACTION_BOUND), torch.full((ACT_DIM,), ACTION_BOUND)
-    learner = algorithm_class(cfg.algo).from_config(cfg, OBS_DIM, ACT_DIM, low, high, torch.device("cpu"))
-    return dataclasses.replace(setup, learner=learner, cfg=cfg)
 
 
 def deviation(now: dict[str, Any], want: dict[str, Any]) -> tuple[float, str]:
