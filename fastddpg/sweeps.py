@@ -791,9 +791,11 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, hook: Callable[..., None
                 _trainable(spec, hook), param_space=_param_space(spec),
                 # reuse_actors: a finished trial's worker takes the next trial, so torch and fastddpg are imported
                 # once per worker, not once per trial; each trial still builds its own Trainer (threads, seeds,
-                # run directory)
+                # run directory). Only without an early-stopping scheduler: ASHA's stop and PBT's exploit would
+                # reuse a worker whose trial is still training, and Tune errors that trial unless its thread ends
+                # within 2 s (TUNE_FUNCTION_THREAD_TIMEOUT_S), which a loaded machine or a long report misses.
                 tune_config=tune.TuneConfig(metric=spec.metric, mode="max", scheduler=_scheduler(spec),
-                                            num_samples=spec.num_samples, reuse_actors=True,
+                                            num_samples=spec.num_samples, reuse_actors=spec.scheduler == "none",
                                             max_concurrent_trials=spec.max_concurrent or None,
                                             trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(spec.root), verbose=verbose,

@@ -6,6 +6,7 @@ in-process Ray test of the run; the resume test runs the CLI in its own processe
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,20 @@ def test_a_grid_of_seeds_and_learning_rates(tmp_path, local_ray):
 
 def test_pbt_exploits_through_fastddpg_checkpoints(tmp_path, local_ray):
     """Seed 1 is rigged to look worst, so at its first PBT decision with a scored partner it clones seed 0."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
 
     def rig(trainer, metrics):
-        if trainer.cfg.seed == 1:
+        seed, step = trainer.cfg.seed, trainer.global_step
+        (marks / f"{seed}-{step}").touch()
+        # Lockstep, so that seed 0 is scored and unfinished at seed 1's decisions however the two workers are
+        # scheduled: seed 1 waits until seed 0 has reached its step, seed 0 stays at most one interval ahead.
+        other, target = (0, step) if seed == 1 else (1, step - 400)
+        deadline = time.monotonic() + 60
+        while target > 0 and time.monotonic() < deadline and not any(
+                int(m.name.split("-")[1]) >= target for m in marks.glob(f"{other}-*")):
+            time.sleep(0.02)
+        if seed == 1:
             metrics["return_10"] -= 1e6
 
     out = tmp_path / "pbt"
