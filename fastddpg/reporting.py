@@ -297,10 +297,29 @@ def print_summary(summary: dict[str, Any], print_fn: Any = print, env_id: str | 
         last10 = no_episode_yet(env_id, s["num_envs"], s["env_steps"]).rstrip(".").lower()
     else:
         last10 = "no episode finished yet"
+    if "members" in s:
+        for line in population_summary_lines(s, last10):
+            print_fn(line)
+        return
     print_fn(f"done: {s['episodes']} episodes, {s['env_steps']:,} env steps, {s['updates']:,} updates in "
              f"{s['wall_time_s']:.1f} s | {s['env_steps_per_sec']:,.0f} env steps/s, "
              f"{s['updates_per_sec']:,.0f} updates/s | replay ratio {s['replay_ratio']:.3f} | " + last10)
-    if "members" in s:
-        print_fn(f"population: {s['members']} members, last-10-episode mean return {s['last10_mean_return']:.1f} "
-                 f"[{s['last10_min_return']:.1f}, {s['last10_max_return']:.1f}] | "
-                 f"{s['agent_env_steps_per_sec']:,.0f} agent env steps/s")
+
+
+def population_summary_lines(s: dict[str, Any], last10: str) -> list[str]:
+    """A population's summary in two labelled units: one member's counts and rates (``--total-steps`` counts
+    per member), then all members' together; then the members' last-10 returns (``last10``: the text for no
+    episode yet)."""
+    k = s["members"]
+    eps = s["member_episodes"]
+    per_eps = f"{min(eps):,}" if min(eps) == max(eps) else f"{min(eps):,}-{max(eps):,}"
+    steps, updates = s["env_steps"], s["updates"]
+    wall = max(s["wall_time_s"], 1e-9)
+    returns = (f"last-10-episode mean return {s['last10_mean_return']:.1f} [{s['last10_min_return']:.1f}, "
+               f"{s['last10_max_return']:.1f}] over members" if s["episodes"] else last10)
+    return [f"done in {s['wall_time_s']:.1f} s | per member: {per_eps} episodes, {steps:,} env steps, "
+            f"{updates:,} updates, {steps / wall:,.0f} env steps/s, {updates / wall:,.0f} updates/s | "
+            f"replay ratio {s['replay_ratio']:.3f}",
+            f"all {k} members: {s['episodes']:,} episodes, {steps * k:,} env steps, {updates * k:,} updates, "
+            f"{steps * k / wall:,.0f} env steps/s, {updates * k / wall:,.0f} updates/s",
+            f"population: {k} members, {returns}"]

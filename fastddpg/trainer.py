@@ -442,22 +442,31 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         wall = time.perf_counter() - self._t_start
         if self.members > 1:
-            return {**self._summary(wall, []), **self._population_summary()}
+            return {**self._summary(wall, []), **self._population_summary(wall)}
         return self._summary(wall, [r.return_ for r in self.episode_rows])
 
-    def _population_summary(self) -> dict[str, Any]:
-        """Per member: its seed and the mean of its last 10 episode returns (NaN before its first); the
-        population's `run_return_10` (their mean over the members with an episode), their min and max."""
+    def _population_summary(self, wall: float) -> dict[str, Any]:
+        """Per member: its seed, its episodes and the mean of its last 10 episode returns (NaN before its first);
+        the population's `run_return_10` (their mean over the members with an episode), their min and max; and
+        the counts and rates in both units, labelled: ``*_per_member`` (one member's, as ``env_steps`` and
+        ``updates`` are) and ``*_total`` (over all members, as ``episodes`` is)."""
         returns = returns_by_member(self.episode_rows)
         last10 = [last10_mean(returns.get(k, ())) for k in range(self.members)]
         have = [last10[k] for k in sorted(returns)]
-        return {"members": self.members, "member_seeds": [c.seed for c in self.cfg.member_configs()],
+        k, wall = self.members, max(wall, 1e-9)
+        return {"members": k, "member_seeds": [c.seed for c in self.cfg.member_configs()],
+                "member_episodes": list(self.member_episodes),
                 "member_last10_mean_return": last10,
                 "last10_mean_return": run_return_10(returns),
                 "last10_min_return": min(have, default=float("nan")),
                 "last10_max_return": max(have, default=float("nan")),
-                "agent_env_steps_per_sec": self.global_step * self.members / max(time.perf_counter() - self._t_start,
-                                                                                 1e-9)}
+                "episodes_total": self.num_episodes,
+                "env_steps_per_member": self.global_step, "env_steps_total": self.global_step * k,
+                "updates_per_member": self.num_updates, "updates_total": self.num_updates * k,
+                "env_steps_per_sec_per_member": self.global_step / wall,
+                "env_steps_per_sec_total": self.global_step * k / wall,
+                "updates_per_sec_per_member": self.num_updates / wall,
+                "updates_per_sec_total": self.num_updates * k / wall}
 
     def _summary(self, wall: float, returns: list[float]) -> dict[str, Any]:
         return {
