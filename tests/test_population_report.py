@@ -111,3 +111,35 @@ def test_learning_curve_q_and_losses_draw_each_member(population):
     # the members' rates are one per report, drawn once and said to be per member
     rates = [t for t in figs[TITLE_THROUGHPUT]["data"] if t["name"] == "env steps/s per member"]
     assert len(rates) == 1 and len(rates[0]["x"]) == len(set(rates[0]["x"]))
+
+
+def test_tensorboard_writes_each_member_as_a_run(tmp_path):
+    """--tensorboard with a population: tensorboard/member_K/ per member, its episodes and update rows only."""
+    pytest.importorskip("tensorboard", reason="pip install 'fastddpg[tensorboard]' (CI installs it)")
+    from fastddpg.tensorboard import read_scalars
+
+    d = tmp_path / "run"
+    assert main(["run", "--env", "Pendulum-v1", "--num-envs", "2", "--num-seeds", "2", "--total-steps", "400",
+                 "--start-steps", "200", "--update-after", "100", "--updates-per-step", "0.5", "--log-every", "200",
+                 "--hidden-sizes", "16", "--batch-size", "16", "--probe-n", "4", "--device", "cpu", "--compile", "off",
+                 "--quiet", "--tensorboard", "--run-dir", str(d)]) == 0
+    run, scalars = load_run(d), read_scalars(d)
+    assert sorted(p.name for p in (d / "tensorboard").glob("member_*")) == ["member_0", "member_1"]
+    assert sorted(scalars["member"].unique()) == [0, 1]
+    for k in range(2):
+        mine = scalars[scalars["member"] == k]
+        ret = mine[mine["tag"] == "charts/episodic_return"].sort_values("step")
+        ep = run.episodes[run.episodes["member"] == k]
+        np.testing.assert_allclose(ret["value"], ep["return"], rtol=1e-6)
+        q = mine[mine["tag"] == "losses/q_mean"].sort_values("step")
+        up = run.updates[run.updates["member"] == k]
+        assert q["step"].tolist() == up["global_step"].tolist()
+        np.testing.assert_allclose(q["value"], up["q_mean"], rtol=1e-6)
+        assert "losses/member" not in set(mine["tag"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (d / "tensorboard" / "member_1").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    text = acc.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "|seed|44|" in text and "|num_seeds|1|" in text  # member 1's own config: its seed (42 + 1 x 2 envs)
