@@ -28,7 +28,7 @@ def population(tmp_path_factory) -> tuple[Path, str]:
     args = ["run", "--env", "Pendulum-v1", "--num-envs", "2", "--num-seeds", "2", "--grid", "tau=0.005,0.05",
             "--total-steps", "400", "--start-steps", "200", "--update-after", "100", "--updates-per-step", "0.5",
             "--log-every", "100", "--hidden-sizes", "16", "--batch-size", "16", "--probe-n", "4", "--device", "cpu",
-            "--compile", "off", "--quiet", "--run-dir", str(d)]
+            "--compile", "off", "--run-dir", str(d)]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(args) == 0
@@ -47,6 +47,10 @@ def test_summary_says_per_member_and_in_total(population):
     assert s["env_steps_per_sec_per_member"] == pytest.approx(s["env_steps_per_sec"])
     assert s["updates_per_sec_total"] == pytest.approx(4 * s["updates_per_sec_per_member"])
     lines = console.strip().splitlines()
+    progress = [line for line in lines if line.startswith("step ")]  # the plain per-report lines
+    assert len(progress) == 4 and progress[-1].startswith("step       400/400 per member | ep     8 over 4 members")
+    assert all(" steps/s per member | " in line and line.endswith(" upd/s per member") for line in progress)
+    lines = lines[lines.index(next(line for line in lines if line.startswith("done in "))):]
     assert f"| per member: 2 episodes, 400 env steps, {per_member_updates} updates, " in lines[0], lines
     assert lines[1].startswith(f"all 4 members: 8 episodes, 1,600 env steps, {4 * per_member_updates:,} updates, ")
     rate = re.search(r"per member: .*, ([\d,]+) env steps/s", lines[0]).group(1)
@@ -143,3 +147,31 @@ def test_tensorboard_writes_each_member_as_a_run(tmp_path):
     acc.Reload()
     text = acc.Tensors("hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "|seed|44|" in text and "|num_seeds|1|" in text  # member 1's own config: its seed (42 + 1 x 2 envs)
+
+
+def test_live_panel_labels_a_populations_units():
+    from types import SimpleNamespace
+
+    import pandas as pd
+    from rich.console import Console
+
+    from fastddpg.reporting import RichReporter
+
+    buf = io.StringIO()
+    trainer = SimpleNamespace(cfg=SimpleNamespace(total_steps=1000, env="Pendulum-v1",
+                                                  grid_members=lambda: {"all members": [0, 1]}),
+                              global_step=0, num_updates=0, num_episodes=0, num_envs=2, members=2)
+    row = {"update": 90, "global_step": 500, "critic_loss": 0.125, "actor_loss": 3.5, "q_mean": -3.25,
+           "y_mean": -3.5, "updates_in_row": 90, "env_steps_per_sec": 1000.0, "updates_per_sec": 900.0,
+           "wall_time": 1.0}
+    rep = RichReporter(1000, console=Console(file=buf, force_terminal=True, width=160, color_system=None),
+                       refresh_per_second=20)
+    with rep:
+        rep.at_start(trainer)
+        trainer.global_step, trainer.num_updates, trainer.num_episodes = 500, 90, 4
+        rep(trainer, pd.DataFrame({"member": [0, 0, 1, 1], "return": [-1200.0, -1000.0, -900.0, -700.0]}),
+            [{"member": 0, **row}, {"member": 1, **row}])
+    out = buf.getvalue()
+    for needle in ("env steps per member", "env steps/s per member", "updates/s per member",
+                   "episodes over 2 members", "updates per member"):
+        assert needle in out, needle
