@@ -65,7 +65,8 @@ class Config:
     device: str = _f("auto", "Training device: 'auto' (cuda when available, else cpu), 'cpu', 'cuda' or "
                      "'cuda:N'. Networks, replay buffer and metrics all live here.", group="environment")
     total_steps: int = _f(10_000, "Environment steps to train for, summed over all envs.", group="environment")
-    seed: int = _f(42, "Seed for torch, the envs (env i gets seed+i) and the replay sampler.",
+    seed: int = _f(42, "Seed for torch, the envs (env i gets seed+i), the initial weights, the random actions, the "
+                   "noise and the replay sampler. A population's member seeds follow from it (see --num-seeds).",
                    group="environment")
 
     # --- DDPG hyperparameters (the notebook's) --------------------------------------------------------------
@@ -117,11 +118,13 @@ class Config:
                       "Process-wide.", group="performance")
 
     # --- population ---------------------------------------------------------------------------------------
-    num_seeds: int = _f(1, "Population size K: members with seeds seed, seed+1, ..., seed+K-1, each with its own "
-                        "--num-envs envs (member k's env j is seeded seed + k*num_envs + j), exploration noise, replay "
-                        "buffer, networks and optimizer state, trained by one stacked update. --total-steps, "
-                        "--start-steps, --update-after, --log-every and the replay ratio count env steps per member.",
-                        group="population")
+    num_seeds: int = _f(1, "Population size K: members with seeds seed + s*num_envs (s = 0..K-1: no two members "
+                        "share an env seed), each with its own --num-envs envs, exploration noise, replay buffer, "
+                        "networks and optimizer state, trained by one stacked update. A member's seed sets its env "
+                        "seeds and initial weights as a single run's does; members with the same seed at different "
+                        "--grid points also share their random actions, noise and replay draws (a paired "
+                        "comparison). --total-steps, --start-steps, --update-after, --log-every and the replay ratio "
+                        "count env steps per member.", group="population")
     grid: tuple[str, ...] = _f((), "Per-member hyperparameters, NAME=V1,V2,... (repeatable; several grids multiply): "
                                f"members = grid points x seeds. NAME is one of {', '.join(GRID_FIELDS)}. Fields that "
                                "change shapes (network sizes, batch size, num_envs, algo, env) cannot vary within "
@@ -243,8 +246,9 @@ class Config:
 
     def member_configs(self) -> list[Config]:
         """The single-agent Config of each population member, grid point major: member g * num_seeds + s has grid
-        point g's values and seed ``seed + s`` (so every grid point sees the same seeds)."""
-        return [dataclasses.replace(self, **point, seed=self.seed + s, num_seeds=1, grid=())
+        point g's values and seed ``seed + s * num_envs``, so every grid point sees the same seeds, and the envs of
+        two different seeds (env j of a member is seeded with its seed + j, as in a single run) never overlap."""
+        return [dataclasses.replace(self, **point, seed=self.seed + s * self.num_envs, num_seeds=1, grid=())
                 for point in self.grid_points() for s in range(self.num_seeds)]
 
     # --- (de)serialisation ----------------------------------------------------------------------------------

@@ -142,8 +142,9 @@ class VecEnv:
         if device.type == "cuda":
             self._pack = torch.zeros(self._pack.shape, pin_memory=True).numpy()
 
-    def reset(self, seed: int | None = None) -> torch.Tensor:
-        """Reset all envs (env i seeded with seed + i). Returns obs (N, obs_dim) on the device."""
+    def reset(self, seed: int | list[int] | None = None) -> torch.Tensor:
+        """Reset all envs (env i seeded with seed + i, or with seed[i] given one seed per env). Returns obs
+        (N, obs_dim) on the device."""
         obs, _ = self.env.reset(seed=seed)
         return torch.as_tensor(self._flat(obs)).to(self.device)
 
@@ -192,10 +193,10 @@ class TorchVecEnv:
         self.obs_dim, self.act_dim, self.action_low, self.action_high = space_dims(
             env.single_observation_space, env.single_action_space, self.device)
 
-    def reset(self, seed: int | None = None) -> torch.Tensor:
-        """Reset all envs; ``seed`` seeds the env's device generator (which also draws every later autoreset
-        state). Returns obs (N, obs_dim) on the device."""
-        obs, _ = self.env.reset(seed=seed)
+    def reset(self, seed: int | list[int] | None = None) -> torch.Tensor:
+        """Reset all envs; ``seed`` seeds the env's one device generator (which also draws every later autoreset
+        state; given one seed per env, the first seeds it). Returns obs (N, obs_dim) on the device."""
+        obs, _ = self.env.reset(seed=seed[0] if isinstance(seed, list) else seed)
         return obs
 
     def step(self, actions: torch.Tensor) -> Step:
@@ -222,14 +223,15 @@ def resolve_env_backend(backend: str, env_id: str, device: torch.device) -> str:
 
 
 def make_env(env_id: str, num_envs: int, device: torch.device, mode: str = "sync",
-             backend: str = "gymnasium") -> VecEnv | TorchVecEnv:
+             backend: str = "gymnasium", repeats: int = 1) -> VecEnv | TorchVecEnv:
     """The env of a run: ``num_envs`` copies of ``env_id`` behind the device-tensor interface.
 
     ``backend`` is ``gymnasium`` (a `VecEnv`; ``mode`` picks sync or async), ``torch`` (a `TorchVecEnv` on
-    ``device``; ``mode`` is ignored) or ``auto`` (see `resolve_env_backend`).
+    ``device``; ``mode`` is ignored) or ``auto`` (see `resolve_env_backend`). ``repeats=G`` (torch backend only;
+    a Gymnasium env takes one seed per env instead): the envs are G equal blocks that draw the same reset states.
     """
     if resolve_env_backend(backend, env_id, device) == "torch":
-        return TorchVecEnv(TorchPendulumVectorEnv(num_envs, device))
+        return TorchVecEnv(TorchPendulumVectorEnv(num_envs, device, repeats=repeats))
     env = make_gym_vector_env(env_id, num_envs, mode)
     try:
         return VecEnv(env, device, env_id)

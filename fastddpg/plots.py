@@ -11,8 +11,9 @@ Figures (titles as in the notebook where it has them):
 6. throughput: env steps/s and updates/s over wall-clock time.
 
 A population run (`fastddpg.bands`) adds, first, its curve per grid point (mean, 95% band over seeds, each member
-as a thin line) and a table ranking the grid points; the other figures show every member's rows together (the
-probe heatmaps: member 0's).
+as a thin line) and a table ranking the grid points; the learning curve, the Q-vs-target and the loss panels then
+draw one trace per member (named "member k", coloured by its grid point), the throughput panel the per-member
+rates once, and the probe heatmaps member 0's.
 
 The HTML holds every figure as JSON in one ``<script type="application/json" id="fastddpg-figures">`` block
 (`read_report_figures` parses it back) plus plotly.js, inlined by default so the file works offline, or
@@ -72,27 +73,47 @@ def _name(label: str, what: str, multi: bool) -> str:
     return f"{label}: {what}" if multi else what
 
 
+def by_member(run: RunData, table: pd.DataFrame, run_index: int, label: str,
+              multi: bool) -> list[tuple[pd.DataFrame, str, str, str]]:
+    """``table`` (a run's episodes or updates) as (rows, trace name prefix, colour, legend group) per line to
+    draw: the whole table for a single run; for a population one entry per member ("member k", coloured by its
+    grid point when the report shows one run, by the run otherwise), so no trace jumps between members."""
+    color = COLORS[run_index % len(COLORS)]
+    if "member" not in table.columns:
+        return [(table, label, color, label)]
+    point = {k: g for g, members in enumerate(run.config.grid_members().values()) for k in members}
+    out = []
+    for k, rows in table.groupby("member", sort=True):
+        k = int(k)
+        out.append((rows, f"{label}: member {k}" if multi else f"member {k}",
+                    color if multi else COLORS[point.get(k, 0) % len(COLORS)], f"{label} member {k}"))
+    return out
+
+
 def learning_curve(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
     fig = go.Figure()
     multi = len(runs) > 1
     xs: dict[str, list[np.ndarray]] = {"steps": [], "episodes": [], "wall": []}
     for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
-        ep = run.episodes.sort_values("episode")
-        color = COLORS[i % len(COLORS)]
-        custom = np.stack([ep["episode"].to_numpy(), ep["wall_time"].to_numpy()], axis=-1) if len(ep) else None
-        hover = ("episode %{customdata[0]}<br>env step %{x:,}<br>wall %{customdata[1]:.1f} s<br>"
-                 "%{fullData.name}: %{y:.1f}<extra></extra>")
-        common = dict(x=ep["global_step"].to_numpy(), customdata=custom, hovertemplate=hover, legendgroup=label)
-        # markers, not lines: with N envs several episodes end at the same env step
-        fig.add_trace(go.Scatter(y=ep["return"].to_numpy(), name=_name(label, "Return", multi), mode="markers",
-                                 opacity=0.6, marker=dict(color=color, size=6), **common))
-        fig.add_trace(go.Scatter(y=moving_average(ep["return"].to_numpy()), mode="lines",
-                                 name=_name(label, f"Return (MA {MA_WINDOW})", multi),
-                                 line=dict(color=color, width=2.5), **common))
-        for _ in range(2):
-            xs["steps"].append(ep["global_step"].to_numpy())
-            xs["episodes"].append(ep["episode"].to_numpy())
-            xs["wall"].append(ep["wall_time"].to_numpy())
+        lines = by_member(run, run.episodes, i, label, multi)
+        pop = "member" in run.episodes.columns
+        for ep, prefix, color, group in lines:
+            ep = ep.sort_values("episode")
+            custom = np.stack([ep["episode"].to_numpy(), ep["wall_time"].to_numpy()], axis=-1) if len(ep) else None
+            hover = ("episode %{customdata[0]}<br>env step %{x:,}<br>wall %{customdata[1]:.1f} s<br>"
+                     "%{fullData.name}: %{y:.1f}<extra></extra>")
+            common = dict(x=ep["global_step"].to_numpy(), customdata=custom, hovertemplate=hover, legendgroup=group)
+            # markers, not lines: with N envs several episodes end at the same env step
+            fig.add_trace(go.Scatter(y=ep["return"].to_numpy(), name=_name(prefix, "Return", multi or pop),
+                                     mode="markers", opacity=0.4 if pop else 0.6,
+                                     marker=dict(color=color, size=4 if pop else 6), **common))
+            fig.add_trace(go.Scatter(y=moving_average(ep["return"].to_numpy()), mode="lines",
+                                     name=_name(prefix, f"Return (MA {MA_WINDOW})", multi or pop),
+                                     line=dict(color=color, width=1.5 if pop else 2.5), **common))
+            for _ in range(2):
+                xs["steps"].append(ep["global_step"].to_numpy())
+                xs["episodes"].append(ep["episode"].to_numpy())
+                xs["wall"].append(ep["wall_time"].to_numpy())
     axis_titles = {"steps": "Env steps", "episodes": "Episode", "wall": "Wall-clock time (s)"}
     buttons = [dict(label=f"x: {axis_titles[k].lower()}", method="update",
                     args=[{"x": [a.tolist() for a in xs[k]]}, {"xaxis.title.text": axis_titles[k]}])
@@ -139,18 +160,20 @@ def q_vs_target(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
     fig = go.Figure()
     multi = len(runs) > 1
     for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
-        up, color = run.updates, COLORS[i % len(COLORS)]
-        x = up["update"].to_numpy()
-        q_name = "Q(s,a) mean" if "q1_mean" not in up.columns else "Q1(s,a) mean"
-        fig.add_trace(go.Scatter(x=x, y=up["q_mean"].to_numpy(), mode="lines", legendgroup=label,
-                                 name=_name(label, q_name, multi), line=dict(color=color)))
-        fig.add_trace(go.Scatter(x=x, y=up["y_mean"].to_numpy(), mode="lines", legendgroup=label,
-                                 name=_name(label, "TD target y mean", multi), line=dict(color=color, dash="dash")))
-        for j, col in enumerate(_extra_means(up)):
-            fig.add_trace(go.Scatter(x=x, y=up[col].to_numpy(), mode="lines", legendgroup=label,
-                                     name=_name(label, _METRIC_LABELS.get(col, col), multi),
-                                     line=dict(color=color, dash=_EXTRA_DASHES[j % len(_EXTRA_DASHES)],
-                                               width=1.5), opacity=0.8))
+        q_name = "Q(s,a) mean" if "q1_mean" not in run.updates.columns else "Q1(s,a) mean"
+        pop = "member" in run.updates.columns
+        for up, prefix, color, group in by_member(run, run.updates, i, label, multi):
+            x = up["update"].to_numpy()
+            fig.add_trace(go.Scatter(x=x, y=up["q_mean"].to_numpy(), mode="lines", legendgroup=group,
+                                     name=_name(prefix, q_name, multi or pop), line=dict(color=color)))
+            fig.add_trace(go.Scatter(x=x, y=up["y_mean"].to_numpy(), mode="lines", legendgroup=group,
+                                     name=_name(prefix, "TD target y mean", multi or pop),
+                                     line=dict(color=color, dash="dash")))
+            for j, col in enumerate(_extra_means(up)):
+                fig.add_trace(go.Scatter(x=x, y=up[col].to_numpy(), mode="lines", legendgroup=group,
+                                         name=_name(prefix, _METRIC_LABELS.get(col, col), multi or pop),
+                                         line=dict(color=color, dash=_EXTRA_DASHES[j % len(_EXTRA_DASHES)],
+                                                   width=1.5), opacity=0.8))
     fig.update_layout(title=TITLE_Q, xaxis_title="Update step", yaxis_title="Value")
     return fig
 
@@ -160,13 +183,15 @@ def losses(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
                         subplot_titles=("Critic loss (MSE)", "Actor loss (-Q)"))
     multi = len(runs) > 1
     for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
-        up, color = run.updates, COLORS[i % len(COLORS)]
-        x = up["update"].to_numpy()
-        fig.add_trace(go.Scatter(x=x, y=up["critic_loss"].to_numpy(), mode="lines", legendgroup=label,
-                                 name=_name(label, "Critic loss (MSE)", multi), line=dict(color=color)), row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=up["actor_loss"].to_numpy(), mode="lines", legendgroup=label,
-                                 name=_name(label, "Actor loss (-Q)", multi), line=dict(color=color, dash="dash")),
-                      row=2, col=1)
+        pop = "member" in run.updates.columns
+        for up, prefix, color, group in by_member(run, run.updates, i, label, multi):
+            x = up["update"].to_numpy()
+            fig.add_trace(go.Scatter(x=x, y=up["critic_loss"].to_numpy(), mode="lines", legendgroup=group,
+                                     name=_name(prefix, "Critic loss (MSE)", multi or pop), line=dict(color=color)),
+                          row=1, col=1)
+            fig.add_trace(go.Scatter(x=x, y=up["actor_loss"].to_numpy(), mode="lines", legendgroup=group,
+                                     name=_name(prefix, "Actor loss (-Q)", multi or pop),
+                                     line=dict(color=color, dash="dash")), row=2, col=1)
     fig.update_layout(title=TITLE_LOSSES, height=600)
     fig.update_xaxes(title_text="Update step", row=2, col=1)
     fig.update_yaxes(title_text="Loss")
@@ -225,29 +250,34 @@ def throughput(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
     multi = len(runs) > 1
     for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
         color = COLORS[i % len(COLORS)]
-        warm = warmup_rows(run)
-        up = run.updates[~warm] if not warm.all() else run.updates  # all warm-up: show them rather than nothing
+        rows = run.updates
+        unit = ""
+        if "member" in rows.columns:  # a population's K rows per report carry the same per-member rates: draw one
+            rows, unit = rows[rows["member"] == rows["member"].min()], " per member"
+        warm = warmup_rows(run, rows)
+        up = rows[~warm] if not warm.all() else rows  # all warm-up: show them rather than nothing
         x = up["wall_time"].to_numpy()
         fig.add_trace(go.Scatter(x=x, y=up["env_steps_per_sec"].to_numpy(), mode="lines+markers", legendgroup=label,
-                                 name=_name(label, "env steps/s", multi), line=dict(color=color)))
+                                 name=_name(label, f"env steps/s{unit}", multi), line=dict(color=color)))
         fig.add_trace(go.Scatter(x=x, y=up["updates_per_sec"].to_numpy(), mode="lines", legendgroup=label,
-                                 name=_name(label, "updates/s", multi), line=dict(color=color, dash="dot")))
+                                 name=_name(label, f"updates/s{unit}", multi), line=dict(color=color, dash="dot")))
         if warm.any() and not warm.all():  # off by default so the spike does not squash the axis; a click shows it
-            w = run.updates[warm]
+            w = rows[warm]
             fig.add_trace(go.Scatter(x=w["wall_time"].to_numpy(), y=w["env_steps_per_sec"].to_numpy(),
                                      mode="markers", legendgroup=label, visible="legendonly",
-                                     name=_name(label, "env steps/s, warm-up (before --update-after)", multi),
+                                     name=_name(label, f"env steps/s{unit}, warm-up (before --update-after)", multi),
                                      marker=dict(color=color, symbol="x", size=9)))
     fig.update_layout(title=TITLE_THROUGHPUT, xaxis_title="Wall-clock time (s)", yaxis_title="Per second")
     return fig
 
 
-def warmup_rows(run: RunData) -> pd.Series:
-    """Rows of ``run.updates`` whose report interval began before ``update_after``: env steps without updates
-    (and with random actions) for most of it, so its env steps/s is no measure of training throughput but a
-    spike (e.g. 4 updates in the 1,000 steps up to update_after = 1,000). An interval begins at the previous
-    row's env step; the first one ``log_every`` env steps before its own."""
-    up = run.updates
+def warmup_rows(run: RunData, updates: pd.DataFrame | None = None) -> pd.Series:
+    """Rows of ``updates`` (default ``run.updates``; one row per report) whose report interval began before
+    ``update_after``: env steps without updates (and with random actions) for most of it, so its env steps/s is
+    no measure of training throughput but a spike (e.g. 4 updates in the 1,000 steps up to update_after =
+    1,000). An interval begins at the previous row's env step; the first one ``log_every`` env steps before its
+    own."""
+    up = run.updates if updates is None else updates
     start = up["global_step"].shift(1, fill_value=0)
     if len(up):
         start.iloc[0] = max(0, int(up["global_step"].iloc[0]) - run.config.log_every)
@@ -300,13 +330,31 @@ def _summary_table(runs: Sequence[RunData], labels: Sequence[str]) -> str:
             evtxt = f"{last.mean():.1f} ± {last.std():.1f} ({len(last)} ep)"
         else:
             evtxt = "-"
+        episodes, steps, updates, rate = (
+            (s.get("episodes", len(run.episodes)), _fmt(s.get("env_steps"), ","), _fmt(s.get("updates"), ","),
+             _fmt(s.get("env_steps_per_sec"), ",.0f")) if "members" not in s else _population_counts(s))
         cells = (label, cfg.env, cfg.algo, cfg.seed, cfg.num_envs, run.meta.get("device", cfg.device),
-                 s.get("episodes", len(run.episodes)), _fmt(s.get("env_steps"), ","), _fmt(s.get("updates"), ","),
-                 _fmt(s.get("wall_time_s")), _fmt(s.get("env_steps_per_sec"), ",.0f"),
-                 _fmt(s.get("last10_mean_return")), evtxt)
+                 episodes, steps, updates, _fmt(s.get("wall_time_s")), rate, _fmt(s.get("last10_mean_return")), evtxt)
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
+
+
+def _population_counts(s: dict[str, Any]) -> tuple[str, str, str, str]:
+    """A population's episodes, env steps, updates and env steps/s for the summary table, each in both units,
+    labelled: per member and over all members."""
+    k = int(s["members"])
+    eps = s.get("member_episodes") or []
+    per = (f"{min(eps):,}" if min(eps) == max(eps) else f"{min(eps):,}-{max(eps):,}") if eps else "-"
+
+    def both(per_member: Any, total: Any, spec: str) -> str:
+        return f"{_fmt(per_member, spec)} per member ({_fmt(total, spec)} over {k} members)"
+
+    steps, updates, rate = s.get("env_steps"), s.get("updates"), s.get("env_steps_per_sec")
+    return (f"{per} per member ({_fmt(s.get('episodes'), ',')} over {k} members)",
+            both(steps, None if steps is None else steps * k, ","),
+            both(updates, None if updates is None else updates * k, ","),
+            both(rate, None if rate is None else rate * k, ",.0f"))
 
 
 def _details(runs: Sequence[RunData], labels: Sequence[str]) -> str:

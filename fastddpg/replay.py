@@ -8,7 +8,9 @@ plain Python ints: they advance by N per write, which the host knows without ask
 
 A population's buffer (``members=K``) is one (K, capacity, width) tensor: member k's rows hold only member k's
 transitions (its N envs' rows of each write), and each member's batch is drawn from its own rows only. Members
-write in lockstep, so one pointer and one fill level serve them all.
+write in lockstep, so one pointer and one fill level serve them all. With ``repeats=G`` (G grid points) the K
+members are G equal blocks and one draw of indices serves every block: member k and member k + K/G sample the same
+positions of their own rows (members with the same seed at different grid points replay the same steps).
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ class ReplayBuffer:
     a population's K buffers of ``capacity`` each (see the module docstring); 0: one buffer.
     """
 
-    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device, members: int = 0) -> None:
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device, members: int = 0,
+                 repeats: int = 1) -> None:
         self.capacity = int(capacity)
         self.members = int(members)
+        if repeats < 1 or (repeats > 1 and self.members % repeats):
+            raise ValueError(f"{self.members} members cannot form {repeats} equal blocks")
+        self.repeats = int(repeats) if self.members else 1
         lead = (self.members,) if self.members else ()
         self.device = torch.device(device)
         widths = {"obs": obs_dim, "action": act_dim, "reward": 1, "next_obs": obs_dim, "terminated": 1}
@@ -75,12 +81,14 @@ class ReplayBuffer:
                     ) -> torch.Tensor:
         """Indices drawn uniformly from the filled part, all batches at once: (num_batches, batch_size) rows
         gathered into a (num_batches, batch_size, width) tensor; a population's: (num_batches, K, batch_size,
-        width), member k's batch from member k's rows only."""
+        width), member k's batch from member k's rows only (the same positions as member k + K/repeats)."""
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         if self.members:
-            idx = torch.randint(0, self.size, (num_batches, self.members, batch_size), device=self.device,
-                                generator=generator)
+            idx = torch.randint(0, self.size, (num_batches, self.members // self.repeats, batch_size),
+                                device=self.device, generator=generator)
+            if self.repeats > 1:
+                idx = idx.repeat(1, self.repeats, 1)
             return self.data[torch.arange(self.members, device=self.device).reshape(-1, 1), idx]
         idx = torch.randint(0, self.size, (num_batches, batch_size), device=self.device, generator=generator)
         return self.data[idx]

@@ -52,6 +52,7 @@ class _Tracker:
         self.member_returns: dict[int, deque[float]] = {}  # a population's: each member's last returns
         self.groups: dict[str, list[int]] = {}  # a population's grid points: label -> members
         self.episodes = 0
+        self.members = 1  # a population's counts are per member, its episodes over all members: labelled so
         self.row: dict[str, float] | None = None
         self.steps = self.updates = 0
         self.steps_per_sec = self.updates_per_sec = math.nan
@@ -64,6 +65,7 @@ class _Tracker:
         self.steps = self._last_steps = self._steps0 = trainer.global_step
         self.updates = self._last_updates = trainer.num_updates
         self.episodes = trainer.num_episodes
+        self.members = getattr(trainer, "members", 1)
 
     def eta_seconds(self, total: int) -> float:
         """Seconds left at this run's average rate since it started (NaN before it has a rate)."""
@@ -72,7 +74,8 @@ class _Tracker:
         return max(0, total - self.steps) * elapsed / done if done > 0 else math.nan
 
     def observe(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | list | None) -> None:
-        if not self.groups and getattr(trainer, "members", 1) > 1:
+        self.members = getattr(trainer, "members", 1)
+        if not self.groups and self.members > 1:
             self.groups = trainer.cfg.grid_members()
         if "member" in episodes.columns:  # a population: each member's returns apart
             for k, r in zip(episodes["member"].tolist(), episodes["return"].tolist(), strict=True):
@@ -111,6 +114,16 @@ class _Tracker:
     def population_line(self) -> str:
         """'mean [min, max] over K members' of the members' last-10 means, or '' for a single run."""
         return _spread(self.member_means)
+
+    @property
+    def per_member(self) -> str:
+        """' per member' for a population (its steps, updates and rates are one member's), '' for a single run."""
+        return " per member" if self.members > 1 else ""
+
+    @property
+    def all_members(self) -> str:
+        """' over K members' for a population (its episode count is all members'), '' for a single run."""
+        return f" over {self.members} members" if self.members > 1 else ""
 
     def grid_lines(self) -> list[tuple[str, str]]:
         """(grid point, its members' `population_line`) per grid point with an episode, for a population with a
@@ -153,7 +166,7 @@ class PlainReporter:
         t.observe(trainer, episodes, row)
         row = t.row if row is not None else None  # a population's K rows: their mean
         total = trainer.cfg.total_steps
-        parts = [f"step {t.steps:>9,}/{total:,}", f"ep {t.episodes:>5}"]
+        parts = [f"step {t.steps:>9,}/{total:,}{t.per_member}", f"ep {t.episodes:>5}{t.all_members}"]
         if t.member_returns:
             parts.append(f"last10 return {t.population_line()}")
             parts += [f"{label}: {line}" for label, line in t.grid_lines()]
@@ -165,7 +178,7 @@ class PlainReporter:
             parts += [f"critic {row['critic_loss']:.4g}", f"actor {row['actor_loss']:.4g}",
                       f"Q {row['q_mean']:.3g} y {row['y_mean']:.3g}"]
             parts += [f"{k} {v:.3g}" for k, v in row.items() if k not in _NOT_METRICS and k not in _KNOWN_METRICS]
-        parts += [f"{t.steps_per_sec:,.0f} steps/s", f"{t.updates_per_sec:,.0f} upd/s"]
+        parts += [f"{t.steps_per_sec:,.0f} steps/s{t.per_member}", f"{t.updates_per_sec:,.0f} upd/s{t.per_member}"]
         self.print(" | ".join(parts))
 
 
@@ -196,10 +209,10 @@ class RichReporter:
         self.t = _Tracker()
         # the ETA is the run's own (steps and wall time since it started), not rich's moving window, which
         # reports nothing when reports are further apart than the window
-        self.progress = Progress(TextColumn("[bold]env steps"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TaskProgressColumn(), TextColumn("elapsed"), TimeElapsedColumn(),
                                  TextColumn("eta {task.fields[eta]}"), console=self.console)
-        self.task = self.progress.add_task("train", total=total_steps, eta="-:--:--")
+        self.task = self.progress.add_task("env steps", total=total_steps, eta="-:--:--")
         self.total_steps = total_steps
         self.min_interval = 1.0 / refresh_per_second
         self._last_draw = -math.inf
@@ -215,7 +228,8 @@ class RichReporter:
 
     def at_start(self, trainer: Any) -> None:
         self.t.start(trainer)
-        self.progress.update(self.task, completed=min(trainer.global_step, self.total_steps))
+        self.progress.update(self.task, completed=min(trainer.global_step, self.total_steps),
+                             description="env steps" + self.t.per_member)
         self.env_id, self.num_envs = trainer.cfg.env, trainer.num_envs
 
     def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
@@ -240,14 +254,14 @@ class RichReporter:
         for _ in range(3):
             grid.add_column(style="dim", justify="right")
             grid.add_column(justify="right", min_width=10)
-        grid.add_row("env steps/s", _fmt(t.steps_per_sec, ",.0f"), "updates/s", _fmt(t.updates_per_sec, ",.0f"),
-                     "episodes", f"{t.episodes:,}")
+        grid.add_row("env steps/s" + t.per_member, _fmt(t.steps_per_sec, ",.0f"), "updates/s" + t.per_member,
+                     _fmt(t.updates_per_sec, ",.0f"), "episodes" + t.all_members, f"{t.episodes:,}")
         if t.returns or t.member_returns or not getattr(self, "env_id", None):
             grid.add_row("return (last)", _fmt(t.last_return, ".1f"), "return (10-ep mean)", _fmt(t.mean10, ".1f"),
-                         "updates", f"{t.updates:,}")
+                         "updates" + t.per_member, f"{t.updates:,}")
         else:
-            grid.add_row("return", no_episode_yet(self.env_id, self.num_envs, t.steps), "", "", "updates",
-                         f"{t.updates:,}")
+            grid.add_row("return", no_episode_yet(self.env_id, self.num_envs, t.steps), "", "",
+                         "updates" + t.per_member, f"{t.updates:,}")
         if t.member_returns:
             grid.add_row("members' 10-ep mean", t.population_line(), "", "", "", "")
             lines = t.grid_lines()
@@ -297,10 +311,29 @@ def print_summary(summary: dict[str, Any], print_fn: Any = print, env_id: str | 
         last10 = no_episode_yet(env_id, s["num_envs"], s["env_steps"]).rstrip(".").lower()
     else:
         last10 = "no episode finished yet"
+    if "members" in s:
+        for line in population_summary_lines(s, last10):
+            print_fn(line)
+        return
     print_fn(f"done: {s['episodes']} episodes, {s['env_steps']:,} env steps, {s['updates']:,} updates in "
              f"{s['wall_time_s']:.1f} s | {s['env_steps_per_sec']:,.0f} env steps/s, "
              f"{s['updates_per_sec']:,.0f} updates/s | replay ratio {s['replay_ratio']:.3f} | " + last10)
-    if "members" in s:
-        print_fn(f"population: {s['members']} members, last-10-episode mean return {s['last10_mean_return']:.1f} "
-                 f"[{s['last10_min_return']:.1f}, {s['last10_max_return']:.1f}] | "
-                 f"{s['agent_env_steps_per_sec']:,.0f} agent env steps/s")
+
+
+def population_summary_lines(s: dict[str, Any], last10: str) -> list[str]:
+    """A population's summary in two labelled units: one member's counts and rates (``--total-steps`` counts
+    per member), then all members' together; then the members' last-10 returns (``last10``: the text for no
+    episode yet)."""
+    k = s["members"]
+    eps = s["member_episodes"]
+    per_eps = f"{min(eps):,}" if min(eps) == max(eps) else f"{min(eps):,}-{max(eps):,}"
+    steps, updates = s["env_steps"], s["updates"]
+    wall = max(s["wall_time_s"], 1e-9)
+    returns = (f"last-10-episode mean return {s['last10_mean_return']:.1f} [{s['last10_min_return']:.1f}, "
+               f"{s['last10_max_return']:.1f}] over members" if s["episodes"] else last10)
+    return [f"done in {s['wall_time_s']:.1f} s | per member: {per_eps} episodes, {steps:,} env steps, "
+            f"{updates:,} updates, {steps / wall:,.0f} env steps/s, {updates / wall:,.0f} updates/s | "
+            f"replay ratio {s['replay_ratio']:.3f}",
+            f"all {k} members: {s['episodes']:,} episodes, {steps * k:,} env steps, {updates * k:,} updates, "
+            f"{steps * k / wall:,.0f} env steps/s, {updates * k / wall:,.0f} updates/s",
+            f"population: {k} members, {returns}"]

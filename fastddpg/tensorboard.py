@@ -9,6 +9,10 @@ to the host (no device sync of its own). Tags follow CleanRL's, so dashboards ca
 
 The x axis is the env step (``global_step``). The config goes in as TensorBoard hparams (the HPARAMS tab) and as
 a text table. W&B users: ``wandb sync --sync-tensorboard RUN_DIR/tensorboard``.
+
+A population (``--num-seeds``/``--grid``) writes each member as a TensorBoard run of its own,
+``RUN_DIR/tensorboard/member_K/``, with the same tags, its own config (its seed and grid values) as hparams, and
+the per-member rates; the population's config goes to ``RUN_DIR/tensorboard/`` itself.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from .schema import UPDATE_KEYS, UPDATE_RATES
 TENSORBOARD_DIR = "tensorboard"
 HINT = "pip install 'fastddpg[tensorboard]'"
 RATES = ("env_steps_per_sec", "updates_per_sec")
+MEMBER_DIR = "member_"  # a population member's event files: RUN_DIR/tensorboard/member_K/
 
 
 def require_tensorboard() -> None:
@@ -45,40 +50,64 @@ class TensorBoardWriter:
 
         self.path = Path(run_dir) / TENSORBOARD_DIR
         self.writer = SummaryWriter(str(self.path))
+        # a population's members, each a TensorBoard run of its own (see the module docstring)
+        self.member_writers = ([SummaryWriter(str(self.path / f"{MEMBER_DIR}{k}")) for k in range(cfg.num_members)]
+                               if cfg.num_members > 1 else [])
         self.cfg = cfg
         _quiet_writer_thread_errors()
 
     def at_start(self, trainer: Any) -> None:
         if trainer.global_step == 0:  # a resumed run's files already have them
             self.write_hparams()
+            for writer, member_cfg in zip(self.member_writers, self.cfg.member_configs() if self.member_writers else [],
+                                          strict=True):
+                write_hparams(writer, member_cfg)
 
     def write_hparams(self) -> None:
-        from torch.utils.tensorboard.summary import hparams
+        write_hparams(self.writer, self.cfg)
 
-        values = {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
-                  for k, v in self.cfg.to_dict().items()}
-        exp, ssi, sei = hparams(values, {"charts/episodic_return": float("nan")})
-        for summary in (exp, ssi, sei):
-            self.writer.file_writer.add_summary(summary)
-        table = "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in values.items())
-        self.writer.add_text("hyperparameters", table)
-
-    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
-        for ret, length, step in zip(episodes["return"], episodes["length"], episodes["global_step"], strict=True):
-            self.writer.add_scalar("charts/episodic_return", ret, int(step))
-            self.writer.add_scalar("charts/episodic_length", length, int(step))
-        if row is not None:
-            step = int(row["global_step"])
-            for key, value in row.items():
-                if key in RATES:
-                    self.writer.add_scalar(f"charts/{key}", value, step)
-                elif key not in UPDATE_KEYS and key not in UPDATE_RATES:
-                    self.writer.add_scalar(f"losses/{key}", value, step)
+    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | list | None) -> None:
+        if not self.member_writers:
+            write_scalars(self.writer, episodes, row)
+            writers = [self.writer]
+        else:
+            rows = {int(r["member"]): r for r in row or []}
+            for k, writer in enumerate(self.member_writers):
+                write_scalars(writer, episodes[episodes["member"] == k], rows.get(k))
+            writers = self.member_writers
         with naming(self.path):  # a write error of the writer thread comes out here (the event file has no name)
-            self.writer.flush()
+            for writer in writers:
+                writer.flush()
 
     def at_end(self, trainer: Any) -> None:
-        self.writer.close()
+        for writer in [self.writer, *self.member_writers]:
+            writer.close()
+
+
+def write_hparams(writer: Any, cfg: Config) -> None:
+    """``cfg`` as TensorBoard hparams and as a text table."""
+    from torch.utils.tensorboard.summary import hparams
+
+    values = {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in cfg.to_dict().items()}
+    exp, ssi, sei = hparams(values, {"charts/episodic_return": float("nan")})
+    for summary in (exp, ssi, sei):
+        writer.file_writer.add_summary(summary)
+    table = "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in values.items())
+    writer.add_text("hyperparameters", table)
+
+
+def write_scalars(writer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
+    """One run's (or one member's) new episodes and update row as scalars, at their env steps."""
+    for ret, length, step in zip(episodes["return"], episodes["length"], episodes["global_step"], strict=True):
+        writer.add_scalar("charts/episodic_return", ret, int(step))
+        writer.add_scalar("charts/episodic_length", length, int(step))
+    if row is not None:
+        step = int(row["global_step"])
+        for key, value in row.items():
+            if key in RATES:
+                writer.add_scalar(f"charts/{key}", value, step)
+            elif key not in UPDATE_KEYS and key not in UPDATE_RATES and key != "member":
+                writer.add_scalar(f"losses/{key}", value, step)
 
 
 def _quiet_writer_thread_errors() -> None:
@@ -98,14 +127,19 @@ def _quiet_writer_thread_errors() -> None:
 
 
 def read_scalars(run_dir: str | Path) -> pd.DataFrame:
-    """Every scalar of a run's event files, read with TensorBoard's own reader: a tidy frame of tag, step, value."""
+    """Every scalar of a run's event files, read with TensorBoard's own reader: a tidy frame of tag, step, value
+    (a population's: member, tag, step, value)."""
     require_tensorboard()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    root = Path(run_dir) / TENSORBOARD_DIR
+    members = sorted(root.glob(f"{MEMBER_DIR}*"), key=lambda p: int(p.name[len(MEMBER_DIR):]))
     rows = []
-    for events in sorted((Path(run_dir) / TENSORBOARD_DIR).glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            rows += [(tag, e.step, e.value) for e in acc.Scalars(tag)]
-    return pd.DataFrame(rows, columns=["tag", "step", "value"])
+    for k, folder in [(int(p.name[len(MEMBER_DIR):]), p) for p in members] or [(None, root)]:
+        for events in sorted(folder.glob("events.out.tfevents.*")):
+            acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+            acc.Reload()
+            for tag in acc.Tags()["scalars"]:
+                rows += [(k, tag, e.step, e.value) for e in acc.Scalars(tag)]
+    frame = pd.DataFrame(rows, columns=["member", "tag", "step", "value"])
+    return frame if members else frame.drop(columns="member")

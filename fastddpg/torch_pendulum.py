@@ -151,6 +151,7 @@ class TorchPendulumVectorEnv(gymnasium.vector.VectorEnv):
         device: str | torch.device = "cpu",
         max_episode_steps: int = 200,
         g: float = DEFAULT_G,
+        repeats: int = 1,
     ) -> None:
         """Create the envs; call :meth:`reset` before :meth:`step`.
 
@@ -159,7 +160,12 @@ class TorchPendulumVectorEnv(gymnasium.vector.VectorEnv):
             device: torch device holding all tensors.
             max_episode_steps: episode length before truncation (gymnasium's TimeLimit uses 200).
             g: gravitational acceleration.
+            repeats: G, dividing N: the envs are G equal blocks, and one draw of N / G reset states serves every
+                block (env i of each block starts its episodes alike; a population's grid points, paired).
         """
+        if repeats < 1 or num_envs % repeats:
+            raise ValueError(f"{num_envs} envs cannot form {repeats} equal blocks")
+        self.repeats = repeats
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.max_episode_steps = max_episode_steps
@@ -184,8 +190,11 @@ class TorchPendulumVectorEnv(gymnasium.vector.VectorEnv):
         return torch.stack((self._th, self._thdot), dim=-1)
 
     def _sample_states(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw fresh reset states for all envs: ``(theta [N], thetadot [N])``, uniform in the reset box."""
-        r = torch.rand(2, self.num_envs, generator=self._gen, device=self.device, dtype=torch.float32)
+        """Draw fresh reset states for all envs: ``(theta [N], thetadot [N])``, uniform in the reset box (one draw
+        of N / repeats, repeated)."""
+        r = torch.rand(2, self.num_envs // self.repeats, generator=self._gen, device=self.device, dtype=torch.float32)
+        if self.repeats > 1:
+            r = r.repeat(1, self.repeats)
         th = (2 * r[0] - 1) * INIT_THETA_HIGH
         thdot = (2 * r[1] - 1) * INIT_THETADOT_HIGH
         return th, thdot

@@ -13,13 +13,20 @@ vector step) and ``at_end(trainer)`` (once, when the run ends or is stopped by a
 `fastddpg.checkpoint`) are added by `fastddpg.train`.
 
 A population (K = grid points x ``num_seeds`` > 1 members, `fastddpg.algos.population`) runs its members in
-lockstep: one vector env of K*N envs (member k's envs are rows k*N .. k*N + N - 1; member k's env j is seeded
-seed + k*N + j, so K = 1 seeds as a single run does), one replay buffer of (K, capacity, width), one update of
-every member per update step. ``num_envs``, ``global_step`` and the replay ratio count one member's envs and
-steps, so ``total_steps``, ``start_steps`` and ``update_after`` mean per member what they mean for a single run.
-Member k's networks start as a single run with its seed would start them; its noise, sampling and env resets
-then draw from the population's shared generators (independent streams, not a single run's). Tables get a
-member column; the update row a callback sees is then a list of K rows, one per member.
+lockstep: one vector env of K*N envs (member k's envs are rows k*N .. k*N + N - 1), one replay buffer of
+(K, capacity, width), one update of every member per update step. ``num_envs``, ``global_step`` and the replay
+ratio count one member's envs and steps, so ``total_steps``, ``start_steps`` and ``update_after`` mean per member
+what they mean for a single run. Tables get a member column; the update row a callback sees is then a list of K
+rows, one per member.
+
+Seeding a population (`Config.member_configs`: member g*S + s of S seeds has seed ``seed + s*N``): a member's seed
+does what a single run's seed does to its env seeds (env j: its seed + j; on resume, `resume_seed` of its seed +
+j) and to its initial weights. The random actions, the exploration noise, the replay indices and the algorithm's
+extra inputs come from the one generator of the population (seeded with ``seed``), in one draw per step for the
+S seeds, repeated over the G grid points: members with the same seed at different grid points draw the same
+numbers (a paired comparison), members with different seeds independent ones. With S = 1 that one draw has a
+single run's shapes, so every member draws what the single run with ``seed`` draws; with S > 1 member s draws its
+own slice of a joint draw, not what a single run with its seed would draw.
 """
 
 from __future__ import annotations
@@ -99,8 +106,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.members = k = cfg.num_members
+        # the grid points: blocks of members with the same seeds, which share their random draws (paired)
+        self.grid_blocks = g = len(cfg.grid_points()) if k > 1 else 1
         self.env = env if env is not None else make_env(cfg.env, cfg.num_envs * k, self.device, cfg.vector_mode,
-                                                        cfg.env_backend)
+                                                        cfg.env_backend, repeats=g)
         n, o, a = self.env.num_envs, self.env.obs_dim, self.env.act_dim
         if n % k:
             raise ValueError(f"a population of {k} needs a multiple of {k} envs, not {n}")
@@ -114,11 +123,11 @@ class Trainer:
         else:
             self.algo = make_population(cfg, o, a, self.action_low, self.action_high, self.device)
         pop = k if k > 1 else 0  # members of the replay buffer, device log and probes (0: a single run's layout)
-        self.buffer = ReplayBuffer(cfg.replay_size, o, a, self.device, members=pop)
+        self.buffer = ReplayBuffer(cfg.replay_size, o, a, self.device, members=pop, repeats=g)
         sigmas = [c.noise_sigma for c in member_cfgs]
         sigma = (sigmas[0] if len(set(sigmas)) == 1 else  # per member on a --grid of noise_sigma: each env's row
                  torch.tensor(sigmas, device=self.device).repeat_interleave(self.num_envs).reshape(-1, 1))
-        self.noise = make_noise(cfg, n, a, self.device, self.gen, sigma)
+        self.noise = make_noise(cfg, n, a, self.device, self.gen, sigma, repeats=g)
 
         self.compile_mode = resolve_compile_mode(cfg.compile, self.device, self.planned_updates())
         self.compile_seconds = 0.0
@@ -155,7 +164,7 @@ class Trainer:
         self._t_last_report = self._t_start
         self._steps_at_last_report = 0
         self._updates_at_last_report = 0
-        self.obs = self.env.reset(seed=cfg.seed)
+        self.obs = self.env.reset(seed=self.env_seeds(cfg.seed))
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -171,6 +180,17 @@ class Trainer:
                 for c, point in zip(self.cfg.member_configs(),
                                     [p for p in self.cfg.grid_points() for _ in range(self.cfg.num_seeds)],
                                     strict=True)]
+
+    def env_seeds(self, seed: int, at_step: int | None = None) -> int | list[int]:
+        """What `VecEnv.reset` takes: a single run's ``seed`` (env i gets seed + i); a population's one seed per
+        env, member k's env j getting its member seed + j. ``at_step``: the seeds after a resume at that step
+        (`resume_seed` of the run's, or each member's, seed)."""
+        def start(s: int) -> int:
+            return s if at_step is None else resume_seed(s, at_step)
+
+        if self.members == 1:
+            return start(seed)
+        return [start(c.seed) + j for c in self.cfg.member_configs() for j in range(self.num_envs)]
 
     def planned_updates(self) -> int:
         """Gradient updates this run will perform (the replay ratio times the env steps after update_after)."""
@@ -216,7 +236,10 @@ class Trainer:
         """obs (N, obs_dim) -> exploratory actions (N, act_dim) (a population's: K*N rows): uniform during
         start_steps, else the algorithm's acting step (mu(s) + noise, clipped to the action bounds)."""
         if self.global_step < self.cfg.start_steps:
-            u = torch.rand(obs.shape[0], self.action_low.shape[0], device=self.device, generator=self.gen)
+            g = self.grid_blocks  # one draw for the seeds, repeated over the grid points (see the module docstring)
+            u = torch.rand(obs.shape[0] // g, self.action_low.shape[0], device=self.device, generator=self.gen)
+            if g > 1:
+                u = u.repeat(g, 1)
             return self.action_low + (self.action_high - self.action_low) * u
         return self.explore(obs, self.noise.sample())
 
@@ -405,7 +428,7 @@ class Trainer:
         """Reset every env with a seed derived from (seed, global_step) and start new episodes. Gymnasium envs
         cannot be snapshotted, so after a resume the episodes that were in progress are cut: their partial
         returns are dropped (never logged), the noise process restarts, and the next episodes start fresh."""
-        self.obs = self.env.reset(seed=resume_seed(self.cfg.seed, self.global_step))
+        self.obs = self.env.reset(seed=self.env_seeds(self.cfg.seed, self.global_step))
         self.ep_return.zero_()
         self.ep_len.zero_()
         self.noise.reset(torch.ones_like(self.ep_return))
@@ -419,22 +442,31 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         wall = time.perf_counter() - self._t_start
         if self.members > 1:
-            return {**self._summary(wall, []), **self._population_summary()}
+            return {**self._summary(wall, []), **self._population_summary(wall)}
         return self._summary(wall, [r.return_ for r in self.episode_rows])
 
-    def _population_summary(self) -> dict[str, Any]:
-        """Per member: its seed and the mean of its last 10 episode returns (NaN before its first); the
-        population's `run_return_10` (their mean over the members with an episode), their min and max."""
+    def _population_summary(self, wall: float) -> dict[str, Any]:
+        """Per member: its seed, its episodes and the mean of its last 10 episode returns (NaN before its first);
+        the population's `run_return_10` (their mean over the members with an episode), their min and max; and
+        the counts and rates in both units, labelled: ``*_per_member`` (one member's, as ``env_steps`` and
+        ``updates`` are) and ``*_total`` (over all members, as ``episodes`` is)."""
         returns = returns_by_member(self.episode_rows)
         last10 = [last10_mean(returns.get(k, ())) for k in range(self.members)]
         have = [last10[k] for k in sorted(returns)]
-        return {"members": self.members, "member_seeds": [c.seed for c in self.cfg.member_configs()],
+        k, wall = self.members, max(wall, 1e-9)
+        return {"members": k, "member_seeds": [c.seed for c in self.cfg.member_configs()],
+                "member_episodes": list(self.member_episodes),
                 "member_last10_mean_return": last10,
                 "last10_mean_return": run_return_10(returns),
                 "last10_min_return": min(have, default=float("nan")),
                 "last10_max_return": max(have, default=float("nan")),
-                "agent_env_steps_per_sec": self.global_step * self.members / max(time.perf_counter() - self._t_start,
-                                                                                 1e-9)}
+                "episodes_total": self.num_episodes,
+                "env_steps_per_member": self.global_step, "env_steps_total": self.global_step * k,
+                "updates_per_member": self.num_updates, "updates_total": self.num_updates * k,
+                "env_steps_per_sec_per_member": self.global_step / wall,
+                "env_steps_per_sec_total": self.global_step * k / wall,
+                "updates_per_sec_per_member": self.num_updates / wall,
+                "updates_per_sec_total": self.num_updates * k / wall}
 
     def _summary(self, wall: float, returns: list[float]) -> dict[str, Any]:
         return {
@@ -469,13 +501,13 @@ def make_population(cfg: Config, obs_dim: int, act_dim: int, action_low: torch.T
                     device: torch.device) -> Population:
     """The population of ``cfg`` (``cfg.member_configs()``): each member's networks are initialised under
     ``torch.manual_seed`` of its seed, as a single run with that seed initialises them, and it takes its grid
-    point's hyperparameters."""
+    point's hyperparameters; its grid points share their extra random inputs (``repeats``)."""
     members = []
     for member_cfg in cfg.member_configs():
         torch.manual_seed(member_cfg.seed)
         members.append(make_algorithm(member_cfg, obs_dim, act_dim, action_low, action_high, device))
     torch.manual_seed(cfg.seed)
-    return Population(members)
+    return Population(members, repeats=len(cfg.grid_points()))
 
 
 def resume_seed(seed: int, global_step: int) -> int:

@@ -92,11 +92,15 @@ def test_same_population_config_gives_identical_results_twice():
     assert not torch.equal(a.algo.actor.net[0].weight[0], a.algo.actor.net[0].weight[1])
 
 
-def test_member_k_starts_as_a_single_run_with_seed_plus_k():
+def test_member_k_starts_as_a_single_run_with_its_seed():
+    """Member k's seed is seed + k * num_envs (the rule since members' seeds set their env seeds): its networks and
+    its envs' first observations are those of a single run with that seed."""
     cfg = dict(env="Pendulum-v1", num_envs=2, total_steps=2, hidden_sizes=(8,), device="cpu", compile="off", seed=5)
     pop = Trainer(Config(**cfg, num_seeds=3))
+    assert [c.seed for c in pop.cfg.member_configs()] == [5, 7, 9]
     for k in range(3):
-        single = Trainer(Config(**{**cfg, "seed": 5 + k}))
+        single = Trainer(Config(**{**cfg, "seed": 5 + 2 * k}))
+        assert torch.equal(pop.obs[2 * k:2 * k + 2], single.obs), k
         member = pop.algo.member(k)
         for name in ("actor", "critic", "target_actor", "target_critic"):
             for p, q in zip(member.state[name].values(), single.algo.state[name].values(), strict=True):
@@ -118,7 +122,7 @@ def test_non_finite_parameter_names_the_member(tmp_path):
         checkpointer.write(trainer)
     trainer.env.close()
     assert e.value.what == "parameter"
-    assert str(e.value).startswith("member 1 (seed 43): non-finite parameters in target_critic after update 0")
+    assert str(e.value).startswith("member 1 (seed 45): non-finite parameters in target_critic after update 0")
     assert [read_checkpoint(p)["global_step"] for p in list_checkpoints(tmp_path)] == [30]
 
 
@@ -131,7 +135,7 @@ def test_population_run_directory_and_resume(tmp_path):
     assert main([*args, "--total-steps", "100"]) == 0
     assert main(["run", "--resume", str(d), "--total-steps", "200"]) == 0
     run = load_run(d)
-    assert pd.read_csv(d / "members.csv").to_dict("list") == {"member": [0, 1], "seed": [42, 43],
+    assert pd.read_csv(d / "members.csv").to_dict("list") == {"member": [0, 1], "seed": [42, 44],
                                                                       "grid_point": [0, 0]}
     ep, up, pr = run.episodes, run.updates, run.probes
     assert not ep.duplicated().any() and not up.duplicated().any() and not pr.duplicated().any()
@@ -191,7 +195,7 @@ def test_grid_members_take_their_values(tmp_path):
     result = train(cfg)
     hyper = result.algo.hyper
     assert hyper.tau.tolist() == pytest.approx([0.01] * 4 + [0.1] * 4)
-    assert result.summary["member_seeds"] == [42, 43] * 4
+    assert result.summary["member_seeds"] == [42, 45] * 4
     members = pd.read_csv(tmp_path / "g" / "members.csv")
     assert members.columns.tolist() == ["member", "seed", "grid_point", "tau", "noise_sigma"]
     assert members["noise_sigma"].tolist() == pytest.approx([0.1, 0.1, 0.3, 0.3] * 2)

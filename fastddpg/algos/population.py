@@ -34,14 +34,19 @@ class Population(Algorithm):
     (K, len(metric_names)).
     """
 
-    def __init__(self, members: Sequence[Algorithm]) -> None:
+    def __init__(self, members: Sequence[Algorithm], repeats: int = 1) -> None:
+        """``repeats=G``: the members are G equal blocks (a --grid's points, each with the same seeds) that share
+        their extra random inputs: member k draws what member k + K/G draws (see `extra_inputs`)."""
         # no super().__init__(): the networks are stacked copies of the members', not fresh ones
         first = members[0]
         kinds = {(type(m), m.obs_dim, m.act_dim, m.hidden_sizes, m.layer_norm, m.policy_delay) for m in members}
         if len(kinds) != 1:
             raise ValueError("population members must share the algorithm, the network sizes and the policy delay")
+        if repeats < 1 or len(members) % repeats:
+            raise ValueError(f"{len(members)} members cannot form {repeats} equal blocks")
         self.template = first
         self.members = len(members)
+        self.repeats = int(repeats)
         self.name, self.metric_names = first.name, first.metric_names
         self.actor_step_metrics, self.num_critics = first.actor_step_metrics, first.num_critics
         self.obs_dim, self.act_dim, self.device = first.obs_dim, first.act_dim, first.device
@@ -112,9 +117,14 @@ class Population(Algorithm):
         return self.template.eps_dim
 
     def extra_inputs(self, num_batches: int, batch_size: int, generator: torch.Generator) -> torch.Tensor | None:
-        """The template's extra inputs for every member: (num_batches, K, batch_size, eps_dim), or None."""
-        extra = self.template.extra_inputs(num_batches * self.members, batch_size, generator)
-        return None if extra is None else extra.reshape(num_batches, self.members, batch_size, -1)
+        """The template's extra inputs for every member: (num_batches, K, batch_size, eps_dim), or None; one draw
+        for the first K/repeats members, repeated for the other blocks."""
+        block = self.members // self.repeats
+        extra = self.template.extra_inputs(num_batches * block, batch_size, generator)
+        if extra is None:
+            return None
+        extra = extra.reshape(num_batches, block, batch_size, -1)
+        return extra if self.repeats == 1 else extra.repeat(1, self.repeats, 1, 1)
 
     def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns:
         return self.template.population_update_fns(self.nets, self.hyper, as_batch, width)
