@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,15 @@ GROUPS: dict[str, tuple[str, str]] = {
     "run": ("run", "The run directory, console output and checkpoints."),
     "population": ("population", "K independent agents trained in one process by one compiled update."),
 }
+
+
+def format_hyper(value: Any) -> str:
+    """A hyperparameter value for people to read (report tables, legends, hover, grid labels): floats with 4
+    significant digits, 'g'-style (3e-4 -> '0.0003', 2.4665e-3 -> '0.002467', 1e-5 -> '1e-05'), anything else
+    as ``str``. Files (config.json, trials.csv, members.csv) keep the full value."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # numpy's floats too
+        return f"{float(value):.4g}"
+    return str(value)
 
 
 class ConfigError(ValueError):
@@ -231,10 +241,14 @@ class Config:
         return [dict(zip(axes, point, strict=True)) for point in itertools.product(*axes.values())]
 
     def grid_members(self) -> dict[str, list[int]]:
-        """{grid point label ('actor_lr=0.001, tau=0.01'; 'all members' without a grid): its members}."""
-        return {", ".join(f"{n}={v:g}" for n, v in point.items()) or "all members":
-                list(range(g * self.num_seeds, (g + 1) * self.num_seeds))
-                for g, point in enumerate(self.grid_points())}
+        """{grid point label ('actor_lr=0.001, tau=0.01'; 'all members' without a grid): its members}. Values are
+        `format_hyper`'s, or in full where two points would otherwise share a label."""
+        points = self.grid_points()
+        labels = [", ".join(f"{n}={format_hyper(v)}" for n, v in point.items()) for point in points]
+        if len(set(labels)) < len(labels):
+            labels = [", ".join(f"{n}={v!r}" for n, v in point.items()) for point in points]
+        return {label or "all members": list(range(g * self.num_seeds, (g + 1) * self.num_seeds))
+                for g, label in enumerate(labels)}
 
     @property
     def num_members(self) -> int:

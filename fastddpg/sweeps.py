@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, format_hyper
 from .fileio import atomic_write_text
 from .schema import (
     CHECKPOINT_DIR,
@@ -1055,7 +1055,7 @@ def resume_sweep(out: str | Path, *, address: str | None = None, report_hook: Ca
 
 def _group_label(row: Any, grid_names: Sequence[str]) -> str:
     names = [n for n in grid_names if n != "seed"]
-    return ", ".join(f"{n}={getattr(row, n)}" for n in names) if names else "all trials"
+    return ", ".join(f"{n}={format_hyper(getattr(row, n))}" for n in names) if names else "all trials"
 
 
 def sweep_figures(result: SweepResult) -> list[Any]:
@@ -1151,11 +1151,15 @@ def _ranking_table(result: SweepResult) -> str:
             *(["final_eval_return", "best_eval_return"] if result.spec.metric == "eval_return" else []), "exploits",
             *(["error"] if "error" in t.columns else [])]
 
-    def cell(v: Any) -> str:
+    hypers = set(result.spec.swept)
+
+    def cell(c: str, v: Any) -> str:  # hyperparameters with their significant digits, metrics to 0.1
+        if c in hypers:
+            return html.escape(format_hyper(v))
         return f"{v:,.1f}" if isinstance(v, float) else html.escape(str(v))
 
     head = "<tr><th>rank</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
-    body = "".join("<tr><td>" + str(i + 1) + "</td>" + "".join(f"<td>{cell(r[c])}</td>" for c in cols) + "</tr>"
+    body = "".join("<tr><td>" + str(i + 1) + "</td>" + "".join(f"<td>{cell(c, r[c])}</td>" for c in cols) + "</tr>"
                    for i, (_, r) in enumerate(ranked.iterrows()))
     return f"<h2>Ranking by {html.escape(col)}</h2><table><thead>{head}</thead><tbody>{body}</tbody></table>"
 

