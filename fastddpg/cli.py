@@ -227,6 +227,9 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         trainer, writer = open_run(cfg, argv)  # the run directory, checked writable before training
     assert writer is not None
     cfg = trainer.cfg
+    if not cfg.quiet:
+        for line in start_notes(args, cfg):
+            print(f"fastddpg: {line}", file=sys.stderr)
     reporter = make_reporter(cfg.quiet, cfg.total_steps)
     stopped: TrainingInterrupted | NonFiniteError | None = None
     with reporter if reporter is not None else contextlib.nullcontext():
@@ -237,9 +240,24 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if stopped is not None:
         return _stopped(stopped, cfg.total_steps, writer.path)
     print_summary(result.summary, env_id=cfg.env)
+    for warning in cfg.idle_warnings():  # said at the start too: the summary is what a user reads last
+        print(f"warning: {warning}")
     print(f"run directory: {writer.path}")
     print(f"report: {writer.path / REPORT_FILE}")
     return 0
+
+
+def start_notes(args: argparse.Namespace, cfg: Config) -> list[str]:
+    """The lines ``fastddpg run`` prints before training (on stderr, each after 'fastddpg: '): hyperparameters
+    tuned for another env (a new run only) and `Config.idle_warnings`."""
+    from .configfile import load_config_file, tuning_note
+
+    notes = []
+    if not getattr(args, "resume", None):
+        config = getattr(args, "config", None)
+        note = tuning_note(cfg.env, config, load_config_file(config).get("env") if config else None)
+        notes += [f"note: {note}"] if note else []
+    return notes + [f"warning: {w}" for w in cfg.idle_warnings()]
 
 
 def _stopped(e: TrainingInterrupted | NonFiniteError, total_steps: int, run_dir: Path) -> int:

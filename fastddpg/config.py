@@ -261,6 +261,39 @@ class Config:
         return [dataclasses.replace(self, **point, seed=self.seed + s, num_seeds=1, grid=())
                 for point in self.grid_points() for s in range(self.num_seeds)]
 
+    # --- runs that learn nothing --------------------------------------------------------------------------------
+    def idle_warnings(self) -> list[str]:
+        """One line per way this config wastes its run, naming the setting that causes it: no gradient update at
+        all (--update-after, --batch-size or --updates-per-step against --total-steps), or only uniform random
+        actions (--start-steps). Exact for the trainer's loop: vector steps of num_envs env steps (per member),
+        random actions while the steps taken are below start_steps, updates after a vector step once the steps
+        taken reach both update_after and batch_size, updates_per_step of them per env step (fractions carried)."""
+        import fractions
+
+        n = self.num_envs
+        last = math.ceil(self.total_steps / n) * n  # env steps when the run ends (whole vector steps)
+        total = f"--total-steps {self.total_steps:,}" + (f" ({last:,} in whole vector steps of {n})"
+                                                         if last != self.total_steps else "")
+        out = []
+        first = max(1, math.ceil(max(self.update_after, self.batch_size) / n))  # the first vector step with updates
+        steps_with_updates = max(0, last // n - first + 1)
+        ratio = fractions.Fraction(self.updates_per_step).limit_denominator(10_000)
+        if int(steps_with_updates * n * ratio) == 0:
+            if self.update_after >= self.batch_size and last < self.update_after:
+                why, fix = f"--update-after {self.update_after:,} is beyond {total}", "lower --update-after"
+            elif last < self.batch_size:
+                why = f"--batch-size {self.batch_size:,} needs more transitions than {total} collects"
+                fix = "lower --batch-size"
+            else:
+                why = f"--updates-per-step {self.updates_per_step:g} is too small for {total}"
+                fix = "raise --updates-per-step"
+            out.append(f"no gradient update will happen: {why}; the networks stay as initialised. Raise "
+                       f"--total-steps or {fix}.")
+        if last - n < self.start_steps:  # the last vector step starts below start_steps
+            out.append(f"only uniform random actions will be taken: --start-steps {self.start_steps:,} covers all "
+                       f"of {total}; the actor never acts. Raise --total-steps or lower --start-steps.")
+        return out
+
     # --- (de)serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (tuples become lists)."""
