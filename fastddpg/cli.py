@@ -306,12 +306,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         means = [r.mean for r in results.values()]
         print(f"eval: {len(results)} member(s): mean return {sum(means) / len(means):.1f} "
               f"[{min(means):.1f}, {max(means):.1f}] -> {out}")
-    if video is not None:
-        from .plots import write_report
-        from .schema import REPORT_FILE
+    from .plots import write_report
+    from .schema import REPORT_FILE
 
-        write_report([args.run_dir], Path(args.run_dir) / REPORT_FILE)  # shows the new video and evaluation
+    report = write_report([args.run_dir], Path(args.run_dir) / REPORT_FILE)  # shows the new evaluation (and video)
+    if video is not None:
         print(video)
+    print(f"report: {os.path.abspath(report)}")
     return 0
 
 

@@ -82,3 +82,22 @@ def test_refused_grid_fields_point_to_the_command_that_varies_them(entry, points
     msg = str(e.value)
     assert points_to in msg and "\n" not in msg
     assert "separately" not in msg and "later issue" not in msg  # the stale advice to do it by hand
+
+
+# --- eval refreshes report.html ---------------------------------------------------------------------------------------
+
+def test_eval_refreshes_the_report(tmp_path, capsys):
+    from fastddpg.cli import main
+    from fastddpg.schema import REPORT_FILE
+    from tests.test_rundir import short_run
+
+    run = short_run(tmp_path / "run")
+    report = run / REPORT_FILE
+    before = report.read_text()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "2", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    mean = re.search(r"return (-?\d+\.\d) \+- ", out).group(1)
+    after = report.read_text()
+    assert f"{mean} ±" not in before and f"{mean} ±" in after  # the report's summary shows the new evaluation
+    assert f"report: {report.resolve()}" in out
