@@ -161,8 +161,17 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     """Print the effective config of ``fastddpg run`` (defaults < --config file < flags) as TOML."""
     from .configfile import to_toml
 
-    print(to_toml(config_from_args(args)), end="")
+    print(to_toml(run_config(args)), end="")
     return 0
+
+
+def run_config(args: argparse.Namespace) -> Config:
+    """The Config of a new ``fastddpg run`` (`config_from_args`), run_dir 'auto' unless given: the command always
+    writes a run directory, so --dry-run and --help show the run_dir it will use."""
+    from .schema import AUTO_RUN_DIR
+
+    cfg = config_from_args(args)
+    return cfg if cfg.run_dir else dataclasses.replace(cfg, run_dir=AUTO_RUN_DIR)
 
 
 class _VersionAction(argparse.Action):
@@ -215,16 +224,13 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from .api import open_resume, open_run, run_to_end
     from .failsafe import NonFiniteError, TrainingInterrupted
     from .reporting import make_reporter, print_summary
-    from .schema import AUTO_RUN_DIR, REPORT_FILE
+    from .schema import REPORT_FILE
 
     if getattr(args, "resume", None):
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
         trainer, writer = open_resume(args.resume, given, argv)  # checked, restored, CSVs cut to the checkpoint
     else:
-        cfg = config_from_args(args)
-        if not cfg.run_dir:
-            cfg = dataclasses.replace(cfg, run_dir=AUTO_RUN_DIR)
-        trainer, writer = open_run(cfg, argv)  # the run directory, checked writable before training
+        trainer, writer = open_run(run_config(args), argv)  # the run directory, checked writable before training
     assert writer is not None
     cfg = trainer.cfg
     if not cfg.quiet:

@@ -101,3 +101,16 @@ def test_eval_refreshes_the_report(tmp_path, capsys):
     after = report.read_text()
     assert f"{mean} ±" not in before and f"{mean} ±" in after  # the report's summary shows the new evaluation
     assert f"report: {report.resolve()}" in out
+
+
+# --- --dry-run, --help and the run agree on run_dir -------------------------------------------------------------------
+
+def test_dry_run_and_help_agree_on_run_dir(capsys):
+    from fastddpg.cli import build_parser, main
+
+    assert main(["run", "--dry-run"]) == 0
+    assert 'run_dir = "auto"' in capsys.readouterr().out.splitlines()
+    run = next(a for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions if a.dest == "run_dir")
+    assert run.help.endswith("(default: auto)")
+    assert main(["run", "--dry-run", "--run-dir", "runs/x"]) == 0
+    assert 'run_dir = "runs/x"' in capsys.readouterr().out.splitlines()
