@@ -114,3 +114,65 @@ def test_dry_run_and_help_agree_on_run_dir(capsys):
     assert run.help.endswith("(default: auto)")
     assert main(["run", "--dry-run", "--run-dir", "runs/x"]) == 0
     assert 'run_dir = "runs/x"' in capsys.readouterr().out.splitlines()
+
+
+# --- MuJoCo's settotalmass warning, and only it, is filtered ---------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_halfcheetah_is_made_without_the_settotalmass_warning(mode, capfd):
+    mujoco = pytest.importorskip("mujoco")
+    import torch
+
+    from fastddpg.envs import SETTOTALMASS_WARNING, make_env
+
+    before = mujoco.get_mju_user_warning()
+    env = make_env("HalfCheetah-v5", 2, torch.device("cpu"), mode)
+    env.reset(seed=0)
+    env.close()
+    err = capfd.readouterr().err
+    assert "settotalmass" not in err, err
+    assert mujoco.get_mju_user_warning() is before  # the process-wide handler is put back
+    # what is filtered is MuJoCo's text: if MuJoCo ever rewords it, this test says so
+    assert SETTOTALMASS_WARNING in _unfiltered_settotalmass_warning(mujoco)
+
+
+def _unfiltered_settotalmass_warning(mujoco) -> str:
+    """The warning MuJoCo gives for Gymnasium's half_cheetah.xml without the filter."""
+    import gymnasium as gym
+
+    seen: list[str] = []
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(seen.append)
+    try:
+        gym.make("HalfCheetah-v5").close()
+    finally:
+        mujoco.set_mju_user_warning(previous)
+    return " ".join(seen)
+
+
+def test_other_mujoco_warnings_still_show(capfd):
+    mujoco = pytest.importorskip("mujoco")
+    from fastddpg.envs import SETTOTALMASS_WARNING, settotalmass_filtered
+
+    seen: list[str] = []
+    mujoco.set_mju_user_warning(seen.append)  # a handler of the user's own keeps getting the others
+    try:
+        with settotalmass_filtered():
+            handler = mujoco.get_mju_user_warning()
+            handler(f"{SETTOTALMASS_WARNING} and will be removed")
+            handler("Nan, Inf or huge value in QACC at DOF 0")
+        assert seen == ["Nan, Inf or huge value in QACC at DOF 0"]
+    finally:
+        mujoco.set_mju_user_warning(None)
+    with settotalmass_filtered():  # without one: stderr, as MuJoCo's own handler prints it
+        mujoco.get_mju_user_warning()("Nan, Inf or huge value in QACC at DOF 1")
+        mujoco.get_mju_user_warning()(SETTOTALMASS_WARNING)
+    err = capfd.readouterr().err
+    assert "WARNING: Nan, Inf or huge value in QACC at DOF 1" in err and "settotalmass" not in err
+
+
+def test_pendulum_is_made_without_touching_mujoco():
+    from fastddpg.envs import is_mujoco_env
+
+    assert is_mujoco_env("HalfCheetah-v5") and is_mujoco_env("Hopper-v5")
+    assert not is_mujoco_env("Pendulum-v1") and not is_mujoco_env("NoSuchEnv-v0")
