@@ -219,11 +219,9 @@ def torch_version() -> str | None:
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """`fastddpg run`: `fastddpg.train` (or `fastddpg.resume`) with a run directory and the console reporter."""
-    import contextlib
-
-    from .api import open_resume, open_run, run_to_end
+    from .api import open_resume, open_run, run_quietly_or_with_progress
     from .failsafe import NonFiniteError, TrainingInterrupted
-    from .reporting import make_reporter, print_summary
+    from .reporting import print_summary
     from .schema import REPORT_FILE
 
     if getattr(args, "resume", None):
@@ -233,18 +231,13 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         trainer, writer = open_run(run_config(args), argv)  # the run directory, checked writable before training
     assert writer is not None
     cfg = trainer.cfg
-    if not cfg.quiet:
-        for line in start_notes(args, cfg):
-            print(f"fastddpg: {line}", file=sys.stderr)
-    reporter = make_reporter(cfg.quiet, cfg.total_steps)
-    stopped: TrainingInterrupted | NonFiniteError | None = None
-    with reporter if reporter is not None else contextlib.nullcontext():
-        try:
-            result = run_to_end(trainer, writer, [reporter] if reporter is not None else [])
-        except (TrainingInterrupted, NonFiniteError) as e:
-            stopped = e  # the run directory already holds everything; say so after the live panel closes
-    if stopped is not None:
-        return _stopped(stopped, cfg.total_steps, writer.path)
+    note = None if cfg.quiet or getattr(args, "resume", None) else tuning_note_of(args, cfg)
+    if note is not None:
+        print(f"fastddpg: note: {note}", file=sys.stderr)
+    try:  # with progress: the idle warnings, then the console reporter (as train(progress=True))
+        result = run_quietly_or_with_progress(trainer, writer, [], progress=True)
+    except (TrainingInterrupted, NonFiniteError) as e:  # the run directory already holds everything: say so
+        return _stopped(e, cfg.total_steps, writer.path)
     print_summary(result.summary, env_id=cfg.env)
     for warning in cfg.idle_warnings():  # said at the start too: the summary is what a user reads last
         print(f"warning: {warning}")
@@ -253,17 +246,12 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     return 0
 
 
-def start_notes(args: argparse.Namespace, cfg: Config) -> list[str]:
-    """The lines ``fastddpg run`` prints before training (on stderr, each after 'fastddpg: '): hyperparameters
-    tuned for another env (a new run only) and `Config.idle_warnings`."""
+def tuning_note_of(args: argparse.Namespace, cfg: Config) -> str | None:
+    """`fastddpg.configfile.tuning_note` for a new run: its env against the --config file's env (if any)."""
     from .configfile import load_config_file, tuning_note
 
-    notes = []
-    if not getattr(args, "resume", None):
-        config = getattr(args, "config", None)
-        note = tuning_note(cfg.env, config, load_config_file(config).get("env") if config else None)
-        notes += [f"note: {note}"] if note else []
-    return notes + [f"warning: {w}" for w in cfg.idle_warnings()]
+    config = getattr(args, "config", None)
+    return tuning_note(cfg.env, config, load_config_file(config).get("env") if config else None)
 
 
 def _stopped(e: TrainingInterrupted | NonFiniteError, total_steps: int, run_dir: Path) -> int:

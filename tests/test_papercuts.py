@@ -176,3 +176,35 @@ def test_pendulum_is_made_without_touching_mujoco():
 
     assert is_mujoco_env("HalfCheetah-v5") and is_mujoco_env("Hopper-v5")
     assert not is_mujoco_env("Pendulum-v1") and not is_mujoco_env("NoSuchEnv-v0")
+
+
+# --- train() and resume() print the same: nothing by default, the command's progress with progress=True ---------------
+
+class _TrainerLine:
+    """A callback that prints through the trainer's ``log``, as the compile lines do."""
+
+    def at_start(self, trainer) -> None:
+        trainer.log("a line of the trainer's own")
+
+    def __call__(self, trainer, episodes, row) -> None:
+        pass
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_train_and_resume_print_alike(tmp_path, capsys, progress):
+    from fastddpg import resume, train
+
+    cfg = Config(total_steps=400, num_envs=2, update_after=10_000, start_steps=0, hidden_sizes=(8,), log_every=200,
+                 compile="off", device="cpu", probe_n=4, run_dir=str(tmp_path / "r"))
+    capsys.readouterr()
+    train(cfg, callbacks=[_TrainerLine()], progress=progress)
+    trained = capsys.readouterr()
+    resume(tmp_path / "r", total_steps=800, callbacks=[_TrainerLine()], progress=progress)
+    resumed = capsys.readouterr()
+    for out in (trained, resumed):
+        if progress:
+            assert "a line of the trainer's own" in out.out
+            assert "fastddpg: warning: no gradient update will happen" in out.err  # update_after 10,000
+            assert re.search(r"^step +\d", out.out, re.MULTILINE)  # the reporter's lines (not a terminal here)
+        else:
+            assert (out.out, out.err) == ("", ""), out
