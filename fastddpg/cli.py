@@ -394,7 +394,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --- sweep (Ray Tune; fastddpg.sweeps) --------------------------------------------------------------------------
 _SWEEP_OPTIONS = ("sweep_grid", "sample", "num_samples", "scheduler", "pbt_interval", "mutate", "grace_period",
                   "metric", "eval_episodes", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "out", "storage",
-                  "config")
+                  "config", "verbose")
 _SWEEP_PARSER_DEFAULTS: dict[str, Any] = {}  # filled by add_sweep_parser: what --resume must not see changed
 
 
@@ -447,6 +447,9 @@ def add_sweep_parser(sub: Any) -> None:
     s.add_argument("--storage", default=None, metavar="PATH",
                    help="where the trials' run directories and Tune's state go (PATH/NAME; OUT/trials links "
                    "there): a path mounted on every node of a multi-node cluster (default: OUT)")
+    s.add_argument("--verbose", action="store_true",
+                   help="also print Ray Tune's own trial tables and results (default: fastddpg's progress lines only: "
+                   "trials running, finished and failed, and the best metric so far)")
     _SWEEP_PARSER_DEFAULTS.update({o: sw.get_default(o) for o in _SWEEP_OPTIONS})
     s.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the sweep in DIR: finished trials stay, unfinished ones continue from their "
@@ -479,9 +482,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             storage=args.storage)
     try:
         if args.resume:
-            result = sweeps.resume_sweep(args.resume, address=args.address, verbose=1)
+            result = sweeps.resume_sweep(args.resume, address=args.address)  # prints as the sweep it continues
         else:
-            result = sweeps.run_sweep(spec, verbose=1)
+            result = sweeps.run_sweep(spec, verbose=1 if args.verbose else 0, progress=True)
     except sweeps.SweepInterrupted as e:
         print(f"fastddpg: {e}", file=sys.stderr)
         return 130

@@ -208,3 +208,48 @@ def test_train_and_resume_print_alike(tmp_path, capsys, progress):
             assert re.search(r"^step +\d", out.out, re.MULTILINE)  # the reporter's lines (not a terminal here)
         else:
             assert (out.out, out.err) == ("", ""), out
+
+
+# --- the sweep's own progress lines ---------------------------------------------------------------------------------
+
+def test_sweep_progress_lines(capsys, monkeypatch):
+    from fastddpg import sweeps
+
+    now = [100.0]
+    monkeypatch.setattr(sweeps.time, "monotonic", lambda: now[0])
+    p = sweeps.SweepProgress("return_10", ["actor_lr", "seed"], min_interval=5.0)
+    p.total = 3
+    a, b = {"actor_lr": 2.4665e-3, "seed": 0}, {"actor_lr": 3e-4, "seed": 1}
+    p.started("t0", a)
+    p.started("t1", b)
+    p.result("t0", a, {"return_10": -900.0})  # a new best, 0 s after the last line: held back
+    now[0] += 6
+    p.result("t1", b, {"return_10": -1200.0})  # not better: no line
+    p.result("t1", b, {"return_10": float("nan")})  # no episode yet: ignored
+    p.result("t1", b, {"return_10": -800.0})  # better, 6 s later: a line
+    p.ended("t0")
+    p.ended("t1", failed=True)
+    p.close()  # nothing held back
+    assert capsys.readouterr().out.splitlines() == [
+        "sweep: 1 running, 0 finished, 0 failed of 3",
+        "sweep: 2 running, 0 finished, 0 failed of 3",
+        "sweep: 2 running, 0 finished, 0 failed of 3 | best return_10 -800.0: t1 (actor_lr=0.0003, seed=1)",
+        "sweep: 1 running, 1 finished, 0 failed of 3 | best return_10 -800.0: t1 (actor_lr=0.0003, seed=1)",
+        "sweep: 0 running, 1 finished, 1 failed of 3 | best return_10 -800.0: t1 (actor_lr=0.0003, seed=1)"]
+    q = sweeps.SweepProgress("eval_return", ["actor_lr"])
+    q.result("t2", a, {"return_10": -5.0, "eval_return": -150.25})  # the first best: at once
+    q.result("t2", a, {"eval_return": -100.0})  # within the interval: held back until close
+    q.close()
+    assert capsys.readouterr().out.splitlines() == [
+        "sweep: 0 running, 0 finished, 0 failed | best eval_return -150.2: t2 (actor_lr=0.002466)",
+        "sweep: 0 running, 0 finished, 0 failed | best eval_return -100.0: t2 (actor_lr=0.002466)"]
+
+
+def test_sweep_verbose_flag_and_resume(capsys):
+    from fastddpg.cli import build_parser, main
+
+    sweep = build_parser()._subparsers._group_actions[0].choices["sweep"]
+    assert sweep.parse_args(["--out", "x"]).verbose is False and sweep.parse_args(["--verbose"]).verbose is True
+    pytest.importorskip("ray.tune")
+    assert main(["sweep", "--resume", "somewhere", "--verbose"]) == 2  # a resumed sweep prints as it did
+    assert "--resume takes no --verbose" in capsys.readouterr().err
