@@ -34,13 +34,14 @@ Callback = Callable[..., None]
 
 
 def train(cfg: Config | None = None, *, callbacks: Iterable[Callback] = (), argv: list[str] | None = None,
-          **overrides: Any) -> TrainResult:
+          progress: bool = False, **overrides: Any) -> TrainResult:
     """Train with ``cfg`` (default ``Config()``), any field overridable by keyword: ``train(num_envs=4)``.
 
     With ``cfg.run_dir`` set (a path, or ``"auto"`` for ``runs/<env>__<algo>__<seed>__<timestamp>``), the run
     directory is written as ``fastddpg run`` writes it and ``result.run_dir`` names it; it can then be continued
     with `resume`. ``callbacks`` are called as ``cb(trainer, new_episodes, update_row)`` at every report.
-    ``argv`` is the command line recorded in config.json (default ``sys.argv``).
+    ``argv`` is the command line recorded in config.json (default ``sys.argv``). Quiet unless ``progress=True``
+    (see `run_quietly_or_with_progress`), as `resume` is.
 
     Raises `TrainingInterrupted` (SIGINT/SIGTERM) or `NonFiniteError` after the run directory, if any, holds
     everything the run had (the exception's ``run_dir`` names it, ``checkpoint`` the checkpoint to resume from),
@@ -51,17 +52,41 @@ def train(cfg: Config | None = None, *, callbacks: Iterable[Callback] = (), argv
     if overrides:
         cfg = Config.from_dict({**cfg.to_dict(), **overrides})
     trainer, writer = open_run(cfg, argv)
-    return run_to_end(trainer, writer, callbacks)
+    return run_quietly_or_with_progress(trainer, writer, callbacks, progress)
 
 
 def resume(run_dir: str | Path, *, callbacks: Iterable[Callback] = (), argv: list[str] | None = None,
-           **overrides: Any) -> TrainResult:
+           progress: bool = False, **overrides: Any) -> TrainResult:
     """Continue the run in ``run_dir`` from its latest checkpoint, appending to its CSVs, exactly as
     ``fastddpg run --resume RUN_DIR`` does. ``overrides`` may change only the run-control fields
     (`fastddpg.checkpoint.RESUME_OVERRIDABLE`, e.g. a larger ``total_steps``). The returned DataFrames hold the
-    whole run, from its first step."""
+    whole run, from its first step. Quiet unless ``progress=True``, as `train` is."""
     trainer, writer = open_resume(run_dir, overrides, argv)
-    return run_to_end(trainer, writer, callbacks)
+    return run_quietly_or_with_progress(trainer, writer, callbacks, progress)
+
+
+def run_quietly_or_with_progress(trainer: Trainer, writer: RunWriter | None, callbacks: Iterable[Callback],
+                                 progress: bool) -> TrainResult:
+    """`run_to_end` for `train` and `resume`: from Python both are quiet by default (the trainer's own lines, such
+    as compiling the update, are not printed; a warning about the disk still goes to stderr). ``progress=True``
+    prints what ``fastddpg run`` prints while it trains: the `Config.idle_warnings`, the compile lines, and the
+    console reporter (the live panel in a terminal, one line per report otherwise; none with ``quiet``)."""
+    if not progress:
+        trainer.log = _silent
+        return run_to_end(trainer, writer, callbacks)
+    from .reporting import make_reporter
+
+    cfg = trainer.cfg
+    if not cfg.quiet:
+        for warning in cfg.idle_warnings():
+            print(f"fastddpg: warning: {warning}", file=sys.stderr)
+    reporter = make_reporter(cfg.quiet, cfg.total_steps)
+    with reporter if reporter is not None else contextlib.nullcontext():
+        return run_to_end(trainer, writer, [*callbacks, *([reporter] if reporter is not None else [])])
+
+
+def _silent(message: str) -> None:
+    """A trainer's ``log`` that prints nothing."""
 
 
 def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWriter | None]:

@@ -161,8 +161,17 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     """Print the effective config of ``fastddpg run`` (defaults < --config file < flags) as TOML."""
     from .configfile import to_toml
 
-    print(to_toml(config_from_args(args)), end="")
+    print(to_toml(run_config(args)), end="")
     return 0
+
+
+def run_config(args: argparse.Namespace) -> Config:
+    """The Config of a new ``fastddpg run`` (`config_from_args`), run_dir 'auto' unless given: the command always
+    writes a run directory, so --dry-run and --help show the run_dir it will use."""
+    from .schema import AUTO_RUN_DIR
+
+    cfg = config_from_args(args)
+    return cfg if cfg.run_dir else dataclasses.replace(cfg, run_dir=AUTO_RUN_DIR)
 
 
 class _VersionAction(argparse.Action):
@@ -210,36 +219,39 @@ def torch_version() -> str | None:
 
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """`fastddpg run`: `fastddpg.train` (or `fastddpg.resume`) with a run directory and the console reporter."""
-    import contextlib
-
-    from .api import open_resume, open_run, run_to_end
+    from .api import open_resume, open_run, run_quietly_or_with_progress
     from .failsafe import NonFiniteError, TrainingInterrupted
-    from .reporting import make_reporter, print_summary
-    from .schema import AUTO_RUN_DIR, REPORT_FILE
+    from .reporting import print_summary
+    from .schema import REPORT_FILE
 
     if getattr(args, "resume", None):
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
         trainer, writer = open_resume(args.resume, given, argv)  # checked, restored, CSVs cut to the checkpoint
     else:
-        cfg = config_from_args(args)
-        if not cfg.run_dir:
-            cfg = dataclasses.replace(cfg, run_dir=AUTO_RUN_DIR)
-        trainer, writer = open_run(cfg, argv)  # the run directory, checked writable before training
+        trainer, writer = open_run(run_config(args), argv)  # the run directory, checked writable before training
     assert writer is not None
     cfg = trainer.cfg
-    reporter = make_reporter(cfg.quiet, cfg.total_steps)
-    stopped: TrainingInterrupted | NonFiniteError | None = None
-    with reporter if reporter is not None else contextlib.nullcontext():
-        try:
-            result = run_to_end(trainer, writer, [reporter] if reporter is not None else [])
-        except (TrainingInterrupted, NonFiniteError) as e:
-            stopped = e  # the run directory already holds everything; say so after the live panel closes
-    if stopped is not None:
-        return _stopped(stopped, cfg.total_steps, writer.path)
+    note = None if cfg.quiet or getattr(args, "resume", None) else tuning_note_of(args, cfg)
+    if note is not None:
+        print(f"fastddpg: note: {note}", file=sys.stderr)
+    try:  # with progress: the idle warnings, then the console reporter (as train(progress=True))
+        result = run_quietly_or_with_progress(trainer, writer, [], progress=True)
+    except (TrainingInterrupted, NonFiniteError) as e:  # the run directory already holds everything: say so
+        return _stopped(e, cfg.total_steps, writer.path)
     print_summary(result.summary, env_id=cfg.env)
+    for warning in cfg.idle_warnings():  # said at the start too: the summary is what a user reads last
+        print(f"warning: {warning}")
     print(f"run directory: {writer.path}")
     print(f"report: {writer.path / REPORT_FILE}")
     return 0
+
+
+def tuning_note_of(args: argparse.Namespace, cfg: Config) -> str | None:
+    """`fastddpg.configfile.tuning_note` for a new run: its env against the --config file's env (if any)."""
+    from .configfile import load_config_file, tuning_note
+
+    config = getattr(args, "config", None)
+    return tuning_note(cfg.env, config, load_config_file(config).get("env") if config else None)
 
 
 def _stopped(e: TrainingInterrupted | NonFiniteError, total_steps: int, run_dir: Path) -> int:
@@ -288,12 +300,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         means = [r.mean for r in results.values()]
         print(f"eval: {len(results)} member(s): mean return {sum(means) / len(means):.1f} "
               f"[{min(means):.1f}, {max(means):.1f}] -> {out}")
-    if video is not None:
-        from .plots import write_report
-        from .schema import REPORT_FILE
+    from .plots import write_report
+    from .schema import REPORT_FILE
 
-        write_report([args.run_dir], Path(args.run_dir) / REPORT_FILE)  # shows the new video and evaluation
+    report = write_report([args.run_dir], Path(args.run_dir) / REPORT_FILE)  # shows the new evaluation (and video)
+    if video is not None:
         print(video)
+    print(f"report: {os.path.abspath(report)}")
     return 0
 
 
@@ -381,7 +394,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 # --- sweep (Ray Tune; fastddpg.sweeps) --------------------------------------------------------------------------
 _SWEEP_OPTIONS = ("sweep_grid", "sample", "num_samples", "scheduler", "pbt_interval", "mutate", "grace_period",
                   "metric", "eval_episodes", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "out", "storage",
-                  "config")
+                  "config", "verbose")
 _SWEEP_PARSER_DEFAULTS: dict[str, Any] = {}  # filled by add_sweep_parser: what --resume must not see changed
 
 
@@ -434,6 +447,9 @@ def add_sweep_parser(sub: Any) -> None:
     s.add_argument("--storage", default=None, metavar="PATH",
                    help="where the trials' run directories and Tune's state go (PATH/NAME; OUT/trials links "
                    "there): a path mounted on every node of a multi-node cluster (default: OUT)")
+    s.add_argument("--verbose", action="store_true",
+                   help="also print Ray Tune's own trial tables and results (default: fastddpg's progress lines only: "
+                   "trials running, finished and failed, and the best metric so far)")
     _SWEEP_PARSER_DEFAULTS.update({o: sw.get_default(o) for o in _SWEEP_OPTIONS})
     s.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the sweep in DIR: finished trials stay, unfinished ones continue from their "
@@ -466,9 +482,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             storage=args.storage)
     try:
         if args.resume:
-            result = sweeps.resume_sweep(args.resume, address=args.address, verbose=1)
+            result = sweeps.resume_sweep(args.resume, address=args.address)  # prints as the sweep it continues
         else:
-            result = sweeps.run_sweep(spec, verbose=1)
+            result = sweeps.run_sweep(spec, verbose=1 if args.verbose else 0, progress=True)
     except sweeps.SweepInterrupted as e:
         print(f"fastddpg: {e}", file=sys.stderr)
         return 130

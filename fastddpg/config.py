@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,15 @@ GROUPS: dict[str, tuple[str, str]] = {
     "run": ("run", "The run directory, console output and checkpoints."),
     "population": ("population", "K independent agents trained in one process by one compiled update."),
 }
+
+
+def format_hyper(value: Any) -> str:
+    """A hyperparameter value for people to read (report tables, legends, hover, grid labels): floats with 4
+    significant digits, 'g'-style (3e-4 -> '0.0003', 2.4665e-3 -> '0.002467', 1e-5 -> '1e-05'), anything else
+    as ``str``. Files (config.json, trials.csv, members.csv) keep the full value."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # numpy's floats too
+        return f"{float(value):.4g}"
+    return str(value)
 
 
 class ConfigError(ValueError):
@@ -234,10 +244,14 @@ class Config:
         return [dict(zip(axes, point, strict=True)) for point in itertools.product(*axes.values())]
 
     def grid_members(self) -> dict[str, list[int]]:
-        """{grid point label ('actor_lr=0.001, tau=0.01'; 'all members' without a grid): its members}."""
-        return {", ".join(f"{n}={v:g}" for n, v in point.items()) or "all members":
-                list(range(g * self.num_seeds, (g + 1) * self.num_seeds))
-                for g, point in enumerate(self.grid_points())}
+        """{grid point label ('actor_lr=0.001, tau=0.01'; 'all members' without a grid): its members}. Values are
+        `format_hyper`'s, or in full where two points would otherwise share a label."""
+        points = self.grid_points()
+        labels = [", ".join(f"{n}={format_hyper(v)}" for n, v in point.items()) for point in points]
+        if len(set(labels)) < len(labels):
+            labels = [", ".join(f"{n}={v!r}" for n, v in point.items()) for point in points]
+        return {label or "all members": list(range(g * self.num_seeds, (g + 1) * self.num_seeds))
+                for g, label in enumerate(labels)}
 
     @property
     def num_members(self) -> int:
@@ -250,6 +264,39 @@ class Config:
         two different seeds (env j of a member is seeded with its seed + j, as in a single run) never overlap."""
         return [dataclasses.replace(self, **point, seed=self.seed + s * self.num_envs, num_seeds=1, grid=())
                 for point in self.grid_points() for s in range(self.num_seeds)]
+
+    # --- runs that learn nothing --------------------------------------------------------------------------------
+    def idle_warnings(self) -> list[str]:
+        """One line per way this config wastes its run, naming the setting that causes it: no gradient update at
+        all (--update-after, --batch-size or --updates-per-step against --total-steps), or only uniform random
+        actions (--start-steps). Exact for the trainer's loop: vector steps of num_envs env steps (per member),
+        random actions while the steps taken are below start_steps, updates after a vector step once the steps
+        taken reach both update_after and batch_size, updates_per_step of them per env step (fractions carried)."""
+        import fractions
+
+        n = self.num_envs
+        last = math.ceil(self.total_steps / n) * n  # env steps when the run ends (whole vector steps)
+        total = f"--total-steps {self.total_steps:,}" + (f" ({last:,} in whole vector steps of {n})"
+                                                         if last != self.total_steps else "")
+        out = []
+        first = max(1, math.ceil(max(self.update_after, self.batch_size) / n))  # the first vector step with updates
+        steps_with_updates = max(0, last // n - first + 1)
+        ratio = fractions.Fraction(self.updates_per_step).limit_denominator(10_000)
+        if int(steps_with_updates * n * ratio) == 0:
+            if self.update_after >= self.batch_size and last < self.update_after:
+                why, fix = f"--update-after {self.update_after:,} is beyond {total}", "lower --update-after"
+            elif last < self.batch_size:
+                why = f"--batch-size {self.batch_size:,} needs more transitions than {total} collects"
+                fix = "lower --batch-size"
+            else:
+                why = f"--updates-per-step {self.updates_per_step:g} is too small for {total}"
+                fix = "raise --updates-per-step"
+            out.append(f"no gradient update will happen: {why}; the networks stay as initialised. Raise "
+                       f"--total-steps or {fix}.")
+        if last - n < self.start_steps:  # the last vector step starts below start_steps
+            out.append(f"only uniform random actions will be taken: --start-steps {self.start_steps:,} covers all "
+                       f"of {total}; the actor never acts. Raise --total-steps or lower --start-steps.")
+        return out
 
     # --- (de)serialisation ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -31,6 +31,37 @@ _DEFAULTS = Config()
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
+# The tuned files in the repository's configs/, by the env they are for (tests/test_tuned_configs.py checks each
+# file's env). fastddpg's defaults are the reference notebook's, tuned for Pendulum-v1.
+DEFAULTS_ENV = "Pendulum-v1"
+TUNED_CONFIGS = {
+    "Pendulum-v1": ("configs/pendulum_ddpg.toml", "configs/pendulum_td3.toml"),
+    "InvertedPendulum-v5": ("configs/inverted_pendulum_td3.toml",),
+    "HalfCheetah-v5": ("configs/halfcheetah_td3.toml",),
+    "Hopper-v5": ("configs/hopper_td3.toml",),
+    "Walker2d-v5": ("configs/walker2d_td3.toml",),
+}
+
+
+def tuning_note(env: str, config_file: str | Path | None = None, file_env: str | None = None) -> str | None:
+    """One line when ``env`` trains with hyperparameters tuned for another env: fastddpg's defaults (Pendulum-v1)
+    when no config file is given, or a config file whose ``env`` (``file_env``) is another one; it names the tuned
+    file for ``env`` if configs/ has one. None when the hyperparameters were meant for ``env``, or when the file
+    sets no env (its hyperparameters are then the user's own choice)."""
+    if config_file is None:
+        if env == DEFAULTS_ENV:
+            return None
+        source = f"fastddpg's defaults, tuned for {DEFAULTS_ENV}"
+    else:
+        if file_env is None or file_env == env:
+            return None
+        source = f"{config_file}, tuned for {file_env}"
+    tuned = TUNED_CONFIGS.get(env)
+    hint = (f"start from --config {tuned[-1]}" if tuned else
+            "configs/ has tuned files for " + ", ".join(e for e in TUNED_CONFIGS if e != DEFAULTS_ENV))
+    return f"{env} trains with the hyperparameters of {source}; {hint}."
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """The Config fields set in ``path`` (.toml or .json) as ``{field name: value}``, each value type-checked
     against the field's default (ints for int fields, numbers for float fields, a list of ints for

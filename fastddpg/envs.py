@@ -19,6 +19,10 @@ copies nothing between host and device.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import sys
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -46,12 +50,15 @@ class Step(NamedTuple):
 
 
 def make_gym_vector_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
-    """``gym.make_vec`` with SAME_STEP autoreset; turns Gymnasium's errors into one-line ConfigErrors."""
+    """``gym.make_vec`` with SAME_STEP autoreset; turns Gymnasium's errors into one-line ConfigErrors. MuJoCo's
+    ``settotalmass`` deprecation warning is filtered (`settotalmass_filtered`), in async workers too."""
     kwargs: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}
+    mujoco = is_mujoco_env(env_id)
     if mode == "async":
-        kwargs["worker"] = _async_worker_ignoring_sigint
+        kwargs["worker"] = functools.partial(_async_worker_ignoring_sigint, mujoco)
     try:
-        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=kwargs)
+        with settotalmass_filtered() if mujoco else contextlib.nullcontext():
+            return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=kwargs)
     except gym.error.UnregisteredEnv as e:  # a wrong id: Gymnasium names it; say how to fix it
         raise ConfigError(f"cannot make environment '{env_id}': {e} Check the id (e.g. Pendulum-v1) "
                           "or register the env with gymnasium.register first.") from None
@@ -59,16 +66,58 @@ def make_gym_vector_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.v
         raise ConfigError(f"cannot make environment '{env_id}': {e}") from None
 
 
-def _async_worker_ignoring_sigint(*args: Any) -> None:
+def _async_worker_ignoring_sigint(mujoco: bool, *args: Any) -> None:
     """Gymnasium's async worker, deaf to SIGINT: a terminal Ctrl-C reaches the whole process group, and the
     trainer (not the env workers) decides how to stop, writing its checkpoint first. SIGTERM is left alone,
-    since multiprocessing's exit-time terminate() relies on it."""
+    since multiprocessing's exit-time terminate() relies on it. With ``mujoco`` the worker's env is made with
+    `settotalmass_filtered` (the worker process holds only that env)."""
     import signal
 
     from gymnasium.vector.async_vector_env import _async_worker
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _async_worker(*args)
+    with settotalmass_filtered() if mujoco else contextlib.nullcontext():
+        _async_worker(*args)
+
+
+SETTOTALMASS_WARNING = "compiler attribute 'settotalmass' is deprecated"  # MuJoCo >= 3.3's, on half_cheetah.xml
+
+
+def is_mujoco_env(env_id: str) -> bool:
+    """Whether ``env_id`` is one of Gymnasium's MuJoCo envs (by its registered entry point)."""
+    try:
+        entry = gym.spec(env_id).entry_point
+    except gym.error.Error:
+        return False
+    return isinstance(entry, str) and entry.startswith("gymnasium.envs.mujoco")
+
+
+@contextlib.contextmanager
+def settotalmass_filtered() -> Iterator[None]:
+    """While making a MuJoCo env: drop MuJoCo's warning that the model's ``settotalmass`` attribute is deprecated
+    (Gymnasium's half_cheetah.xml sets it; users can do nothing about it), and only that one. MuJoCo reports
+    warnings through one process-wide C callback; every other warning goes on to the handler that was installed
+    before, or, with none, to stderr as MuJoCo's own handler prints it. The previous handler is put back after."""
+    try:
+        import mujoco
+    except ImportError:  # no MuJoCo: nothing to filter (making the env will say what is missing)
+        yield
+        return
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(message: str) -> None:
+        if SETTOTALMASS_WARNING in message:
+            return
+        if previous is not None:
+            previous(message)
+        else:
+            print(f"WARNING: {message}\n", file=sys.stderr, flush=True)
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 def check_spaces(env_id: str, obs_space: gym.Space, act_space: gym.Space) -> None:

@@ -56,12 +56,12 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError
+from .config import Config, ConfigError, format_hyper
 from .fileio import atomic_write_text
 from .schema import (
     CHECKPOINT_DIR,
@@ -337,6 +337,28 @@ def _reachable(address: str, timeout: float = 5.0) -> bool:
         return False
 
 
+TOKEN_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"  # Ray's, at every new local Ray
+
+
+class _DropTokenAuthNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TOKEN_AUTH_NOTICE)
+
+
+@contextlib.contextmanager
+def _without_token_auth_notice() -> Iterator[None]:
+    """While starting the private local Ray: drop Ray's log line that it enabled token authentication (its default
+    for a new local Ray, which fastddpg starts and stops itself; nothing for the user to do). Authentication stays
+    as Ray sets it, and Ray's other lines, such as its warning when authentication is disabled, still show."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    drop = _DropTokenAuthNotice()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def connect(spec: SweepSpec) -> bool:
     """Start a private local Ray in this process (no ``--address``) or connect to the cluster at ``--address``
     (``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``). An unreachable address is a one-line ConfigError. Returns
@@ -348,8 +370,9 @@ def connect(spec: SweepSpec) -> bool:
     from .threads import usable_cores
 
     if spec.address is None:  # its workers inherit this process's environment (OpenMP's wait policy included)
-        ray.init(address="local", num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        with _without_token_auth_notice():
+            ray.init(address="local", num_cpus=usable_cores(), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
         return True
     address = spec.address
     hint = ("start one with `ray start --head` (workers: `ray start --address=HEAD:6379`) or check the address")
@@ -688,6 +711,95 @@ def _trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
+# --- the console while a sweep runs -------------------------------------------------------------------------------
+
+class SweepProgress:
+    """fastddpg's own console lines for a running sweep, in place of Tune's trial tables (``fastddpg sweep``;
+    ``--verbose`` shows Tune's as well). One line when a trial starts, finishes or fails, and when the best metric
+    so far changes (at most one such line every ``min_interval`` seconds; a later line shows what was held back)::
+
+        sweep: 2 running, 1 finished, 0 failed of 4 | best return_10 -161.2: 3f2a1_00001 (actor_lr=0.0003)
+
+    "Best" is the highest ``metric`` any trial has reported so far (a trial reports at each fastddpg report), with
+    that trial's swept values (`format_hyper`). Plain Python and picklable: Tune keeps it with the experiment, so a
+    resumed sweep reports the same way (`tune_callback` wraps it)."""
+
+    def __init__(self, metric: str, swept: Sequence[str], min_interval: float = 5.0) -> None:
+        self.metric, self.swept, self.min_interval = metric, list(swept), min_interval
+        self.total: int | None = None
+        self.status: dict[str, str] = {}  # trial id -> running | finished | failed
+        self.best: tuple[float, str, str] | None = None  # (value, trial id, its swept values)
+        self.last_line = -math.inf
+        self.held = False  # a change of the best not printed yet
+
+    def started(self, trial_id: str, config: dict[str, Any]) -> None:
+        self.status[trial_id] = "running"
+        self._print()
+
+    def result(self, trial_id: str, config: dict[str, Any], result: dict[str, Any]) -> None:
+        value = result.get(self.metric)
+        if not isinstance(value, (int, float)) or math.isnan(value):
+            return
+        if self.best is None or value > self.best[0]:
+            values = ", ".join(f"{n}={format_hyper(config[n])}" for n in self.swept if n in config)
+            self.best = (float(value), trial_id, values)
+            self.held = True
+            if time.monotonic() - self.last_line >= self.min_interval:
+                self._print()
+
+    def ended(self, trial_id: str, failed: bool = False) -> None:
+        self.status[trial_id] = "failed" if failed else "finished"
+        self._print()
+
+    def line(self) -> str:
+        counts = {k: sum(v == k for v in self.status.values()) for k in ("running", "finished", "failed")}
+        text = f"sweep: {counts['running']} running, {counts['finished']} finished, {counts['failed']} failed"
+        text += f" of {self.total}" if self.total else ""
+        if self.best is not None:
+            value, trial, values = self.best
+            text += f" | best {self.metric} {value:,.1f}: {trial}" + (f" ({values})" if values else "")
+        return text
+
+    def _print(self) -> None:
+        print(self.line(), flush=True)
+        self.last_line, self.held = time.monotonic(), False
+
+    def close(self) -> None:
+        """At the end: the line the interval held back, if any."""
+        if self.held:
+            self._print()
+
+
+def tune_callback(progress: SweepProgress) -> Any:
+    """A Tune ``Callback`` that feeds ``progress`` from the driver (trial start, results, completion, errors)."""
+    from ray import tune
+
+    class _Progress(tune.Callback):
+        def __init__(self) -> None:
+            self.progress = progress
+
+        def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+                  **info: Any) -> None:
+            self.progress.total = total_num_samples
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.progress.started(_trial_dirname(trial), trial.config)
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            self.progress.result(_trial_dirname(trial), trial.config, result)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.progress.ended(_trial_dirname(trial))
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.progress.ended(_trial_dirname(trial), failed=True)
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            self.progress.close()
+
+    return _Progress()
+
+
 # --- the driver ---------------------------------------------------------------------------------------------------
 
 def _param_space(spec: SweepSpec) -> dict[str, Any]:
@@ -763,9 +875,11 @@ def _trainable(spec: SweepSpec, hook: Callable[..., None] | None) -> Any:
 
 
 def run_sweep(spec: SweepSpec, *, resume: bool = False, hook: Callable[..., None] | None = None,
-              verbose: int = 0) -> SweepResult:
+              verbose: int = 0, progress: bool = False) -> SweepResult:
     """Connect (or start Ray), check the storage, run (or restore) the Tune experiment, then write trials.csv
-    and report.html. Raises `SweepInterrupted` when Ctrl-C stopped it (resume with ``--resume``)."""
+    and report.html. Raises `SweepInterrupted` when Ctrl-C stopped it (resume with ``--resume``). ``verbose`` is
+    Tune's (0: none of its trial tables); ``progress`` prints `SweepProgress`'s lines (kept with the experiment,
+    so a restored sweep prints what the sweep it continues printed)."""
     ray = require_ray()
     started = connect(spec)
     try:
@@ -799,8 +913,11 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, hook: Callable[..., None
                                             max_concurrent_trials=spec.max_concurrent or None,
                                             trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname),
                 run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(spec.root), verbose=verbose,
-                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if pbt else None)))
-        grid, signalled = _fit(tuner)
+                                          checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if pbt else None),
+                                          callbacks=[tune_callback(SweepProgress(spec.metric, spec.swept))]
+                                          if progress else None))
+        with _tune_output(legacy=resume or verbose == 0):
+            grid, signalled = _fit(tuner)
         statuses = {Path(r.path).name: ("error" if r.error is not None else "") for r in grid}
         with contextlib.suppress(AttributeError):  # Tune's own view: a trial neither done nor failed is unfinished
             statuses.update({t.trial_id: "unfinished" for t in grid._experiment_analysis.trials
@@ -830,6 +947,25 @@ def trial_error_line(error: Any) -> str:
             return str(e)
     text = str(error).strip()
     return text.splitlines()[-1] if text else "error"
+
+
+@contextlib.contextmanager
+def _tune_output(legacy: bool) -> Iterator[None]:
+    """With ``legacy``, Tune's older console output (``RAY_AIR_NEW_OUTPUT=0``, read when the experiment starts), which
+    prints nothing at ``verbose=0``; the newer one prints the experiment's configuration table and paths even
+    then. A resumed sweep uses it too: its verbosity is the one saved with the experiment. The variable is put back
+    after."""
+    key, before = "RAY_AIR_NEW_OUTPUT", os.environ.get("RAY_AIR_NEW_OUTPUT")
+    if legacy:
+        os.environ[key] = "0"
+    try:
+        yield
+    finally:
+        if legacy:
+            if before is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = before
 
 
 def _sigint_sentinel(signum: int, frame: Any) -> None:
@@ -1057,7 +1193,7 @@ def resume_sweep(out: str | Path, *, address: str | None = None, report_hook: Ca
 
 def _group_label(row: Any, grid_names: Sequence[str]) -> str:
     names = [n for n in grid_names if n != "seed"]
-    return ", ".join(f"{n}={getattr(row, n)}" for n in names) if names else "all trials"
+    return ", ".join(f"{n}={format_hyper(getattr(row, n))}" for n in names) if names else "all trials"
 
 
 def sweep_figures(result: SweepResult) -> list[Any]:
@@ -1153,11 +1289,15 @@ def _ranking_table(result: SweepResult) -> str:
             *(["final_eval_return", "best_eval_return"] if result.spec.metric == "eval_return" else []), "exploits",
             *(["error"] if "error" in t.columns else [])]
 
-    def cell(v: Any) -> str:
+    hypers = set(result.spec.swept)
+
+    def cell(c: str, v: Any) -> str:  # hyperparameters with their significant digits, metrics to 0.1
+        if c in hypers:
+            return html.escape(format_hyper(v))
         return f"{v:,.1f}" if isinstance(v, float) else html.escape(str(v))
 
     head = "<tr><th>rank</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
-    body = "".join("<tr><td>" + str(i + 1) + "</td>" + "".join(f"<td>{cell(r[c])}</td>" for c in cols) + "</tr>"
+    body = "".join("<tr><td>" + str(i + 1) + "</td>" + "".join(f"<td>{cell(c, r[c])}</td>" for c in cols) + "</tr>"
                    for i, (_, r) in enumerate(ranked.iterrows()))
     return f"<h2>Ranking by {html.escape(col)}</h2><table><thead>{head}</thead><tbody>{body}</tbody></table>"
 

@@ -45,7 +45,7 @@ import torch
 from .algos import Algorithm, make_algorithm
 from .algos.population import Population
 from .compile import compile_explore, compile_update, resolve_compile_mode
-from .config import Config, resolve_device
+from .config import Config, format_hyper, resolve_device
 from .devicelog import DeviceLog, Pulled, episode_rows, metric_means
 from .envs import VecEnv, make_env
 from .failsafe import (
@@ -176,7 +176,7 @@ class Trainer:
 
     def member_labels(self) -> list[str]:
         """One label per member, for messages: its seed and grid values."""
-        return [", ".join([f"seed {c.seed}", *(f"{n} {v:g}" for n, v in point.items())])
+        return [", ".join([f"seed {c.seed}", *(f"{n} {format_hyper(v)}" for n, v in point.items())])
                 for c, point in zip(self.cfg.member_configs(),
                                     [p for p in self.cfg.grid_points() for _ in range(self.cfg.num_seeds)],
                                     strict=True)]

@@ -9,6 +9,7 @@ episodes as the evaluation. Each episode contributes its reset frame and one fra
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import itertools
@@ -36,12 +37,15 @@ def _make_env(env_id: str, max_episode_steps: int | None) -> gym.Env:
     """``env_id`` rendering to rgb_array; errors (an unknown id, a missing renderer) as one-line ConfigErrors."""
     import gymnasium as gym
 
+    from .envs import is_mujoco_env, settotalmass_filtered
+
     # pygame initialises its display and audio even to draw off-screen; the dummy drivers need no X or sound
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     try:
-        return gym.make(env_id, render_mode="rgb_array", **kwargs)
+        with settotalmass_filtered() if is_mujoco_env(env_id) else contextlib.nullcontext():
+            return gym.make(env_id, render_mode="rgb_array", **kwargs)
     except gym.error.Error as e:
         raise _render_error(env_id, e) from None
 

@@ -107,7 +107,7 @@ def test_dry_run_prints_a_loadable_config_and_creates_nothing(tmp_path, capsys, 
     out = capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []  # no runs/ directory, no env made
     (tmp_path / "echo.toml").write_text(out)
-    expected = dataclasses.replace(cfg_of("--config", str(CONFIGS / "pendulum_td3.toml")), seed=3)
+    expected = dataclasses.replace(cfg_of("--config", str(CONFIGS / "pendulum_td3.toml")), seed=3, run_dir="auto")
     assert cfg_of("--config", str(tmp_path / "echo.toml")) == expected
     assert "seed = 3" in out.splitlines() and "hidden_sizes = [400, 300]" in out.splitlines()
 

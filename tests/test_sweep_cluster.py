@@ -34,15 +34,18 @@ def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_p
     while not list(out.glob("trials/*/summary.json")) and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.2)
     p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=180)
+    stdout, err = p.communicate(timeout=180)
     assert p.returncode == 130, err[-3000:]
     assert "fastddpg sweep --resume" in err
+    _assert_concise_console(stdout, err)
     finished = {s.parent.name: (s.stat().st_mtime_ns, (s.parent / "episodes.csv").stat().st_mtime_ns)
                 for s in out.glob("trials/*/summary.json")}
     assert 1 <= len(finished) < 3
 
     p = subprocess.run([*CLI, "sweep", "--resume", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
+    _assert_concise_console(p.stdout, p.stderr)  # the progress lines come back with the restored experiment
+    assert "finished" in p.stdout.splitlines()[-3]
     result = load_sweep(out)
     assert len(result.trials) == 3 and (result.trials["status"] == "finished").all()
     assert (result.trials["env_steps"] == 1600).all()
@@ -51,6 +54,16 @@ def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_p
         assert (d / "summary.json").stat().st_mtime_ns == summary
         assert (d / "episodes.csv").stat().st_mtime_ns == episodes
         assert "resumes" not in json.loads((d / "config.json").read_text())
+
+
+def _assert_concise_console(stdout: str, stderr: str) -> None:
+    """fastddpg's progress lines, without Tune's tables and Ray's notice that it enabled token authentication."""
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert any(line.startswith("sweep: ") and " running, " in line for line in lines), stdout
+    assert all(line.startswith(("sweep: ", "best: ")) for line in lines), stdout
+    for tune_text in ("Trial status", "Configuration for experiment", "View detailed results", "╭"):
+        assert tune_text not in stdout + stderr
+    assert "Token authentication is enabled" not in stderr
 
 
 CLUSTER_SCRIPT = """
