@@ -21,6 +21,7 @@ _EXPORTS = {
     "RunData": "rundir", "load_run": "rundir",
     "Trainer": "trainer", "TrainResult": "trainer",
     "latest_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
+    "load_policy": "policy", "Policy": "policy",
     "train": "api", "resume": "api",
     "sweep": "sweeps", "resume_sweep": "sweeps", "load_sweep": "sweeps", "SweepResult": "sweeps",
 }

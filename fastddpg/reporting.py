@@ -8,7 +8,9 @@ host at a flush (every ``--log-every`` env steps), so they never add a device sy
 - `PlainReporter`: one plain line per flush when stdout is not a terminal (CI, a pipe, a log file).
 - ``--quiet``: no reporter; only `print_summary` at the end.
 
-`make_reporter` picks one. Reporters are also context managers (the live panel starts and stops there).
+`make_reporter` picks one. Reporters are also context managers (the live panel starts and stops there). With
+``--eval-every`` both print `eval_line` at each evaluation (``on_eval``), and `print_summary` adds the evaluations'
+count, time and best return.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class _Tracker:
         self.steps_per_sec = self.updates_per_sec = math.nan
         self._t = self._t0 = time.perf_counter()
         self._last_steps = self._last_updates = self._steps0 = 0
+        self._eval_seconds = 0.0  # the trainer's evaluation time at the last call: rates leave it out
 
     def start(self, trainer: Any) -> None:
         """Count from where the trainer starts (a resumed run starts at its checkpoint's step, not at 0)."""
@@ -64,6 +67,7 @@ class _Tracker:
         self.steps = self._last_steps = self._steps0 = trainer.global_step
         self.updates = self._last_updates = trainer.num_updates
         self.episodes = trainer.num_episodes
+        self._eval_seconds = getattr(trainer, "eval_seconds", 0.0)
 
     def eta_seconds(self, total: int) -> float:
         """Seconds left at this run's average rate since it started (NaN before it has a rate)."""
@@ -86,7 +90,9 @@ class _Tracker:
         if row is not None:
             self.row = row
         now = time.perf_counter()
-        dt = now - self._t
+        eval_seconds = getattr(trainer, "eval_seconds", 0.0)
+        dt = now - self._t - (eval_seconds - self._eval_seconds)
+        self._eval_seconds = eval_seconds
         if dt > 0:
             self.steps_per_sec = (self.steps - self._last_steps) / dt
             self.updates_per_sec = (self.updates - self._last_updates) / dt
@@ -168,6 +174,9 @@ class PlainReporter:
         parts += [f"{t.steps_per_sec:,.0f} steps/s", f"{t.updates_per_sec:,.0f} upd/s"]
         self.print(" | ".join(parts))
 
+    def on_eval(self, trainer: Any, evaluation: Any) -> None:
+        self.print(eval_line(evaluation))
+
 
 class RichReporter:
     """The live console panel. Use as a context manager around ``trainer.train()``::
@@ -229,6 +238,11 @@ class RichReporter:
             self._last_draw = now
         self.live.update(self.render(), refresh=draw)
 
+    def on_eval(self, trainer: Any, evaluation: Any) -> None:
+        """The evaluation's line above the panel (it stays in the scrollback), and its numbers in the panel."""
+        self.last_eval = evaluation
+        self.live.console.print(eval_line(evaluation), highlight=False, markup=False)
+
     def render(self) -> Any:
         """The panel: progress bar above a grid of the latest numbers."""
         from rich.console import Group
@@ -259,6 +273,10 @@ class RichReporter:
                      _fmt(row.get("actor_loss"), ".4g"), "", "")
         grid.add_row("mean Q", _fmt(row.get("q_mean"), ".4g"), "mean TD target", _fmt(row.get("y_mean"), ".4g"),
                      "", "")
+        ev = getattr(self, "last_eval", None)
+        if ev is not None:
+            grid.add_row("eval return", _fmt(ev.mean, ".1f"), "at env step", f"{ev.global_step:,}", "best",
+                         _fmt(sum(b.return_ for b in ev.best) / len(ev.best), ".1f"))
         extra = [(k, v) for k, v in row.items() if k not in _NOT_METRICS and k not in _KNOWN_METRICS]
         for i in range(0, len(extra), 3):
             cells: list[str] = []
@@ -288,6 +306,25 @@ def make_reporter(quiet: bool, total_steps: int, console: Any = None) -> PlainRe
     return RichReporter(total_steps, console) if is_terminal else PlainReporter()
 
 
+def eval_line(ev: Any) -> str:
+    """The console line of one evaluation during training (`fastddpg.evaluate.Evaluation`), e.g.
+    ``eval at 2,000 env steps: return -152.3 +- 10.1 (10 episodes, 0.4 s) | best -152.3 at 2,000 (new)``; a
+    population's: the members' mean [min, max] and which members improved."""
+    results = list(ev.results.values())
+    episodes = len(results[0].returns)
+    head = f"{ev.kind} eval" if ev.kind != "periodic" else "eval"
+    if len(results) == 1:
+        r, b = results[0], ev.best[0]
+        best = "new best" if ev.improved else f"best {b.return_:.1f} at {b.global_step:,}"
+        return (f"{head} at {ev.global_step:,} env steps: return {r.mean:.1f} +- {r.std:.1f} ({episodes} episodes, "
+                f"{ev.seconds:.1f} s) | {best}")
+    means = [r.mean for r in results]
+    improved = (f"new best for member{'s' if len(ev.improved) > 1 else ''} {', '.join(map(str, ev.improved))}"
+                if ev.improved else "no member improved")
+    return (f"{head} at {ev.global_step:,} env steps: return {_spread(means)} ({episodes} episodes each, "
+            f"{ev.seconds:.1f} s) | {improved}")
+
+
 def print_summary(summary: dict[str, Any], print_fn: Any = print, env_id: str | None = None) -> None:
     """The end-of-run summary (``env_id`` names the episode length when no episode finished)."""
     s = summary
@@ -304,3 +341,11 @@ def print_summary(summary: dict[str, Any], print_fn: Any = print, env_id: str | 
         print_fn(f"population: {s['members']} members, last-10-episode mean return {s['last10_mean_return']:.1f} "
                  f"[{s['last10_min_return']:.1f}, {s['last10_max_return']:.1f}] | "
                  f"{s['agent_env_steps_per_sec']:,.0f} agent env steps/s")
+    if s.get("evaluations"):
+        if "member_best_eval_return" in s:
+            best = (f"members' best eval return {_spread(s['member_best_eval_return'])}, at env steps "
+                    f"{', '.join(f'{x:,}' for x in s['member_best_eval_step'])}")
+        else:
+            best = f"best eval return {s['best_eval_return']:.1f} at env step {s['best_eval_step']:,}"
+        print_fn(f"evaluation: {s['evaluations']} x {s['eval_episodes']} noise-free episodes in "
+                 f"{s['eval_seconds']:.1f} s (not counted in the steps/s above) | {best} -> best_actor.pt")
