@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--plotly-cdn", action="store_true", help="load plotly.js from the CDN: a small file that "
                       "needs a network connection to view (default: plotly.js inlined, works offline)")
     ev = sub.add_parser("eval", help="evaluate a run's saved actor without exploration noise",
-                        description="Noise-free episodes with RUN_DIR's final actor; prints mean +- std return "
-                        "and appends the episodes to RUN_DIR/eval.csv.")
+                        description="Noise-free episodes with RUN_DIR's final actor (--which best: its best "
+                        "evaluation's during training); prints mean +- std return and appends the episodes to "
+                        "RUN_DIR/eval.csv (kind manual).")
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
     ev.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
     ev.add_argument("--seed", type=int, default=None, help="episode i is seeded SEED + i (default: the run's "

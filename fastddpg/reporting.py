@@ -308,20 +308,22 @@ def make_reporter(quiet: bool, total_steps: int, console: Any = None) -> PlainRe
 
 def eval_line(ev: Any) -> str:
     """The console line of one evaluation during training (`fastddpg.evaluate.Evaluation`), e.g.
-    ``eval at 2,000 env steps: return -152.3 +- 10.1 (10 episodes, 0.4 s) | best -152.3 at 2,000 (new)``; a
+    ``eval at 2,000 env steps: return -152.3 +- 10.1 (10 episodes, 0.4 s) | new best`` (or ``| best -140.0
+    at 1,000``); a
     population's: the members' mean [min, max] and which members improved."""
     results = list(ev.results.values())
-    episodes = len(results[0].returns)
+    n = len(results[0].returns)
+    episodes = f"{n} episode{'s' if n != 1 else ''}"
     head = f"{ev.kind} eval" if ev.kind != "periodic" else "eval"
     if len(results) == 1:
         r, b = results[0], ev.best[0]
         best = "new best" if ev.improved else f"best {b.return_:.1f} at {b.global_step:,}"
-        return (f"{head} at {ev.global_step:,} env steps: return {r.mean:.1f} +- {r.std:.1f} ({episodes} episodes, "
+        return (f"{head} at {ev.global_step:,} env steps: return {r.mean:.1f} +- {r.std:.1f} ({episodes}, "
                 f"{ev.seconds:.1f} s) | {best}")
     means = [r.mean for r in results]
     improved = (f"new best for member{'s' if len(ev.improved) > 1 else ''} {', '.join(map(str, ev.improved))}"
                 if ev.improved else "no member improved")
-    return (f"{head} at {ev.global_step:,} env steps: return {_spread(means)} ({episodes} episodes each, "
+    return (f"{head} at {ev.global_step:,} env steps: return {_spread(means)} ({episodes} each, "
             f"{ev.seconds:.1f} s) | {improved}")
 
 

@@ -21,6 +21,8 @@ from fastddpg.evaluate import EVAL_SEED_OFFSET, evaluate_members, load_actor
 from fastddpg.plots import TITLE_EVAL, figure_title, read_report_figures
 from tests.test_rundir import SHORT_RUN, short_run
 
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript export, as test_export
+
 EVAL = ["--eval-every", "200", "--eval-episodes", "2"]
 # SHORT_RUN for 700 steps: periodic evaluations at 200, 400 and 600 env steps, a final one at 700
 RUN = [a if a != "800" else "700" for a in SHORT_RUN]
@@ -224,3 +226,56 @@ def test_old_eval_csv_still_reads_and_is_upgraded(tmp_path):
         "eval_time,kind,global_step,seed,episode,return,length"
     ev = load_run(run_dir).evals
     assert ev["return"].iloc[0] == -123.5 and ev["kind"].tolist() == ["manual", "manual"]
+
+
+def test_sweep_eval_return_is_the_same_evaluation(tmp_path):
+    """The sweep's eval_return (live, and of a finished trial) is `evaluate_state`'s: a population's is the mean
+    over its members, each evaluated with its own actor on the same episodes as `fastddpg eval` evaluates it."""
+    from fastddpg.sweeps import SweepSpec, eval_return, final_metrics
+    from fastddpg.trainer import Trainer
+
+    run_dir = tmp_path / "pop"
+    assert main(["run", *SHORT_RUN, "--quiet", "--run-dir", str(run_dir), "--num-seeds", "2"]) == 0
+    by_eval = evaluate_members(run_dir, episodes=2)
+    want = (by_eval[0].mean + by_eval[1].mean) / 2
+    assert by_eval[0].mean != by_eval[1].mean
+    spec = SweepSpec(out=str(tmp_path / "sweep"), base={}, metric="eval_return", eval_episodes=2)
+    assert final_metrics(run_dir, spec)["eval_return"] == pytest.approx(want, rel=1e-12)
+    trainer = Trainer(load_run(run_dir).config)
+    trainer.algo.actor.load_state_dict(torch.load(run_dir / "actor.pt", weights_only=True))
+    try:
+        assert eval_return(trainer, 2) == pytest.approx(want, rel=1e-12)
+    finally:
+        trainer.env.close()
+
+
+def test_eval_lines_in_both_reporters():
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from fastddpg.evaluate import Best, EvalResult, Evaluation
+    from fastddpg.reporting import PlainReporter, RichReporter
+
+    def result(*returns):
+        return EvalResult(np.array(returns), np.array([200] * len(returns)), 10042)
+
+    single = Evaluation("periodic", 2000, {0: result(-100.0, -300.0)}, [Best(1000, -150.0, 5.0)], [], 0.25)
+    pop = Evaluation("final", 3000, {0: result(-100.0), 1: result(-300.0)}, [Best(3000, -100.0, 0.0),
+                                                                            Best(1000, -250.0, 0.0)], [0], 0.5)
+    lines: list[str] = []
+    rep = PlainReporter(lines.append)
+    rep.on_eval(None, single)
+    rep.on_eval(None, pop)
+    assert lines == ["eval at 2,000 env steps: return -200.0 +- 100.0 (2 episodes, 0.2 s) | best -150.0 at 1,000",
+                     "final eval at 3,000 env steps: return -200.0 [-300.0, -100.0] over 2 members (1 episode each, "
+                     "0.5 s) | new best for member 0"]
+    buf = io.StringIO()
+    rich = RichReporter(10_000, Console(file=buf, force_terminal=True, width=160, color_system=None))
+    with rich:
+        rich.at_start(SimpleNamespace(global_step=0, num_updates=0, num_episodes=0, num_envs=4,
+                                      cfg=SimpleNamespace(env="Pendulum-v1")))
+        rich.on_eval(None, single)
+    out = buf.getvalue()
+    assert lines[0] in out and "eval return" in out and "-200.0" in out
