@@ -309,8 +309,7 @@ def make_reporter(quiet: bool, total_steps: int, console: Any = None) -> PlainRe
 def eval_line(ev: Any) -> str:
     """The console line of one evaluation during training (`fastddpg.evaluate.Evaluation`), e.g.
     ``eval at 2,000 env steps: return -152.3 +- 10.1 (10 episodes, 0.4 s) | new best`` (or ``| best -140.0
-    at 1,000``); a
-    population's: the members' mean [min, max] and which members improved."""
+    at 1,000``); a population's: the members' mean [min, max] and which members improved."""
     results = list(ev.results.values())
     n = len(results[0].returns)
     episodes = f"{n} episode{'s' if n != 1 else ''}"
