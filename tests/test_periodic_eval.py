@@ -279,3 +279,25 @@ def test_eval_lines_in_both_reporters():
         rich.on_eval(None, single)
     out = buf.getvalue()
     assert lines[0] in out and "eval return" in out and "-200.0" in out
+
+
+def test_ctrl_c_keeps_the_best_and_resume_finishes(tmp_path, monkeypatch):
+    import signal
+
+    from tests.conftest import stop_at
+
+    run_dir = tmp_path / "run"
+    stop_at(monkeypatch, 400, lambda: signal.raise_signal(signal.SIGINT))
+    assert main(["run", *RUN, "--quiet", "--run-dir", str(run_dir), *EVAL]) == 130
+    monkeypatch.undo()
+    step, ret = best_of(means(run_dir))
+    assert means(run_dir)["global_step"].tolist() == [200, 400]  # the evaluation at the stop's step is done
+    best = json.loads((run_dir / "best.json").read_text())
+    assert (best["global_step"], best["return"]) == (step, pytest.approx(ret, rel=1e-12))
+    ckpt = load_checkpoint(run_dir, which="best")
+    assert ckpt["global_step"] == 400 and ckpt["best"]["global_step"] == step
+    assert main(["run", "--resume", str(run_dir), "--quiet"]) == 0
+    assert means(run_dir)[["global_step", "kind"]].values.tolist() == [
+        [200, "periodic"], [400, "periodic"], [600, "periodic"], [700, "final"]]
+    step, ret = best_of(means(run_dir))
+    assert json.loads((run_dir / "best.json").read_text())["global_step"] == step
