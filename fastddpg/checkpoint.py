@@ -10,7 +10,9 @@ A checkpoint file ``checkpoints/step_<global_step, 12 digits>.pt`` is a `torch.s
     trainer                 Trainer.state_dict(): actor, critic and both targets (state_dicts), the Adam state
                             of each optimizer, the replay buffer's contents and pointer, the noise state, the torch
                             (CPU and device) and numpy RNG states, the step/update/episode counters and the
-                            replay-ratio credit, the probe states, the host-side logs
+                            replay-ratio credit, the probe states, the host-side logs, and the callbacks'
+                            states (``callbacks``: with --eval-every, "eval": the best model so far, its weights
+                            included; `load_checkpoint(path, which="best")` loads it)
 
 It holds only tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``.
 

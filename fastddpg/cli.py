@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", default=None,
                      help="continue RUN_DIR from its latest checkpoint with its config.json, appending to its CSVs; "
                      "of the other flags only --total-steps (e.g. raised) and run-control flags (--device, "
-                     "--compile, --vector-mode, --log-every, --checkpoint-every, --keep-checkpoints, --quiet) may "
-                     "be given with it")
+                     "--compile, --vector-mode, --log-every, --checkpoint-every, --keep-checkpoints, --quiet, "
+                     "--eval-every) may be given with it")
     add_config_file_arguments(run)
     plot = sub.add_parser("plot", help="write the Plotly report of one or more runs",
                           description="Regenerate report.html from run directories; several runs are overlaid "
