@@ -301,3 +301,24 @@ def test_ctrl_c_keeps_the_best_and_resume_finishes(tmp_path, monkeypatch):
         [200, "periodic"], [400, "periodic"], [600, "periodic"], [700, "final"]]
     step, ret = best_of(means(run_dir))
     assert json.loads((run_dir / "best.json").read_text())["global_step"] == step
+
+
+def test_resume_an_older_run_and_turn_evaluation_on(tmp_path):
+    """A run directory from before evaluation existed (no eval fields in its config.json and checkpoint, no
+    callbacks' states) resumes, and --eval-every may be given with --resume."""
+    run_dir = tmp_path / "old"
+    half = [a if a != "800" else "400" for a in SHORT_RUN]
+    assert main(["run", *half, "--quiet", "--run-dir", str(run_dir)]) == 0
+    ckpt_path = latest_checkpoint(run_dir)
+    state = torch.load(ckpt_path, weights_only=True)
+    for key in ("eval_every", "eval_episodes"):
+        del state["config"][key]
+    del state["trainer"]["callbacks"], state["trainer"]["counters"]["eval_seconds"]
+    torch.save(state, ckpt_path)
+    meta = json.loads((run_dir / "config.json").read_text())
+    for key in ("eval_every", "eval_episodes"):
+        del meta["config"][key]
+    (run_dir / "config.json").write_text(json.dumps(meta))
+    assert main(["run", "--resume", str(run_dir), "--total-steps", "800", "--quiet", *EVAL[:2]]) == 0
+    assert means(run_dir)[["global_step", "kind"]].values.tolist() == [[600, "periodic"], [800, "periodic"]]
+    assert json.loads((run_dir / "best.json").read_text())["global_step"] in (600, 800)
