@@ -322,3 +322,16 @@ def test_resume_an_older_run_and_turn_evaluation_on(tmp_path):
     assert main(["run", "--resume", str(run_dir), "--total-steps", "800", "--quiet", *EVAL[:2]]) == 0
     assert means(run_dir)[["global_step", "kind"]].values.tolist() == [[600, "periodic"], [800, "periodic"]]
     assert json.loads((run_dir / "best.json").read_text())["global_step"] in (600, 800)
+
+
+def test_sweep_flags_share_eval_episodes(tmp_path, capsys):
+    """`fastddpg sweep` has one --eval-episodes (its eval_return's, also its trials' --eval-every episodes), and
+    --resume alone is not refused for it."""
+    pytest.importorskip("ray", reason="ray not installed (pip install 'fastddpg[sweep]')")
+    from fastddpg.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["sweep", "--out", "x", "--eval-episodes", "3", "--eval-every", "100"])
+    base = config_from_args(args)
+    assert (args.eval_episodes, base.eval_episodes, base.eval_every) == (3, 3, 100)
+    assert main(["sweep", "--resume", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
