@@ -58,7 +58,6 @@ PROBE_COLUMNS = ("snapshot", "episode", "global_step", "probe", "action", "q")
 # global_step: the env step (per member) of the weights evaluated. Files written before these two columns existed
 # read back as kind "manual" (`fastddpg.rundir.load_run`).
 EVAL_COLUMNS = ("eval_time", "kind", "global_step", "seed", "episode", "return", "length")
-EVAL_KINDS = ("periodic", "final", "manual")
 UPDATE_KEYS = ("update", "global_step")  # before the metrics
 UPDATE_RATES = ("updates_in_row", "env_steps_per_sec", "updates_per_sec", "wall_time")  # after them
 DDPG_METRICS = ("critic_loss", "actor_loss", "q_mean", "y_mean")
