@@ -153,7 +153,7 @@ def eval_curve(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure | No
                                      "(%{customdata[1]} episodes)<extra>%{fullData.name}</extra>"))
             best = rows.loc[rows["mean"].idxmax()]  # the first of equal means: the one best_actor.pt kept
             fig.add_trace(go.Scatter(x=[best["global_step"]], y=[best["mean"]], mode="markers", legendgroup=name,
-                                     name=_name(label, "best" if len(members) == 1 else f"member {m}: best", multi),
+                                     name=_name(label, "best" if len(members) == 1 else "each member's best", multi),
                                      showlegend=bool(m == members[0]), marker=dict(color=color, symbol="star", size=13,
                                                                               line=dict(color="black", width=1)),
                                      hovertemplate="best: env step %{x:,}, return %{y:.1f}<extra></extra>"))
