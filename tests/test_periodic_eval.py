@@ -202,6 +202,12 @@ def test_population_keeps_each_members_best(tmp_path):
         assert evaluate_members(run_dir, episodes=2, members=[m], which="best")[m].mean == pytest.approx(ret,
                                                                                                      rel=1e-9)
         assert load_checkpoint(run_dir, member=m, which="best")["best"]["global_step"] == step
+    # the report: one evaluation line per member
+    fig = next(f for f in read_report_figures(run_dir / "report.html") if figure_title(f) == TITLE_EVAL)
+    lines = {t["name"]: t for t in fig["data"] if t.get("mode") == "lines+markers"}
+    assert sorted(lines) == ["member 0: eval return", "member 1: eval return"]
+    for m in (0, 1):
+        np.testing.assert_allclose(lines[f"member {m}: eval return"]["y"], table[table["member"] == m]["return"])
 
 
 def test_python_api_without_a_run_dir():
