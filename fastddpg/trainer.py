@@ -464,13 +464,14 @@ class Trainer:
                 "agent_env_steps_per_sec": self.global_step * self.members / self.train_seconds()}
 
     def _summary(self, wall: float, returns: list[float]) -> dict[str, Any]:
+        train = max(wall - self.eval_seconds, 1e-9)  # the rates count training only: evaluation is left out
         return {
             "episodes": self.num_episodes,
             "env_steps": self.global_step,
             "updates": self.num_updates,
             "wall_time_s": wall,
-            "env_steps_per_sec": self.global_step / self.train_seconds(),  # training only: evaluation left out
-            "updates_per_sec": self.num_updates / self.train_seconds(),
+            "env_steps_per_sec": self.global_step / train,
+            "updates_per_sec": self.num_updates / train,
             "eval_seconds": self.eval_seconds,
             "replay_ratio": self.num_updates / max(1, self.global_step),
             "last10_mean_return": last10_mean(returns),
