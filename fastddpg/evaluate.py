@@ -169,15 +169,21 @@ def evaluate_members(run_dir: str | Path, episodes: int = 10, seed: int | None =
         steps = [int(b["global_step"]) for b in read_best(run_dir)["members"]]
     else:
         steps = [int((run.summary or {}).get("env_steps", -1))] * k
-    append_evals(run_dir, results, k, "manual", {m: steps[m] for m in results})
+    append_evals(run_dir, eval_rows(results, k, "manual", {m: steps[m] for m in results}), k)
     return results
 
 
-def append_evals(run_dir: str | Path, results: dict[int, EvalResult], members: int, kind: str,
-                 steps: dict[int, int]) -> Path:
-    """Append one evaluation (``results``: {member: EvalResult}, each member's weights from env step
-    ``steps[member]``) to ``run_dir/eval.csv``, tagged ``kind``; a file written before the kind and global_step
-    columns is first rewritten with them (`fastddpg.rundir.upgrade_evals`)."""
+def eval_rows(results: dict[int, EvalResult], members: int, kind: str, steps: dict[int, int]) -> list[tuple]:
+    """One evaluation (``results``: {member: EvalResult}, each member's weights from env step ``steps[member]``)
+    as rows of eval.csv (`EVAL_COLUMNS`, the member first in a population's), tagged ``kind``, stamped now."""
+    stamp = datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
+    return [((m,) if members > 1 else ()) + (stamp, kind, steps[m], r.seed, i, float(ret), int(n))
+            for m, r in results.items() for i, (ret, n) in enumerate(zip(r.returns, r.lengths, strict=True))]
+
+
+def append_evals(run_dir: str | Path, rows: list[tuple], members: int) -> Path:
+    """Append `eval_rows` to ``run_dir/eval.csv`` (of a run with ``members`` members); a file written before the
+    kind and global_step columns is first rewritten with them (`fastddpg.rundir.upgrade_evals`)."""
     out = Path(run_dir) / EVAL_FILE
     columns = list(with_member(EVAL_COLUMNS, members))
     if out.exists():
@@ -188,14 +194,11 @@ def append_evals(run_dir: str | Path, results: dict[int, EvalResult], members: i
             old = upgrade_evals(read_table(run_dir, "eval"), int(summary.get("env_steps", -1)))
             atomic_write_text(out, old.to_csv(index=False, lineterminator="\r\n"))
     new = not out.exists()
-    stamp = datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
     with open(out, "a", newline="") as f:
         w = csv.writer(f)
         if new:
             w.writerow(columns)
-        for m, result in results.items():
-            w.writerows(((m,) if members > 1 else ()) + (stamp, kind, steps[m], result.seed, i, float(r), int(n))
-                        for i, (r, n) in enumerate(zip(result.returns, result.lengths, strict=True)))
+        w.writerows(rows)
     return out
 
 
@@ -293,12 +296,10 @@ class PeriodicEvaluator:
         for m in improved:
             self.best[m] = Best(step, results[m].mean, results[m].std)
             self._keep_weights(state, m)
-        stamp = datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
-        self.rows += [((m,) if self.members > 1 else ()) + (stamp, kind, step, r.seed, i, float(ret), int(n))
-                      for m, r in results.items()
-                      for i, (ret, n) in enumerate(zip(r.returns, r.lengths, strict=True))]
+        rows = eval_rows(results, self.members, kind, dict.fromkeys(results, step))
+        self.rows += rows
         if self.run_dir is not None:
-            append_evals(self.run_dir, results, self.members, kind, dict.fromkeys(results, step))
+            append_evals(self.run_dir, rows, self.members)
             if improved:
                 self.write_best()
         self.last_step, self.evaluations = step, self.evaluations + 1
