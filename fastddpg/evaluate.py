@@ -253,7 +253,7 @@ class PeriodicEvaluator:
     best_actor.pt and best.json. Without a run directory nothing is written (`rows` holds the table). Callbacks
     with ``on_eval(trainer, evaluation)`` (the console, TensorBoard) are called with each `Evaluation`. The time
     goes to ``trainer.eval_seconds``, which the steps/s rates leave out. Its state (``state_key`` "eval": the
-    next step, the best so far and its weights) rides in every checkpoint."""
+    evaluations so far, the best so far and its weights) rides in every checkpoint."""
 
     state_key = "eval"
 
@@ -350,7 +350,7 @@ class PeriodicEvaluator:
 
     # --- checkpoints and the summary -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"next": self.next, "last_step": self.last_step, "evaluations": self.evaluations,
+        return {"last_step": self.last_step, "evaluations": self.evaluations,
                 "best": [None if b is None else list(b) for b in self.best], "best_actor": self.best_actor}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
