@@ -341,3 +341,44 @@ def test_sweep_flags_share_eval_episodes(tmp_path, capsys):
     assert (args.eval_episodes, base.eval_episodes, base.eval_every) == (3, 3, 100)
     assert main(["sweep", "--resume", str(tmp_path)]) == 2
     assert "not a sweep directory" in capsys.readouterr().err
+
+
+def test_evaluation_adds_no_host_read_per_training_step(monkeypatch, tmp_path):
+    """Host reads by fastddpg's code with --eval-every: the training loop's action copy once per vector step, the
+    evaluations' own rollouts (one action copy per eval env step, two reads of the returns per evaluation), and
+    the rest grows with reports only (tests/test_host_transfers.py, without evaluation)."""
+    import sys
+    from collections import Counter
+
+    from tests.test_host_transfers import ACTION_COPY, COUNTED, LOG_EVERY, MAX_PER_FLUSH
+
+    def counted(total_steps: int) -> tuple[Counter, dict]:
+        counts: Counter = Counter()
+        with monkeypatch.context() as mp:
+            for name in COUNTED:
+                orig = getattr(torch.Tensor, name)
+
+                def wrapped(self, *args, _orig=orig, _name=name, **kwargs):
+                    module = sys._getframe(1).f_globals.get("__name__", "")
+                    if module.startswith("fastddpg."):
+                        counts[(module, sys._getframe(1).f_code.co_name, _name)] += 1
+                    return _orig(self, *args, **kwargs)
+
+                mp.setattr(torch.Tensor, name, wrapped)
+            result = train(Config(num_envs=2, total_steps=total_steps, log_every=LOG_EVERY, hidden_sizes=(16,),
+                                  batch_size=32, start_steps=100, update_after=100, updates_per_step=0.5, probe_n=8,
+                                  device="cpu", compile="off", eval_every=200, eval_episodes=1,
+                                  run_dir=str(tmp_path / str(total_steps)), quiet=True))
+        return counts, result.summary
+
+    for total in (400, 800):
+        counts, s = counted(total)
+        evals = s["evaluations"]
+        assert evals == total // 200
+        copies = {k[2]: v for k, v in counts.items() if k[:2] == ACTION_COPY}
+        assert copies == {"cpu": total // 2 + evals * 200, "numpy": total // 2 + evals * 200}  # Pendulum: 200 steps
+        in_eval = sum(v for k, v in counts.items() if k[0] == "fastddpg.evaluate")
+        assert in_eval == 2 * evals  # returns.numpy() and lengths.numpy() of each evaluation
+        rest = {k: v for k, v in counts.items() if k[:2] != ACTION_COPY and k[0] != "fastddpg.evaluate"}
+        assert {k[0] for k in rest} <= {"fastddpg.devicelog", "fastddpg.probes"}, rest
+        assert sum(rest.values()) <= MAX_PER_FLUSH * (total // LOG_EVERY + 1), rest
