@@ -4,6 +4,10 @@
     result = train(Config(num_envs=4, total_steps=10_000))
     result.episodes  # tidy pandas DataFrame: episode, env, global_step, return, length, wall_time
 
+    from fastddpg import load_policy
+    policy = load_policy("runs/a", which="best")   # a run trained with eval_every (else which="final")
+    action = policy.predict(obs)                   # numpy or torch, (obs_dim,) or (B, obs_dim)
+
 The names below are imported on first use, so ``import fastddpg`` and ``fastddpg.cli`` (``--help``,
 ``--version``) do not load torch.
 """
@@ -21,6 +25,7 @@ _EXPORTS = {
     "RunData": "rundir", "load_run": "rundir",
     "Trainer": "trainer", "TrainResult": "trainer",
     "latest_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
+    "load_policy": "policy", "Policy": "policy",
     "train": "api", "resume": "api",
     "sweep": "sweeps", "resume_sweep": "sweeps", "load_sweep": "sweeps", "SweepResult": "sweeps",
 }

@@ -22,10 +22,11 @@ from typing import Any
 
 from .checkpoint import Checkpointer, restore_weights, resume_run, run_dir_error
 from .config import Config, ConfigError
+from .evaluate import PeriodicEvaluator
 from .failsafe import NonFiniteError, RunDirError, StopSignals, TrainingInterrupted
 from .fileio import os_error_of
 from .plots import write_report
-from .rundir import RunWriter
+from .rundir import RunWriter, read_table
 from .schema import REPORT_FILE, SUMMARY_FILE
 from .tensorboard import TensorBoardWriter, require_tensorboard
 from .trainer import Trainer, TrainResult
@@ -98,6 +99,7 @@ def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWr
         require_tensorboard()  # before the env and networks are built
     trainer = Trainer(cfg)
     if not cfg.run_dir:
+        _add_evaluator(trainer, None)
         return trainer, None
     try:
         writer = RunWriter.create(cfg, trainer, list(sys.argv if argv is None else argv))
@@ -117,8 +119,26 @@ def open_resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, ar
     return trainer, writer
 
 
+def _add_evaluator(trainer: Trainer, run_dir: Path | None) -> None:
+    """With ``--eval-every``: the `PeriodicEvaluator` (before the Checkpointer, so a checkpoint holds the
+    evaluation of its own step)."""
+    if trainer.cfg.eval_every:
+        trainer.callbacks.append(PeriodicEvaluator(trainer.cfg, run_dir))
+
+
+def _evals(trainer: Trainer, run_dir: Path | None) -> Any:
+    """The run's evaluations for `TrainResult.evals`: its eval.csv (the whole run, also when resumed), or without
+    a run directory the evaluator's table; None without --eval-every."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, PeriodicEvaluator):
+            return read_table(run_dir, "eval") if run_dir is not None else cb.table()
+    return None
+
+
 def _add_file_callbacks(trainer: Trainer, writer: RunWriter) -> None:
-    """Checkpoints into the run directory, and TensorBoard event files with ``--tensorboard``."""
+    """Evaluation with ``--eval-every``, checkpoints into the run directory, and TensorBoard event files with
+    ``--tensorboard``."""
+    _add_evaluator(trainer, writer.path)
     trainer.callbacks.append(Checkpointer(writer.path))
     if trainer.cfg.tensorboard:
         trainer.callbacks.append(TensorBoardWriter(writer.path, trainer.cfg))
@@ -131,7 +151,9 @@ def run_to_end(trainer: Trainer, writer: RunWriter | None, callbacks: Iterable[C
     directory (a full disk...) becomes a `RunDirError`, after what fits is finished as after a signal."""
     if writer is None:
         trainer.callbacks += list(callbacks)
-        return trainer.train()
+        result = trainer.train()
+        result.evals = _evals(trainer, None)
+        return result
     try:
         return _run_to_end(trainer, writer, callbacks)
     except RunDirError:
@@ -165,6 +187,7 @@ def _run_to_end(trainer: Trainer, writer: RunWriter, callbacks: Iterable[Callbac
         raise
     _finish(trainer, writer, result.summary)
     result.run_dir = writer.path
+    result.evals = _evals(trainer, writer.path)
     return result
 
 

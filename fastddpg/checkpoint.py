@@ -10,7 +10,9 @@ A checkpoint file ``checkpoints/step_<global_step, 12 digits>.pt`` is a `torch.s
     trainer                 Trainer.state_dict(): actor, critic and both targets (state_dicts), the Adam state
                             of each optimizer, the replay buffer's contents and pointer, the noise state, the torch
                             (CPU and device) and numpy RNG states, the step/update/episode counters and the
-                            replay-ratio credit, the probe states, the host-side logs
+                            replay-ratio credit, the probe states, the host-side logs, and the callbacks'
+                            states (``callbacks``: with --eval-every, "eval": the best model so far, its weights
+                            included; `load_checkpoint(path, which="best")` loads it)
 
 It holds only tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``.
 
@@ -46,12 +48,21 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .config import Config, ConfigError, check_member, resolve_device
+from .config import NO_BEST_HINT, Config, ConfigError, check_member, check_which, resolve_device
 from .failsafe import RunDirError, size_words
 from .fileio import TMP_SUFFIX, atomic_save, atomic_write, write_json
 from .networks import actor_from_state_dict
 from .rundir import RunWriter, probe_writable
-from .schema import ACTOR_FILE, CHECKPOINT_DIR, CONFIG_FILE, CRITIC_FILE, MEMBER, REPORT_FILE, SUMMARY_FILE
+from .schema import (
+    ACTOR_FILE,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    CRITIC_FILE,
+    EVAL_FILE,
+    MEMBER,
+    REPORT_FILE,
+    SUMMARY_FILE,
+)
 from .trainer import Trainer
 
 FORMAT = "fastddpg-checkpoint"
@@ -60,7 +71,7 @@ _NAME = re.compile(r"^step_(\d+)\.pt$")
 # Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
 # learns); every other field is the run's own, from its config.json.
 RESUME_OVERRIDABLE = ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "quiet", "device",
-                      "compile", "vector_mode", "threads", "tensorboard")
+                      "compile", "vector_mode", "threads", "tensorboard", "eval_every")
 
 
 def checkpoint_path(run_dir: str | Path, global_step: int) -> Path:
@@ -239,12 +250,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def load_checkpoint(path: str | Path, member: int = 0) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, member: int = 0, which: str = "final") -> dict[str, Any]:
     """Load a checkpoint (a ``step_*.pt`` file, or a run directory: its latest checkpoint) for use in your own
     code. Returns a dict with:
 
     - ``actor``: the trained policy as a plain ``nn.Module`` on the CPU in eval mode, obs (B, obs_dim) ->
-      action (B, act_dim) inside the env's action bounds (of a population: member ``member``'s);
+      action (B, act_dim) inside the env's action bounds (of a population: member ``member``'s); with
+      ``which="best"`` the best actor of the periodic evaluations up to the checkpoint (``--eval-every``), and
+      ``best``: that member's {"global_step", "return", "std"};
     - ``config``: the run's `Config`; ``env``: {"id", "num_envs", "obs_dim", "act_dim"};
     - ``global_step``, ``num_updates``, ``num_episodes``, ``path``;
     - ``state``: the raw checkpoint dict (critic, targets, optimizers, replay buffer, RNG states, ...).
@@ -255,14 +268,23 @@ def load_checkpoint(path: str | Path, member: int = 0) -> dict[str, Any]:
         if latest is None:
             raise ConfigError(f"{path} has no checkpoint in {CHECKPOINT_DIR}/.")
         path = latest
+    check_which(which)
     state = read_checkpoint(path)
     cfg = Config.from_dict(state["config"])
     check_member(member, cfg.num_members)
-    actor = actor_from_state_dict(state["trainer"]["modules"]["actor"], cfg.hidden_sizes, cfg.layer_norm, member,
-                                  cfg.num_members)
+    weights, best = state["trainer"]["modules"]["actor"], {}
+    if which == "best":
+        saved = state["trainer"].get("callbacks", {}).get("eval") or {}
+        if saved.get("best_actor") is None:
+            raise ConfigError(f"checkpoint {path} holds no best model: the run did not evaluate during training; "
+                              f"{NO_BEST_HINT}.")
+        weights = saved["best_actor"]
+        step, ret, std = saved["best"][member]
+        best = {"best": {"global_step": int(step), "return": float(ret), "std": float(std)}}
+    actor = actor_from_state_dict(weights, cfg.hidden_sizes, cfg.layer_norm, member, cfg.num_members)
     return {"actor": actor, "config": cfg, "env": dict(state["env"]), "global_step": state["global_step"],
             "num_updates": state["num_updates"], "num_episodes": state["num_episodes"], "path": path,
-            "state": state}
+            "state": state, **best}
 
 
 # --- resume ------------------------------------------------------------------------------------------------------
@@ -302,8 +324,9 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
                           "first one); start a new run.")
     state = read_checkpoint(ckpt_path)
 
-    # the checkpoint must belong to this config
-    saved = state["config"]
+    # the checkpoint must belong to this config (a field newer than the checkpoint takes its default, as in
+    # config.json)
+    saved = {**Config().to_dict(), **state["config"]}
     differ = [k for k, v in cfg.to_dict().items() if k not in RESUME_OVERRIDABLE and saved.get(k) != v]
     if differ:
         shown = ", ".join(f"{k} ({saved.get(k)!r} in the checkpoint, {getattr(cfg, k)!r} in {CONFIG_FILE})"
@@ -392,8 +415,34 @@ def truncate_tables(run_dir: str | Path, state: dict[str, Any]) -> dict[str, int
     last_snapshot = max((int(r[col]) for r in logs["probes"]), default=-1)
     limits = {"episodes": ("episode", state["num_episodes"] if member_episodes is None else list(member_episodes)),
               "updates": ("update", state["num_updates"]), "probes": ("snapshot", last_snapshot)}
-    return {table: _truncate_csv(Path(run_dir) / f"{table}.csv", key, limit)
-            for table, (key, limit) in limits.items()}
+    dropped = {table: _truncate_csv(Path(run_dir) / f"{table}.csv", key, limit)
+               for table, (key, limit) in limits.items()}
+    dropped["eval"] = truncate_evals(Path(run_dir) / EVAL_FILE, state["global_step"])
+    return dropped
+
+
+def truncate_evals(path: Path, global_step: int) -> int:
+    """Drop eval.csv's periodic and final rows after env step ``global_step`` (the resumed run evaluates those
+    steps again) and a row cut short by a kill; manual rows (`fastddpg eval`) stay. Returns the rows dropped."""
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        lines = f.readlines()
+    header = next(csv.reader(lines[:1]), [])
+    if "kind" not in header or "global_step" not in header:  # a file from before periodic evaluation
+        return 0
+    kind, step = header.index("kind"), header.index("global_step")
+    keep = lines[:1]
+    for line in lines[1:]:
+        fields = next(csv.reader([line]), [])
+        if not (line.endswith("\n") and len(fields) == len(header)):
+            continue
+        if fields[kind] == "manual" or (_int_or_none(fields[step]) or 0) <= global_step:
+            keep.append(line)
+    dropped = len(lines) - len(keep)
+    if dropped:
+        atomic_write(path, lambda f: f.write("".join(keep).encode()))
+    return dropped
 
 
 def _truncate_csv(path: Path, key: str, limit: int | list[int]) -> int:

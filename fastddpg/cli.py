@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import ALGOS, GROUPS, Config, ConfigError
+from .config import ALGOS, GROUPS, Config, ConfigError, check_which
 
 if TYPE_CHECKING:
     from .failsafe import NonFiniteError, TrainingInterrupted
@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", default=None,
                      help="continue RUN_DIR from its latest checkpoint with its config.json, appending to its CSVs; "
                      "of the other flags only --total-steps (e.g. raised) and run-control flags (--device, "
-                     "--compile, --vector-mode, --log-every, --checkpoint-every, --keep-checkpoints, --quiet) may "
-                     "be given with it")
+                     "--compile, --vector-mode, --log-every, --checkpoint-every, --keep-checkpoints, --quiet, "
+                     "--eval-every) may be given with it")
     add_config_file_arguments(run)
     plot = sub.add_parser("plot", help="write the Plotly report of one or more runs",
                           description="Regenerate report.html from run directories; several runs are overlaid "
@@ -81,14 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--plotly-cdn", action="store_true", help="load plotly.js from the CDN: a small file that "
                       "needs a network connection to view (default: plotly.js inlined, works offline)")
     ev = sub.add_parser("eval", help="evaluate a run's saved actor without exploration noise",
-                        description="Noise-free episodes with RUN_DIR's final actor; prints mean +- std return "
-                        "and appends the episodes to RUN_DIR/eval.csv.")
+                        description="Noise-free episodes with RUN_DIR's final actor (--which best: its best "
+                        "evaluation's during training); prints mean +- std return and appends the episodes to "
+                        "RUN_DIR/eval.csv (kind manual).")
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a finished run directory")
     ev.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
     ev.add_argument("--seed", type=int, default=None, help="episode i is seeded SEED + i (default: the run's "
                     "seed + 10000)")
     ev.add_argument("--member", type=int, default=None, metavar="K", help="of a population run: evaluate member K "
                     "only (default: every member, on the same episodes)")
+    add_which_argument(ev)
     add_video_arguments(ev)
     add_export_parser(sub)
     add_verify_parser(sub)
@@ -285,9 +287,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .schema import EVAL_FILE
 
     check_video_args(args)
-    video = eval_video(args.run_dir, args.video_episodes, args.seed) if args.video else None  # fails first
+    check_which(args.which)
+    video = (eval_video(args.run_dir, args.video_episodes, args.seed, args.which) if args.video
+             else None)  # fails first
     results = evaluate_members(args.run_dir, args.episodes, args.seed,
-                               None if args.member is None else [args.member])
+                               None if args.member is None else [args.member], which=args.which)
     out = Path(args.run_dir) / EVAL_FILE
     if len(results) == 1 and args.member is None:  # a single run
         r = results[0]
@@ -332,12 +336,12 @@ def check_video_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--video-episodes={args.video_episodes} is invalid: record at least 1 episode.")
 
 
-def eval_video(run_dir: str, episodes: int, seed: int | None) -> str:
+def eval_video(run_dir: str, episodes: int, seed: int | None, which: str = "final") -> str:
     """Record ``episodes`` episodes (seeded as the evaluation's first ones); returns the line to print."""
     from .evaluate import EVAL_SEED_OFFSET, load_actor
     from .video import record_video
 
-    actor, cfg = load_actor(run_dir)
+    actor, cfg = load_actor(run_dir, which=which)
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
     path, frames = record_video(actor, cfg.env, run_dir, episodes, seed)
     return f"video: {episodes} episode{'s' if episodes > 1 else ''}, {frames} frames -> {path}"
@@ -357,14 +361,23 @@ def add_export_parser(sub: Any) -> None:
                     "(--num-seeds/--grid); a single run has one, member 0 (the default)")
     ex.add_argument("--out", default=None, metavar="PATH", help="output file (default: RUN_DIR/actor.ts.pt or "
                     "RUN_DIR/actor.onnx)")
+    add_which_argument(ex)
+
+
+def add_which_argument(parser: argparse.ArgumentParser) -> None:
+    """``--which final|best``: the run's last weights, or those of its best evaluation during training."""
+    parser.add_argument("--which", default="final", metavar="{final,best}", help="final: the run's last weights "
+                        "(default); best: RUN_DIR/best_actor.pt, the best evaluation's during training (a run with "
+                        "--eval-every)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import default_out, export_policy, load_policy
+    from .export import default_out, export_policy
+    from .policy import load_policy
 
     out = Path(args.out) if args.out else default_out(args.run_dir, args.format)
-    policy = load_policy(args.run_dir, args.member)
-    export_policy(policy, args.format, out)
+    policy = load_policy(args.run_dir, args.which, args.member)
+    export_policy(policy.actor, args.format, out)
     print(f"exported {args.format}: {out.resolve()}")
     return 0
 
@@ -406,7 +419,8 @@ def add_sweep_parser(sub: Any) -> None:
         "sets the base config; --grid and --sample vary fields across trials. Each trial is a fastddpg run "
         "directory in OUT/trials/<trial id>; OUT/trials.csv and OUT/report.html summarize them. Without --address a "
         "private local Ray is started in this process.")
-    add_config_arguments(sw, exclude=("grid",))  # a sweep's --grid varies trials (a members' grid: --config)
+    # a sweep's --grid varies trials (a members' grid: --config); its --eval-episodes is the sweep option below
+    add_config_arguments(sw, exclude=("grid", "eval_episodes"))
     sw.add_argument("--config", metavar="FILE", default=None, help="base config from a TOML file or a run's "
                     "config.json; flags given on the command line override it")
     s = sw.add_argument_group("sweep", "What varies, how trials are scheduled, and where they run.")
@@ -432,7 +446,8 @@ def add_sweep_parser(sub: Any) -> None:
                    "episodes, free; a population trial: the mean over members of each member's last-10 mean) "
                    "or eval_return (--eval-episodes noise-free episodes at every report) "
                    "(default: return_10)")
-    s.add_argument("--eval-episodes", type=int, default=5, metavar="N", help="episodes per eval_return (default: 5)")
+    s.add_argument("--eval-episodes", type=int, default=5, metavar="N", help="episodes per eval_return, and per "
+                   "evaluation of the trials' --eval-every (default: 5)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C",
                    help="CPUs Ray reserves per trial; also its torch threads and TORCHINDUCTOR_COMPILE_THREADS "
                    "(default: 1)")
@@ -464,7 +479,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweeps.require_ray()
     if args.resume:
         given = [o for o in _SWEEP_OPTIONS if getattr(args, o) != _SWEEP_PARSER_DEFAULTS[o]]
-        given += [f.name for f in dataclasses.fields(Config) if hasattr(args, f.name)]
+        given += [f.name for f in dataclasses.fields(Config) if hasattr(args, f.name) and f.name not in _SWEEP_OPTIONS]
         if given:
             flags = ", ".join("--grid" if g == "sweep_grid" else _flag(g) for g in given)
             raise ConfigError(f"--resume takes no {flags}: a sweep keeps its {sweeps.SWEEP_FILE}; only --address "

@@ -32,6 +32,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "performance": ("performance", "How the update runs; does not change what it computes."),
     "run": ("run", "The run directory, console output and checkpoints."),
     "population": ("population", "K independent agents trained in one process by one compiled update."),
+    "evaluation": ("evaluation", "Noise-free evaluation during training, and the best model kept."),
 }
 
 
@@ -156,6 +157,14 @@ class Config:
                            "'fastddpg[tensorboard]'.", group="run")
     keep_checkpoints: int = _f(3, "Checkpoints to keep (the newest); older ones are deleted.", group="run")
 
+    # --- evaluation during training ---------------------------------------------------------------------------
+    eval_every: int = _f(0, "Env steps (per member, like --log-every) between noise-free evaluations of the current "
+                         "actor (a = mu(s)) on envs of their own, seeded seed + 10000 + i at every evaluation (every "
+                         "member on the same episodes). Rows go to RUN_DIR/eval.csv (kind periodic; one final "
+                         "evaluation at the end), the best actor so far to RUN_DIR/best_actor.pt and best.json. "
+                         "0 = off.", group="evaluation")
+    eval_episodes: int = _f(10, "Episodes per evaluation (--eval-every).", group="evaluation")
+
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
         self.grid = tuple(str(g) for g in self.grid)
@@ -204,6 +213,8 @@ class Config:
         need(self.threads >= 0, "threads", "use 0 (auto: one thread) or a positive count")
         need(self.checkpoint_every >= 0, "checkpoint_every", "use 0 (auto) or a positive number of env steps")
         need(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint")
+        need(self.eval_every >= 0, "eval_every", "use 0 (off) or a positive number of env steps")
+        need(self.eval_episodes >= 1, "eval_episodes", "evaluate at least 1 episode")
         need(_finite(self.ou_theta) and self.ou_theta > 0, "ou_theta", "use a positive mean-reversion rate")
         need(_finite(self.ou_dt) and self.ou_dt > 0, "ou_dt", "use a positive time step")
         need(_finite(self.ou_theta) and _finite(self.ou_dt) and self.ou_theta * self.ou_dt < 2, "ou_theta",
@@ -323,6 +334,17 @@ def check_member(member: int, members: int) -> None:
     """ConfigError unless ``member`` names one of a run's ``members`` members (0 .. members - 1)."""
     if not 0 <= member < members:
         raise ConfigError(f"--member={member} is invalid: this run has {members} member(s), 0 to {members - 1}.")
+
+
+WHICH = ("final", "best")  # which weights of a run: the last ones, or the best periodic evaluation's (--eval-every)
+NO_BEST_HINT = "run with --eval-every N to keep the best model, or use --which final"
+
+
+def check_which(which: str) -> None:
+    """ConfigError unless ``which`` is one of `WHICH`."""
+    if which not in WHICH:
+        raise ConfigError(f"--which={which!r} is invalid: choose final (the last weights) or best (those of the "
+                          "best evaluation during training).")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -8,7 +8,9 @@ action bounds (tanh, then the run's ``action_scale`` and ``action_bias``), for a
   ``RUN_DIR/actor.onnx``: ``onnxruntime.InferenceSession(path)``. Needs the ``export`` extra
   (onnx, onnxscript, onnxruntime).
 
-The weights are the run's final ``actor.pt``, or for a run that did not finish its latest checkpoint.
+The weights are the run's final ``actor.pt``, or for a run that did not finish its latest checkpoint; with
+``--which best`` its ``best_actor.pt`` (``--eval-every``). They are loaded by `fastddpg.policy.load_policy`, the
+loader ``fastddpg.load_policy`` is, so an exported file acts as ``load_policy(...).predict`` does.
 """
 
 from __future__ import annotations
@@ -23,31 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import latest_checkpoint, load_checkpoint
-from .config import ConfigError, check_member
+from .config import ConfigError
 from .fileio import atomic_path, atomic_write
-from .networks import actor_from_state_dict
-from .rundir import load_run
-from .schema import ACTOR_FILE
 
 FORMATS = {"torchscript": "actor.ts.pt", "onnx": "actor.onnx"}
 EXPORT_HINT = "pip install 'fastddpg[export]'"
-
-
-def load_policy(run_dir: str | Path, member: int = 0) -> nn.Module:
-    """The actor of a run directory (its final actor.pt, else its latest checkpoint's), on the CPU in eval
-    mode: obs (B, obs_dim) -> action (B, act_dim). ``member`` picks one actor of a population (a single run
-    has one, member 0)."""
-    run = load_run(run_dir)
-    check_member(member, run.config.num_members)
-    path = Path(run_dir) / ACTOR_FILE
-    if not path.is_file():
-        if latest_checkpoint(run_dir) is None:
-            raise ConfigError(f"{run_dir} has neither {ACTOR_FILE} nor a checkpoint: nothing to export yet.")
-        return load_checkpoint(run_dir, member)["actor"]
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return actor_from_state_dict(state, run.config.hidden_sizes, run.config.layer_norm, member,
-                                 run.config.num_members)
 
 
 def export_policy(policy: nn.Module, fmt: str, out: str | Path) -> Path:

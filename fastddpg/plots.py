@@ -10,6 +10,10 @@ Figures (titles as in the notebook where it has them):
 4. policy evolution and 5. Q-values on the fixed probe states, heatmaps (probe x snapshot), one pair per run;
 6. throughput: env steps/s and updates/s over wall-clock time.
 
+A run with ``--eval-every`` adds, after the learning curve, its evaluation curve: the mean noise-free return of
+each evaluation against the env step (± one std over its episodes as a band; a population's: one line per
+member), the best evaluation of each member marked with a star.
+
 A population run (`fastddpg.bands`) adds, first, its curve per grid point (mean, 95% band over seeds, each member
 as a thin line) and a table ranking the grid points; the learning curve, the Q-vs-target and the loss panels then
 draw one trace per member (named "member k", coloured by its grid point), the throughput panel the per-member
@@ -53,6 +57,7 @@ TITLE_LOSSES = "Actor/Critic losses"
 TITLE_POLICY = "Policy evolution on fixed probe states"
 TITLE_QPROBE = "Q-values on probe states (critic under current actor)"
 TITLE_THROUGHPUT = "Throughput (env steps/s over time)"
+TITLE_EVAL = "Evaluation during training (noise-free episodes, mean ± std)"
 _FIGS_ID = "fastddpg-figures"
 
 
@@ -130,6 +135,50 @@ def learning_curve(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
     if len(empty) == len(runs):  # nothing to draw: the env step range instead of Plotly's meaningless -1..6
         fig.update_xaxes(range=[0, max(_env_steps(run) for run in runs)], tickformat=",d")
         fig.update_yaxes(showticklabels=False)
+    return fig
+
+
+def training_evals(run: RunData) -> pd.DataFrame:
+    """The evaluations during training (kind periodic or final) of a run, one row per evaluation and member:
+    member, global_step, mean, std (ddof=0), episodes."""
+    ev = run.evals
+    ev = ev[ev["kind"].isin(("periodic", "final"))] if "kind" in ev.columns else ev.iloc[:0]
+    ev = ev.assign(member=ev["member"] if "member" in ev.columns else 0)
+    g = ev.groupby(["member", "global_step"], sort=True)["return"]
+    return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=0), "episodes": g.size()}).reset_index()
+
+
+def eval_curve(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure | None:
+    """The evaluation curve of the runs that evaluated during training (`training_evals`); None when none did."""
+    tables = [training_evals(run) for run in runs]
+    if all(t.empty for t in tables):
+        return None
+    fig = go.Figure()
+    multi = len(runs) > 1
+    for i, (t, label) in enumerate(zip(tables, labels, strict=True)):
+        members = sorted(t["member"].unique())
+        for m in members:
+            rows = t[t["member"] == m]
+            color = COLORS[(i if multi or len(members) == 1 else m) % len(COLORS)]
+            what = f"member {m}: eval return" if len(members) > 1 else "eval return"
+            name = _name(label, what, multi)
+            x, y, sd = rows["global_step"].to_numpy(), rows["mean"].to_numpy(), rows["std"].to_numpy()
+            if len(members) == 1:  # one std band (a population's K bands would hide each other)
+                fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([y + sd, (y - sd)[::-1]]),
+                                         fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0),
+                                         hoverinfo="skip", showlegend=False, legendgroup=name))
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=name, legendgroup=name,
+                                     line=dict(color=color, width=2 if len(members) == 1 else 1.2),
+                                     customdata=np.stack([sd, rows["episodes"].to_numpy()], axis=-1),
+                                     hovertemplate="env step %{x:,}<br>return %{y:.1f} ± %{customdata[0]:.1f} "
+                                     "(%{customdata[1]} episodes)<extra>%{fullData.name}</extra>"))
+            best = rows.loc[rows["mean"].idxmax()]  # the first of equal means: the one best_actor.pt kept
+            fig.add_trace(go.Scatter(x=[best["global_step"]], y=[best["mean"]], mode="markers", legendgroup=name,
+                                     name=_name(label, "best" if len(members) == 1 else "each member's best", multi),
+                                     showlegend=bool(m == members[0]), marker=dict(color=color, symbol="star", size=13,
+                                                                              line=dict(color="black", width=1)),
+                                     hovertemplate="best: env step %{x:,}, return %{y:.1f}<extra></extra>"))
+    fig.update_layout(title=TITLE_EVAL, xaxis_title="Env steps", yaxis_title="Eval return")
     return fig
 
 
@@ -294,6 +343,9 @@ def build_figures(runs: Sequence[RunData]) -> list[go.Figure]:
     multi = len(runs) > 1
     figs = [population_curve(run, COLORS) for run in runs if _is_population(run)]
     figs += [learning_curve(runs, labels), q_vs_target(runs, labels), losses(runs, labels)]
+    evals = eval_curve(runs, labels)
+    if evals is not None:  # right after the learning curve
+        figs.insert(len(figs) - 2, evals)
     for run, label in zip(runs, labels, strict=True):
         figs += [probe_heatmap(run, label, "action", multi), probe_heatmap(run, label, "q", multi)]
     figs.append(throughput(runs, labels))

@@ -8,7 +8,9 @@ host at a flush (every ``--log-every`` env steps), so they never add a device sy
 - `PlainReporter`: one plain line per flush when stdout is not a terminal (CI, a pipe, a log file).
 - ``--quiet``: no reporter; only `print_summary` at the end.
 
-`make_reporter` picks one. Reporters are also context managers (the live panel starts and stops there).
+`make_reporter` picks one. Reporters are also context managers (the live panel starts and stops there). With
+``--eval-every`` both print `eval_line` at each evaluation (``on_eval``), and `print_summary` adds the evaluations'
+count, time and best return.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class _Tracker:
         self.steps_per_sec = self.updates_per_sec = math.nan
         self._t = self._t0 = time.perf_counter()
         self._last_steps = self._last_updates = self._steps0 = 0
+        self._eval_seconds = 0.0  # the trainer's evaluation time at the last call: rates leave it out
 
     def start(self, trainer: Any) -> None:
         """Count from where the trainer starts (a resumed run starts at its checkpoint's step, not at 0)."""
@@ -66,6 +69,7 @@ class _Tracker:
         self.updates = self._last_updates = trainer.num_updates
         self.episodes = trainer.num_episodes
         self.members = getattr(trainer, "members", 1)
+        self._eval_seconds = getattr(trainer, "eval_seconds", 0.0)
 
     def eta_seconds(self, total: int) -> float:
         """Seconds left at this run's average rate since it started (NaN before it has a rate)."""
@@ -89,7 +93,9 @@ class _Tracker:
         if row is not None:
             self.row = row
         now = time.perf_counter()
-        dt = now - self._t
+        eval_seconds = getattr(trainer, "eval_seconds", 0.0)
+        dt = now - self._t - (eval_seconds - self._eval_seconds)
+        self._eval_seconds = eval_seconds
         if dt > 0:
             self.steps_per_sec = (self.steps - self._last_steps) / dt
             self.updates_per_sec = (self.updates - self._last_updates) / dt
@@ -181,6 +187,9 @@ class PlainReporter:
         parts += [f"{t.steps_per_sec:,.0f} steps/s{t.per_member}", f"{t.updates_per_sec:,.0f} upd/s{t.per_member}"]
         self.print(" | ".join(parts))
 
+    def on_eval(self, trainer: Any, evaluation: Any) -> None:
+        self.print(eval_line(evaluation))
+
 
 class RichReporter:
     """The live console panel. Use as a context manager around ``trainer.train()``::
@@ -243,6 +252,11 @@ class RichReporter:
             self._last_draw = now
         self.live.update(self.render(), refresh=draw)
 
+    def on_eval(self, trainer: Any, evaluation: Any) -> None:
+        """The evaluation's line above the panel (it stays in the scrollback), and its numbers in the panel."""
+        self.last_eval = evaluation
+        self.live.console.print(eval_line(evaluation), highlight=False, markup=False)
+
     def render(self) -> Any:
         """The panel: progress bar above a grid of the latest numbers."""
         from rich.console import Group
@@ -273,6 +287,10 @@ class RichReporter:
                      _fmt(row.get("actor_loss"), ".4g"), "", "")
         grid.add_row("mean Q", _fmt(row.get("q_mean"), ".4g"), "mean TD target", _fmt(row.get("y_mean"), ".4g"),
                      "", "")
+        ev = getattr(self, "last_eval", None)
+        if ev is not None:
+            grid.add_row("eval return", _fmt(ev.mean, ".1f"), "at env step", f"{ev.global_step:,}", "best",
+                         _fmt(sum(b.return_ for b in ev.best) / len(ev.best), ".1f"))
         extra = [(k, v) for k, v in row.items() if k not in _NOT_METRICS and k not in _KNOWN_METRICS]
         for i in range(0, len(extra), 3):
             cells: list[str] = []
@@ -302,6 +320,26 @@ def make_reporter(quiet: bool, total_steps: int, console: Any = None) -> PlainRe
     return RichReporter(total_steps, console) if is_terminal else PlainReporter()
 
 
+def eval_line(ev: Any) -> str:
+    """The console line of one evaluation during training (`fastddpg.evaluate.Evaluation`), e.g.
+    ``eval at 2,000 env steps: return -152.3 +- 10.1 (10 episodes, 0.4 s) | new best`` (or ``| best -140.0
+    at 1,000``); a population's: the members' mean [min, max] and which members improved."""
+    results = list(ev.results.values())
+    n = len(results[0].returns)
+    episodes = f"{n} episode{'s' if n != 1 else ''}"
+    head = f"{ev.kind} eval" if ev.kind != "periodic" else "eval"
+    if len(results) == 1:
+        r, b = results[0], ev.best[0]
+        best = "new best" if ev.improved else f"best {b.return_:.1f} at {b.global_step:,}"
+        return (f"{head} at {ev.global_step:,} env steps: return {r.mean:.1f} +- {r.std:.1f} ({episodes}, "
+                f"{ev.seconds:.1f} s) | {best}")
+    means = [r.mean for r in results]
+    improved = (f"new best for member{'s' if len(ev.improved) > 1 else ''} {', '.join(map(str, ev.improved))}"
+                if ev.improved else "no member improved")
+    return (f"{head} at {ev.global_step:,} env steps: return {_spread(means)} ({episodes} each, "
+            f"{ev.seconds:.1f} s) | {improved}")
+
+
 def print_summary(summary: dict[str, Any], print_fn: Any = print, env_id: str | None = None) -> None:
     """The end-of-run summary (``env_id`` names the episode length when no episode finished)."""
     s = summary
@@ -312,28 +350,36 @@ def print_summary(summary: dict[str, Any], print_fn: Any = print, env_id: str | 
     else:
         last10 = "no episode finished yet"
     if "members" in s:
-        for line in population_summary_lines(s, last10):
-            print_fn(line)
-        return
-    print_fn(f"done: {s['episodes']} episodes, {s['env_steps']:,} env steps, {s['updates']:,} updates in "
-             f"{s['wall_time_s']:.1f} s | {s['env_steps_per_sec']:,.0f} env steps/s, "
-             f"{s['updates_per_sec']:,.0f} updates/s | replay ratio {s['replay_ratio']:.3f} | " + last10)
+        lines = population_summary_lines(s, last10)
+    else:
+        lines = [f"done: {s['episodes']} episodes, {s['env_steps']:,} env steps, {s['updates']:,} updates in "
+                 f"{s['wall_time_s']:.1f} s | {s['env_steps_per_sec']:,.0f} env steps/s, "
+                 f"{s['updates_per_sec']:,.0f} updates/s | replay ratio {s['replay_ratio']:.3f} | " + last10]
+    if s.get("evaluations"):
+        if "member_best_eval_return" in s:
+            best = (f"members' best eval return {_spread(s['member_best_eval_return'])}, at env steps "
+                    f"{', '.join(f'{x:,}' for x in s['member_best_eval_step'])}")
+        else:
+            best = f"best eval return {s['best_eval_return']:.1f} at env step {s['best_eval_step']:,}"
+        lines.append(f"evaluation: {s['evaluations']} x {s['eval_episodes']} noise-free episodes in "
+                     f"{s['eval_seconds']:.1f} s (not counted in the steps/s above) | {best} -> best_actor.pt")
+    for line in lines:
+        print_fn(line)
 
 
 def population_summary_lines(s: dict[str, Any], last10: str) -> list[str]:
     """A population's summary in two labelled units: one member's counts and rates (``--total-steps`` counts
     per member), then all members' together; then the members' last-10 returns (``last10``: the text for no
-    episode yet)."""
+    episode yet). The rates leave evaluation time out, as a single run's do."""
     k = s["members"]
     eps = s["member_episodes"]
     per_eps = f"{min(eps):,}" if min(eps) == max(eps) else f"{min(eps):,}-{max(eps):,}"
     steps, updates = s["env_steps"], s["updates"]
-    wall = max(s["wall_time_s"], 1e-9)
     returns = (f"last-10-episode mean return {s['last10_mean_return']:.1f} [{s['last10_min_return']:.1f}, "
                f"{s['last10_max_return']:.1f}] over members" if s["episodes"] else last10)
     return [f"done in {s['wall_time_s']:.1f} s | per member: {per_eps} episodes, {steps:,} env steps, "
-            f"{updates:,} updates, {steps / wall:,.0f} env steps/s, {updates / wall:,.0f} updates/s | "
-            f"replay ratio {s['replay_ratio']:.3f}",
+            f"{updates:,} updates, {s['env_steps_per_sec_per_member']:,.0f} env steps/s, "
+            f"{s['updates_per_sec_per_member']:,.0f} updates/s | replay ratio {s['replay_ratio']:.3f}",
             f"all {k} members: {s['episodes']:,} episodes, {steps * k:,} env steps, {updates * k:,} updates, "
-            f"{steps * k / wall:,.0f} env steps/s, {updates * k / wall:,.0f} updates/s",
+            f"{s['env_steps_per_sec_total']:,.0f} env steps/s, {s['updates_per_sec_total']:,.0f} updates/s",
             f"population: {k} members, {returns}"]

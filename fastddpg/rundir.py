@@ -13,7 +13,10 @@ Layout of ``runs/<env>__<algo>__<seed>__<timestamp>/`` (or ``--run-dir``)::
     critic.pt         final critic state_dict }
     summary.json      the end-of-run summary (episodes, env steps, updates, wall time, steps/s, ...)
     report.html       the Plotly report (written by `fastddpg.train`; `fastddpg plot RUN_DIR` regenerates it)
-    eval.csv          noise-free evaluation episodes, appended by `fastddpg eval`
+    eval.csv          noise-free evaluation episodes: periodic and final ones (--eval-every), appended as the
+                      run goes, and `fastddpg eval`'s (manual)
+    best_actor.pt     with --eval-every: the actor of the best evaluation so far (a population's: each member's)
+    best.json         the env step and mean return at which best_actor.pt was best
     checkpoints/      step_<env step>.pt: full checkpoints (fastddpg.checkpoint), the last --keep-checkpoints
     members.csv       a population's (--num-seeds/--grid: K > 1 members) members: member, seed, grid_point and
                       each --grid field's value
@@ -56,7 +59,9 @@ from .schema import (
     CRITIC_FILE,
     DEFAULT_COLUMNS,
     EPISODE_COLUMNS,
+    EVAL_COLUMNS,
     INT_COLUMNS,
+    MEMBER,
     MEMBERS_FILE,
     PROBE_COLUMNS,
     STR_COLUMNS,
@@ -283,6 +288,17 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
     return _typed(pd.read_csv(csv_path, keep_default_na=True), table)
 
 
+def upgrade_evals(evals: pd.DataFrame, final_step: int = -1) -> pd.DataFrame:
+    """An eval table in `EVAL_COLUMNS`: one written before its kind and global_step columns existed held only
+    `fastddpg eval`'s rows of the final actor, so they become kind "manual" at ``final_step`` (the run's last env
+    step; -1 when unknown). A table that has them is returned as it is."""
+    if "kind" in evals.columns:
+        return evals
+    out = evals.assign(kind="manual", global_step=int(final_step))
+    columns = [MEMBER] if MEMBER in out.columns else []
+    return out[columns + list(EVAL_COLUMNS)].astype({"global_step": "int64", "kind": "object"})
+
+
 @dataclass
 class RunData:
     """A run directory read back by `load_run`.
@@ -292,7 +308,8 @@ class RunData:
         adds q1_mean, q2_mean, target_min_mean), updates_in_row, env_steps_per_sec, updates_per_sec, wall_time;
         one row per report interval (metrics are means over its updates)
     probes: snapshot, episode, global_step, probe, action, q; probe_n rows per snapshot
-    evals: eval_time, seed, episode, return, length (empty until `fastddpg eval` ran)
+    evals: eval_time, kind (periodic, final or manual), global_step (of the weights evaluated), seed, episode,
+        return, length (empty until `fastddpg eval` or --eval-every ran)
     """
 
     path: Path
@@ -326,4 +343,5 @@ def load_run(path: str | Path) -> RunData:
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     return RunData(path=path, config=config, meta=meta, episodes=read_table(path, "episodes"),
                    updates=read_table(path, "updates"), probes=read_table(path, "probes"),
-                   evals=read_table(path, "eval"), summary=summary)
+                   evals=upgrade_evals(read_table(path, "eval"), int((summary or {}).get("env_steps", -1))),
+                   summary=summary)

@@ -20,6 +20,8 @@ REPORT_FILE = "report.html"
 ACTOR_FILE = "actor.pt"
 CRITIC_FILE = "critic.pt"
 EVAL_FILE = "eval.csv"
+BEST_ACTOR_FILE = "best_actor.pt"  # the actor with the best periodic evaluation (a population's: each member's best)
+BEST_FILE = "best.json"  # the env step and return at which best_actor.pt was best
 CHECKPOINT_DIR = "checkpoints"
 AUTO_RUN_DIR = "auto"  # Config.run_dir value for the default name, runs/<env>__<algo>__<seed>__<timestamp>
 TABLES = ("episodes", "updates", "probes")
@@ -52,7 +54,10 @@ class EpisodeRow(NamedTuple):
 # the columns of episodes.csv: the record's fields, the member column only in a population's (`with_member`)
 EPISODE_COLUMNS = tuple("return" if f == "return_" else f for f in EpisodeRow._fields[1:])
 PROBE_COLUMNS = ("snapshot", "episode", "global_step", "probe", "action", "q")
-EVAL_COLUMNS = ("eval_time", "seed", "episode", "return", "length")
+# kind: "periodic" (--eval-every), "final" (the end of a run with --eval-every) or "manual" (`fastddpg eval`);
+# global_step: the env step (per member) of the weights evaluated. Files written before these two columns existed
+# read back as kind "manual" (`fastddpg.rundir.load_run`).
+EVAL_COLUMNS = ("eval_time", "kind", "global_step", "seed", "episode", "return", "length")
 UPDATE_KEYS = ("update", "global_step")  # before the metrics
 UPDATE_RATES = ("updates_in_row", "env_steps_per_sec", "updates_per_sec", "wall_time")  # after them
 DDPG_METRICS = ("critic_loss", "actor_loss", "q_mean", "y_mean")
@@ -78,7 +83,7 @@ def with_member(columns: Sequence[str], members: int) -> tuple[str, ...]:
 # Documented dtypes of the tidy tables; any other column (e.g. an algorithm's extra metric) is read as float64.
 INT_COLUMNS = frozenset({"member", "episode", "env", "global_step", "length", "update", "updates_in_row", "snapshot",
                          "probe", "seed"})
-STR_COLUMNS = frozenset({"eval_time"})
+STR_COLUMNS = frozenset({"eval_time", "kind"})
 DEFAULT_COLUMNS = {"episodes": EPISODE_COLUMNS, "updates": UPDATE_COLUMNS, "probes": PROBE_COLUMNS,
                    "eval": EVAL_COLUMNS}
 

@@ -64,6 +64,7 @@ from typing import Any
 from .config import Config, ConfigError, format_hyper
 from .fileio import atomic_write_text
 from .schema import (
+    ACTOR_FILE,
     CHECKPOINT_DIR,
     CONFIG_FILE,
     REPORT_FILE,
@@ -586,16 +587,17 @@ def return_10(trainer: Any) -> float | None:
 
 
 def eval_return(trainer: Any, episodes: int) -> float:
-    """Mean return of ``episodes`` noise-free episodes of the current actor, seeded as ``fastddpg eval``."""
-    import copy
+    """Mean return of ``episodes`` noise-free episodes of the current actor, seeded as ``fastddpg eval`` (a
+    population's: the mean over members of each member's), by `fastddpg.evaluate.evaluate_state`, the evaluation
+    of ``fastddpg eval`` and ``--eval-every``."""
+    return _mean_eval_return(trainer.algo.actor.state_dict(), trainer.cfg, episodes)
 
-    import torch
 
-    from .evaluate import EVAL_SEED_OFFSET, evaluate_actor
+def _mean_eval_return(actor_state: dict[str, Any], cfg: Config, episodes: int) -> float:
+    from .evaluate import evaluate_state
 
-    actor = copy.deepcopy(trainer.algo.actor).to(torch.device("cpu")).eval()
-    cfg = trainer.cfg
-    return evaluate_actor(actor, cfg.env, episodes, cfg.seed + EVAL_SEED_OFFSET, backend=cfg.env_backend).mean
+    results = evaluate_state(actor_state, cfg, episodes)
+    return sum(r.mean for r in results.values()) / len(results)
 
 
 class TuneReporter:
@@ -699,11 +701,10 @@ def final_metrics(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
                "return_10": run_return_10(returns_by_member(episode_records(run.episodes))),
                "episodes": len(run.episodes)}
     if spec.metric == "eval_return":
-        from .evaluate import EVAL_SEED_OFFSET, evaluate_actor, load_actor
+        import torch
 
-        actor, cfg = load_actor(run_dir)
-        metrics["eval_return"] = evaluate_actor(actor, cfg.env, spec.eval_episodes, cfg.seed + EVAL_SEED_OFFSET,
-                                                backend=cfg.env_backend).mean
+        state = torch.load(run_dir / ACTOR_FILE, map_location="cpu", weights_only=True)
+        metrics["eval_return"] = _mean_eval_return(state, run.config, spec.eval_episodes)
     return metrics
 
 

@@ -6,6 +6,9 @@ to the host (no device sync of its own). Tags follow CleanRL's, so dashboards ca
     charts/episodic_return, charts/episodic_length     per finished episode, at the env step it ended
     losses/<metric>                                    each update metric of the algorithm (means over the interval)
     charts/env_steps_per_sec, charts/updates_per_sec   per report interval
+    eval/mean_reward, eval/mean_ep_length              per evaluation during training (--eval-every; SB3's tags;
+                                                       a population's: the members' mean, and each member's under
+                                                       eval/member_<k>/...)
 
 The x axis is the env step (``global_step``). The config goes in as TensorBoard hparams (the HPARAMS tab) and as
 a text table. W&B users: ``wandb sync --sync-tensorboard RUN_DIR/tensorboard``.
@@ -76,6 +79,22 @@ class TensorBoardWriter:
                 write_scalars(writer, episodes[episodes["member"] == k], rows.get(k))
             writers = self.member_writers
         with naming(self.path):  # a write error of the writer thread comes out here (the event file has no name)
+            for writer in writers:
+                writer.flush()
+
+    def on_eval(self, trainer: Any, evaluation: Any) -> None:
+        """An evaluation during training (`fastddpg.evaluate.Evaluation`), at the env step of its weights."""
+        step = evaluation.global_step
+        if not self.member_writers:
+            self.writer.add_scalar("eval/mean_reward", evaluation.mean, step)
+            self.writer.add_scalar("eval/mean_ep_length", evaluation.mean_length, step)
+            writers = [self.writer]
+        else:  # each member's own run, under the same tags as a single run's
+            writers = [self.member_writers[k] for k in evaluation.results]
+            for writer, r in zip(writers, evaluation.results.values(), strict=True):
+                writer.add_scalar("eval/mean_reward", r.mean, step)
+                writer.add_scalar("eval/mean_ep_length", float(r.lengths.mean()), step)
+        with naming(self.path):
             for writer in writers:
                 writer.flush()
 

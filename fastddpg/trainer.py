@@ -8,7 +8,10 @@ actions to the host, observations back.
 
 The trainer writes no files. Callbacks do: each is called as ``cb(trainer, new_episodes, update_row)`` at every
 report, and may have ``at_start(trainer)`` (when `Trainer.train` starts), ``after_step(trainer)`` (after every
-vector step) and ``at_end(trainer)`` (once, when the run ends or is stopped by a signal). The probe snapshots
+vector step) and ``at_end(trainer)`` (once, when the run ends or is stopped by a signal). A callback with a
+``state_key`` also has ``state_dict()`` and ``load_state_dict(state)``: its state is saved in the trainer's
+`Trainer.state_dict` (so in every checkpoint) and handed back before ``at_start`` of a restored trainer; one with
+``summary_fields()`` adds them to the summary. The probe snapshots
 (`fastddpg.probes`) are the trainer's first callback; the run directory and checkpoints (`fastddpg.rundir`,
 `fastddpg.checkpoint`) are added by `fastddpg.train`.
 
@@ -84,6 +87,7 @@ class TrainResult:
     summary: dict[str, Any]
     algo: Algorithm = field(repr=False)
     run_dir: Path | None = None  # the run directory written, if the run had one (`fastddpg.train`)
+    evals: pd.DataFrame | None = None  # with --eval-every: the evaluations (eval.csv columns), from `fastddpg.train`
 
     @property
     def actor(self) -> torch.nn.Module:
@@ -131,6 +135,7 @@ class Trainer:
 
         self.compile_mode = resolve_compile_mode(cfg.compile, self.device, self.planned_updates())
         self.compile_seconds = 0.0
+        self.eval_seconds = 0.0  # evaluation during training (a callback adds its time): not training time
         self.update_fns = {key: compile_update(fn, self.compile_mode, self.device)
                            for key, fn in self.algo.update_fns(self.buffer.as_batch, self.buffer.width).items()}
         self._untimed = set(self.update_fns) if self.compile_mode != "off" else set()  # first calls compile
@@ -144,6 +149,7 @@ class Trainer:
         self.callbacks: list[Callable[..., None]] = [self.probes, *(callbacks or [])]
         self.log: Callable[[str], None] = (lambda msg: None) if cfg.quiet else print
         self.last_checkpoint: Path | None = None  # set by a checkpoint callback; named by a non-finite stop
+        self.restored_states: dict[str, Any] = {}  # callbacks' states from `load_state_dict`, by state_key
 
         # counters (host ints: they advance by known amounts, no device read needed)
         self.global_step = 0
@@ -164,6 +170,7 @@ class Trainer:
         self._t_last_report = self._t_start
         self._steps_at_last_report = 0
         self._updates_at_last_report = 0
+        self._eval_seconds_at_last_report = 0.0
         self.obs = self.env.reset(seed=self.env_seeds(cfg.seed))
 
     @property
@@ -206,6 +213,10 @@ class Trainer:
         return. A NaN or Inf found at a report raises `NonFiniteError` (``at_end`` does not run: no checkpoint of
         that state is written).
         """
+        for cb in self.callbacks:
+            key = getattr(cb, "state_key", None)
+            if key is not None and key in self.restored_states:
+                cb.load_state_dict(self.restored_states[key])
         for cb in self.callbacks:
             at_start = getattr(cb, "at_start", None)
             if at_start is not None:
@@ -342,7 +353,7 @@ class Trainer:
     def _update_rows(self, p: Pulled) -> list[dict[str, float]]:
         """The report's update row (a population's: one per member, its "member" first); none without updates."""
         now = time.perf_counter()
-        dt = max(now - self._t_last_report, 1e-9)
+        dt = max(now - self._t_last_report - (self.eval_seconds - self._eval_seconds_at_last_report), 1e-9)
         rows = []
         if p.updates:
             for k in range(self.members) if self.members > 1 else (None,):
@@ -355,6 +366,7 @@ class Trainer:
                              "wall_time": now - self._t_start})
         self._t_last_report, self._steps_at_last_report = now, self.global_step
         self._updates_at_last_report = self.num_updates
+        self._eval_seconds_at_last_report = self.eval_seconds
         return rows
 
     # --- state, for checkpoints and resume -------------------------------------------------------------------
@@ -382,11 +394,14 @@ class Trainer:
                          "num_updates": self.num_updates, "num_episodes": self.num_episodes,
                          "credit": (self.update_credit.numerator, self.update_credit.denominator),
                          **({"member_episodes": list(self.member_episodes)} if self.members > 1 else {}),
-                         "probe_bucket": probes["bucket"], "wall_time": time.perf_counter() - self._t_start},
+                         "probe_bucket": probes["bucket"], "wall_time": time.perf_counter() - self._t_start,
+                         "eval_seconds": self.eval_seconds},
             "probe_states": probes["states"],
             "episodes": {"obs": self.obs, "ep_return": self.ep_return, "ep_len": self.ep_len},
             "logs": {"episodes": [r.values(self.members) for r in self.episode_rows],  # in episodes.csv's columns
                      "updates": [dict(r) for r in self.update_rows], "probes": probes["rows"]},
+            "callbacks": {cb.state_key: cb.state_dict() for cb in self.callbacks
+                          if getattr(cb, "state_key", None) is not None},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -412,6 +427,8 @@ class Trainer:
         self.num_updates, self.num_episodes = int(c["num_updates"]), int(c["num_episodes"])
         self.member_episodes = [int(e) for e in c.get("member_episodes", [self.num_episodes])]
         self.update_credit = Fraction(*c["credit"])
+        self.eval_seconds = float(c.get("eval_seconds", 0.0))  # (a checkpoint from before evaluation existed: 0)
+        self.restored_states = dict(state.get("callbacks", {}))
         logs = state["logs"]
         self.probes.load_state_dict({"states": state["probe_states"], "bucket": c["probe_bucket"],
                                      "rows": logs["probes"]}, self.device)
@@ -422,6 +439,7 @@ class Trainer:
         self._t_start = now - float(c["wall_time"])  # wall_time columns continue where the run stopped
         self._t_last_report, self._steps_at_last_report, self._updates_at_last_report = now, self.global_step, \
             self.num_updates
+        self._eval_seconds_at_last_report = self.eval_seconds
         self.restart_episodes()
 
     def restart_episodes(self) -> None:
@@ -442,10 +460,20 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         wall = time.perf_counter() - self._t_start
         if self.members > 1:
-            return {**self._summary(wall, []), **self._population_summary(wall)}
-        return self._summary(wall, [r.return_ for r in self.episode_rows])
+            out = {**self._summary(wall, []), **self._population_summary(max(wall - self.eval_seconds, 1e-9))}
+        else:
+            out = self._summary(wall, [r.return_ for r in self.episode_rows])
+        for cb in self.callbacks:
+            fields = getattr(cb, "summary_fields", None)
+            if fields is not None:
+                out.update(fields())
+        return out
 
-    def _population_summary(self, wall: float) -> dict[str, Any]:
+    def train_seconds(self) -> float:
+        """Wall time so far less the time spent evaluating (`eval_seconds`): what the steps/s rates divide by."""
+        return max(time.perf_counter() - self._t_start - self.eval_seconds, 1e-9)
+
+    def _population_summary(self, train: float) -> dict[str, Any]:
         """Per member: its seed, its episodes and the mean of its last 10 episode returns (NaN before its first);
         the population's `run_return_10` (their mean over the members with an episode), their min and max; and
         the counts and rates in both units, labelled: ``*_per_member`` (one member's, as ``env_steps`` and
@@ -453,7 +481,7 @@ class Trainer:
         returns = returns_by_member(self.episode_rows)
         last10 = [last10_mean(returns.get(k, ())) for k in range(self.members)]
         have = [last10[k] for k in sorted(returns)]
-        k, wall = self.members, max(wall, 1e-9)
+        k = self.members
         return {"members": k, "member_seeds": [c.seed for c in self.cfg.member_configs()],
                 "member_episodes": list(self.member_episodes),
                 "member_last10_mean_return": last10,
@@ -463,19 +491,21 @@ class Trainer:
                 "episodes_total": self.num_episodes,
                 "env_steps_per_member": self.global_step, "env_steps_total": self.global_step * k,
                 "updates_per_member": self.num_updates, "updates_total": self.num_updates * k,
-                "env_steps_per_sec_per_member": self.global_step / wall,
-                "env_steps_per_sec_total": self.global_step * k / wall,
-                "updates_per_sec_per_member": self.num_updates / wall,
-                "updates_per_sec_total": self.num_updates * k / wall}
+                "env_steps_per_sec_per_member": self.global_step / train,
+                "env_steps_per_sec_total": self.global_step * k / train,
+                "updates_per_sec_per_member": self.num_updates / train,
+                "updates_per_sec_total": self.num_updates * k / train}
 
     def _summary(self, wall: float, returns: list[float]) -> dict[str, Any]:
+        train = max(wall - self.eval_seconds, 1e-9)  # the rates count training only: evaluation is left out
         return {
             "episodes": self.num_episodes,
             "env_steps": self.global_step,
             "updates": self.num_updates,
             "wall_time_s": wall,
-            "env_steps_per_sec": self.global_step / wall,
-            "updates_per_sec": self.num_updates / wall,
+            "env_steps_per_sec": self.global_step / train,
+            "updates_per_sec": self.num_updates / train,
+            "eval_seconds": self.eval_seconds,
             "replay_ratio": self.num_updates / max(1, self.global_step),
             "last10_mean_return": last10_mean(returns),
             "device": str(self.device),

@@ -118,7 +118,8 @@ def test_learning_curve_q_and_losses_draw_each_member(population):
 
 
 def test_tensorboard_writes_each_member_as_a_run(tmp_path):
-    """--tensorboard with a population: tensorboard/member_K/ per member, its episodes and update rows only."""
+    """--tensorboard with a population: tensorboard/member_K/ per member, its episodes, update rows and evaluations
+    only."""
     pytest.importorskip("tensorboard", reason="pip install 'fastddpg[tensorboard]' (CI installs it)")
     from fastddpg.tensorboard import read_scalars
 
@@ -126,7 +127,7 @@ def test_tensorboard_writes_each_member_as_a_run(tmp_path):
     assert main(["run", "--env", "Pendulum-v1", "--num-envs", "2", "--num-seeds", "2", "--total-steps", "400",
                  "--start-steps", "200", "--update-after", "100", "--updates-per-step", "0.5", "--log-every", "200",
                  "--hidden-sizes", "16", "--batch-size", "16", "--probe-n", "4", "--device", "cpu", "--compile", "off",
-                 "--quiet", "--tensorboard", "--run-dir", str(d)]) == 0
+                 "--quiet", "--tensorboard", "--eval-every", "200", "--eval-episodes", "1", "--run-dir", str(d)]) == 0
     run, scalars = load_run(d), read_scalars(d)
     assert sorted(p.name for p in (d / "tensorboard").glob("member_*")) == ["member_0", "member_1"]
     assert sorted(scalars["member"].unique()) == [0, 1]
@@ -140,6 +141,11 @@ def test_tensorboard_writes_each_member_as_a_run(tmp_path):
         assert q["step"].tolist() == up["global_step"].tolist()
         np.testing.assert_allclose(q["value"], up["q_mean"], rtol=1e-6)
         assert "losses/member" not in set(mine["tag"])
+        # its own evaluations, under a single run's tags
+        ev = run.evals[run.evals["member"] == k].groupby("global_step")["return"].mean()
+        tb = mine[mine["tag"] == "eval/mean_reward"].sort_values("step")
+        assert tb["step"].tolist() == ev.index.tolist() == [200, 400]
+        np.testing.assert_allclose(tb["value"], ev.to_numpy(), rtol=1e-6)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     (events,) = (d / "tensorboard" / "member_1").glob("events.out.tfevents.*")

@@ -158,10 +158,10 @@ def test_population_run_directory_and_resume(tmp_path):
     ev = load_run(d).evals
     assert ev["member"].tolist() == [0, 0, 1, 1, 1, 1, 1] and ev["seed"].nunique() == 1
     assert main(["eval", str(d), "--member", "2"]) == 2
-    from fastddpg.export import load_policy
+    from fastddpg.policy import load_policy
 
-    torch.testing.assert_close(load_policy(d, 1)(obs), ckpt["actor"](obs))
-    assert not torch.allclose(load_policy(d, 0)(obs), ckpt["actor"](obs))
+    torch.testing.assert_close(load_policy(d, member=1)(obs), ckpt["actor"](obs))
+    assert not torch.allclose(load_policy(d, member=0)(obs), ckpt["actor"](obs))
 
 
 @pytest.mark.slow

@@ -64,7 +64,8 @@ def test_load_run_gives_documented_frames(run):
     assert np.isfinite(up[["critic_loss", "actor_loss", "q_mean", "y_mean"]].to_numpy()).all()
     assert (pr.groupby("snapshot").size() == 8).all() and pr["snapshot"].nunique() >= 2
     assert pr["action"].between(-2, 2).all()  # Pendulum's torque bounds
-    assert data.evals.empty and list(data.evals.columns) == ["eval_time", "seed", "episode", "return", "length"]
+    assert data.evals.empty and list(data.evals.columns) == ["eval_time", "kind", "global_step", "seed", "episode",
+                                                             "return", "length"]
 
 
 def test_config_round_trips(run):
