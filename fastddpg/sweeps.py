@@ -1210,7 +1210,7 @@ def load_sweep(path: str | Path) -> SweepResult:
     if trials_csv.is_file():
         import pandas as pd
 
-        t = pd.read_csv(trials_csv)
+        t = pd.read_csv(trials_csv, dtype={"trial": str})  # a searcher's ids are hex: "01234567", "8e123456"
         statuses = dict(zip(t["trial"].astype(str), t["status"].astype(str), strict=True))
         if "error" in t.columns:
             errors = {str(k): str(v) for k, v in zip(t["trial"], t["error"], strict=True) if isinstance(v, str) and v}

@@ -206,3 +206,23 @@ def test_a_trial_that_always_fails_ends_as_error_after_its_retries(tmp_path, loc
     episodes = load_run(trials.loc[1, "run_dir"]).episodes  # each retry resumed at 400: no episode twice
     assert not episodes.duplicated(["global_step", "env"]).any()
     assert episodes["episode"].tolist() == list(range(1, len(episodes) + 1))
+
+
+def test_optuna_search_with_asha_samples_inside_the_bounds(tmp_path, local_ray):
+    out = tmp_path / "optuna"
+    space = {"actor_lr": "loguniform:1e-4:1e-2", "tau": "uniform:0.001:0.02", "batch_size": "choice:16,32",
+             "hidden_sizes": "choice:16,8x8"}
+    result = sweep(Config(**{**TINY, "total_steps": 1200}), space, out=out, search="optuna", num_samples=3,
+                   scheduler="asha", grace_period=400)
+    trials = pd.read_csv(out / TRIALS_FILE, dtype={"trial": str})  # Optuna's trial ids are 8 hex digits
+    assert len(trials) == 3 and set(trials["status"]) <= {"finished", "stopped"} and not result.errors
+    assert trials["actor_lr"].between(1e-4, 1e-2).all() and trials["tau"].between(0.001, 0.02).all()
+    assert set(trials["batch_size"]) <= {16, 32} and set(trials["hidden_sizes"].astype(str)) <= {"16", "8x8"}
+    for d in trials["run_dir"]:  # each trial ran the values Optuna proposed: its config, as the table says
+        row = trials.set_index("run_dir").loc[d]
+        assert load_run(d).config.actor_lr == pytest.approx(row["actor_lr"], rel=1e-12)
+    import pickle
+
+    searcher = pickle.loads(max((out / "tune").glob("searcher-state-*.pkl")).read_bytes())  # OptunaSearch's state
+    assert searcher["_completed_trials"] == set(trials["trial"])  # Optuna was told every result
+    assert searcher["_metric"] == "return_10" and searcher["_mode"] == "max" and searcher["_seed"] == 42
