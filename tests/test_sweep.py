@@ -24,6 +24,7 @@ from fastddpg.sweeps import (
     read_spec,
     trial_config,
 )
+from tests.conftest import stop_at
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -219,3 +220,60 @@ def test_without_ray_the_command_says_how_to_install_it(tmp_path):
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'fastddpg[sweep]'" in lines[0]
+
+
+class _TuneCheckpoint:
+    """What `tune.get_checkpoint()` gives a retried trial: a directory with a fastddpg checkpoint and its source."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def as_directory(self):
+        import contextlib
+
+        return contextlib.nullcontext(str(self.directory))
+
+
+def test_a_retried_trial_continues_its_own_run_directory(tmp_path, monkeypatch):
+    """Tune restarts a failed trial with no checkpoint, with its own last PBT checkpoint, or, after an exploit,
+    with the checkpoint it cloned: each continues the trial's run directory from its latest fastddpg checkpoint
+    (`open_resume`); a checkpoint of another trial not yet cloned is an exploit."""
+    import json
+    import shutil
+    import signal
+
+    from fastddpg import TrainingInterrupted, train
+    from fastddpg.checkpoint import latest_checkpoint
+    from fastddpg.sweeps import SOURCE_FILE, open_trial
+
+    tiny = dict(env="Pendulum-v1", num_envs=2, log_every=200, hidden_sizes=(16,), batch_size=32, start_steps=200,
+                update_after=200, updates_per_step=0.25, probe_n=8, device="cpu", compile="off")
+    spec = make_spec(Config(**tiny, total_steps=800), tmp_path / "s", scheduler="pbt", mutate=["actor_lr"],
+                     pbt_interval=400)
+    run_dir = spec.root / "trials" / "t0"
+    cfg = trial_config(spec, {}, run_dir)
+    stop_at(monkeypatch, 400, lambda: signal.raise_signal(signal.SIGINT))  # a trial stopped at its checkpoint 400
+    with pytest.raises(TrainingInterrupted):
+        train(cfg)
+    monkeypatch.undo()
+    latest = latest_checkpoint(run_dir)
+
+    def tune_checkpoint(trial: str) -> _TuneCheckpoint:
+        d = tmp_path / f"tune-{trial}"
+        d.mkdir(exist_ok=True)
+        shutil.copy2(latest, d / latest.name)
+        (d / SOURCE_FILE).write_text(json.dumps({"trial_id": trial, "file": latest.name, "global_step": 400}))
+        return _TuneCheckpoint(d)
+
+    def event(checkpoint) -> str:
+        trainer, _, what = open_trial(spec, cfg, run_dir, "t0", checkpoint)
+        trainer.env.close()
+        return what
+
+    assert event(None) == "resume@400"
+    assert event(tune_checkpoint("t0")) == "resume@400"
+    meta = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**meta, "exploits": [{"from_trial": "t1", "global_step": 400}]}))
+    assert event(tune_checkpoint("t1")) == "resume@400"  # t1's checkpoint, cloned already: not cloned again
+    assert event(tune_checkpoint("t2")) == "exploit t2@400"
+    assert [e["from_trial"] for e in json.loads((run_dir / "config.json").read_text())["exploits"]] == ["t1", "t2"]
