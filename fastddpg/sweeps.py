@@ -947,8 +947,10 @@ def _search_alg(spec: SweepSpec) -> Any:
     TuneConfig). None for ``random``: Tune's basic variant generator."""
     if spec.search != "optuna":
         return None
+    import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not its INFO line per study and trial on the console
     return OptunaSearch(seed=int(spec.base.get("seed", 0)))
 
 
