@@ -56,6 +56,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1007,7 +1008,13 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, hook: Callable[..., None
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if pbt else None),
                                           callbacks=[tune_callback(SweepProgress(spec.metric, spec.swept))]
                                           if progress else None))
-        with _tune_output(legacy=resume or verbose == 0):
+        with _tune_output(legacy=resume or verbose == 0), warnings.catch_warnings():
+            # A trial restarted (a retry, a resumed sweep) counts its reports from 1 again; OptunaSearch passes
+            # them on as intermediate values, which Optuna ignores for steps it has (it warns each time). They
+            # only feed Optuna's own pruners, which a sweep does not use (ASHA stops trials); the final result
+            # Optuna learns from is told once, when the trial completes.
+            warnings.filterwarnings("ignore", message="The reported value is ignored because this `step",
+                                    category=UserWarning)
             grid, signalled = _fit(tuner)
         statuses = {Path(r.path).name: ("error" if r.error is not None else "") for r in grid}
         with contextlib.suppress(AttributeError):  # Tune's own view: a trial neither done nor failed is unfinished
