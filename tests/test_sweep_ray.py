@@ -209,6 +209,7 @@ def test_a_trial_that_always_fails_ends_as_error_after_its_retries(tmp_path, loc
 
 
 def test_optuna_search_with_asha_samples_inside_the_bounds(tmp_path, local_ray):
+    pytest.importorskip("optuna", reason="Optuna is not installed (pip install -e '.[sweep]')")
     out = tmp_path / "optuna"
     space = {"actor_lr": "loguniform:1e-4:1e-2", "tau": "uniform:0.001:0.02", "batch_size": "choice:16,32",
              "hidden_sizes": "choice:16,8x8"}
