@@ -789,8 +789,9 @@ def _trial_dirname(trial: Any) -> str:
 
 class SweepProgress:
     """fastddpg's own console lines for a running sweep, in place of Tune's trial tables (``fastddpg sweep``;
-    ``--verbose`` shows Tune's as well). One line when a trial starts, finishes or fails, and when the best metric
-    so far changes (at most one such line every ``min_interval`` seconds; a later line shows what was held back)::
+    ``--verbose`` shows Tune's as well). One line when a trial starts, finishes, fails or is retried, and when the
+    best metric so far changes (at most one such line every ``min_interval`` seconds; a later line shows what was
+    held back)::
 
         sweep: 2 running, 1 finished, 0 failed of 4 | best return_10 -161.2: 3f2a1_00001 (actor_lr=0.0003)
 
@@ -820,6 +821,10 @@ class SweepProgress:
             self.held = True
             if time.monotonic() - self.last_line >= self.min_interval:
                 self._print()
+
+    def retried(self, trial_id: str, failures: int) -> None:
+        """A trial failed and Tune starts it again (``--max-failures``): one line, the trial stays running."""
+        print(f"sweep: trial {trial_id} failed ({failures} so far); retrying it from its last checkpoint", flush=True)
 
     def ended(self, trial_id: str, failed: bool = False) -> None:
         self.status[trial_id] = "failed" if failed else "finished"
@@ -864,6 +869,9 @@ def tune_callback(progress: SweepProgress) -> Any:
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.progress.ended(_trial_dirname(trial))
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.progress.retried(_trial_dirname(trial), int(getattr(trial, "num_failures", 0)))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.progress.ended(_trial_dirname(trial), failed=True)

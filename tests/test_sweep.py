@@ -277,3 +277,19 @@ def test_a_retried_trial_continues_its_own_run_directory(tmp_path, monkeypatch):
     assert event(tune_checkpoint("t1")) == "resume@400"  # t1's checkpoint, cloned already: not cloned again
     assert event(tune_checkpoint("t2")) == "exploit t2@400"
     assert [e["from_trial"] for e in json.loads((run_dir / "config.json").read_text())["exploits"]] == ["t1", "t2"]
+
+
+@ray_installed
+def test_a_retry_is_one_progress_line(capsys):
+    from types import SimpleNamespace
+
+    from fastddpg.sweeps import SweepProgress, tune_callback
+
+    progress = SweepProgress("return_10", ["seed"])
+    callback = tune_callback(progress)
+    callback.on_trial_start(0, [], SimpleNamespace(trial_id="t1", config={"seed": 1}))
+    callback.on_trial_recover(0, [], SimpleNamespace(trial_id="t1", config={"seed": 1}, num_failures=1))
+    assert capsys.readouterr().out.splitlines() == [
+        "sweep: 1 running, 0 finished, 0 failed",
+        "sweep: trial t1 failed (1 so far); retrying it from its last checkpoint"]
+    assert progress.status == {"t1": "running"}
