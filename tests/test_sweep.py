@@ -237,12 +237,14 @@ class _TuneCheckpoint:
 def test_a_retried_trial_continues_its_own_run_directory(tmp_path, monkeypatch):
     """Tune restarts a failed trial with no checkpoint, with its own last PBT checkpoint, or, after an exploit,
     with the checkpoint it cloned: each continues the trial's run directory from its latest fastddpg checkpoint
-    (`open_resume`); a checkpoint of another trial not yet cloned is an exploit."""
+    (`open_resume`); a checkpoint of another trial not yet cloned is an exploit; a trial that failed before its
+    first checkpoint starts again from scratch."""
     import json
     import shutil
     import signal
 
     from fastddpg import TrainingInterrupted, train
+    from fastddpg.api import open_run
     from fastddpg.checkpoint import latest_checkpoint
     from fastddpg.sweeps import SOURCE_FILE, open_trial
 
@@ -277,6 +279,14 @@ def test_a_retried_trial_continues_its_own_run_directory(tmp_path, monkeypatch):
     assert event(tune_checkpoint("t1")) == "resume@400"  # t1's checkpoint, cloned already: not cloned again
     assert event(tune_checkpoint("t2")) == "exploit t2@400"
     assert [e["from_trial"] for e in json.loads((run_dir / "config.json").read_text())["exploits"]] == ["t1", "t2"]
+
+    fresh = spec.root / "trials" / "t3"  # failed before its first checkpoint: starts again from scratch
+    trainer, _ = open_run(trial_config(spec, {}, fresh))
+    trainer.env.close()
+    (fresh / "episodes.csv").write_text("episode,env,global_step,return,length,wall_time\n1,0,200,-1.0,200,0.1\n")
+    trainer, _, what = open_trial(spec, trial_config(spec, {}, fresh), fresh, "t3", None)
+    trainer.env.close()
+    assert what == "" and trainer.global_step == 0 and "1,0,200" not in (fresh / "episodes.csv").read_text()
 
 
 @ray_installed
