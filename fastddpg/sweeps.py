@@ -263,7 +263,7 @@ def read_space(path: str | Path, base: Config) -> tuple[dict[str, list[Any]], di
     """A search space from a TOML file (``--space FILE``): a ``[sample]`` table of ``NAME = "DIST"`` (the
     ``--sample`` syntax: ``"loguniform:LO:HI"``, ``"uniform:LO:HI"``, ``"choice:A,B,..."``) and a ``[grid]`` table
     of ``NAME = [V1, V2, ...]`` (or the ``--grid`` text, ``"0..3"``). Returns (grid, sample), checked as the flags."""
-    import tomllib
+    from .configfile import tomllib  # the standard library's, or tomli on Python 3.10
 
     path = Path(path)
     try:
