@@ -405,14 +405,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 # --- sweep (Ray Tune; fastddpg.sweeps) --------------------------------------------------------------------------
-_SWEEP_OPTIONS = ("sweep_grid", "sample", "num_samples", "scheduler", "pbt_interval", "mutate", "grace_period",
-                  "metric", "eval_episodes", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "out", "storage",
-                  "config", "verbose")
+_SWEEP_OPTIONS = ("sweep_grid", "sample", "space", "search", "max_failures", "num_samples", "scheduler",
+                  "pbt_interval", "mutate", "grace_period", "metric", "eval_episodes", "cpus_per_trial",
+                  "gpus_per_trial", "max_concurrent", "out", "storage", "config", "verbose")
 _SWEEP_PARSER_DEFAULTS: dict[str, Any] = {}  # filled by add_sweep_parser: what --resume must not see changed
 
 
 def add_sweep_parser(sub: Any) -> None:
     """``fastddpg sweep [run flags: the base config] --grid NAME=V1,V2 ... --out DIR`` and ``--resume DIR``."""
+    from .sweeps import DEFAULT_MAX_FAILURES  # plain Python: Ray is imported only when a sweep runs
+
     sw = sub.add_parser(
         "sweep", help="run many trials (a grid, samples, ASHA or PBT) on Ray Tune, locally or on a cluster",
         description="A hyperparameter sweep on Ray Tune (pip install 'fastddpg[sweep]'). Every `fastddpg run` flag "
@@ -429,8 +431,23 @@ def add_sweep_parser(sub: Any) -> None:
                    "ends included; hidden sizes: 64x64,256x256); e.g. --grid seed=0..3 actor_lr=1e-3,3e-4")
     s.add_argument("--sample", action="extend", nargs="+", default=[], metavar="NAME=DIST",
                    help="a field drawn per trial: NAME=loguniform:LO:HI, NAME=uniform:LO:HI or NAME=choice:A,B")
+    s.add_argument("--space", default=None, metavar="FILE",
+                   help="a search space from a TOML file: [sample] NAME = \"DIST\" and [grid] NAME = [V1, V2] (e.g. "
+                   "configs/sweeps/pendulum_zoo.toml, the RL Zoo's DDPG/TD3 space); --grid and --sample flags add "
+                   "to it and override its entries for the same field")
+    s.add_argument("--search", default="random", metavar="{random,optuna}",
+                   help="random: every --grid combination, each --sample drawn at random (Tune's basic variant "
+                   "generator); optuna: Optuna's TPE proposes each of the --num-samples trials from the --sample "
+                   "distributions and the results so far (pip install 'fastddpg[sweep]'; no --grid, no pbt) "
+                   "(default: random)")
     s.add_argument("--num-samples", type=int, default=1, metavar="M",
-                   help="draws of --sample (with --grid: the grid is repeated M times) (default: 1)")
+                   help="draws of --sample (with --grid: the grid is repeated M times; with --search optuna: the "
+                   "number of trials) (default: 1)")
+    s.add_argument("--max-failures", type=int, default=DEFAULT_MAX_FAILURES, metavar="N",
+                   help="times a failed trial (its worker killed, an exception, a lost node) is started again; "
+                   "each retry resumes from the trial's last fastddpg checkpoint, so it costs at most one "
+                   "checkpoint interval, and a deterministic bug still fails after N+1 tries (default: "
+                   f"{DEFAULT_MAX_FAILURES})")
     s.add_argument("--scheduler", default="none", metavar="{none,asha,pbt}",
                    help="none: run every trial to the end; asha: stop the worst early (by env steps); pbt: "
                    "population based training through fastddpg's checkpoints (default: none)")
@@ -486,9 +503,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                               "may be given with it.")
     else:
         base = config_from_args(args)
+        grid, sample = sweeps.read_space(args.space, base) if args.space else ({}, {})
+        flag_grid, flag_sample = sweeps.parse_grid(args.sweep_grid, base), sweeps.parse_sample(args.sample, base)
+        grid = {**{k: v for k, v in grid.items() if k not in flag_sample}, **flag_grid}  # a flag wins for its field
+        sample = {**{k: v for k, v in sample.items() if k not in flag_grid}, **flag_sample}
         spec = sweeps.make_spec(
-            base, args.out, grid=sweeps.parse_grid(args.sweep_grid, base),
-            sample=sweeps.parse_sample(args.sample, base),
+            base, args.out, grid=grid, sample=sample, search=args.search, max_failures=args.max_failures,
             num_samples=args.num_samples, scheduler=args.scheduler, metric=args.metric,
             pbt_interval=args.pbt_interval, mutate=[m.strip().replace("-", "_") for m in args.mutate.split(",")
                                                     if m.strip()],

@@ -56,6 +56,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,8 @@ from .schema import (
 INSTALL_HINT = ("fastddpg sweep needs Ray Tune, an optional extra: pip install 'fastddpg[sweep]' "
                 "(or pip install 'ray[tune]')")
 SCHEDULERS = ("none", "asha", "pbt")
+SEARCHES = ("random", "optuna")  # random: Tune's basic variant generator (every grid point, --sample drawn at random)
+DEFAULT_MAX_FAILURES = 2
 METRICS = ("return_10", "eval_return")
 TIME_ATTR = "env_steps"
 SWEEP_FILE = "sweep.json"
@@ -122,6 +125,10 @@ class SweepSpec:
     max_concurrent: int = 0
     address: str | None = None
     storage: str | None = None
+    # A retry resumes from the trial's last fastddpg checkpoint, so it costs at most one checkpoint interval; 2
+    # rides out a killed worker or a lost node twice, and a deterministic bug still ends the trial after 3 tries.
+    max_failures: int = DEFAULT_MAX_FAILURES
+    search: str = "random"
 
     @property
     def name(self) -> str:
@@ -253,6 +260,36 @@ def parse_sample(items: Iterable[str], base: Config) -> dict[str, list[Any]]:
     return sample
 
 
+def read_space(path: str | Path, base: Config) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """A search space from a TOML file (``--space FILE``): a ``[sample]`` table of ``NAME = "DIST"`` (the
+    ``--sample`` syntax: ``"loguniform:LO:HI"``, ``"uniform:LO:HI"``, ``"choice:A,B,..."``) and a ``[grid]`` table
+    of ``NAME = [V1, V2, ...]`` (or the ``--grid`` text, ``"0..3"``). Returns (grid, sample), checked as the flags."""
+    from .configfile import tomllib  # the standard library's, or tomli on Python 3.10
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"--space {path}: cannot read it ({e.strerror or e}); give a TOML file with [sample] "
+                          "and/or [grid] tables (see configs/sweeps/).") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--space {path} is not valid TOML: {e}.") from None
+    unknown = [k for k in data if k not in ("sample", "grid") or not isinstance(data[k], dict)]
+    if unknown or not data:
+        found = ", ".join(unknown) or "nothing"
+        raise ConfigError(f"--space {path}: give only [sample] and [grid] tables (found {found}); the base config "
+                          "goes in --config FILE.")
+
+    def text(v: Any) -> str:
+        if isinstance(v, list):
+            return ",".join("x".join(map(str, x)) if isinstance(x, list) else str(x) for x in v)
+        return str(v)
+
+    grid = parse_grid([f"{k}={text(v)}" for k, v in data.get("grid", {}).items()], base)
+    sample = parse_sample([f"{k}={v}" for k, v in data.get("sample", {}).items()], base)
+    return grid, sample
+
+
 def make_spec(base: Config, out: str | Path, *, grid: dict[str, list[Any]] | None = None,
               sample: dict[str, list[Any]] | None = None, **settings: Any) -> SweepSpec:
     """A checked `SweepSpec` (ConfigError, one line, for anything wrong), before Ray is touched."""
@@ -270,6 +307,13 @@ def make_spec(base: Config, out: str | Path, *, grid: dict[str, list[Any]] | Non
         raise ConfigError(f"{', '.join(both)}: in both --grid and --sample; give each field once.")
     if spec.scheduler not in SCHEDULERS:
         raise ConfigError(f"--scheduler {spec.scheduler}: choose one of {', '.join(SCHEDULERS)}.")
+    if spec.max_failures < 0:
+        raise ConfigError(f"--max-failures {spec.max_failures}: give 0 (a failed trial is not retried) or more "
+                          "retries per trial.")
+    if spec.search not in SEARCHES:
+        raise ConfigError(f"--search {spec.search}: choose one of {', '.join(SEARCHES)}.")
+    if spec.search == "optuna":
+        _check_optuna(spec)
     if spec.metric not in METRICS:
         raise ConfigError(f"--metric {spec.metric}: choose one of {', '.join(METRICS)}.")
     if spec.scheduler == "pbt" and not spec.mutate:
@@ -296,6 +340,25 @@ def make_spec(base: Config, out: str | Path, *, grid: dict[str, list[Any]] | Non
         raise ConfigError(f"--out {spec.out} already holds a sweep; continue it with fastddpg sweep --resume "
                           f"{spec.out}, or choose another --out.")
     return spec
+
+
+def _check_optuna(spec: SweepSpec) -> None:
+    """``--search optuna``: Optuna's TPE proposes every trial's values from the --sample distributions."""
+    if spec.scheduler == "pbt":
+        raise ConfigError("--search optuna cannot run with --scheduler pbt: PBT changes a trial's hyperparameters "
+                          "while it trains, so Optuna could not score the values it proposed; use --scheduler asha "
+                          "or none with optuna, or pbt with --search random.")
+    if spec.grid:
+        raise ConfigError(f"--search optuna with --grid {', '.join(spec.grid)}: Optuna proposes every value itself; "
+                          "give those fields as --sample NAME=choice:A,B,... (or use --search random for a grid).")
+    if not spec.sample:
+        raise ConfigError("--search optuna needs something to sample: give --sample NAME=loguniform:LO:HI (or "
+                          "uniform:LO:HI, choice:A,B,...), e.g. --sample actor_lr=loguniform:1e-5:1e-2.")
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise ConfigError("--search optuna needs Optuna: pip install 'fastddpg[sweep]' (or pip install optuna).") \
+            from None
 
 
 def read_spec(out: str | Path) -> SweepSpec:
@@ -427,8 +490,8 @@ def _ray_sees(node: dict[str, Any], path: str) -> bool:
 
 def _cast(name: str, value: Any) -> Any:
     kind = _field_types()[name]
-    if kind is tuple:
-        return tuple(int(v) for v in value)
+    if kind is tuple:  # a tuple, or its text ('64x64': how Optuna's categorical choices carry hidden sizes)
+        return parse_value(name, value) if isinstance(value, str) else tuple(int(v) for v in value)
     if kind is bool:
         return bool(value)
     if kind is int:
@@ -490,7 +553,7 @@ def open_trial(spec: SweepSpec, cfg: Config, run_dir: Path, trial_id: str, check
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             source = json.loads((Path(d) / SOURCE_FILE).read_text())
-            if source["trial_id"] != trial_id:
+            if source["trial_id"] != trial_id and not _exploited(run_dir, source):
                 trainer, writer = exploit(cfg, run_dir, Path(d) / source["file"], source, argv)
                 return trainer, writer, f"exploit {source['trial_id']}@{trainer.global_step}"
     if (run_dir / CONFIG_FILE).is_file():
@@ -504,6 +567,17 @@ def open_trial(spec: SweepSpec, cfg: Config, run_dir: Path, trial_id: str, check
         shutil.rmtree(run_dir)  # started, but stopped before its first checkpoint: start it again
     trainer, writer = open_run(cfg, argv)
     return trainer, writer, ""
+
+
+def _exploited(run_dir: Path, source: dict[str, Any]) -> bool:
+    """Whether this run directory has already made the exploit of ``source`` (another trial's checkpoint): Tune
+    retries a trial that failed after an exploit and before its next report with that same checkpoint, and the
+    retry must continue the run directory from its own latest checkpoint, not clone the source a second time."""
+    if not (run_dir / CONFIG_FILE).is_file():
+        return False
+    meta = json.loads((run_dir / CONFIG_FILE).read_text())
+    return any(e.get("from_trial") == source["trial_id"] and e.get("global_step") == source.get("global_step")
+               for e in meta.get("exploits", []))
 
 
 def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any], argv: list[str]) -> Any:
@@ -716,8 +790,9 @@ def _trial_dirname(trial: Any) -> str:
 
 class SweepProgress:
     """fastddpg's own console lines for a running sweep, in place of Tune's trial tables (``fastddpg sweep``;
-    ``--verbose`` shows Tune's as well). One line when a trial starts, finishes or fails, and when the best metric
-    so far changes (at most one such line every ``min_interval`` seconds; a later line shows what was held back)::
+    ``--verbose`` shows Tune's as well). One line when a trial starts, finishes, fails or is retried, and when the
+    best metric so far changes (at most one such line every ``min_interval`` seconds; a later line shows what was
+    held back)::
 
         sweep: 2 running, 1 finished, 0 failed of 4 | best return_10 -161.2: 3f2a1_00001 (actor_lr=0.0003)
 
@@ -747,6 +822,10 @@ class SweepProgress:
             self.held = True
             if time.monotonic() - self.last_line >= self.min_interval:
                 self._print()
+
+    def retried(self, trial_id: str, failures: int) -> None:
+        """A trial failed and Tune starts it again (``--max-failures``): one line, the trial stays running."""
+        print(f"sweep: trial {trial_id} failed ({failures} so far); retrying it from its last checkpoint", flush=True)
 
     def ended(self, trial_id: str, failed: bool = False) -> None:
         self.status[trial_id] = "failed" if failed else "finished"
@@ -792,6 +871,9 @@ def tune_callback(progress: SweepProgress) -> Any:
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.progress.ended(_trial_dirname(trial))
 
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.progress.retried(_trial_dirname(trial), int(getattr(trial, "num_failures", 0)))
+
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.progress.ended(_trial_dirname(trial), failed=True)
 
@@ -809,8 +891,9 @@ def _param_space(spec: SweepSpec) -> dict[str, Any]:
     space: dict[str, Any] = {name: tune.grid_search(list(values)) for name, values in spec.grid.items()}
     for name, (kind, *args) in spec.sample.items():
         is_int = _field_types()[name] is int
-        if kind == "choice":
-            space[name] = tune.choice(list(args))
+        if kind == "choice":  # Optuna's categorical values are scalars: a tuple field's choices go as text
+            text = spec.search == "optuna" and _field_types()[name] is tuple
+            space[name] = tune.choice([_csv_value(tuple(a)) if text else a for a in args])
         elif kind == "uniform":
             space[name] = tune.randint(args[0], args[1] + 1) if is_int else tune.uniform(*args)
         else:
@@ -868,6 +951,19 @@ def _scheduler(spec: SweepSpec) -> Any:
     return FIFOScheduler()
 
 
+def _search_alg(spec: SweepSpec) -> Any:
+    """``--search optuna``: Ray Tune's OptunaSearch (Optuna's TPE sampler, seeded from the base config's seed) over
+    the --sample distributions, which Tune translates from the param space (metric and mode come from the
+    TuneConfig). None for ``random``: Tune's basic variant generator."""
+    if spec.search != "optuna":
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not its INFO line per study and trial on the console
+    return OptunaSearch(seed=int(spec.base.get("seed", 0)))
+
+
 def _trainable(spec: SweepSpec, hook: Callable[..., None] | None) -> Any:
     from ray import tune
 
@@ -911,13 +1007,23 @@ def run_sweep(spec: SweepSpec, *, resume: bool = False, hook: Callable[..., None
                 # within 2 s (TUNE_FUNCTION_THREAD_TIMEOUT_S), which a loaded machine or a long report misses.
                 tune_config=tune.TuneConfig(metric=spec.metric, mode="max", scheduler=_scheduler(spec),
                                             num_samples=spec.num_samples, reuse_actors=spec.scheduler == "none",
+                                            search_alg=_search_alg(spec),
                                             max_concurrent_trials=spec.max_concurrent or None,
                                             trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname),
+                # a failed trial (its worker killed, an exception, a lost node) is started again up to
+                # max_failures times; run_trial then resumes its run directory from the last fastddpg checkpoint
                 run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(spec.root), verbose=verbose,
+                                          failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                                           checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if pbt else None),
                                           callbacks=[tune_callback(SweepProgress(spec.metric, spec.swept))]
                                           if progress else None))
-        with _tune_output(legacy=resume or verbose == 0):
+        with _tune_output(legacy=resume or verbose == 0), warnings.catch_warnings():
+            # A trial restarted (a retry, a resumed sweep) counts its reports from 1 again; OptunaSearch passes
+            # them on as intermediate values, which Optuna ignores for steps it has (it warns each time). They
+            # only feed Optuna's own pruners, which a sweep does not use (ASHA stops trials); the final result
+            # Optuna learns from is told once, when the trial completes.
+            warnings.filterwarnings("ignore", message="The reported value is ignored because this `step",
+                                    category=UserWarning)
             grid, signalled = _fit(tuner)
         statuses = {Path(r.path).name: ("error" if r.error is not None else "") for r in grid}
         with contextlib.suppress(AttributeError):  # Tune's own view: a trial neither done nor failed is unfinished
@@ -1122,7 +1228,7 @@ def load_sweep(path: str | Path) -> SweepResult:
     if trials_csv.is_file():
         import pandas as pd
 
-        t = pd.read_csv(trials_csv)
+        t = pd.read_csv(trials_csv, dtype={"trial": str})  # a searcher's ids are hex: "01234567", "8e123456"
         statuses = dict(zip(t["trial"].astype(str), t["status"].astype(str), strict=True))
         if "error" in t.columns:
             errors = {str(k): str(v) for k, v in zip(t["trial"], t["error"], strict=True) if isinstance(v, str) and v}
@@ -1142,8 +1248,8 @@ def sweep(base_config: Config | None = None, space: dict[str, Any] | None = None
           scheduler: str = "none", metric: str = "return_10", num_samples: int = 1, pbt_interval: int = 0,
           mutate: Sequence[str] = (), grace_period: int = 0, eval_episodes: int = 5, cpus_per_trial: float = 1,
           gpus_per_trial: float = 0, max_concurrent: int = 0, address: str | None = None,
-          storage: str | None = None, report_hook: Callable[..., None] | None = None,
-          verbose: int = 0) -> SweepResult:
+          storage: str | None = None, max_failures: int = DEFAULT_MAX_FAILURES, search: str = "random",
+          report_hook: Callable[..., None] | None = None, verbose: int = 0) -> SweepResult:
     """Run a sweep on Ray Tune: one fastddpg run per trial, in ``out/trials/<trial id>``.
 
     ``space`` maps Config fields to a list of values (a grid: every combination runs, ``num_samples`` times), a
@@ -1151,7 +1257,10 @@ def sweep(base_config: Config | None = None, space: dict[str, Any] | None = None
     ``num_samples`` times), or a single value (a change to the base config). ``scheduler``: ``"none"``,
     ``"asha"`` (early stopping on env steps; ``grace_period`` env steps before the first cut) or ``"pbt"``
     (``mutate``: the fields PBT may change, every ``pbt_interval`` env steps). ``report_hook(trainer, metrics)``
-    may add to or change the metrics a trial reports (it runs in the trial's process). Without ``address`` a
+    may add to or change the metrics a trial reports (it runs in the trial's process). ``search``: ``"random"``
+    (every grid point, the distributions drawn at random) or ``"optuna"`` (Optuna's TPE proposes each trial's
+    values from the distributions; no grid, no PBT). ``max_failures``: how often a failed trial is started again,
+    each time from its last fastddpg checkpoint. Without ``address`` a
     private local Ray is started (unless one is initialized already). Returns a `SweepResult`.
     """
     base = base_config or Config()
@@ -1176,7 +1285,7 @@ def sweep(base_config: Config | None = None, space: dict[str, Any] | None = None
                      num_samples=num_samples, pbt_interval=pbt_interval, mutate=list(mutate),
                      grace_period=grace_period, eval_episodes=eval_episodes, cpus_per_trial=float(cpus_per_trial),
                      gpus_per_trial=float(gpus_per_trial), max_concurrent=max_concurrent, address=address,
-                     storage=storage)
+                     storage=storage, max_failures=max_failures, search=search)
     return run_sweep(spec, hook=report_hook, verbose=verbose)
 
 

@@ -20,8 +20,13 @@ from fastddpg.sweeps import (
     make_spec,
     parse_grid,
     parse_sample,
+    read_space,
+    read_spec,
     trial_config,
 )
+from tests.conftest import stop_at
+
+ROOT = Path(__file__).resolve().parent.parent
 
 ray_installed = pytest.mark.skipif(subprocess.run([sys.executable, "-c", "import ray.tune"], capture_output=True)
                                    .returncode != 0, reason="Ray Tune is not installed (pip install -e '.[sweep]')")
@@ -120,6 +125,14 @@ def _cli(args, capsys):
     (["--scheduler", "pbt"], "--scheduler pbt needs --mutate"),
     (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray cluster answers there"),
     (["--scheduler", "fifo"], "--scheduler fifo: choose one of none, asha, pbt"),
+    (["--max-failures", "-1"], "--max-failures -1: give 0"),
+    (["--search", "hyperopt", "--sample", "tau=uniform:0.001:0.01"], "--search hyperopt: choose one of random, optuna"),
+    (["--search", "optuna"], "--search optuna needs something to sample"),
+    (["--search", "optuna", "--grid", "seed=0,1"], "--search optuna with --grid seed: Optuna proposes every value"),
+    (["--search", "optuna", "--sample", "actor_lr=normal:0:1"], "--sample 'actor_lr=normal:0:1': write NAME="),
+    (["--search", "optuna", "--sample", "actor_lr=loguniform:1e-4:1e-2", "--scheduler", "pbt", "--mutate",
+      "actor_lr"], "--search optuna cannot run with --scheduler pbt: PBT changes a trial's hyperparameters"),
+    (["--space", "nosuch.toml"], "--space nosuch.toml: cannot read it"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, words):
     out = tmp_path / "sweep"
@@ -133,6 +146,71 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, words):
 def test_cli_resume_takes_no_new_definition(tmp_path, capsys):
     code, err = _cli(["--resume", str(tmp_path), "--grid", "seed=1,2"], capsys)
     assert code == 2 and "--resume takes no --grid" in err
+    code, err = _cli(["--resume", str(tmp_path), "--search", "optuna"], capsys)  # the search is the sweep's own
+    assert code == 2 and "--resume takes no --search" in err and "\n" not in err
+    code, err = _cli(["--resume", str(tmp_path), "--max-failures", "5"], capsys)
+    assert code == 2 and "--resume takes no --max-failures" in err
+
+
+def test_max_failures_and_search_are_saved_and_default(tmp_path):
+    spec = make_spec(Config(), tmp_path / "s")
+    assert spec.max_failures == 2 and spec.search == "random"
+    spec = make_spec(Config(), tmp_path / "s", sample=parse_sample(["tau=uniform:0.001:0.01"], Config()),
+                     search="optuna", max_failures=0, num_samples=3)
+    from fastddpg.sweeps import _write_spec
+
+    _write_spec(spec, "test")
+    back = read_spec(tmp_path / "s")
+    assert (back.search, back.max_failures, back.num_samples) == ("optuna", 0, 3)
+    (tmp_path / "old").mkdir()  # a sweep.json written before these fields existed reads with their defaults
+    (tmp_path / "old" / SWEEP_FILE).write_text('{"spec": {"out": "x", "base": {}}}')
+    assert (read_spec(tmp_path / "old").search, read_spec(tmp_path / "old").max_failures) == ("random", 2)
+
+
+def test_the_zoo_space_file_reads_and_its_values_are_valid():
+    grid, sample = read_space(ROOT / "configs" / "sweeps" / "pendulum_zoo.toml", Config())
+    assert grid == {}
+    assert sample["actor_lr"] == ["loguniform", 1e-5, 0.002] and sample["tau"] == ["loguniform", 0.001, 0.08]
+    assert sample["batch_size"] == ["choice", *(2 ** p for p in range(2, 12))]
+    assert sample["hidden_sizes"] == ["choice", (64, 64), (256, 256), (400, 300)]
+    assert set(sample) == {"actor_lr", "critic_lr", "gamma", "batch_size", "tau", "noise", "noise_sigma",
+                           "hidden_sizes"}
+
+
+@pytest.mark.parametrize("text, words", [
+    ('[sample]\nactor_lr = "normal:0:1"\n', "--sample 'actor_lr=normal:0:1': write NAME=loguniform"),
+    ('[base]\nseed = 1\n', "--space .* give only \\[sample\\] and \\[grid\\] tables \\(found base\\)"),
+    ('[grid]\nseed = [0, 1]\nnosuch = [1]\n', "--grid nosuch: not a field"),
+    ("[sample\n", "is not valid TOML"),
+])
+def test_bad_space_file_is_one_line(tmp_path, text, words):
+    path = tmp_path / "space.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=words) as e:
+        read_space(path, Config())
+    assert "\n" not in str(e.value)
+
+
+@ray_installed
+def test_cli_space_file_and_flags_combine(tmp_path, capsys, monkeypatch):
+    """--space gives the fields, a --grid or --sample flag replaces the file's entry for its field."""
+    from fastddpg import sweeps
+
+    seen = {}
+
+    def run_sweep(spec, **kw):  # the spec the command built; no Ray
+        seen["spec"] = spec
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(sweeps, "run_sweep", run_sweep)
+    space = tmp_path / "space.toml"
+    space.write_text('[sample]\ntau = "uniform:0.001:0.01"\nactor_lr = "loguniform:1e-4:1e-2"\n[grid]\nseed = [0, 1]\n')
+    code, err = _cli(["--space", str(space), "--grid", "tau=0.005", "--sample", "seed=choice:3,4", "--out",
+                      str(tmp_path / "s")], capsys)
+    assert code == 2 and "stop here" in err
+    spec = seen["spec"]
+    assert spec.grid == {"tau": [0.005]} and spec.sample == {"actor_lr": ["loguniform", 1e-4, 1e-2],
+                                                            "seed": ["choice", 3, 4]}
 
 
 def test_without_ray_the_command_says_how_to_install_it(tmp_path):
@@ -142,3 +220,86 @@ def test_without_ray_the_command_says_how_to_install_it(tmp_path):
     assert p.returncode == 2, p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'fastddpg[sweep]'" in lines[0]
+
+
+class _TuneCheckpoint:
+    """What `tune.get_checkpoint()` gives a retried trial: a directory with a fastddpg checkpoint and its source."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def as_directory(self):
+        import contextlib
+
+        return contextlib.nullcontext(str(self.directory))
+
+
+def test_a_retried_trial_continues_its_own_run_directory(tmp_path, monkeypatch):
+    """Tune restarts a failed trial with no checkpoint, with its own last PBT checkpoint, or, after an exploit,
+    with the checkpoint it cloned: each continues the trial's run directory from its latest fastddpg checkpoint
+    (`open_resume`); a checkpoint of another trial not yet cloned is an exploit; a trial that failed before its
+    first checkpoint starts again from scratch."""
+    import json
+    import shutil
+    import signal
+
+    from fastddpg import TrainingInterrupted, train
+    from fastddpg.api import open_run
+    from fastddpg.checkpoint import latest_checkpoint
+    from fastddpg.sweeps import SOURCE_FILE, open_trial
+
+    tiny = dict(env="Pendulum-v1", num_envs=2, log_every=200, hidden_sizes=(16,), batch_size=32, start_steps=200,
+                update_after=200, updates_per_step=0.25, probe_n=8, device="cpu", compile="off")
+    spec = make_spec(Config(**tiny, total_steps=800), tmp_path / "s", scheduler="pbt", mutate=["actor_lr"],
+                     pbt_interval=400)
+    run_dir = spec.root / "trials" / "t0"
+    cfg = trial_config(spec, {}, run_dir)
+    stop_at(monkeypatch, 400, lambda: signal.raise_signal(signal.SIGINT))  # a trial stopped at its checkpoint 400
+    with pytest.raises(TrainingInterrupted):
+        train(cfg)
+    monkeypatch.undo()
+    latest = latest_checkpoint(run_dir)
+
+    def tune_checkpoint(trial: str) -> _TuneCheckpoint:
+        d = tmp_path / f"tune-{trial}"
+        d.mkdir(exist_ok=True)
+        shutil.copy2(latest, d / latest.name)
+        (d / SOURCE_FILE).write_text(json.dumps({"trial_id": trial, "file": latest.name, "global_step": 400}))
+        return _TuneCheckpoint(d)
+
+    def event(checkpoint) -> str:
+        trainer, _, what = open_trial(spec, cfg, run_dir, "t0", checkpoint)
+        trainer.env.close()
+        return what
+
+    assert event(None) == "resume@400"
+    assert event(tune_checkpoint("t0")) == "resume@400"
+    meta = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**meta, "exploits": [{"from_trial": "t1", "global_step": 400}]}))
+    assert event(tune_checkpoint("t1")) == "resume@400"  # t1's checkpoint, cloned already: not cloned again
+    assert event(tune_checkpoint("t2")) == "exploit t2@400"
+    assert [e["from_trial"] for e in json.loads((run_dir / "config.json").read_text())["exploits"]] == ["t1", "t2"]
+
+    fresh = spec.root / "trials" / "t3"  # failed before its first checkpoint: starts again from scratch
+    trainer, _ = open_run(trial_config(spec, {}, fresh))
+    trainer.env.close()
+    (fresh / "episodes.csv").write_text("episode,env,global_step,return,length,wall_time\n1,0,200,-1.0,200,0.1\n")
+    trainer, _, what = open_trial(spec, trial_config(spec, {}, fresh), fresh, "t3", None)
+    trainer.env.close()
+    assert what == "" and trainer.global_step == 0 and "1,0,200" not in (fresh / "episodes.csv").read_text()
+
+
+@ray_installed
+def test_a_retry_is_one_progress_line(capsys):
+    from types import SimpleNamespace
+
+    from fastddpg.sweeps import SweepProgress, tune_callback
+
+    progress = SweepProgress("return_10", ["seed"])
+    callback = tune_callback(progress)
+    callback.on_trial_start(0, [], SimpleNamespace(trial_id="t1", config={"seed": 1}))
+    callback.on_trial_recover(0, [], SimpleNamespace(trial_id="t1", config={"seed": 1}, num_failures=1))
+    assert capsys.readouterr().out.splitlines() == [
+        "sweep: 1 running, 0 finished, 0 failed",
+        "sweep: trial t1 failed (1 so far); retrying it from its last checkpoint"]
+    assert progress.status == {"t1": "running"}

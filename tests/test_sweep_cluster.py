@@ -3,12 +3,14 @@ two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`) reached with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,7 @@ CLI = [sys.executable, "-c", "import sys; from fastddpg.cli import main; sys.exi
 
 
 def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_path):
+    """Ctrl-C part way, --resume, kill -9 of that driver part way, --resume again: every trial finished once."""
     out = tmp_path / "resume"
     cmd = [*CLI, "sweep", *FLAGS, "--total-steps", "1600", "--grid", "seed=0..2",
            "--cpus-per-trial", "2", "--out", str(out)]
@@ -42,6 +45,23 @@ def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_p
                 for s in out.glob("trials/*/summary.json")}
     assert 1 <= len(finished) < 3
 
+    # the resumed driver is killed with SIGKILL (nothing of it runs: Tune's state on disk is whatever it last
+    # saved) once one more trial has finished; a second --resume still reruns no finished trial
+    p = subprocess.Popen([*CLI, "sweep", "--resume", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    deadline = time.monotonic() + 240
+    while len(list(out.glob("trials/*/summary.json"))) <= len(finished) and time.monotonic() < deadline \
+            and p.poll() is None:
+        time.sleep(0.2)
+    assert p.poll() is None, p.stderr
+    ray_processes = _descendants(p.pid)
+    p.kill()
+    p.communicate(timeout=60)
+    finished = {s.parent.name: (s.stat().st_mtime_ns, (s.parent / "episodes.csv").stat().st_mtime_ns)
+                for s in out.glob("trials/*/summary.json")}
+    assert 2 <= len(finished) < 3
+    _end_orphans(ray_processes)
+
     p = subprocess.run([*CLI, "sweep", "--resume", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     _assert_concise_console(p.stdout, p.stderr)  # the progress lines come back with the restored experiment
@@ -54,6 +74,33 @@ def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_p
         assert (d / "summary.json").stat().st_mtime_ns == summary
         assert (d / "episodes.csv").stat().st_mtime_ns == episodes
         assert "resumes" not in json.loads((d / "config.json").read_text())
+
+
+def _descendants(pid: int) -> list[tuple[int, str]]:
+    """The processes below ``pid`` (its private Ray's) as (pid, start time), from /proc."""
+    children: dict[int, list[tuple[int, str]]] = {}
+    for d in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if d.name.isdigit():
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append((int(d.name), fields[19]))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += [k for k, _ in kids]
+    return found
+
+
+def _end_orphans(processes: list[tuple[int, str]]) -> None:
+    """A driver killed with SIGKILL takes its Ray's GCS, raylet and workers with it, but Ray's per-node agents
+    (DashboardAgent, RuntimeEnvAgent) of its private Ray stay: end those the test's driver started (the same pid
+    and start time, so never a process that reused the pid)."""
+    time.sleep(5)
+    for pid, started in processes:
+        with contextlib.suppress(OSError, IndexError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19] == started:
+                os.kill(pid, signal.SIGKILL)
 
 
 def _assert_concise_console(stdout: str, stderr: str) -> None:

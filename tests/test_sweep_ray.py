@@ -144,3 +144,86 @@ def test_a_population_trial_reports_its_members_returns_to_tune(tmp_path, local_
         assert row["final_return_10"] == pytest.approx(reports[-1]["return_10"], rel=1e-9)
         assert result.history[result.history["trial"] == trial]["return_10"].iloc[-1] == pytest.approx(
             reports[-1]["return_10"], rel=1e-9)
+
+
+def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, local_ray):
+    """Trial seed 1's worker process is killed (SIGKILL, once) at env step 1000, after its checkpoint at 800.
+    Tune starts the trial again (--max-failures), it resumes from that checkpoint, and its tables end continuous:
+    the same episodes, update and probe steps as seed 0's uninterrupted trial (Pendulum's episodes are 200 steps,
+    so the envs' restart at 800 falls on episode ends), nothing duplicated or lost."""
+    import os
+    import signal
+
+    marker = tmp_path / "killed"
+
+    def kill_once(trainer, metrics):
+        if trainer.cfg.seed == 1 and trainer.global_step == 1000 and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    out = tmp_path / "killed-sweep"
+    cfg = Config(**{**TINY, "total_steps": 1200, "checkpoint_every": 400})
+    result = sweep(cfg, {"seed": [0, 1]}, out=out, report_hook=kill_once, max_failures=1)
+    assert marker.exists()
+    t = result.trials.set_index("seed")
+    assert (t["status"] == "finished").all() and (t["env_steps"] == 1200).all() and not result.errors
+    killed, whole = load_run(t.loc[1, "run_dir"]), load_run(t.loc[0, "run_dir"])
+    assert [r["global_step"] for r in killed.meta["resumes"]] == [800]  # the retry went through the resume path
+    pids = {json.loads(line)["pid"] for line in (out / "tune" / t.loc[1, "trial"] / "result.json").read_text()
+            .splitlines()}
+    assert int(marker.read_text()) in pids and len(pids) == 2  # reports from the killed worker and from the retry
+    same = ["episode", "env", "global_step", "length"]
+    pd.testing.assert_frame_equal(killed.episodes[same], whole.episodes[same])
+    assert killed.episodes["episode"].tolist() == list(range(1, len(killed.episodes) + 1))
+    for table, key in (("updates", ["global_step"]), ("probes", ["snapshot", "probe"])):
+        rows, ref = getattr(killed, table), getattr(whole, table)
+        assert not rows.duplicated(key).any() and rows["global_step"].is_monotonic_increasing, table
+        assert rows[[*key, "global_step"]].values.tolist() == ref[[*key, "global_step"]].values.tolist(), table
+    reports = pd.read_csv(Path(t.loc[1, "run_dir"]) / REPORTS_FILE)
+    assert reports["env_steps"].is_unique and reports["env_steps"].is_monotonic_increasing
+    assert reports["env_steps"].tolist() == pd.read_csv(Path(t.loc[0, "run_dir"]) / REPORTS_FILE)["env_steps"].tolist()
+    assert reports["event"].fillna("").tolist().count("resume@800") == 1
+
+
+def test_a_trial_that_always_fails_ends_as_error_after_its_retries(tmp_path, local_ray):
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+
+    def fail(trainer, metrics):
+        if trainer.cfg.seed == 1 and trainer.global_step == 600:
+            (attempts / f"{time.time_ns()}").touch()
+            raise RuntimeError("rigged failure at step 600")
+
+    out = tmp_path / "failing"
+    cfg = Config(**{**TINY, "checkpoint_every": 400})
+    result = sweep(cfg, {"seed": [0, 1]}, out=out, report_hook=fail, max_failures=2)
+    assert len(list(attempts.iterdir())) == 3  # the first try and max_failures retries
+    trials = pd.read_csv(out / TRIALS_FILE).set_index("seed")
+    assert trials.loc[0, "status"] == "finished" and trials.loc[0, "env_steps"] == 800
+    assert trials.loc[1, "status"] == "error" and "rigged failure at step 600" in trials.loc[1, "error"]
+    assert "rigged failure at step 600" in result.errors[trials.loc[1, "trial"]]
+    assert "rigged failure at step 600" in (out / "report.html").read_text()
+    episodes = load_run(trials.loc[1, "run_dir"]).episodes  # each retry resumed at 400: no episode twice
+    assert not episodes.duplicated(["global_step", "env"]).any()
+    assert episodes["episode"].tolist() == list(range(1, len(episodes) + 1))
+
+
+def test_optuna_search_with_asha_samples_inside_the_bounds(tmp_path, local_ray):
+    pytest.importorskip("optuna", reason="Optuna is not installed (pip install -e '.[sweep]')")
+    out = tmp_path / "optuna"
+    space = {"actor_lr": "loguniform:1e-4:1e-2", "tau": "uniform:0.001:0.02", "batch_size": "choice:16,32",
+             "hidden_sizes": "choice:16,8x8"}
+    result = sweep(Config(**{**TINY, "total_steps": 1200}), space, out=out, search="optuna", num_samples=3,
+                   scheduler="asha", grace_period=400)
+    trials = pd.read_csv(out / TRIALS_FILE, dtype={"trial": str})  # Optuna's trial ids are 8 hex digits
+    assert len(trials) == 3 and set(trials["status"]) <= {"finished", "stopped"} and not result.errors
+    assert trials["actor_lr"].between(1e-4, 1e-2).all() and trials["tau"].between(0.001, 0.02).all()
+    assert set(trials["batch_size"]) <= {16, 32} and set(trials["hidden_sizes"].astype(str)) <= {"16", "8x8"}
+    for d in trials["run_dir"]:  # each trial ran the values Optuna proposed: its config, as the table says
+        row = trials.set_index("run_dir").loc[d]
+        assert load_run(d).config.actor_lr == pytest.approx(row["actor_lr"], rel=1e-12)
+    import pickle
+
+    searcher = pickle.loads(max((out / "tune").glob("searcher-state-*.pkl")).read_bytes())  # OptunaSearch's state
+    assert searcher["_completed_trials"] == set(trials["trial"])  # Optuna was told every result
+    assert searcher["_metric"] == "return_10" and searcher["_mode"] == "max" and searcher["_seed"] == 42
