@@ -478,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--updates-per-step", type=int, default=1)
     args = p.parse_args(argv)
+    started_unix = time.time()  # notebook_train's clock starts here: lets a launcher count from its own start
     r = notebook_train(
         total_steps=args.total_steps,
         seed=args.seed,
@@ -495,6 +496,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "updates_per_sec": round(r["updates_per_sec"], 1),
                 "last10_mean_return": r["last10_mean_return"],
                 "returns": [round(x, 1) for x in r["returns"]],
+                "episode_end_seconds": [round(x, 3) for x in r["episode_end_seconds"]],
+                "started_unix": started_unix,
             }
         )
     )

@@ -1,0 +1,326 @@
+"""Time to threshold on Pendulum-v1: env steps/s and seconds to a 10-episode mean of -200, each run's whole process
+timed as a user waits for it (imports, env creation and compile included).
+
+    python bench/time_to_threshold.py --sb3-python /tmp/vsb3/bin/python   # 5 sides x 3 seeds x 10,000 env steps
+    python bench/time_to_threshold.py --quick                              # 1 seed x 3,000 env steps: the plumbing
+    python bench/time_to_threshold.py --sides fastddpg notebook --seeds 5 --warm-cache
+
+Sides (SIDES): `fastddpg run` at its defaults (``--device cpu --quiet``), the same with ``--num-envs 1`` and with
+``--num-envs 16``; the notebook's loop (bench/baseline.py); Stable-Baselines3's DDPG with the notebook's
+hyperparameters (bench/fidelity.py's HYPER: 2,000 random steps, updates from 1,000, Gaussian noise 0.1, batch 128,
+256x256, Adam 1e-3, tau 0.005, one update per env step) in a virtual environment of its own (``--sb3-python``;
+without one the SB3 side is skipped). fastddpg's defaults are the notebook's hyperparameters; gradient clipping
+differs: fastddpg and the notebook clip the gradient norm at 1.0, SB3 does not clip.
+
+Each run is its own process, one at a time. Its clock starts just before the launch and ends when the process
+exits. The time to threshold is the first episode end at which the moving mean of the last 10 training returns
+reaches -200, on that clock: fastddpg's episodes.csv counts wall_time from the trainer's start, which summary.json's
+write time less its wall_time_s places on the clock; bench/baseline.py prints its episode-end seconds and the unix
+time its clock started; the SB3 runner records the unix time of each episode end.
+
+Seed-major, the sides' order rotating per seed (ABCDE, BCDEA, ...), the same seeds for every side. Threads are each
+side's own default (fastddpg's auto, torch's default for the notebook and SB3) unless ``--threads``. Each fastddpg
+run compiles into an empty TORCHINDUCTOR_CACHE_DIR of its own, as on a fresh machine, unless ``--warm-cache`` (one
+cache for the sitting, filled first by an unmeasured short compiled run per fastddpg side). At ``--quick``'s
+3,000 steps fastddpg's ``--compile auto`` does not compile (too few updates to pay back), so only full-length
+runs measure the compile.
+
+Reported per side: medians over seeds of env steps/s (env steps / process seconds) and of seconds to -200 (a seed
+that never reaches it counts as never: the median exists when more than half reach it), how many seeds reached it,
+and ratios of the medians: env steps/s against the notebook's, seconds to -200 against SB3's.
+bench/results/time_to_threshold.json is rewritten after every run (a partial sitting keeps what it measured);
+bench/results/time_to_threshold.md holds the table for the README's Performance section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import SB3_VENV, moving_mean, sb3_python
+from bench.fidelity import HYPER, machine
+from bench.side_by_side import THREAD_VARS
+from fastddpg.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "results" / "time_to_threshold.json"
+ENV_ID = "Pendulum-v1"
+THRESHOLD = -200.0
+FASTDDPG_SIDES = {"fastddpg": [], "fastddpg-1env": ["--num-envs", "1"], "fastddpg-16env": ["--num-envs", "16"]}
+SIDES = [*FASTDDPG_SIDES, "notebook", "sb3"]
+LABELS = {"fastddpg": "fastddpg run (defaults)", "fastddpg-1env": "fastddpg run --num-envs 1",
+          "fastddpg-16env": "fastddpg run --num-envs 16", "notebook": "the notebook's loop (bench/baseline.py)",
+          "sb3": "SB3 DDPG, the notebook's hyperparameters"}
+WARM_UP_STEPS = 1_200  # past update_after (1,000): the warm-up run compiles the update
+
+SB3_RUNNER = '''
+import json, sys, time
+import gymnasium as gym
+import numpy as np
+import stable_baselines3
+from stable_baselines3 import DDPG
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.noise import NormalActionNoise
+
+spec = json.loads(sys.argv[1])
+h = spec["hyper"]
+
+
+class Episodes(BaseCallback):
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def _on_step(self):
+        for info in self.locals["infos"]:
+            if "episode" in info:
+                self.rows.append((time.time(), float(info["episode"]["r"])))
+        return True
+
+
+class Warm(DDPG):  # uniform random actions for random_steps env steps, updates from learning_starts
+    def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
+        return super()._sample_action(max(learning_starts, h["random_steps"]), action_noise, n_envs)
+
+
+env = Monitor(gym.make(spec["env"]))
+scale = (env.action_space.high - env.action_space.low) / 2.0
+noise = NormalActionNoise(np.zeros(scale.shape), (h["noise_sigma"] / scale).astype(np.float64))
+model = Warm("MlpPolicy", env, learning_rate=h["lr"], buffer_size=h["buffer_size"],
+             learning_starts=h["learning_starts"], batch_size=h["batch_size"], tau=h["tau"], gamma=h["gamma"],
+             train_freq=1, gradient_steps=1, action_noise=noise, policy_kwargs={"net_arch": h["hidden"]},
+             seed=spec["seed"], device="cpu", verbose=0)
+cb = Episodes()
+model.learn(total_timesteps=spec["steps"], callback=cb)
+print(json.dumps({"episodes": cb.rows, "env_steps": int(model.num_timesteps),
+                  "version": stable_baselines3.__version__}))
+'''
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sides", nargs="+", default=SIDES, choices=SIDES, help="in this order for the first seed")
+    p.add_argument("--seeds", type=int, default=3, help="seeds first-seed, first-seed + 1, ... (default: 3)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--total-steps", type=int, default=10_000, help="env steps per run (default: 10,000)")
+    p.add_argument("--threshold", type=float, default=THRESHOLD, help="of the 10-episode moving mean (default: -200)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads of every run (default 0: each side's own)")
+    p.add_argument("--warm-cache", action="store_true", help="one compile cache for the sitting, filled first")
+    p.add_argument("--sb3-python", default="", help="python of a venv with stable-baselines3 (default: "
+                   "bench/.sb3-venv's if it exists; none: the SB3 side is skipped)")
+    p.add_argument("--make-sb3-venv", action="store_true", help="make bench/.sb3-venv if it is missing (downloads)")
+    p.add_argument("--quick", action="store_true", help="1 seed x 3,000 env steps: the plumbing, not learning")
+    p.add_argument("--out", default=str(OUT))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.total_steps = 1, 3_000
+    if args.seeds < 1 or args.total_steps < 1_000:
+        p.error("use --seeds >= 1 and --total-steps >= 1000 (the first 1,000 steps have no updates)")
+    return args
+
+
+# --- pure helpers ---------------------------------------------------------------------------------------------------
+def rotation(sides: list[str], index: int) -> list[str]:
+    """The sides' order for the ``index``-th seed: ABCDE, then BCDEA, CDEAB, ..."""
+    k = index % len(sides)
+    return sides[k:] + sides[:k]
+
+
+def seconds_to_threshold(rows: list[tuple[float, float]], threshold: float) -> float | None:
+    """``rows``: (seconds since launch, return) per episode, in the order they ended. The seconds at which the moving
+    mean of the last 10 returns first reaches ``threshold`` (None: never)."""
+    curve = moving_mean([r for _, r in rows])
+    return next((t for (t, _), m in zip(rows, curve, strict=True) if m >= threshold), None)
+
+
+def median_to_threshold(values: list[float | None]) -> float | None:
+    """Median seconds to the threshold over seeds, None (never) counting as infinite: None unless more than half
+    reached it."""
+    m = statistics.median(math.inf if v is None else v for v in values)
+    return None if math.isinf(m) else m
+
+
+def summarize(records: list[dict[str, Any]], sides: list[str]) -> list[dict[str, Any]]:
+    """One row per side: medians over its runs, reached count, ratios of the medians (see the module docstring)."""
+    rows = []
+    for side in sides:
+        rs = [r for r in records if r["side"] == side]
+        if rs:
+            rows.append({"side": side, "runs": len(rs), "steps_per_s": statistics.median(r["steps_per_s"] for r in rs),
+                         "seconds": statistics.median(r["seconds"] for r in rs),
+                         "reached": sum(r["seconds_to_threshold"] is not None for r in rs),
+                         "seconds_to_threshold": median_to_threshold([r["seconds_to_threshold"] for r in rs])})
+    by = {r["side"]: r for r in rows}
+    for row in rows:
+        nb, sb3 = by.get("notebook"), by.get("sb3")
+        row["steps_per_s_vs_notebook"] = row["steps_per_s"] / nb["steps_per_s"] if nb else None
+        ttt = (row["seconds_to_threshold"], sb3["seconds_to_threshold"] if sb3 else None)
+        row["to_threshold_vs_sb3"] = ttt[0] / ttt[1] if None not in ttt else None
+    return rows
+
+
+def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The README's table, with a line naming the machine and the sitting above it and the caveats below."""
+    def num(x: float | None, fmt: str) -> str:
+        return "never" if x is None else format(x, fmt)
+
+    thr = meta["threshold"]
+    lines = [f"{meta['env']}, {meta['total_steps']:,} env steps per run, seeds {meta['seeds']}, medians; each run its "
+             f"own process, start-up and compile included ({meta['cache']} compile cache), threads: {meta['threads']}; "
+             f"{meta['cpu']}, torch {meta['torch']}, {meta['date']}", "",
+             f"| run | seeds | env steps/s | vs the notebook | seconds to {thr:g} | seeds at {thr:g} | vs SB3 "
+             "| seconds per run |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in table:
+        label = LABELS[r["side"]]
+        if r["side"] == "fastddpg" and meta.get("fastddpg_num_envs"):
+            label = f"fastddpg run (defaults: {meta['fastddpg_num_envs']} envs)"
+        if r["side"] == "sb3" and meta.get("sb3_version"):
+            label = f"SB3 {meta['sb3_version']} DDPG, the notebook's hyperparameters"
+        vs_nb = "" if r["steps_per_s_vs_notebook"] is None else f"{r['steps_per_s_vs_notebook']:.2f}x"
+        vs_sb3 = "" if r["to_threshold_vs_sb3"] is None else f"{r['to_threshold_vs_sb3']:.2f}x"
+        lines.append(f"| {label} | {r['runs']} | {r['steps_per_s']:,.0f} | {vs_nb} | "
+                     f"{num(r['seconds_to_threshold'], '.1f')} | {r['reached']}/{r['runs']} | {vs_sb3} | "
+                     f"{r['seconds']:.1f} |")
+    lines += ["", "fastddpg and the notebook clip the gradient norm at 1.0; SB3's DDPG does not clip."]
+    return "\n".join(lines) + "\n"
+
+
+def fastddpg_episodes(run_dir: Path, launched: float) -> tuple[list[tuple[float, float]], dict[str, Any]]:
+    """A finished fastddpg run directory's episodes as (seconds since ``launched``, return), and its start-up
+    seconds (launch to the trainer's start), compile seconds and env steps. episodes.csv's wall_time counts from
+    the trainer's start; summary.json is written just after its wall_time_s is read, so its modification time less
+    wall_time_s is that start on the unix clock."""
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    startup = summary_path.stat().st_mtime - summary["wall_time_s"] - launched
+    with open(run_dir / "episodes.csv", newline="") as f:
+        rows = [(startup + float(r["wall_time"]), float(r["return"])) for r in csv.DictReader(f)]
+    return rows, {"startup_s": startup, "compile_s": summary.get("compile_seconds"),
+                  "env_steps": int(summary["env_steps"])}
+
+
+# --- the runs ---------------------------------------------------------------------------------------------------------
+def environment(threads: int, cache: Path | None = None) -> dict[str, str]:
+    """This process's environment without thread settings (each side's default) or with ``threads`` for all."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    if cache is not None:
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+    return env
+
+
+def launch(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run ``cmd`` to its end: its launch time (unix), its seconds from launch to exit, its stdout."""
+    launched = time.time()
+    p = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    seconds = time.time() - launched
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({p.returncode}): {p.stderr.strip()[-800:]}")
+    return launched, seconds, p.stdout
+
+
+def fastddpg_command(side: str, seed: int, steps: int, threads: int, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "fastddpg.cli", "run", "--total-steps", str(steps), "--seed", str(seed),
+            "--device", "cpu", "--quiet", "--run-dir", str(run_dir), *FASTDDPG_SIDES[side],
+            *(["--threads", str(threads)] if threads else [])]
+
+
+def run_one(side: str, seed: int, args: argparse.Namespace, tmp: Path, sb3: Path | None) -> dict[str, Any]:
+    """One measured run: its record (side, seed, process seconds, env steps/s, episodes, seconds to threshold)."""
+    run_tmp = Path(tempfile.mkdtemp(dir=tmp))
+    extra: dict[str, Any] = {}
+    if side in FASTDDPG_SIDES:
+        cache = tmp / "inductor" if args.warm_cache else run_tmp / "inductor"
+        run_dir = run_tmp / "run"
+        launched, seconds, _ = launch(fastddpg_command(side, seed, args.total_steps, args.threads, run_dir),
+                                      environment(args.threads, cache))
+        rows, extra = fastddpg_episodes(run_dir, launched)
+    elif side == "notebook":
+        cmd = [sys.executable, str(ROOT / "bench" / "baseline.py"), "--total-steps", str(args.total_steps), "--seed",
+               str(seed), "--device", "cpu"]
+        launched, seconds, out = launch(cmd, environment(args.threads))
+        r = json.loads(out.strip().splitlines()[-1])
+        startup = r["started_unix"] - launched
+        rows = [(startup + t, ret) for t, ret in zip(r["episode_end_seconds"], r["returns"], strict=True)]
+        extra = {"startup_s": startup, "env_steps": r["env_steps"]}
+    else:
+        runner = run_tmp / "sb3_runner.py"
+        runner.write_text(SB3_RUNNER)
+        spec = {"env": ENV_ID, "seed": seed, "steps": args.total_steps, "hyper": HYPER}
+        env = {k: v for k, v in environment(args.threads).items() if k != "PYTHONPATH"}
+        launched, seconds, out = launch([str(sb3), str(runner), json.dumps(spec)], env)
+        r = json.loads(out.strip().splitlines()[-1])
+        rows = [(t - launched, ret) for t, ret in r["episodes"]]
+        extra = {"env_steps": r["env_steps"], "sb3_version": r["version"]}
+    returns = [ret for _, ret in rows]
+    return {"side": side, "seed": seed, "steps": args.total_steps, "seconds": seconds, **extra,
+            "steps_per_s": extra["env_steps"] / seconds,
+            "seconds_to_threshold": seconds_to_threshold(rows, args.threshold),
+            "last10_return": statistics.fmean(returns[-10:]) if returns else None, "episodes": rows}
+
+
+def resolve_sb3(args: argparse.Namespace) -> tuple[Path | None, str]:
+    """SB3's python, or None and the line that says why its side is skipped."""
+    if args.make_sb3_venv and not args.sb3_python:
+        return sb3_python(), ""
+    python = Path(args.sb3_python) if args.sb3_python else SB3_VENV / "bin" / "python"
+    if python.exists():
+        return python, ""
+    return None, (f"SB3 side skipped: no python at {python}; pass --sb3-python PATH (a venv with stable-baselines3) "
+                  "or --make-sb3-venv")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sides = list(args.sides)
+    sb3, why = resolve_sb3(args) if "sb3" in sides else (None, "")
+    if why:
+        print(why, flush=True)
+        sides.remove("sb3")
+    if not sides:
+        return 0
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    plan = [(side, seed) for i, seed in enumerate(seeds) for side in rotation(sides, i)]
+    out, md = Path(args.out), Path(args.out).with_suffix(".md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"env": ENV_ID, "total_steps": args.total_steps, "threshold": args.threshold,
+            "seeds": ", ".join(map(str, seeds)), "cache": "warm" if args.warm_cache else "cold",
+            "threads": args.threads or "each side's default", "fastddpg_num_envs": Config().num_envs,
+            **machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sb3_python": str(sb3 or "")}
+    records: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ttt-") as tmp:
+        if args.warm_cache:  # fill the sitting's cache: no measured run compiles from scratch
+            for side in [s for s in sides if s in FASTDDPG_SIDES]:  # (auto would not compile so short a run)
+                cmd = fastddpg_command(side, 0, WARM_UP_STEPS, args.threads, Path(tmp) / f"warm-{side}")
+                launch([*cmd, "--compile", "default"], environment(args.threads, Path(tmp) / "inductor"))
+        for side, seed in plan:
+            rec = run_one(side, seed, args, Path(tmp), sb3)
+            records.append(rec)
+            meta["sb3_version"] = rec.get("sb3_version", meta.get("sb3_version"))
+            print(json.dumps({k: v for k, v in rec.items() if k != "episodes"}), flush=True)
+            table = summarize(records, sides)
+            out.write_text(json.dumps({"meta": meta, "args": vars(args), "hyper": HYPER, "plan": plan,
+                                       "completed": len(records), "records": records, "table": table}, indent=1)
+                           + "\n")
+            md.write_text(markdown(table, meta))
+    print(md.read_text())
+    print(f"wrote {out} and {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
