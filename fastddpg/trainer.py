@@ -459,19 +459,16 @@ class Trainer:
     # --- results -------------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         wall = time.perf_counter() - self._t_start
+        train = max(wall - self.eval_seconds, 1e-9)  # the rates count training only: evaluation is left out
         if self.members > 1:
-            out = {**self._summary(wall, []), **self._population_summary(max(wall - self.eval_seconds, 1e-9))}
+            out = {**self._summary(wall, train, []), **self._population_summary(train)}
         else:
-            out = self._summary(wall, [r.return_ for r in self.episode_rows])
+            out = self._summary(wall, train, [r.return_ for r in self.episode_rows])
         for cb in self.callbacks:
             fields = getattr(cb, "summary_fields", None)
             if fields is not None:
                 out.update(fields())
         return out
-
-    def train_seconds(self) -> float:
-        """Wall time so far less the time spent evaluating (`eval_seconds`): what the steps/s rates divide by."""
-        return max(time.perf_counter() - self._t_start - self.eval_seconds, 1e-9)
 
     def _population_summary(self, train: float) -> dict[str, Any]:
         """Per member: its seed, its episodes and the mean of its last 10 episode returns (NaN before its first);
@@ -496,8 +493,7 @@ class Trainer:
                 "updates_per_sec_per_member": self.num_updates / train,
                 "updates_per_sec_total": self.num_updates * k / train}
 
-    def _summary(self, wall: float, returns: list[float]) -> dict[str, Any]:
-        train = max(wall - self.eval_seconds, 1e-9)  # the rates count training only: evaluation is left out
+    def _summary(self, wall: float, train: float, returns: list[float]) -> dict[str, Any]:
         return {
             "episodes": self.num_episodes,
             "env_steps": self.global_step,
