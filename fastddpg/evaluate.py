@@ -101,11 +101,10 @@ def no_best_model(where: str | Path, what: str = BEST_ACTOR_FILE) -> ConfigError
     return ConfigError(f"{where} has no {what}: the run did not evaluate during training; {NO_BEST_HINT}.")
 
 
-def load_actor(run_dir: str | Path, member: int = 0, which: str = "final") -> tuple[Actor, Config]:
-    """The final actor of a run directory (``which="best"``: its best_actor.pt) on the CPU, in eval mode (of a
-    population: member ``member``'s), and the run's Config."""
+def actor_file(run_dir: str | Path, run: Any, which: str = "final") -> Path:
+    """The saved actor file of a loaded run (`load_run`): actor.pt, or with ``which="best"`` best_actor.pt; a
+    one-line ConfigError when it is missing or the env's dimensions changed since the run was trained."""
     check_which(which)
-    run = load_run(run_dir)
     path = Path(run_dir) / (ACTOR_FILE if which == "final" else BEST_ACTOR_FILE)
     if not path.is_file():
         if which == "best":
@@ -117,6 +116,15 @@ def load_actor(run_dir: str | Path, member: int = 0, which: str = "final") -> tu
         if key in run.meta and run.meta[key] != getattr(dims, key):
             raise ConfigError(f"{cfg.env} now has {key}={getattr(dims, key)} but the run was trained with "
                               f"{run.meta[key]}; evaluate with the env version it was trained on.")
+    return path
+
+
+def load_actor(run_dir: str | Path, member: int = 0, which: str = "final") -> tuple[Actor, Config]:
+    """The final actor of a run directory (``which="best"``: its best_actor.pt) on the CPU, in eval mode (of a
+    population: member ``member``'s), and the run's Config."""
+    run = load_run(run_dir)
+    path = actor_file(run_dir, run, which)
+    cfg = run.config
     check_member(member, cfg.num_members)
     state = torch.load(path, map_location="cpu", weights_only=True)
     return actor_from_state_dict(state, cfg.hidden_sizes, cfg.layer_norm, member, cfg.num_members), cfg
@@ -161,9 +169,7 @@ def evaluate_members(run_dir: str | Path, episodes: int = 10, seed: int | None =
     members = list(range(k)) if members is None else members
     for m in members:
         check_member(m, k)
-    path = Path(run_dir) / (ACTOR_FILE if which == "final" else BEST_ACTOR_FILE)
-    load_actor(run_dir, members[0], which)  # its one-line errors: no such file, another env version
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(actor_file(run_dir, run, which), map_location="cpu", weights_only=True)
     results = evaluate_state(state, run.config, episodes, seed, members)
     if which == "best":
         steps = [int(b["global_step"]) for b in read_best(run_dir)["members"]]
