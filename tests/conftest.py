@@ -92,11 +92,14 @@ def local_ray():
 
 def pytest_collection_modifyitems(config, items):
     # pytest-xdist (-n auto --dist loadgroup, pyproject's addopts) runs the tests of one group on one worker, in
-    # turn. Every test that talks to Ray is one group: the in-process ones share that worker's one local Ray, and
-    # the cluster tests never start Ray beside it. The slow tests are another: they include the benchmarks, which
-    # must not time themselves against each other.
+    # turn. The tests that talk to the in-process local Ray are one group, so one Ray serves them all; the cluster
+    # tests, which start their own Ray in subprocesses (on other ports), are another, so the two longest paths of
+    # the suite run side by side. The slow tests are a third: they include the benchmarks, which must not time
+    # themselves against each other.
     for item in items:
-        if "local_ray" in getattr(item, "fixturenames", ()) or item.module.__name__.endswith("test_sweep_cluster"):
+        if "local_ray" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("ray"))
+        elif item.module.__name__.endswith("test_sweep_cluster"):
+            item.add_marker(pytest.mark.xdist_group("ray-cluster"))
         elif item.get_closest_marker("slow") is not None:
             item.add_marker(pytest.mark.xdist_group("slow"))
