@@ -23,7 +23,8 @@ LAYERS = {
         "algos.ddpg", "algos.td3", "algos.population"},
     2: {"devicelog", "probes", "failsafe", "trainer"},
     3: {"rundir", "checkpoint", "evaluate", "export", "video", "tensorboard", "policy"},
-    4: {"plots", "bands", "reporting", "api", "cli", "verify", "sweeps"},
+    4: {"plots", "bands", "reporting", "api", "cli", "verify", "sweeps", "sweeps.spec", "sweeps.cluster",
+        "sweeps.trial", "sweeps.progress", "sweeps.driver", "sweeps.resume", "sweeps.results", "sweeps.report"},
 }
 LAYER_OF = {m: n for n, mods in LAYERS.items() for m in mods}
 

@@ -157,7 +157,7 @@ def test_max_failures_and_search_are_saved_and_default(tmp_path):
     assert spec.max_failures == 2 and spec.search == "random"
     spec = make_spec(Config(), tmp_path / "s", sample=parse_sample(["tau=uniform:0.001:0.01"], Config()),
                      search="optuna", max_failures=0, num_samples=3)
-    from fastddpg.sweeps import _write_spec
+    from fastddpg.sweeps.spec import _write_spec
 
     _write_spec(spec, "test")
     back = read_spec(tmp_path / "s")
