@@ -73,9 +73,9 @@ from .spec import (
     make_spec,
     parse_grid,
     parse_sample,
-    parse_value,
     read_space,
     read_spec,
+    sweep_grid_scope,
 )
 from .trial import (
     TuneReporter,
@@ -94,7 +94,7 @@ __all__ = [
     "TUNE_DIR", "SweepInterrupted", "SweepProgress", "SweepResult", "SweepSpec", "TuneReporter",
     "check_shared_storage", "clamp_mutation", "collect", "connect", "drive", "eval_return", "exploit",
     "final_metrics", "finish_sweep", "load_sweep", "make_spec", "open_trial", "parse_grid", "parse_sample",
-    "parse_value", "read_space", "read_spec", "refuse_new_definition", "require_ray", "restore_tuner",
-    "resume_sweep", "return_10", "run_sweep", "run_trial", "sweep", "sweep_figures", "trial_config", "trial_dirs",
+    "read_space", "read_spec", "refuse_new_definition", "require_ray", "restore_tuner", "resume_sweep", "return_10",
+    "run_sweep", "run_trial", "sweep", "sweep_figures", "sweep_grid_scope", "trial_config", "trial_dirs",
     "trial_error_line", "tune_callback", "write_sweep_report",
 ]

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import Config, field_types
 from ..schema import SUMMARY_FILE
 from .cluster import _ray_sees, check_shared_storage, connect, require_ray
 from .progress import SweepProgress, tune_callback
@@ -24,7 +24,6 @@ from .spec import (
     TUNE_DIR,
     SweepSpec,
     _check_field,
-    _field_types,
     _validate,
     _write_spec,
     make_spec,
@@ -38,9 +37,9 @@ def _param_space(spec: SweepSpec) -> dict[str, Any]:
 
     space: dict[str, Any] = {name: tune.grid_search(list(values)) for name, values in spec.grid.items()}
     for name, (kind, *args) in spec.sample.items():
-        is_int = _field_types()[name] is int
+        is_int = field_types()[name] is int
         if kind == "choice":  # Optuna's categorical values are scalars: a tuple field's choices go as text
-            text = spec.search == "optuna" and _field_types()[name] is tuple
+            text = spec.search == "optuna" and field_types()[name] is tuple
             space[name] = tune.choice([_csv_value(tuple(a)) if text else a for a in args])
         elif kind == "uniform":
             space[name] = tune.randint(args[0], args[1] + 1) if is_int else tune.uniform(*args)
@@ -82,7 +81,7 @@ def clamp_mutation(config: dict[str, Any]) -> dict[str, Any]:
             v = float(config[name])
             v = max(v, lo) if lo is not None else v
             v = min(v, hi) if hi is not None else v
-            config[name] = round(v) if _field_types()[name] is int else v
+            config[name] = round(v) if field_types()[name] is int else v
     return config
 
 
@@ -284,7 +283,7 @@ def sweep(base_config: Config | None = None, space: dict[str, Any] | None = None
     fixed: dict[str, Any] = {}
     for name, value in (space or {}).items():
         _check_field(name, "space")
-        is_tuple_field = _field_types()[name] is tuple
+        is_tuple_field = field_types()[name] is tuple
         if isinstance(value, str) and value.split(":")[0] in _DISTRIBUTIONS:
             sample.update(parse_sample([f"{name}={value}"], base))
         elif isinstance(value, (list, tuple)) and (not is_tuple_field or all(isinstance(v, (list, tuple))

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, GridScope, field_types, parse_field_value
+from ..config import parse_grid as parse_config_grid
 
 INSTALL_HINT = ("fastddpg sweep needs Ray Tune, an optional extra: pip install 'fastddpg[sweep]' "
                 "(or pip install 'ray[tune]')")
@@ -94,40 +95,20 @@ class SweepSpec:
         return dataclasses.asdict(self)
 
 
-def _field_types() -> dict[str, Any]:
-    defaults = Config()
-    return {f.name: type(getattr(defaults, f.name)) for f in dataclasses.fields(Config)}
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+_SWEEP_FIELD = "give a `fastddpg run` flag's field name, e.g. actor_lr, seed or batch_size"
 
 
 def _check_field(name: str, option: str) -> None:
-    types = _field_types()
-    if name not in types or name in _NOT_SWEPT:
-        known = "a `fastddpg run` flag's field name, e.g. actor_lr, seed or batch_size"
-        raise ConfigError(f"{option} {name}: not a field that a sweep can vary; give {known}.")
+    if name not in field_types() or name in _NOT_SWEPT:
+        raise ConfigError(f"{option} {name}: not a field that a sweep can vary; {_SWEEP_FIELD}.")
 
 
-def parse_value(name: str, text: str) -> Any:
-    """One value of field ``name`` from its command-line text ('64x64' for hidden_sizes)."""
-    kind = _field_types()[name]
-    try:
-        if kind is bool:
-            low = text.strip().lower()
-            if low not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return low in ("true", "1", "yes")
-        if kind is tuple:
-            return tuple(int(x) for x in text.replace(",", "x").split("x") if x)
-        if kind is int:
-            return int(text)
-        if kind is float:
-            return float(text)
-        return text
-    except ValueError:
-        raise ConfigError(f"{_flag(name)}={text!r} is not a valid {kind.__name__} value.") from None
+def sweep_grid_scope() -> GridScope:
+    """``fastddpg sweep --grid``: any field of the base config but the run directory and quiet, which a sweep sets
+    for each trial."""
+    fields = frozenset(field_types()) - set(_NOT_SWEPT)
+    return GridScope(fields, _SWEEP_FIELD, lambda name: f"--grid {name}: not a field that a sweep can vary; "
+                     f"{_SWEEP_FIELD}.")
 
 
 def _validate(base: Config, name: str, value: Any, option: str) -> None:
@@ -139,28 +120,13 @@ def _validate(base: Config, name: str, value: Any, option: str) -> None:
 
 
 def parse_grid(items: Iterable[str], base: Config) -> dict[str, list[Any]]:
-    """``NAME=V1,V2,...`` (an int range: ``NAME=A..B``, both ends included) -> {name: [values]}, each value checked
-    by the field's validation."""
-    grid: dict[str, list[Any]] = {}
-    for item in items:
-        name, sep, values = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or not values.strip():
-            raise ConfigError(f"--grid {item!r}: write NAME=V1,V2,... (e.g. --grid seed=0,1,2 or seed=0..3).")
-        _check_field(name, "--grid")
-        if _field_types()[name] is int and ".." in values:
-            lo, _, hi = values.partition("..")
-            parsed = list(range(parse_value(name, lo), parse_value(name, hi) + 1))
-        elif _field_types()[name] is tuple:
-            parsed = [parse_value(name, v) for v in values.split(",") if v.strip()] if "x" in values else \
-                [parse_value(name, values)]
-        else:
-            parsed = [parse_value(name, v.strip()) for v in values.split(",") if v.strip()]
-        if not parsed:
-            raise ConfigError(f"--grid {item!r}: give at least one value.")
-        for v in parsed:
+    """``--grid NAME=V1,V2,...`` of a sweep -> {name: [values]}: `fastddpg.config.parse_grid`'s syntax (the one of
+    ``fastddpg run --grid``) over `sweep_grid_scope`'s fields, each value checked by the field's validation on top
+    of ``base``."""
+    grid = parse_config_grid(items, sweep_grid_scope())
+    for name, values in grid.items():
+        for v in values:
             _validate(base, name, v, "--grid")
-        grid[name] = parsed
     return grid
 
 
@@ -176,14 +142,14 @@ def parse_sample(items: Iterable[str], base: Config) -> dict[str, list[Any]]:
                               "NAME=choice:A,B,...")
         _check_field(name, "--sample")
         if kind == "choice":
-            values = [parse_value(name, v.strip()) for v in args.split(",") if v.strip()]
+            values = [parse_field_value(name, v.strip()) for v in args.split(",") if v.strip()]
         else:
-            if _field_types()[name] not in (int, float):
+            if field_types()[name] not in (int, float):
                 raise ConfigError(f"--sample {name}: {kind} needs a numeric field; use choice:A,B,...")
             parts = args.split(":")
             if len(parts) != 2:
                 raise ConfigError(f"--sample {item!r}: {kind} takes LO:HI.")
-            values = [parse_value(name, p) for p in parts]
+            values = [parse_field_value(name, p) for p in parts]
             if not values[0] < values[1] or (kind == "loguniform" and values[0] <= 0):
                 raise ConfigError(f"--sample {item!r}: need LO < HI{' and LO > 0' if kind == 'loguniform' else ''}.")
         if not values:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, field_types, parse_field_value
 from ..schema import (
     ACTOR_FILE,
     CHECKPOINT_DIR,
@@ -36,15 +36,13 @@ from .spec import (
     TIME_ATTR,
     TRIALS_DIR,
     SweepSpec,
-    _field_types,
-    parse_value,
 )
 
 
 def _cast(name: str, value: Any) -> Any:
-    kind = _field_types()[name]
+    kind = field_types()[name]
     if kind is tuple:  # a tuple, or its text ('64x64': how Optuna's categorical choices carry hidden sizes)
-        return parse_value(name, value) if isinstance(value, str) else tuple(int(v) for v in value)
+        return parse_field_value(name, value) if isinstance(value, str) else tuple(int(v) for v in value)
     if kind is bool:
         return bool(value)
     if kind is int:
@@ -57,7 +55,7 @@ def _cast(name: str, value: Any) -> Any:
 def trial_config(spec: SweepSpec, params: dict[str, Any], run_dir: Path) -> Config:
     """The trial's Config: the base, its swept values, its run directory, quiet, torch threads from its CPUs (unless
     the base sets them) and, for PBT, a checkpoint every PBT interval."""
-    values = {**spec.base, **{k: _cast(k, v) for k, v in params.items() if k in _field_types()},
+    values = {**spec.base, **{k: _cast(k, v) for k, v in params.items() if k in field_types()},
               "run_dir": str(run_dir), "quiet": True}
     if not values.get("threads"):
         values["threads"] = max(1, int(spec.cpus_per_trial))
