@@ -94,5 +94,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = str(err) if isinstance(err, RunDirError) else os_error_line(err)  # a RunDirError says it all
         print(f"fastddpg: error: {line}", file=sys.stderr)
         return IO_EXIT_CODE
-    parser.error(f"unknown command {args.command}")
-    return 2
