@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -224,34 +225,19 @@ class Config:
         need(self.policy_delay >= 1, "policy_delay", "use 1 (actor step every critic update) or more")
         need(self.num_seeds >= 1, "num_seeds", "use 1 (a single agent) or more members")
         self.grid_points()  # a malformed or refused --grid is a ConfigError
-        if self.grid:
-            for member in self.member_configs():
-                member.validate()
+        if self.grid:  # the rest of the config is valid: what fails now is a --grid value
+            try:
+                for member in self.member_configs():  # (each member's Config validates itself)
+                    member.validate()
+            except ConfigError as e:  # the line `fastddpg sweep --grid` gives for the same value
+                raise ConfigError(f"--grid: {e}") from None
 
     # --- populations --------------------------------------------------------------------------------------------
     def grid_points(self) -> list[dict[str, float]]:
         """The --grid's points, in order (the last NAME varies fastest); [{}] without a grid."""
         import itertools
 
-        axes: dict[str, list[float]] = {}
-        for entry in self.grid:
-            name, sep, values = str(entry).partition("=")
-            name = name.strip().replace("-", "_")
-            if not sep or not values.strip():
-                raise ConfigError(f"--grid {entry!r} is invalid: write NAME=V1,V2,... e.g. --grid actor_lr=1e-3,3e-4.")
-            if name in _FIELD_NAMES and name not in GRID_FIELDS:
-                hint = ("give --num-seeds K for K seeds in one population" if name == "seed" else
-                        f"vary it across runs with fastddpg sweep --grid {name}=V1,V2")
-                raise ConfigError(f"--grid {name} is refused: only {', '.join(GRID_FIELDS)} can vary within one "
-                                  f"population; {hint}.")
-            if name not in GRID_FIELDS:
-                raise ConfigError(f"--grid {name} is invalid: not a field; choose one of {', '.join(GRID_FIELDS)}.")
-            if name in axes:
-                raise ConfigError(f"--grid {name} is given twice; give all its values in one --grid.")
-            try:
-                axes[name] = [float(v) for v in values.split(",")]
-            except ValueError:
-                raise ConfigError(f"--grid {entry!r} is invalid: its values must be numbers.") from None
+        axes = parse_grid(self.grid, population_grid_scope())
         return [dict(zip(axes, point, strict=True)) for point in itertools.product(*axes.values())]
 
     def grid_members(self) -> dict[str, list[int]]:
@@ -328,6 +314,95 @@ class Config:
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
+
+
+# --- --grid: one parser for `fastddpg run --grid` (members of one population) and `fastddpg sweep --grid` (trials) ----
+def field_types() -> dict[str, type]:
+    """Each Config field's type, as its default's (tuple for hidden_sizes and grid); read from the fields, not from
+    a Config(), whose validation parses the grid."""
+    return {f.name: type(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            for f in dataclasses.fields(Config)}
+
+
+def flag_of(name: str) -> str:
+    """A Config field's command-line flag: actor_lr -> --actor-lr."""
+    return "--" + name.replace("_", "-")
+
+
+def parse_field_value(name: str, text: str) -> Any:
+    """One value of field ``name`` from its command-line text ('64x64' for hidden_sizes; true/false/1/0/yes/no for
+    a bool); a ConfigError line for text that is not of the field's type."""
+    kind = field_types()[name]
+    try:
+        if kind is bool:
+            low = text.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return low in ("true", "1", "yes")
+        if kind is tuple:
+            return tuple(int(x) for x in text.replace(",", "x").split("x") if x)
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"{flag_of(name)}={text!r} is not a valid {kind.__name__} value.") from None
+
+
+@dataclass(frozen=True)
+class GridScope:
+    """Which Config fields a --grid may vary (``fields``); ``choose``: what to do about a NAME that is no field;
+    ``refusal(name)``: the line refusing a field outside ``fields``. The syntax is the same in every scope."""
+
+    fields: Collection[str]
+    choose: str
+    refusal: Callable[[str], str]
+
+
+def population_grid_scope() -> GridScope:
+    """``fastddpg run --grid``: the per-member hyperparameters (`GRID_FIELDS`) of one population."""
+    def refusal(name: str) -> str:
+        hint = ("give --num-seeds K for K seeds in one population" if name == "seed" else
+                f"vary it across runs with fastddpg sweep --grid {name}=V1,V2")
+        return (f"--grid {name} is refused: only {', '.join(GRID_FIELDS)} can vary within one population; "
+                f"{hint}.")
+
+    return GridScope(GRID_FIELDS, f"choose one of {', '.join(GRID_FIELDS)}", refusal)
+
+
+def parse_grid(entries: Iterable[str], scope: GridScope) -> dict[str, list[Any]]:
+    """``NAME=V1,V2,...`` entries -> {name: [values]}, in order, each value of the field's type
+    (`parse_field_value`). An int field also takes ``NAME=A..B`` (both ends included); a tuple field
+    (hidden_sizes) takes ``64x64,256x256`` (or one tuple as ``64,64``). A NAME may be written with - or _, and
+    given once. Every malformed or refused entry is a one-line ConfigError; the values' ranges are checked by
+    the caller (`Config.validate`), which knows the rest of the config."""
+    types = field_types()
+    grid: dict[str, list[Any]] = {}
+    for entry in entries:
+        name, sep, values = str(entry).partition("=")
+        name = name.strip().replace("-", "_")
+        texts = [v.strip() for v in values.split(",")]
+        if not sep or not name or not all(texts):
+            raise ConfigError(f"--grid {entry!r} is invalid: write NAME=V1,V2,... e.g. --grid actor_lr=1e-3,3e-4 "
+                              "(an int field also takes A..B, both ends included).")
+        if name not in types:
+            raise ConfigError(f"--grid {name} is invalid: not a field; {scope.choose}.")
+        if name not in scope.fields:
+            raise ConfigError(scope.refusal(name))
+        if name in grid:
+            raise ConfigError(f"--grid {name} is given twice; give all its values in one --grid.")
+        kind = types[name]
+        if kind is int and ".." in values:
+            lo, _, hi = values.partition("..")
+            grid[name] = list(range(parse_field_value(name, lo), parse_field_value(name, hi) + 1))
+            if not grid[name]:
+                raise ConfigError(f"--grid {entry!r} is invalid: the range A..B needs A <= B.")
+        elif kind is tuple and "x" not in values:
+            grid[name] = [parse_field_value(name, values)]
+        else:
+            grid[name] = [parse_field_value(name, v) for v in texts]
+    return grid
 
 
 def check_member(member: int, members: int) -> None:

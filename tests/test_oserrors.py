@@ -377,7 +377,8 @@ def test_export_on_a_full_disk(tmp_path, monkeypatch, capsys):
 
 
 def test_sweep_trial_error_line():
-    from fastddpg.sweeps import SweepResult, _with_errors, trial_error_line
+    from fastddpg.sweeps import SweepResult, trial_error_line
+    from fastddpg.sweeps.results import _with_errors
 
     e = RunDirError(errno.ENOSPC, None, "/s/trials/t1/updates.csv", run_dir="/s/trials/t1", global_step=40,
                     reported_step=20, checkpoint_bytes=5000, run_dir_exists=True)

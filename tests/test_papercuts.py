@@ -49,7 +49,7 @@ def _sweep_result(tmp_path):
 
 
 def test_sweep_ranking_table_shows_learning_rates_not_zero(tmp_path):
-    from fastddpg.sweeps import _ranking_table
+    from fastddpg.sweeps.report import _ranking_table
 
     table = _ranking_table(_sweep_result(tmp_path))
     cells = re.findall(r"<td>([^<]*)</td>", table)
@@ -214,9 +214,10 @@ def test_train_and_resume_print_alike(tmp_path, capsys, progress):
 
 def test_sweep_progress_lines(capsys, monkeypatch):
     from fastddpg import sweeps
+    from fastddpg.sweeps import progress
 
     now = [100.0]
-    monkeypatch.setattr(sweeps.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
     p = sweeps.SweepProgress("return_10", ["actor_lr", "seed"], min_interval=5.0)
     p.total = 3
     a, b = {"actor_lr": 2.4665e-3, "seed": 0}, {"actor_lr": 3e-4, "seed": 1}

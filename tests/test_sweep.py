@@ -48,7 +48,7 @@ def test_sample_syntax():
 
 
 @pytest.mark.parametrize("items, words", [
-    (["nosuch=1,2"], "nosuch: not a field"),
+    (["nosuch=1,2"], "--grid nosuch is invalid: not a field"),
     (["run_dir=a,b"], "run_dir: not a field"),
     (["gamma=0.9,1.5"], "--gamma=1.5 is invalid"),
     (["batch_size=0"], "--batch-size=0 is invalid"),
@@ -120,7 +120,7 @@ def _cli(args, capsys):
 
 @ray_installed
 @pytest.mark.parametrize("args, words", [
-    (["--grid", "nosuch=1,2"], "--grid nosuch: not a field"),
+    (["--grid", "nosuch=1,2"], "--grid nosuch is invalid: not a field"),
     (["--grid", "gamma=0.5,2"], "--gamma=2.0 is invalid"),
     (["--scheduler", "pbt"], "--scheduler pbt needs --mutate"),
     (["--address", "127.0.0.1:9"], "--address 127.0.0.1:9: no Ray cluster answers there"),
@@ -157,7 +157,7 @@ def test_max_failures_and_search_are_saved_and_default(tmp_path):
     assert spec.max_failures == 2 and spec.search == "random"
     spec = make_spec(Config(), tmp_path / "s", sample=parse_sample(["tau=uniform:0.001:0.01"], Config()),
                      search="optuna", max_failures=0, num_samples=3)
-    from fastddpg.sweeps import _write_spec
+    from fastddpg.sweeps.spec import _write_spec
 
     _write_spec(spec, "test")
     back = read_spec(tmp_path / "s")
@@ -180,7 +180,7 @@ def test_the_zoo_space_file_reads_and_its_values_are_valid():
 @pytest.mark.parametrize("text, words", [
     ('[sample]\nactor_lr = "normal:0:1"\n', "--sample 'actor_lr=normal:0:1': write NAME=loguniform"),
     ('[base]\nseed = 1\n', "--space .* give only \\[sample\\] and \\[grid\\] tables \\(found base\\)"),
-    ('[grid]\nseed = [0, 1]\nnosuch = [1]\n', "--grid nosuch: not a field"),
+    ('[grid]\nseed = [0, 1]\nnosuch = [1]\n', "--grid nosuch is invalid: not a field"),
     ("[sample\n", "is not valid TOML"),
 ])
 def test_bad_space_file_is_one_line(tmp_path, text, words):
@@ -211,6 +211,43 @@ def test_cli_space_file_and_flags_combine(tmp_path, capsys, monkeypatch):
     spec = seen["spec"]
     assert spec.grid == {"tau": [0.005]} and spec.sample == {"actor_lr": ["loguniform", 1e-4, 1e-2],
                                                             "seed": ["choice", 3, 4]}
+
+
+# One --grid parser (`fastddpg.config.parse_grid`) serves `run --grid` (a population's members) and `sweep --grid`
+# (trials): over the fields both may vary, the two commands accept the same strings and refuse the same ones with
+# the same line. Only a NAME that no field has gets each command's own list of what to give instead.
+SAME_GRID = [
+    (["tau=0.01,0.02"], None), (["actor-lr=1e-3, 3e-4"], None), (["noise_sigma=0.1", "tau=0.005"], None),
+    (["tau"], "write NAME=V1,V2"), (["tau="], "write NAME=V1,V2"), (["=0.1"], "write NAME=V1,V2"),
+    (["tau=0.1,,0.2"], "write NAME=V1,V2"), (["tau=0.1,"], "write NAME=V1,V2"),
+    (["tau=0.1,big"], "--tau='big' is not a valid float value"), (["tau=1..2"], "is not a valid float value"),
+    (["tau=0.1,2"], "--grid: --tau=2.0 is invalid"), (["gamma=0.5,1.5"], "--grid: --gamma=1.5 is invalid"),
+    (["tau=0.1", "tau=0.2"], "--grid tau is given twice"), (["lr=1,2"], "--grid lr is invalid: not a field;"),
+]
+
+
+@ray_installed
+@pytest.mark.parametrize("entries, refused", SAME_GRID)
+def test_run_and_sweep_accept_and_refuse_the_same_grid_strings(tmp_path, capsys, monkeypatch, entries, refused):
+    from fastddpg import sweeps
+
+    def run_sweep(spec, **kw):  # accepted: the sweep's spec was built; no Ray
+        raise ConfigError("accepted")
+
+    monkeypatch.setattr(sweeps, "run_sweep", run_sweep)
+    grid = [a for e in entries for a in ("--grid", e)]
+    run_code = main(["run", *grid, "--total-steps", "100", "--dry-run"])
+    run_err = capsys.readouterr().err.strip()
+    sweep_code, sweep_err = _cli([*grid, "--total-steps", "100", "--out", str(tmp_path / "s")], capsys)
+    if refused is None:
+        assert run_code == 0 and run_err == "", run_err
+        assert sweep_code == 2 and sweep_err == "fastddpg: error: accepted", sweep_err
+        return
+    assert run_code == sweep_code == 2
+    for err in (run_err, sweep_err):
+        assert err.startswith("fastddpg: error: ") and refused in err and "\n" not in err, err
+    same = (run_err, sweep_err) if "not a field" not in refused else (run_err.split(";")[0], sweep_err.split(";")[0])
+    assert same[0] == same[1]
 
 
 def test_without_ray_the_command_says_how_to_install_it(tmp_path):

@@ -1,0 +1,39 @@
+"""``fastddpg export``: a run's actor as TorchScript or ONNX."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .options import add_which_argument
+
+
+def add_parser(sub: Any) -> None:
+    """``fastddpg export RUN_DIR [--format torchscript|onnx] [--member K] [--out PATH]``."""
+    ex = sub.add_parser("export", help="export a run's actor as TorchScript or ONNX",
+                        description="Write the trained actor (obs -> action in the env's bounds, any batch size) "
+                        "as a file that runs without fastddpg: TorchScript for torch.jit.load, ONNX for "
+                        "onnxruntime (needs pip install 'fastddpg[export]').")
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (its actor.pt, else its latest checkpoint)")
+    ex.add_argument("--format", default="torchscript", metavar="{torchscript,onnx}",
+                    help="torchscript (default) or onnx")
+    ex.add_argument("--member", type=int, default=0, metavar="K", help="which actor of a population run "
+                    "(--num-seeds/--grid); a single run has one, member 0 (the default)")
+    ex.add_argument("--out", default=None, metavar="PATH", help="output file (default: RUN_DIR/actor.ts.pt or "
+                    "RUN_DIR/actor.onnx)")
+    add_which_argument(ex)
+
+
+
+def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    from ..export import default_out, export_policy
+    from ..policy import load_policy
+
+    out = Path(args.out) if args.out else default_out(args.run_dir, args.format)
+    policy = load_policy(args.run_dir, args.which, args.member)
+    export_policy(policy.actor, args.format, out)
+    print(f"exported {args.format}: {out.resolve()}")
+    return 0
+
+
