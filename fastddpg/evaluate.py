@@ -279,7 +279,7 @@ class PeriodicEvaluator:
     def at_start(self, trainer: Any) -> None:
         self.next = (trainer.global_step // self.every + 1) * self.every
 
-    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: Any) -> None:
+    def __call__(self, trainer: Any, report: Any) -> None:
         """Nothing at a report: evaluations follow env steps (`after_step`)."""
 
     def after_step(self, trainer: Any) -> None:

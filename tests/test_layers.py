@@ -22,7 +22,7 @@ LAYERS = {
     1: {"networks", "noise", "replay", "envs", "torch_pendulum", "update", "compile", "algos", "algos.base",
         "algos.ddpg", "algos.td3", "algos.population"},
     2: {"devicelog", "probes", "failsafe", "trainer"},
-    3: {"rundir", "checkpoint", "evaluate", "export", "video", "tensorboard", "policy"},
+    3: {"rundir", "checkpoint", "resuming", "evaluate", "export", "video", "tensorboard", "policy"},
     4: {"plots", "bands", "reporting", "api", "cli", "verify", "sweeps"},
 }
 LAYER_OF = {m: n for n, mods in LAYERS.items() for m in mods}

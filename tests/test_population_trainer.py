@@ -110,16 +110,15 @@ def test_member_k_starts_as_a_single_run_with_its_seed():
 
 
 def test_non_finite_parameter_names_the_member(tmp_path):
-    trainer = Trainer(small(update_after=10_000))
-    checkpointer = Checkpointer(tmp_path)
+    trainer = Trainer(small(update_after=10_000), checkpointer=Checkpointer(tmp_path))
     for _ in range(10):
         trainer.step()
-    checkpointer.write(trainer)
+    trainer.checkpoint()
     with torch.no_grad():
         trainer.algo.target_critic.net[0].weight[1, 0, 0] = float("inf")  # member 1's only critic
     trainer.step()
     with pytest.raises(NonFiniteError) as e:
-        checkpointer.write(trainer)
+        trainer.checkpoint()
     trainer.env.close()
     assert e.value.what == "parameter"
     assert str(e.value).startswith("member 1 (seed 45): non-finite parameters in target_critic after update 0")
