@@ -11,10 +11,14 @@ A checkpoint file ``checkpoints/step_<global_step, 12 digits>.pt`` is a `torch.s
     global_step, num_updates, num_episodes, created
     trainer                 Trainer.state_dict(): actor, critic and both targets (state_dicts), the Adam state
                             of each optimizer, the replay buffer's contents and pointer, the noise state, the torch
-                            (CPU and device) and numpy RNG states, the step/update/episode counters and the
-                            replay-ratio credit, the probe states, the host-side logs, and the callbacks'
-                            states (``callbacks``: with --eval-every, "eval": the best model so far, its weights
+                            (CPU and device) and numpy RNG states, the step/update/episode/probe-snapshot counters
+                            and the replay-ratio credit, the probe states, and the callbacks' states
+                            (``callbacks``: with --eval-every, "eval": the best model so far, its weights
                             included; `load_checkpoint(path, which="best")` loads it)
+
+Not the run's rows: its history (episodes, updates, probes) is kept in one place, the run directory's tables,
+which are written before each checkpoint; resume reads the rows up to the checkpoint from there
+(`fastddpg.resuming`). A checkpoint written before that also holds them (``trainer["logs"]``); they are not read.
 
 It holds only tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``.
 

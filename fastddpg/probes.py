@@ -31,7 +31,9 @@ class ProbeRecorder:
         self.generator = generator
         self.states: torch.Tensor | None = None  # (probe_n, obs_dim) once drawn; (K, probe_n, obs_dim)
         self.bucket = 0  # num_episodes // every_episodes at the last snapshot
-        self.rows: list[ProbeRow] = []
+        self.rows: list[ProbeRow] = []  # the run's history (a resumed run's: from its probes.csv)
+        self.snapshots = 0  # snapshots taken so far (counters: what a checkpoint holds)
+        self.last_step = -1  # the env step of the last snapshot
 
     def at_report(self, trainer: Any) -> list[ProbeRow]:
         """At a report: draw the probe states once the buffer can give them; snapshot if enough episodes ended.
@@ -44,7 +46,7 @@ class ProbeRecorder:
     def at_end(self, trainer: Any) -> list[ProbeRow]:
         """The end-of-run snapshot, unless the last report already took one at this step. Returns the new rows."""
         self._draw(trainer)
-        if self.states is None or (self.rows and self.rows[-1].global_step == trainer.global_step):
+        if self.states is None or self.last_step == trainer.global_step:
             return []
         return self.snapshot(trainer)
 
@@ -67,23 +69,21 @@ class ProbeRecorder:
         q = algo.q1(self.states, a).reshape(-1)
         stat = a[..., 0] if a.shape[-1] == 1 else torch.linalg.vector_norm(a, dim=-1)
         host = torch.stack([stat.reshape(-1), q]).cpu().numpy()
-        snap = self.rows[-1].snapshot + 1 if self.rows else 0
-        new = [ProbeRow(j // self.probe_n, snap, self._episodes(trainer), trainer.global_step, j % self.probe_n,
-                        float(host[0, j]), float(host[1, j])) for j in range(host.shape[1])]
+        new = [ProbeRow(j // self.probe_n, self.snapshots, self._episodes(trainer), trainer.global_step,
+                        j % self.probe_n, float(host[0, j]), float(host[1, j])) for j in range(host.shape[1])]
         self.rows += new
+        self.snapshots += 1
+        self.last_step = trainer.global_step
         return new
 
-    @property
-    def snapshots(self) -> int:
-        """Snapshots taken so far."""
-        return self.rows[-1].snapshot + 1 if self.rows else 0
-
     def state_dict(self) -> dict[str, Any]:
-        return {"states": self.states, "bucket": self.bucket,
-                "rows": [r.values(max(1, self.members)) for r in self.rows]}
+        """The probe states and counters (not the rows: they are the run directory's probes.csv)."""
+        return {"states": self.states, "bucket": self.bucket, "snapshots": self.snapshots,
+                "last_step": self.last_step}
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
         states = state["states"]
         self.states = None if states is None else states.to(device)
         self.bucket = int(state["bucket"])
-        self.rows = [ProbeRow.from_values(r, max(1, self.members)) for r in state["rows"]]
+        self.snapshots, self.last_step = int(state["snapshots"]), int(state["last_step"])
+        self.rows = []

@@ -3,10 +3,14 @@
 
 `resume_run` restores the latest checkpoint exactly and cuts the run directory's tables back to it
 (`fastddpg.rundir.truncate_tables`: a run killed after its last checkpoint has rows after it), so the resumed run
-appends with no duplicated or lost rows. Gymnasium envs cannot be snapshotted: on resume every env is reset with
-a seed derived from (seed, global_step), so **episodes in progress at the checkpoint are cut there**: their
-partial returns are dropped (they never appear in episodes.csv) and new episodes start fresh. Their transitions
-stay in the replay buffer (each one is a valid transition).
+appends with no duplicated or lost rows. The run's history (its episode, update and probe rows) is kept in one
+place, those tables: a checkpoint holds only counters, and the restored trainer reads the rows up to its
+checkpoint from the cut tables (`Trainer.load_history`), so its results hold the whole run.
+
+Gymnasium envs cannot be snapshotted: on resume every env is reset with a seed derived from (seed, global_step),
+so **episodes in progress at the checkpoint are cut there**: their partial returns are dropped (they never
+appear in episodes.csv) and new episodes start fresh. Their transitions stay in the replay buffer (each one is a
+valid transition).
 """
 
 from __future__ import annotations
@@ -14,19 +18,22 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from .checkpoint import latest_checkpoint, read_checkpoint
 from .config import Config, ConfigError, resolve_device
 from .fileio import write_json
-from .rundir import RunWriter, probe_writable, truncate_tables
-from .schema import ACTOR_FILE, CHECKPOINT_DIR, CONFIG_FILE, CRITIC_FILE, REPORT_FILE, SUMMARY_FILE
-from .trainer import Trainer
+from .rundir import RunWriter, probe_writable, read_table, truncate_tables
+from .schema import ACTOR_FILE, CHECKPOINT_DIR, CONFIG_FILE, CRITIC_FILE, REPORT_FILE, SUMMARY_FILE, TABLES
+from .trainer import Trainer, probe_counters
 
 # Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
 # learns); every other field is the run's own, from its config.json.
@@ -92,9 +99,10 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
     try:
         _restore(trainer, state, ckpt_path)
         truncate_tables(path, *table_limits(state))
-        for stale in path.glob("*.parquet"):  # derived copies; rewritten from the CSVs when the run finishes
+        for stale in path.glob("*.parquet"):  # derived copies; rewritten from the tables when the run finishes
             with contextlib.suppress(OSError):
                 stale.unlink()
+        load_history(trainer, path, ckpt_path)
         argv = list(sys.argv if argv is None else argv)
         meta["config"] = cfg.to_dict()
         meta.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -142,12 +150,36 @@ def _restore(trainer: Trainer, state: dict[str, Any], ckpt_path: Path) -> None:
 def table_limits(state: dict[str, Any]) -> tuple[int | list[int], int, int, int]:
     """What `fastddpg.rundir.truncate_tables` keeps of a run directory resumed from checkpoint ``state``: its
     episodes (a population's: per member), updates, probe snapshots and env step."""
-    counters = state["trainer"]["counters"]
-    member_episodes = counters.get("member_episodes")  # a population's
-    col = 0 if member_episodes is None else 1  # a population's probe rows start with the member
-    snapshots = max((int(r[col]) for r in state["trainer"]["logs"]["probes"]), default=-1) + 1
+    member_episodes = state["trainer"]["counters"].get("member_episodes")  # a population's
     episodes = state["num_episodes"] if member_episodes is None else [int(e) for e in member_episodes]
-    return episodes, state["num_updates"], snapshots, state["global_step"]
+    return episodes, state["num_updates"], probe_counters(state["trainer"])[0], state["global_step"]
+
+
+def load_history(trainer: Trainer, run_dir: Path, ckpt_path: Path) -> None:
+    """The restored trainer's rows up to its checkpoint, read from the run directory's (cut) tables; a table
+    that falls short of the checkpoint is a ConfigError with one line."""
+    try:
+        trainer.load_history({table: read_table(run_dir, table) for table in TABLES})
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"--resume {run_dir}: its tables do not reach checkpoint {ckpt_path.name}: {e}; the "
+                          "run directory's CSVs were cut or edited, so the run cannot continue without a gap; "
+                          "start a new run.") from None
+
+
+def history_at(state: dict[str, Any], *dirs: Path | None) -> dict[str, pd.DataFrame] | None:
+    """The run's rows up to checkpoint ``state`` from the first of ``dirs`` that holds its tables (a PBT exploit:
+    the tables the source trial attached to its Tune checkpoint, else the source's run directory), cut back as
+    resume cuts them (on a copy: ``dirs`` are left as they are); None when none holds them."""
+    for d in dirs:
+        if d is None or not (d / "episodes.csv").is_file():
+            continue
+        with tempfile.TemporaryDirectory(prefix="fastddpg-history-") as tmp:
+            for table in TABLES:
+                if (d / f"{table}.csv").is_file():
+                    shutil.copy2(d / f"{table}.csv", Path(tmp) / f"{table}.csv")
+            truncate_tables(tmp, *table_limits(state))
+            return {table: read_table(tmp, table) for table in TABLES}
+    return None
 
 
 def _check_writable(path: Path) -> None:

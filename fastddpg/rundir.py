@@ -198,6 +198,12 @@ class RunWriter:
         self.probes_written += len(report.probes)
         self.reported_step = report.global_step
 
+    def at_end(self, trainer: Any) -> None:
+        """The end-of-run probe snapshot, before the trainer's last checkpoint: a checkpoint never counts rows that
+        the tables do not hold."""
+        if not self.failed:
+            self.write_probes(trainer)
+
     def write_probes(self, trainer: Any) -> None:
         """Append the probe rows the trainer took that no report carried (the end-of-run snapshot)."""
         new = trainer.probe_rows[self.probes_written:]

@@ -18,7 +18,7 @@ trains them. Layout of the sweep directory ``OUT`` (``--out``)::
 attribute for ASHA and PBT: env steps, not wall time, so a compile or a slow node does not count),
 ``return_10`` (the mean return of the last 10 episodes), and with ``--metric eval_return`` the mean return of
 ``--eval-episodes`` noise-free episodes of the current actor. A trial that is a population (``--num-seeds K``)
-reports as ``return_10`` the mean over its members of each member's own last-10 mean (`schema.run_return_10`;
+reports as ``return_10`` the mean over its members of each member's own last-10 mean (`schema.Last10`;
 members without a finished episode are left out), so ASHA and PBT rank it by its members' returns.
 
 **PBT through fastddpg's checkpoints.** With ``--scheduler pbt`` a trial writes a fastddpg checkpoint every
@@ -71,10 +71,9 @@ from .schema import (
     REPORT_FILE,
     SUMMARY_FILE,
     TABLES,
+    Last10,
     episode_records,
     return_10_curve,
-    returns_by_member,
-    run_return_10,
 )
 
 INSTALL_HINT = ("fastddpg sweep needs Ray Tune, an optional extra: pip install 'fastddpg[sweep]' "
@@ -589,6 +588,7 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
 
     from .checkpoint import Checkpointer, read_checkpoint
     from .fileio import write_json
+    from .resuming import history_at
     from .rundir import RunWriter
     from .trainer import Trainer
 
@@ -618,6 +618,10 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
     trainer = Trainer(cfg)
     try:
         trainer.load_state_dict(state["trainer"])
+        tables = history_at(state, ckpt_file.parent, Path(source["path"]).parent.parent if source.get("path")
+                            else None)
+        if tables is not None:  # (else the run directory starts at the checkpoint's step)
+            trainer.load_history(tables)
         seed = int(np.random.SeedSequence([cfg.seed & 0xFFFFFFFF, trainer.global_step, 1]).generate_state(1)[0])
         trainer.gen.manual_seed(seed)
         writer = RunWriter.create(cfg, trainer, argv)
@@ -729,6 +733,9 @@ class TuneReporter:
                 and self.attached != trainer.global_step:
             ckpt_dir = tempfile.mkdtemp(prefix="fastddpg-ckpt-")
             shutil.copy2(last, Path(ckpt_dir) / last.name)
+            for table in TABLES:  # the history up to it: an exploit's run directory starts with it
+                if (last.parent.parent / f"{table}.csv").is_file():
+                    shutil.copy2(last.parent.parent / f"{table}.csv", Path(ckpt_dir) / f"{table}.csv")
             (Path(ckpt_dir) / SOURCE_FILE).write_text(json.dumps({
                 "trial_id": self.trial_id, "file": last.name, "path": str(last), "global_step": trainer.global_step}))
             self.attached = trainer.global_step
@@ -775,7 +782,7 @@ def final_metrics(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
 
     run = load_run(run_dir)
     metrics = {TIME_ATTR: int((run.summary or {}).get("env_steps", run.config.total_steps)),
-               "return_10": run_return_10(returns_by_member(episode_records(run.episodes))),
+               "return_10": Last10(episode_records(run.episodes)).value,
                "episodes": len(run.episodes)}
     if spec.metric == "eval_return":
         import torch

@@ -434,9 +434,11 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run: the algorithm's networks (state_dicts) and optimizer states,
         the replay buffer, the noise state, RNG states (training and probe generators, torch's global CPU and
-        device RNG, numpy's), counters, the probe states, the current episodes (obs (N, obs_dim), ep_return
-        (N,), ep_len (N,)) and the host-side tables. Take it right after a report (a checkpoint callback does).
-        Module tensors alias the live weights: save it (or clone it) before training on."""
+        device RNG, numpy's), counters (the probe snapshots' included), the probe states and the current episodes
+        (obs (N, obs_dim), ep_return (N,), ep_len (N,)). Not the run's history (its episode, update and probe
+        rows): that is kept in one place, the run directory's tables, and a restored trainer reads it from there
+        (`load_history`). Take it right after a report (`Trainer.checkpoint` does). Module tensors alias the live
+        weights: save it (or clone it) before training on."""
         if self.device_log.pending:
             raise RuntimeError("Trainer.state_dict() needs a flush first (unflushed device logs would be lost)")
         np_state = np.random.get_state()
@@ -455,19 +457,20 @@ class Trainer:
                          "num_updates": self.num_updates, "num_episodes": self.num_episodes,
                          "credit": (self.update_credit.numerator, self.update_credit.denominator),
                          **({"member_episodes": list(self.member_episodes)} if self.members > 1 else {}),
-                         "probe_bucket": probes["bucket"], "wall_time": time.perf_counter() - self._t_start,
+                         "probe_bucket": probes["bucket"], "probe_snapshots": probes["snapshots"],
+                         "probe_last_step": probes["last_step"], "wall_time": time.perf_counter() - self._t_start,
                          "eval_seconds": self.eval_seconds},
             "probe_states": probes["states"],
             "episodes": {"obs": self.obs, "ep_return": self.ep_return, "ep_len": self.ep_len},
-            "logs": {"episodes": [r.values(self.members) for r in self.episode_rows],  # in episodes.csv's columns
-                     "updates": [dict(r) for r in self.update_rows], "probes": probes["rows"]},
             "callbacks": {cb.state_key: cb.state_dict() for cb in self.callbacks
                           if getattr(cb, "state_key", None) is not None},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict`: every tensor is copied in place (compiled and captured update graphs stay
-        valid) and equals the saved one exactly; counters, RNG states and logs continue from it. Then
+        valid) and equals the saved one exactly; counters and RNG states continue from it. The history (episode,
+        update and probe rows) starts empty: `load_history` fills it from the run directory's tables (a
+        checkpoint's own "logs", written before the history lived in one place, are not read). Then
         `restart_episodes`: the envs are re-seeded, so the episodes in progress when it was taken are cut."""
         have = self._dims()
         if dict(state["dims"]) != have:
@@ -490,12 +493,10 @@ class Trainer:
         self.update_credit = Fraction(*c["credit"])
         self.eval_seconds = float(c.get("eval_seconds", 0.0))  # (a checkpoint from before evaluation existed: 0)
         self.restored_states = dict(state.get("callbacks", {}))
-        logs = state["logs"]
+        snapshots, last_step = probe_counters(state)
         self.probes.load_state_dict({"states": state["probe_states"], "bucket": c["probe_bucket"],
-                                     "rows": logs["probes"]}, self.device)
-        self.episode_rows = [EpisodeRow.from_values(r, self.members) for r in logs["episodes"]]
-        self.last10 = Last10(self.episode_rows)
-        self.update_rows = [dict(r) for r in logs["updates"]]
+                                     "snapshots": snapshots, "last_step": last_step}, self.device)
+        self.episode_rows, self.update_rows, self.last10 = [], [], Last10()
         self.device_log.reset()
         now = time.perf_counter()
         self._t_start = now - float(c["wall_time"])  # wall_time columns continue where the run stopped
@@ -503,6 +504,31 @@ class Trainer:
             self.num_updates
         self._eval_seconds_at_last_report = self.eval_seconds
         self.restart_episodes()
+
+    def load_history(self, tables: dict[str, pd.DataFrame]) -> None:
+        """The run's rows up to the restored checkpoint, from the one place they are kept: the run directory's
+        episodes, updates and probes tables (in their CSVs' columns, cut back to the checkpoint: `fastddpg.resuming`).
+        After it the trainer's tables, its last-10 returns and `result` hold the whole run, as if it had never
+        stopped. Raises ValueError when the tables fall short of the checkpoint's counters (rows missing)."""
+        k = self.members
+        episodes, probes = tables["episodes"], tables["probes"]
+        self.episode_rows = [EpisodeRow.from_values(v, k) for v in
+                             zip(*(episodes[c].tolist() for c in self.episode_columns), strict=True)]
+        counts = [0] * k
+        for r in self.episode_rows:
+            counts[r.member] += 1
+        if counts != self.member_episodes:
+            raise ValueError(f"episodes.csv holds {sum(counts)} episodes up to the checkpoint "
+                             f"({', '.join(map(str, counts))} per member) but the checkpoint counts "
+                             f"{sum(self.member_episodes)} ({', '.join(map(str, self.member_episodes))})")
+        probe_columns = with_member(PROBE_COLUMNS, k)
+        rows = [ProbeRow.from_values(v, k) for v in zip(*(probes[c].tolist() for c in probe_columns), strict=True)]
+        if len({r.snapshot for r in rows}) != self.probes.snapshots:
+            raise ValueError(f"probes.csv holds {len({r.snapshot for r in rows})} probe snapshots up to the "
+                             f"checkpoint but the checkpoint counts {self.probes.snapshots}")
+        self.probes.rows = rows
+        self.update_rows = tables["updates"].to_dict("records")
+        self.last10 = Last10(self.episode_rows)
 
     def restart_episodes(self) -> None:
         """Reset every env with a seed derived from (seed, global_step) and start new episodes. Gymnasium envs
@@ -600,6 +626,17 @@ def make_population(cfg: Config, obs_dim: int, act_dim: int, action_low: torch.T
         members.append(make_algorithm(member_cfg, obs_dim, act_dim, action_low, action_high, device))
     torch.manual_seed(cfg.seed)
     return Population(members, repeats=len(cfg.grid_points()))
+
+
+def probe_counters(state: dict[str, Any]) -> tuple[int, int]:
+    """(probe snapshots taken, env step of the last) of a `Trainer.state_dict`; of a checkpoint written before
+    they were counters, from the probe rows it then held."""
+    c = state["counters"]
+    if "probe_snapshots" in c:
+        return int(c["probe_snapshots"]), int(c["probe_last_step"])
+    rows = state["logs"]["probes"]
+    col = 1 if "member_episodes" in c else 0  # a population's rows start with the member
+    return (int(rows[-1][col]) + 1, int(rows[-1][col + 2])) if rows else (0, -1)
 
 
 def resume_seed(seed: int, global_step: int) -> int:

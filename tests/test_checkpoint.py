@@ -123,7 +123,7 @@ def test_resume_from_the_file_continues_like_the_live_trainer(tmp_path):
     assert_same(live.algo.actor.state_dict(), restored.algo.actor.state_dict())
     assert_same(live.algo.target_critic.state_dict(), restored.algo.target_critic.state_dict())
     assert torch.equal(live.buffer.data, restored.buffer.data)
-    assert live.episode_rows == restored.episode_rows
+    assert [r for r in live.episode_rows if r.global_step > 100] == restored.episode_rows  # history: the tables'
 
 
 def test_restarted_episodes_are_reseeded_from_seed_and_step(tmp_path):
