@@ -81,10 +81,27 @@ class ProbeRow(NamedTuple):
 # (`with_member`)
 EPISODE_COLUMNS = tuple("return" if f == "return_" else f for f in EpisodeRow._fields[1:])
 PROBE_COLUMNS = ProbeRow._fields[1:]
-# kind: "periodic" (--eval-every), "final" (the end of a run with --eval-every) or "manual" (`fastddpg eval`);
-# global_step: the env step (per member) of the weights evaluated. Files written before these two columns existed
-# read back as kind "manual" (`fastddpg.rundir.load_run`).
-EVAL_COLUMNS = ("eval_time", "kind", "global_step", "seed", "episode", "return", "length")
+class EvalRow(NamedTuple):
+    """One noise-free evaluation episode, by name: a row of eval.csv. ``kind``: "periodic" (--eval-every), "final"
+    (the end of a run with --eval-every) or "manual" (`fastddpg eval`); ``global_step``: the env step (per member)
+    of the weights evaluated. Files written before these two columns existed read back as kind "manual"
+    (`fastddpg.rundir.load_run`). ``member`` is 0 in a single run, whose files have no member column."""
+
+    member: int
+    eval_time: str  # when the evaluation ran (ISO 8601, local time)
+    kind: str
+    global_step: int
+    seed: int  # the first env seed of the evaluation
+    episode: int
+    return_: float
+    length: int
+
+    def values(self, members: int) -> tuple:
+        """The row in the column order of ``with_member(EVAL_COLUMNS, members)``."""
+        return tuple(self) if members > 1 else tuple(self)[1:]
+
+
+EVAL_COLUMNS = tuple("return" if f == "return_" else f for f in EvalRow._fields[1:])
 UPDATE_KEYS = ("update", "global_step")  # before the metrics
 UPDATE_RATES = ("updates_in_row", "env_steps_per_sec", "updates_per_sec", "wall_time")  # after them
 DDPG_METRICS = ("critic_loss", "actor_loss", "q_mean", "y_mean")
