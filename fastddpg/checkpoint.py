@@ -18,7 +18,8 @@ A checkpoint file ``checkpoints/step_<global_step, 12 digits>.pt`` is a `torch.s
 
 Not the run's rows: its history (episodes, updates, probes) is kept in one place, the run directory's tables,
 which are written before each checkpoint; resume reads the rows up to the checkpoint from there
-(`fastddpg.resuming`). A checkpoint written before that also holds them (``trainer["logs"]``); they are not read.
+(`fastddpg.resuming`). A checkpoint written before that also holds them (``trainer["logs"]``): only a PBT exploit
+from such a checkpoint, which has no tables beside it, reads them.
 
 It holds only tensors and plain Python values, so it loads with ``torch.load(weights_only=True)``.
 

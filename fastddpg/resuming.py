@@ -32,7 +32,18 @@ from .checkpoint import latest_checkpoint, read_checkpoint
 from .config import Config, ConfigError, resolve_device
 from .fileio import write_json
 from .rundir import RunWriter, probe_writable, read_table, truncate_tables
-from .schema import ACTOR_FILE, CHECKPOINT_DIR, CONFIG_FILE, CRITIC_FILE, REPORT_FILE, SUMMARY_FILE, TABLES
+from .schema import (
+    ACTOR_FILE,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    CRITIC_FILE,
+    EPISODE_COLUMNS,
+    PROBE_COLUMNS,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    TABLES,
+    with_member,
+)
 from .trainer import Trainer, probe_counters
 
 # Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
@@ -169,7 +180,8 @@ def load_history(trainer: Trainer, run_dir: Path, ckpt_path: Path) -> None:
 def history_at(state: dict[str, Any], *dirs: Path | None) -> dict[str, pd.DataFrame] | None:
     """The run's rows up to checkpoint ``state`` from the first of ``dirs`` that holds its tables (a PBT exploit:
     the tables the source trial attached to its Tune checkpoint, else the source's run directory), cut back as
-    resume cuts them (on a copy: ``dirs`` are left as they are); None when none holds them."""
+    resume cuts them (on a copy: ``dirs`` are left as they are); else the rows a checkpoint written before the
+    history lived in the tables holds; None when there are none."""
     for d in dirs:
         if d is None or not (d / "episodes.csv").is_file():
             continue
@@ -179,7 +191,13 @@ def history_at(state: dict[str, Any], *dirs: Path | None) -> dict[str, pd.DataFr
                     shutil.copy2(d / f"{table}.csv", Path(tmp) / f"{table}.csv")
             truncate_tables(tmp, *table_limits(state))
             return {table: read_table(tmp, table) for table in TABLES}
-    return None
+    logs = state["trainer"].get("logs")
+    if logs is None:
+        return None
+    k = Config.from_dict(state["config"]).num_members
+    return {"episodes": pd.DataFrame(logs["episodes"], columns=list(with_member(EPISODE_COLUMNS, k))),
+            "updates": pd.DataFrame(logs["updates"]),
+            "probes": pd.DataFrame(logs["probes"], columns=list(with_member(PROBE_COLUMNS, k)))}
 
 
 def _check_writable(path: Path) -> None:

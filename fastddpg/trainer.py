@@ -470,7 +470,7 @@ class Trainer:
         """Restore a `state_dict`: every tensor is copied in place (compiled and captured update graphs stay
         valid) and equals the saved one exactly; counters and RNG states continue from it. The history (episode,
         update and probe rows) starts empty: `load_history` fills it from the run directory's tables (a
-        checkpoint's own "logs", written before the history lived in one place, are not read). Then
+        checkpoint's own "logs", written before the history lived in one place, are not read here). Then
         `restart_episodes`: the envs are re-seeded, so the episodes in progress when it was taken are cut."""
         have = self._dims()
         if dict(state["dims"]) != have:

@@ -155,6 +155,31 @@ def test_the_end_checkpoint_counts_only_rows_the_tables_hold(finished):
     assert counters["num_episodes"] == len(run.episodes)
 
 
+def test_an_exploit_takes_the_history_from_the_tables_beside_the_checkpoint(tmp_path, monkeypatch):
+    """A PBT exploit clones a checkpoint of another trial: its rows up to that checkpoint come from the tables the
+    trial attached (cut back to the checkpoint, the source left as it is), else from an old checkpoint's rows."""
+    from fastddpg.resuming import history_at
+
+    d = tmp_path / "src"
+    stop_at(monkeypatch, 120, lambda: signal.raise_signal(signal.SIGINT))
+    assert main([*BASE, "--run-dir", str(d), "--checkpoint-every", "60"]) == 130
+    monkeypatch.undo()
+    at_60 = read_checkpoint(list_checkpoints(d)[0])
+    assert at_60["global_step"] == 60
+    before = (d / "episodes.csv").read_bytes()
+    tables = history_at(at_60, None, tmp_path / "nowhere", d)
+    assert (d / "episodes.csv").read_bytes() == before
+    run = load_run(d)
+    assert tables["episodes"]["episode"].tolist() == list(range(1, at_60["num_episodes"] + 1))
+    assert tables["episodes"]["global_step"].max() <= 60 < run.episodes["global_step"].max()
+    assert tables["updates"]["update"].max() <= at_60["num_updates"] < run.updates["update"].max()
+    assert history_at(at_60, tmp_path / "nowhere") is None
+    at_60["trainer"]["logs"] = {"episodes": [tuple(r) for r in tables["episodes"].itertuples(index=False)],
+                                "updates": tables["updates"].to_dict("records"), "probes": []}
+    old = history_at(at_60, tmp_path / "nowhere")
+    assert old["episodes"].equals(tables["episodes"]) and len(old["probes"]) == 0
+
+
 def test_tables_short_of_the_checkpoint_are_refused(tmp_path, finished, capsys):
     """Rows missing before the checkpoint (an edited or cut CSV) would leave a gap: one line, exit 2."""
     d = copy_run(finished, tmp_path)
