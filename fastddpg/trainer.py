@@ -269,7 +269,7 @@ class Trainer:
                         self._call("after_report", self.last_report)
                 if self.device_log.pending:
                     self.flush()
-                self.probes.at_end(self)  # the end-of-run snapshot: in probe_rows (RunWriter.finish writes it)
+                self.probes.at_end(self)  # the end-of-run snapshot: in probe_rows (a RunWriter writes it at_end)
                 self._call("at_end")
                 if self.checkpointer is not None:
                     self.checkpoint()
