@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Config": "config", "ConfigError": "config",
     "NonFiniteError": "failsafe", "TrainingInterrupted": "failsafe", "RunDirError": "failsafe",
-    "RunData": "rundir", "load_run": "rundir",
+    "RunData": "rundir", "load_run": "rundir", "Report": "schema",
     "Trainer": "trainer", "TrainResult": "trainer",
     "latest_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
     "load_policy": "policy", "Policy": "policy",

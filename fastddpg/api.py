@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpointer, restore_weights, resume_run, run_dir_error
+from .checkpoint import Checkpointer, restore_weights, run_dir_error
 from .config import Config, ConfigError
 from .evaluate import PeriodicEvaluator
 from .failsafe import NonFiniteError, RunDirError, StopSignals, TrainingInterrupted
 from .fileio import os_error_of
 from .plots import write_report
-from .rundir import RunWriter, read_table
+from .resuming import resume_run
+from .rundir import RunData, RunWriter, read_table
 from .schema import REPORT_FILE, SUMMARY_FILE
 from .tensorboard import TensorBoardWriter, require_tensorboard
 from .trainer import Trainer, TrainResult
@@ -40,7 +41,8 @@ def train(cfg: Config | None = None, *, callbacks: Iterable[Callback] = (), argv
 
     With ``cfg.run_dir`` set (a path, or ``"auto"`` for ``runs/<env>__<algo>__<seed>__<timestamp>``), the run
     directory is written as ``fastddpg run`` writes it and ``result.run_dir`` names it; it can then be continued
-    with `resume`. ``callbacks`` are called as ``cb(trainer, new_episodes, update_row)`` at every report.
+    with `resume`. ``callbacks`` are called as ``cb(trainer, report)`` at every report (`fastddpg.schema.Report`:
+    the new episode, update and probe rows and the counters; see `fastddpg.trainer` for the other hooks).
     ``argv`` is the command line recorded in config.json (default ``sys.argv``). Quiet unless ``progress=True``
     (see `run_quietly_or_with_progress`), as `resume` is.
 
@@ -60,7 +62,7 @@ def resume(run_dir: str | Path, *, callbacks: Iterable[Callback] = (), argv: lis
            progress: bool = False, **overrides: Any) -> TrainResult:
     """Continue the run in ``run_dir`` from its latest checkpoint, appending to its CSVs, exactly as
     ``fastddpg run --resume RUN_DIR`` does. ``overrides`` may change only the run-control fields
-    (`fastddpg.checkpoint.RESUME_OVERRIDABLE`, e.g. a larger ``total_steps``). The returned DataFrames hold the
+    (`fastddpg.resuming.RESUME_OVERRIDABLE`, e.g. a larger ``total_steps``). The returned DataFrames hold the
     whole run, from its first step. Quiet unless ``progress=True``, as `train` is."""
     trainer, writer = open_resume(run_dir, overrides, argv)
     return run_quietly_or_with_progress(trainer, writer, callbacks, progress)
@@ -139,7 +141,7 @@ def _add_file_callbacks(trainer: Trainer, writer: RunWriter) -> None:
     """Evaluation with ``--eval-every``, checkpoints into the run directory, and TensorBoard event files with
     ``--tensorboard``."""
     _add_evaluator(trainer, writer.path)
-    trainer.callbacks.append(Checkpointer(writer.path))
+    trainer.checkpointer = Checkpointer(writer.path)
     if trainer.cfg.tensorboard:
         trainer.callbacks.append(TensorBoardWriter(writer.path, trainer.cfg))
 
@@ -202,5 +204,10 @@ def _run_dir_os_error(e: BaseException, run_dir: Path) -> OSError | None:
 
 
 def _finish(trainer: Trainer, writer: RunWriter, summary: dict[str, Any] | None = None) -> None:
-    writer.finish(trainer, summary)
-    write_report([writer.path], writer.path / REPORT_FILE)
+    """The run directory's last files, from the trainer's tables in memory (converted once, `Trainer.tables`):
+    the weights, summary.json, the parquet copies and report.html."""
+    summary = summary if summary is not None else trainer.summary()
+    tables = trainer.tables()
+    writer.finish(trainer, summary, tables)
+    run = RunData.in_memory(writer.path, trainer.cfg, tables, summary)
+    write_report([run], writer.path / REPORT_FILE)

@@ -45,6 +45,7 @@ from .schema import (
     EVAL_COLUMNS,
     EVAL_FILE,
     MEMBER,
+    EvalRow,
     with_member,
 )
 
@@ -175,19 +176,19 @@ def evaluate_members(run_dir: str | Path, episodes: int = 10, seed: int | None =
         steps = [int(b["global_step"]) for b in read_best(run_dir)["members"]]
     else:
         steps = [int((run.summary or {}).get("env_steps", -1))] * k
-    append_evals(run_dir, eval_rows(results, k, "manual", {m: steps[m] for m in results}), k)
+    append_evals(run_dir, eval_rows(results, "manual", {m: steps[m] for m in results}), k)
     return results
 
 
-def eval_rows(results: dict[int, EvalResult], members: int, kind: str, steps: dict[int, int]) -> list[tuple]:
+def eval_rows(results: dict[int, EvalResult], kind: str, steps: dict[int, int]) -> list[EvalRow]:
     """One evaluation (``results``: {member: EvalResult}, each member's weights from env step ``steps[member]``)
-    as rows of eval.csv (`EVAL_COLUMNS`, the member first in a population's), tagged ``kind``, stamped now."""
+    as rows of eval.csv by name, tagged ``kind``, stamped now."""
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
-    return [((m,) if members > 1 else ()) + (stamp, kind, steps[m], r.seed, i, float(ret), int(n))
+    return [EvalRow(m, stamp, kind, steps[m], r.seed, i, float(ret), int(n))
             for m, r in results.items() for i, (ret, n) in enumerate(zip(r.returns, r.lengths, strict=True))]
 
 
-def append_evals(run_dir: str | Path, rows: list[tuple], members: int) -> Path:
+def append_evals(run_dir: str | Path, rows: list[EvalRow], members: int) -> Path:
     """Append `eval_rows` to ``run_dir/eval.csv`` (of a run with ``members`` members); a file written before the
     kind and global_step columns is first rewritten with them (`fastddpg.rundir.upgrade_evals`)."""
     out = Path(run_dir) / EVAL_FILE
@@ -204,7 +205,7 @@ def append_evals(run_dir: str | Path, rows: list[tuple], members: int) -> Path:
         w = csv.writer(f)
         if new:
             w.writerow(columns)
-        w.writerows(rows)
+        w.writerows(r.values(members) for r in rows)
     return out
 
 
@@ -273,13 +274,13 @@ class PeriodicEvaluator:
         self.evaluations = 0
         self.best: list[Best | None] = [None] * self.members
         self.best_actor: dict[str, torch.Tensor] | None = None  # CPU, actor.pt's layout
-        self.rows: list[tuple] = []  # this process's evaluations, in eval.csv's columns
+        self.rows: list[EvalRow] = []  # this process's evaluations
 
     # --- the trainer callback protocol ---------------------------------------------------------------------------
     def at_start(self, trainer: Any) -> None:
         self.next = (trainer.global_step // self.every + 1) * self.every
 
-    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: Any) -> None:
+    def __call__(self, trainer: Any, report: Any) -> None:
         """Nothing at a report: evaluations follow env steps (`after_step`)."""
 
     def after_step(self, trainer: Any) -> None:
@@ -302,7 +303,7 @@ class PeriodicEvaluator:
         for m in improved:
             self.best[m] = Best(step, results[m].mean, results[m].std)
             self._keep_weights(state, m)
-        rows = eval_rows(results, self.members, kind, dict.fromkeys(results, step))
+        rows = eval_rows(results, kind, dict.fromkeys(results, step))
         self.rows += rows
         if self.run_dir is not None:
             append_evals(self.run_dir, rows, self.members)
@@ -352,7 +353,8 @@ class PeriodicEvaluator:
 
     def table(self) -> pd.DataFrame:
         """This process's evaluations in eval.csv's columns."""
-        return pd.DataFrame(self.rows, columns=list(with_member(EVAL_COLUMNS, self.members)))
+        return pd.DataFrame([r.values(self.members) for r in self.rows],
+                            columns=list(with_member(EVAL_COLUMNS, self.members)))
 
     # --- checkpoints and the summary -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Console reporting. Reporters are trainer callbacks: they only see data the trainer already pulled to the
-host at a flush (every ``--log-every`` env steps), so they never add a device sync of their own.
+"""Console reporting. Reporters are trainer callbacks: they only see the `fastddpg.schema.Report` the trainer
+builds at a flush (every ``--log-every`` env steps) from data it already pulled to the host, so they never add a
+device sync of their own.
 
 - `RichReporter`: a live panel (progress bar with elapsed time and ETA, throughput, episodes, returns,
   losses, Q vs TD target) when stdout is a terminal; redrawn at reports, at most ``refresh_per_second`` times
@@ -19,12 +20,9 @@ import functools
 import math
 import sys
 import time
-from collections import deque
 from typing import Any
 
-import pandas as pd
-
-from .schema import LAST_N, last10_mean, run_return_10
+from .schema import Report
 
 # update-row keys that are bookkeeping, not metrics
 _NOT_METRICS = frozenset({"update", "global_step", "updates_in_row", "env_steps_per_sec", "updates_per_sec",
@@ -46,12 +44,14 @@ def no_episode_yet(env_id: str, num_envs: int, env_steps: int) -> str:
 
 
 class _Tracker:
-    """Host-side numbers a reporter shows: last returns, throughput between calls, the last update row, and the
-    ETA from this process's own steps and wall time."""
+    """Host-side numbers a reporter shows: the reports' returns (their `fastddpg.schema.Last10` values), each
+    member's last return, throughput between calls, the last update row, and the ETA from this process's own
+    steps and wall time."""
 
     def __init__(self) -> None:
-        self.returns: deque[float] = deque(maxlen=LAST_N)  # a single run's last returns
-        self.member_returns: dict[int, deque[float]] = {}  # a population's: each member's last returns
+        self.last: dict[int, float] = {}  # each member's last return (a single run's: {0: it}) this process saw
+        self.mean10 = math.nan  # the run's return_10 (a population's: the mean of its members' last-10 means)
+        self.member_10: tuple[float, ...] = ()  # each member's last-10 mean (NaN before its first episode)
         self.groups: dict[str, list[int]] = {}  # a population's grid points: label -> members
         self.episodes = 0
         self.members = 1  # a population's counts are per member, its episodes over all members: labelled so
@@ -77,23 +77,20 @@ class _Tracker:
         elapsed = time.perf_counter() - self._t0
         return max(0, total - self.steps) * elapsed / done if done > 0 else math.nan
 
-    def observe(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | list | None) -> None:
-        self.members = getattr(trainer, "members", 1)
+    def observe(self, trainer: Any, report: Report) -> None:
+        self.members = report.members
         if not self.groups and self.members > 1:
             self.groups = trainer.cfg.grid_members()
-        if "member" in episodes.columns:  # a population: each member's returns apart
-            for k, r in zip(episodes["member"].tolist(), episodes["return"].tolist(), strict=True):
-                self.member_returns.setdefault(int(k), deque(maxlen=LAST_N)).append(r)
-        else:
-            self.returns.extend(episodes["return"].tolist())
-        self.episodes = trainer.num_episodes
-        self.steps, self.updates = trainer.global_step, trainer.num_updates
-        if isinstance(row, list):  # a population's rows: show the members' mean
-            row = {key: sum(r[key] for r in row) / len(row) for key in row[0] if key != "member"}
+        for r in report.episodes:
+            self.last[r.member] = r.return_
+        self.mean10, self.member_10 = report.return_10, report.member_return_10
+        self.episodes = report.num_episodes
+        self.steps, self.updates = report.global_step, report.num_updates
+        row = report.update_row  # a population's K rows: the members' mean
         if row is not None:
             self.row = row
         now = time.perf_counter()
-        eval_seconds = getattr(trainer, "eval_seconds", 0.0)
+        eval_seconds = report.eval_seconds
         dt = now - self._t - (eval_seconds - self._eval_seconds)
         self._eval_seconds = eval_seconds
         if dt > 0:
@@ -102,20 +99,19 @@ class _Tracker:
         self._t, self._last_steps, self._last_updates = now, self.steps, self.updates
 
     @property
-    def last_return(self) -> float:
-        if self.member_returns:
-            return sum(r[-1] for r in self.member_returns.values()) / len(self.member_returns)
-        return self.returns[-1] if self.returns else math.nan
+    def population(self) -> bool:
+        """A population that has finished an episode: its lines show the members' spread."""
+        return self.members > 1 and bool(self.last)
 
     @property
-    def mean10(self) -> float:
-        """The run's `run_return_10` (a population's: the mean of its members' last-10 means)."""
-        return run_return_10(self.member_returns or {0: self.returns})
+    def last_return(self) -> float:
+        """The last return (a population's: the mean over its members of each member's last)."""
+        return sum(self.last.values()) / len(self.last) if self.last else math.nan
 
     @property
     def member_means(self) -> list[float]:
         """A population's: each member's mean of its last 10 returns (members with an episode so far)."""
-        return [last10_mean(r) for r in self.member_returns.values()]
+        return [m for m in self.member_10 if not math.isnan(m)]
 
     def population_line(self) -> str:
         """'mean [min, max] over K members' of the members' last-10 means, or '' for a single run."""
@@ -138,7 +134,8 @@ class _Tracker:
             return []
         out = []
         for label, members in self.groups.items():
-            means = [last10_mean(r) for k, r in self.member_returns.items() if k in members]
+            means = [self.member_10[k] for k in members if k < len(self.member_10)
+                     and not math.isnan(self.member_10[k])]
             if means:
                 out.append((label, _spread(means)))
         return out
@@ -167,16 +164,16 @@ class PlainReporter:
     def at_start(self, trainer: Any) -> None:
         self.t.start(trainer)
 
-    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
+    def __call__(self, trainer: Any, report: Report) -> None:
         t = self.t
-        t.observe(trainer, episodes, row)
-        row = t.row if row is not None else None  # a population's K rows: their mean
+        t.observe(trainer, report)
+        row = report.update_row  # a population's K rows: their mean
         total = trainer.cfg.total_steps
         parts = [f"step {t.steps:>9,}/{total:,}{t.per_member}", f"ep {t.episodes:>5}{t.all_members}"]
-        if t.member_returns:
+        if t.population:
             parts.append(f"last10 return {t.population_line()}")
             parts += [f"{label}: {line}" for label, line in t.grid_lines()]
-        elif t.returns:
+        elif t.last:
             parts.append(f"return {t.last_return:8.1f} (last10 {t.mean10:8.1f})")
         else:
             parts.append(no_episode_yet(trainer.cfg.env, trainer.num_envs, t.steps).rstrip(".").lower())
@@ -241,8 +238,8 @@ class RichReporter:
                              description="env steps" + self.t.per_member)
         self.env_id, self.num_envs = trainer.cfg.env, trainer.num_envs
 
-    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
-        self.t.observe(trainer, episodes, row)
+    def __call__(self, trainer: Any, report: Report) -> None:
+        self.t.observe(trainer, report)
         self.env_id, self.num_envs = trainer.cfg.env, trainer.num_envs
         self.progress.update(self.task, completed=min(trainer.global_step, trainer.cfg.total_steps),
                              eta=_clock(self.t.eta_seconds(trainer.cfg.total_steps)))
@@ -270,13 +267,13 @@ class RichReporter:
             grid.add_column(justify="right", min_width=10)
         grid.add_row("env steps/s" + t.per_member, _fmt(t.steps_per_sec, ",.0f"), "updates/s" + t.per_member,
                      _fmt(t.updates_per_sec, ",.0f"), "episodes" + t.all_members, f"{t.episodes:,}")
-        if t.returns or t.member_returns or not getattr(self, "env_id", None):
+        if t.last or not getattr(self, "env_id", None):
             grid.add_row("return (last)", _fmt(t.last_return, ".1f"), "return (10-ep mean)", _fmt(t.mean10, ".1f"),
                          "updates" + t.per_member, f"{t.updates:,}")
         else:
             grid.add_row("return", no_episode_yet(self.env_id, self.num_envs, t.steps), "", "",
                          "updates" + t.per_member, f"{t.updates:,}")
-        if t.member_returns:
+        if t.population:
             grid.add_row("members' 10-ep mean", t.population_line(), "", "", "", "")
             lines = t.grid_lines()
             for label, line in lines[:MAX_GRID_ROWS]:

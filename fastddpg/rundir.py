@@ -8,7 +8,8 @@ Layout of ``runs/<env>__<algo>__<seed>__<timestamp>/`` (or ``--run-dir``)::
     updates.csv       one row per report interval with updates:           } (every --log-every env steps),
                       update_columns(the algorithm's metrics)             } so a run that dies keeps them
     probes.csv        probe_n rows per probe snapshot: PROBE_COLUMNS      }
-    *.parquet         the same three tables, written at the end when pyarrow is installed
+    *.parquet         the same three tables, written at the end (from the trainer's tables in memory) when
+                      pyarrow is installed
     actor.pt          final actor state_dict  } written at the end
     critic.pt         final critic state_dict }
     summary.json      the end-of-run summary (episodes, env steps, updates, wall time, steps/s, ...)
@@ -25,9 +26,9 @@ A population run writes one directory for all its members: every table starts wi
 weights and checkpoints hold the whole population (stacked: every tensor's leading dim is the member, or K*2 for
 TD3's twin critics, member-major). A single run's files have no member column, as before populations existed.
 
-File names and columns are `fastddpg.schema`'s. `RunWriter` is a trainer callback: it only sees what the
-trainer already pulled to the host at a report, so it adds no device sync. CSV floats are written with Python's
-repr, so they read back bit for bit.
+File names and columns are `fastddpg.schema`'s. `RunWriter` is a trainer callback: it writes the rows of each
+`fastddpg.schema.Report` (what the trainer already pulled to the host), so it adds no device sync. CSV floats are
+written with Python's repr, so they read back bit for bit.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from .schema import (
     DEFAULT_COLUMNS,
     EPISODE_COLUMNS,
     EVAL_COLUMNS,
+    EVAL_FILE,
     INT_COLUMNS,
     MEMBER,
     MEMBERS_FILE,
@@ -67,6 +69,7 @@ from .schema import (
     STR_COLUMNS,
     SUMMARY_FILE,
     TABLES,
+    Report,
     update_columns,
     with_member,
 )
@@ -132,7 +135,7 @@ def _make_dir(path: Path, unique: bool) -> Path:
 
 
 class RunWriter:
-    """Trainer callback that appends new episodes, the update row and new probe rows to CSV at every flush.
+    """Trainer callback that appends a report's episode, update and probe rows to the CSVs at every report.
 
     Make one with `RunWriter.create` (checks writability and writes config.json and the CSV headers before
     training), add it to ``trainer.callbacks``, and call `finish` after ``trainer.train()`` (also after a crash:
@@ -184,22 +187,29 @@ class RunWriter:
         return writer
 
     # --- at every report -----------------------------------------------------------------------------------------
-    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | list | None) -> None:
+    def __call__(self, trainer: Any, report: Report) -> None:
         with self._whole_report():
-            if len(episodes):
-                self._append("episodes", episodes.itertuples(index=False, name=None))
-            if row is not None:
-                rows = row if isinstance(row, list) else [row]  # a population's: one per member
-                self._append("updates", [[r.get(k, "") for k in self.update_header] for r in rows])
+            if report.episodes:
+                self._append("episodes", [r.values(self.members) for r in report.episodes])
+            if report.updates:  # a population's: one per member
+                self._append("updates", [[r.get(k, "") for k in self.update_header] for r in report.updates])
+            if report.probes:
+                self._append("probes", [r.values(self.members) for r in report.probes])
+        self.probes_written += len(report.probes)
+        self.reported_step = report.global_step
+
+    def at_end(self, trainer: Any) -> None:
+        """The end-of-run probe snapshot, before the trainer's last checkpoint: a checkpoint never counts rows that
+        the tables do not hold."""
+        if not self.failed:
             self.write_probes(trainer)
-        self.reported_step = trainer.global_step
 
     def write_probes(self, trainer: Any) -> None:
-        """Append the probe rows the trainer took since the last call."""
+        """Append the probe rows the trainer took that no report carried (the end-of-run snapshot)."""
         new = trainer.probe_rows[self.probes_written:]
         if new:
             with self._whole_report():
-                self._append("probes", new)
+                self._append("probes", [r.values(self.members) for r in new])
             self.probes_written += len(new)
 
     @contextlib.contextmanager
@@ -220,15 +230,18 @@ class RunWriter:
             raise
 
     # --- at the end ----------------------------------------------------------------------------------------------
-    def finish(self, trainer: Any, summary: dict[str, Any] | None = None) -> None:
+    def finish(self, trainer: Any, summary: dict[str, Any] | None = None,
+               tables: dict[str, pd.DataFrame] | None = None) -> None:
         """Write the last probe rows (the final snapshot comes after the last report), the final actor and critic
-        state_dicts, summary.json and parquet copies of the tables (if pyarrow is installed)."""
+        state_dicts, summary.json and parquet copies of the tables (if pyarrow is installed): of ``tables``
+        (`fastddpg.trainer.Trainer.tables`, the whole run in memory) when given, else of ``trainer.tables()``."""
         if not self.failed:
             self.write_probes(trainer)
         atomic_save(trainer.algo.actor.state_dict(), self.path / ACTOR_FILE)
         atomic_save(trainer.algo.critic.state_dict(), self.path / CRITIC_FILE)
         write_json(self.path / SUMMARY_FILE, summary if summary is not None else trainer.summary())
-        write_parquet(self.path)
+        if not self.failed:  # the CSVs end at the last whole report: the copies must not hold more
+            write_parquet(self.path, tables if tables is not None else trainer.tables())
 
     # --- files ---------------------------------------------------------------------------------------------------
     def _write_header(self, table: str, columns: Any) -> None:
@@ -251,15 +264,17 @@ def members_table(cfg: Config) -> pd.DataFrame:
                          **{n: [getattr(c, n) for c in members] for n in names}})
 
 
-def write_parquet(path: Path) -> bool:
-    """Parquet copies of episodes/updates/probes next to the CSVs; False (and nothing written) without pyarrow."""
+def write_parquet(path: Path, tables: dict[str, pd.DataFrame] | None = None) -> bool:
+    """Parquet copies of episodes/updates/probes next to the CSVs: of ``tables`` (the run's tables in memory, in
+    the CSVs' columns) when given, else read from the CSVs; False (and nothing written) without pyarrow."""
     try:
         import pyarrow  # noqa: F401
     except ImportError:
         return False
     for table in TABLES:  # atomic: a cut parquet newer than its CSV would be read instead of the CSV
         buf = io.BytesIO()
-        read_table(path, table).to_parquet(buf, index=False)
+        frame = _typed(tables[table], table) if tables is not None else read_table(path, table)
+        frame.to_parquet(buf, index=False)
         atomic_write(path / f"{table}.parquet", lambda f, b=buf: f.write(b.getbuffer()))
     return True
 
@@ -299,6 +314,90 @@ def upgrade_evals(evals: pd.DataFrame, final_step: int = -1) -> pd.DataFrame:
     return out[columns + list(EVAL_COLUMNS)].astype({"global_step": "int64", "kind": "object"})
 
 
+# --- cutting the tables back (resume) ----------------------------------------------------------------------------
+
+def truncate_tables(run_dir: str | Path, episodes: int | list[int], updates: int, snapshots: int,
+                    global_step: int) -> dict[str, int]:
+    """Cut the run directory's tables back to a checkpoint's counters: the rows of episodes.csv after episode
+    ``episodes`` (a population's: a list, one count per member), of updates.csv after update ``updates``, of
+    probes.csv after its first ``snapshots`` snapshots, the periodic and final rows of eval.csv after env step
+    ``global_step``, and any row cut short by a kill; so a run resumed from that checkpoint appends with no
+    duplicate and no gap. Returns the number of rows dropped per table."""
+    run_dir = Path(run_dir)
+    limits = {"episodes": ("episode", episodes), "updates": ("update", updates),
+              "probes": ("snapshot", snapshots - 1)}
+    dropped = {table: _truncate_csv(run_dir / f"{table}.csv", key, limit) for table, (key, limit) in limits.items()}
+    dropped["eval"] = truncate_evals(run_dir / EVAL_FILE, global_step)
+    return dropped
+
+
+def truncate_evals(path: Path, global_step: int) -> int:
+    """Drop eval.csv's periodic and final rows after env step ``global_step`` (the resumed run evaluates those
+    steps again) and a row cut short by a kill; manual rows (`fastddpg eval`) stay. Returns the rows dropped."""
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        lines = f.readlines()
+    header = next(csv.reader(lines[:1]), [])
+    if "kind" not in header or "global_step" not in header:  # a file from before periodic evaluation
+        return 0
+    kind, step = header.index("kind"), header.index("global_step")
+    keep = lines[:1]
+    for line in lines[1:]:
+        fields = next(csv.reader([line]), [])
+        if not (line.endswith("\n") and len(fields) == len(header)):
+            continue
+        if fields[kind] == "manual" or (_int_or_none(fields[step]) or 0) <= global_step:
+            keep.append(line)
+    dropped = len(lines) - len(keep)
+    if dropped:
+        atomic_write(path, lambda f: f.write("".join(keep).encode()))
+    return dropped
+
+
+def _truncate_csv(path: Path, key: str, limit: int | list[int]) -> int:
+    """Keep the header and the complete rows whose integer ``key`` column is <= ``limit`` (a list: one limit per
+    member, by the row's member column); rewrite atomically."""
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        lines = f.readlines()
+    if not lines:
+        return 0
+    header = next(csv.reader([lines[0]]))
+    if key not in header:
+        return 0
+    k = header.index(key)
+    m = header.index(MEMBER) if isinstance(limit, list) else None
+    keep = [lines[0] if lines[0].endswith("\n") else lines[0] + "\r\n"]
+    for line in lines[1:]:
+        fields = next(csv.reader([line]), [])
+        if not (line.endswith("\n") and len(fields) == len(header)) or _int_or_none(fields[k]) is None:
+            continue
+        if m is None:
+            row_limit = limit
+        else:
+            member = _int_or_none(fields[m])
+            if member is None or not 0 <= member < len(limit):
+                continue
+            row_limit = limit[member]
+        if _int_or_none(fields[k]) <= row_limit:
+            keep.append(line)
+    dropped = len(lines) - len(keep)
+    if dropped:
+        atomic_write(path, lambda f: f.write("".join(keep).encode()))
+    return dropped
+
+
+def _int_or_none(s: str) -> int | None:
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+
+
 @dataclass
 class RunData:
     """A run directory read back by `load_run`.
@@ -324,6 +423,22 @@ class RunData:
     @property
     def label(self) -> str:
         return self.path.name
+
+    @classmethod
+    def in_memory(cls, path: str | Path, config: Config, tables: dict[str, pd.DataFrame],
+                  summary: dict[str, Any] | None) -> RunData:
+        """A run being finished, from its tables in memory (`fastddpg.trainer.Trainer.tables`) rather than read
+        back from its CSVs: for its report. Only config.json and eval.csv (which the evaluator and `fastddpg
+        eval` write) are read from ``path``."""
+        path = Path(path)
+        try:
+            meta = json.loads((path / CONFIG_FILE).read_text())
+        except (OSError, ValueError):
+            meta = {"config": config.to_dict()}
+        return cls(path=path, config=config, meta=meta, episodes=_typed(tables["episodes"], "episodes"),
+                   updates=_typed(tables["updates"], "updates"), probes=_typed(tables["probes"], "probes"),
+                   evals=upgrade_evals(read_table(path, "eval"), int((summary or {}).get("env_steps", -1))),
+                   summary=summary)
 
 
 def load_run(path: str | Path) -> RunData:

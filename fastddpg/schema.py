@@ -3,15 +3,19 @@
 The updates table's metric columns are the algorithm's (`fastddpg.algos`): `update_columns` puts them between
 the bookkeeping columns, so a TD3 run's header names TD3's metrics from its first line.
 
-A finished episode is an `EpisodeRow`, read by name; `last10_mean` is the one definition of "the mean return of
-the last 10 episodes", and `run_return_10` what a run (a population: the mean over its members) reports as its
-return.
+A finished episode is an `EpisodeRow` and a probe value a `ProbeRow`, read by name; what the trainer hands its
+callbacks at each report is one `Report`. `Last10` is the one last-10 helper: `last10_mean` is the one definition
+of "the mean return of the last 10 episodes", and `run_return_10` what a run (a population: the mean over its
+members) reports as its return.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 CONFIG_FILE = "config.json"
@@ -51,13 +55,53 @@ class EpisodeRow(NamedTuple):
         return cls(*values) if members > 1 else cls(0, *values)
 
 
-# the columns of episodes.csv: the record's fields, the member column only in a population's (`with_member`)
+class ProbeRow(NamedTuple):
+    """One probe state's values at one snapshot (`fastddpg.probes`), by name: a row of probes.csv. ``member`` is 0
+    in a single run, whose files have no member column."""
+
+    member: int
+    snapshot: int
+    episode: int  # episodes per member when the snapshot was taken
+    global_step: int
+    probe: int  # the probe state
+    action: float  # the actor's action (its norm for multi-dimensional actions)
+    q: float  # Q_1(s, mu(s))
+
+    def values(self, members: int) -> tuple:
+        """The row in the column order of ``with_member(PROBE_COLUMNS, members)``: the CSV's and the checkpoint's."""
+        return tuple(self) if members > 1 else tuple(self)[1:]
+
+    @classmethod
+    def from_values(cls, values: Sequence[Any], members: int) -> ProbeRow:
+        """The inverse of `values` (a checkpoint's rows)."""
+        return cls(*values) if members > 1 else cls(0, *values)
+
+
+# the columns of episodes.csv and probes.csv: the records' fields, the member column only in a population's
+# (`with_member`)
 EPISODE_COLUMNS = tuple("return" if f == "return_" else f for f in EpisodeRow._fields[1:])
-PROBE_COLUMNS = ("snapshot", "episode", "global_step", "probe", "action", "q")
-# kind: "periodic" (--eval-every), "final" (the end of a run with --eval-every) or "manual" (`fastddpg eval`);
-# global_step: the env step (per member) of the weights evaluated. Files written before these two columns existed
-# read back as kind "manual" (`fastddpg.rundir.load_run`).
-EVAL_COLUMNS = ("eval_time", "kind", "global_step", "seed", "episode", "return", "length")
+PROBE_COLUMNS = ProbeRow._fields[1:]
+class EvalRow(NamedTuple):
+    """One noise-free evaluation episode, by name: a row of eval.csv. ``kind``: "periodic" (--eval-every), "final"
+    (the end of a run with --eval-every) or "manual" (`fastddpg eval`); ``global_step``: the env step (per member)
+    of the weights evaluated. Files written before these two columns existed read back as kind "manual"
+    (`fastddpg.rundir.load_run`). ``member`` is 0 in a single run, whose files have no member column."""
+
+    member: int
+    eval_time: str  # when the evaluation ran (ISO 8601, local time)
+    kind: str
+    global_step: int
+    seed: int  # the first env seed of the evaluation
+    episode: int
+    return_: float
+    length: int
+
+    def values(self, members: int) -> tuple:
+        """The row in the column order of ``with_member(EVAL_COLUMNS, members)``."""
+        return tuple(self) if members > 1 else tuple(self)[1:]
+
+
+EVAL_COLUMNS = tuple("return" if f == "return_" else f for f in EvalRow._fields[1:])
 UPDATE_KEYS = ("update", "global_step")  # before the metrics
 UPDATE_RATES = ("updates_in_row", "env_steps_per_sec", "updates_per_sec", "wall_time")  # after them
 DDPG_METRICS = ("critic_loss", "actor_loss", "q_mean", "y_mean")
@@ -100,6 +144,35 @@ def last10_mean(returns: Iterable[float]) -> float:
     return math.fsum(last) / len(last) if last else math.nan
 
 
+class Last10:
+    """The one last-10 helper: fed a run's episodes in the order they ended, it keeps each member's last `LAST_N`
+    returns, and gives each member's `last10_mean` and the run's `run_return_10` (a single run's: the mean of its
+    last 10 episodes; a population's: the mean over its members of each member's last-10 mean). The trainer's
+    reports and summary, the console, the sweep's return_10 and the reports' curves all read it."""
+
+    def __init__(self, rows: Iterable[EpisodeRow] = ()) -> None:
+        self.recent: dict[int, deque[float]] = {}
+        self.add(rows)
+
+    def add(self, rows: Iterable[EpisodeRow]) -> Last10:
+        for r in rows:
+            self.recent.setdefault(r.member, deque(maxlen=LAST_N)).append(r.return_)
+        return self
+
+    @property
+    def value(self) -> float:
+        """The run's `run_return_10` (NaN before the first episode)."""
+        return run_return_10(self.recent)
+
+    def member(self, k: int) -> float:
+        """Member k's `last10_mean` (NaN before its first episode)."""
+        return last10_mean(self.recent.get(k, ()))
+
+    def members(self, count: int) -> tuple[float, ...]:
+        """`member` of each of ``count`` members."""
+        return tuple(self.member(k) for k in range(count))
+
+
 def returns_by_member(rows: Iterable[EpisodeRow]) -> dict[int, list[float]]:
     """Each member's returns in the order its episodes ended (a single run's: {0: returns}); members without a
     finished episode are absent."""
@@ -120,14 +193,8 @@ def run_return_10(returns: Mapping[int, Iterable[float]]) -> float:
 def return_10_curve(rows: Iterable[EpisodeRow]) -> list[float]:
     """`run_return_10` after each of ``rows`` (in the order the episodes ended): a single run's 10-episode moving
     mean; a population's, the mean over the members that have an episode of their moving means."""
-    recent: dict[int, list[float]] = {}
-    curve = []
-    for r in rows:
-        mine = recent.setdefault(r.member, [])
-        mine.append(r.return_)
-        del mine[:-LAST_N]
-        curve.append(run_return_10(recent))
-    return curve
+    last10 = Last10()
+    return [last10.add((r,)).value for r in rows]
 
 
 def episode_records(table: Any) -> list[EpisodeRow]:
@@ -138,3 +205,47 @@ def episode_records(table: Any) -> list[EpisodeRow]:
     members = t[MEMBER].tolist() if MEMBER in t.columns else [0] * len(t)
     return [EpisodeRow(int(m), int(e), int(n), int(g), float(r), int(ln), float(w)) for m, e, n, g, r, ln, w in
             zip(members, *(t[c].tolist() for c in EPISODE_COLUMNS), strict=True)]
+
+
+# --- what a callback sees at each report ------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    """What the trainer hands each callback at a report (every ``log_every`` env steps), as
+    ``cb(trainer, report)``: the rows that are new since the last report and the run's counters after it. The
+    trainer (its networks, buffer and config) is for callbacks that act on the run; what happened is here.
+
+    ``updates`` is the report interval's update row (updates.csv's columns by name; a population's: K rows, each
+    with its "member"); empty when the interval had no update. ``probes``: the probe snapshot taken at this report,
+    if any. ``member_return_10``: each member's `Last10.member` (a single run's: one value). ``checkpoint``: the
+    checkpoint the trainer wrote at this report's env step, filled in after the callbacks have seen the report
+    (callbacks that act on it do so in ``after_report``); None when none was written."""
+
+    global_step: int  # env steps (a population's: per member)
+    vector_steps: int
+    num_updates: int  # (per member)
+    num_episodes: int  # over all members
+    member_episodes: tuple[int, ...]  # each member's episodes (a single run's: (num_episodes,))
+    episodes: list[EpisodeRow]
+    updates: list[dict[str, float]]
+    probes: list[ProbeRow]
+    return_10: float  # the run's `Last10.value` after this report's episodes
+    member_return_10: tuple[float, ...]
+    wall_time: float  # seconds since the run started (a resumed run's: since its first start)
+    eval_seconds: float  # of wall_time, spent on evaluation during training
+    compile_seconds: float  # of wall_time, spent compiling (this process's)
+    checkpoint: Path | None = None
+
+    @property
+    def members(self) -> int:
+        return len(self.member_episodes)
+
+    @property
+    def update_row(self) -> dict[str, float] | None:
+        """The update row of a single run (a population's: the members' mean, without "member"); None without
+        updates."""
+        if not self.updates:
+            return None
+        if len(self.updates) == 1:
+            return {k: v for k, v in self.updates[0].items() if k != MEMBER}
+        return {k: sum(r[k] for r in self.updates) / len(self.updates) for k in self.updates[0] if k != MEMBER}

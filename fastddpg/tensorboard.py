@@ -28,7 +28,7 @@ import pandas as pd
 
 from .config import Config, ConfigError
 from .fileio import naming
-from .schema import UPDATE_KEYS, UPDATE_RATES
+from .schema import UPDATE_KEYS, UPDATE_RATES, EpisodeRow, Report
 
 TENSORBOARD_DIR = "tensorboard"
 HINT = "pip install 'fastddpg[tensorboard]'"
@@ -69,14 +69,14 @@ class TensorBoardWriter:
     def write_hparams(self) -> None:
         write_hparams(self.writer, self.cfg)
 
-    def __call__(self, trainer: Any, episodes: pd.DataFrame, row: dict[str, float] | list | None) -> None:
+    def __call__(self, trainer: Any, report: Report) -> None:
         if not self.member_writers:
-            write_scalars(self.writer, episodes, row)
+            write_scalars(self.writer, report.episodes, report.updates[0] if report.updates else None)
             writers = [self.writer]
         else:
-            rows = {int(r["member"]): r for r in row or []}
+            rows = {int(r["member"]): r for r in report.updates}
             for k, writer in enumerate(self.member_writers):
-                write_scalars(writer, episodes[episodes["member"] == k], rows.get(k))
+                write_scalars(writer, [e for e in report.episodes if e.member == k], rows.get(k))
             writers = self.member_writers
         with naming(self.path):  # a write error of the writer thread comes out here (the event file has no name)
             for writer in writers:
@@ -115,11 +115,11 @@ def write_hparams(writer: Any, cfg: Config) -> None:
     writer.add_text("hyperparameters", table)
 
 
-def write_scalars(writer: Any, episodes: pd.DataFrame, row: dict[str, float] | None) -> None:
+def write_scalars(writer: Any, episodes: list[EpisodeRow], row: dict[str, float] | None) -> None:
     """One run's (or one member's) new episodes and update row as scalars, at their env steps."""
-    for ret, length, step in zip(episodes["return"], episodes["length"], episodes["global_step"], strict=True):
-        writer.add_scalar("charts/episodic_return", ret, int(step))
-        writer.add_scalar("charts/episodic_length", length, int(step))
+    for e in episodes:
+        writer.add_scalar("charts/episodic_return", e.return_, e.global_step)
+        writer.add_scalar("charts/episodic_length", e.length, e.global_step)
     if row is not None:
         step = int(row["global_step"])
         for key, value in row.items():

@@ -6,14 +6,21 @@ there too. Both come to the host in one transfer every ``log_every`` env steps (
 callbacks see new data. The only host<->device traffic per vector step is what a CPU-simulated env needs:
 actions to the host, observations back.
 
-The trainer writes no files. Callbacks do: each is called as ``cb(trainer, new_episodes, update_row)`` at every
-report, and may have ``at_start(trainer)`` (when `Trainer.train` starts), ``after_step(trainer)`` (after every
-vector step) and ``at_end(trainer)`` (once, when the run ends or is stopped by a signal). A callback with a
-``state_key`` also has ``state_dict()`` and ``load_state_dict(state)``: its state is saved in the trainer's
-`Trainer.state_dict` (so in every checkpoint) and handed back before ``at_start`` of a restored trainer; one with
-``summary_fields()`` adds them to the summary. The probe snapshots
-(`fastddpg.probes`) are the trainer's first callback; the run directory and checkpoints (`fastddpg.rundir`,
-`fastddpg.checkpoint`) are added by `fastddpg.train`.
+The trainer writes no files itself. At every report it builds one `fastddpg.schema.Report` (the new episode,
+update and probe rows by name, and the counters) and calls each callback as ``cb(trainer, report)``. A callback
+may also have ``at_start(trainer)`` (when `Trainer.train` starts), ``after_step(trainer)`` (after every vector
+step), ``after_report(trainer, report)`` (at the end of a vector step that reported, after the checkpoint of that
+step, if any, so ``report.checkpoint`` is final) and ``at_end(trainer)`` (once, when the run ends or is stopped
+by a signal). A callback with a ``state_key`` also has ``state_dict()`` and ``load_state_dict(state)``: its state
+is saved in the trainer's `Trainer.state_dict` (so in every checkpoint) and handed back before ``at_start`` of a
+restored trainer; one with ``summary_fields()`` adds them to the summary. The probe snapshots (`fastddpg.probes`)
+are taken by the trainer before it builds a report.
+
+The trainer owns the checkpoint cadence: with a ``checkpointer`` (`fastddpg.checkpoint.Checkpointer`, which
+`fastddpg.train` gives a run with a run directory) it writes one every `checkpoint_interval` env steps, after that
+step's ``after_step`` callbacks (so a checkpoint holds the evaluation of its own step) and after a report (so it
+holds no unreported device logs, and a non-finite state raises before it is saved), and one when the run ends or
+is stopped by a signal, after the ``at_end`` callbacks. The report of that step names it (``report.checkpoint``).
 
 A population (K = grid points x ``num_seeds`` > 1 members, `fastddpg.algos.population`) runs its members in
 lockstep: one vector env of K*N envs (member k's envs are rows k*N .. k*N + N - 1), one replay buffer of
@@ -34,12 +41,13 @@ own slice of a joint draw, not what a single run with its seed would draw.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -67,9 +75,9 @@ from .schema import (
     EPISODE_COLUMNS,
     PROBE_COLUMNS,
     EpisodeRow,
-    last10_mean,
-    returns_by_member,
-    run_return_10,
+    Last10,
+    ProbeRow,
+    Report,
     update_columns,
     with_member,
 )
@@ -98,11 +106,30 @@ class TrainResult:
         return self.algo.critic
 
 
+class CheckpointWriter(Protocol):
+    """What writes the trainer's checkpoints (`fastddpg.checkpoint.Checkpointer`): ``write`` saves one right after
+    a report and returns its path."""
+
+    def at_start(self, trainer: Trainer) -> None: ...
+
+    def write(self, trainer: Trainer) -> Path: ...
+
+
+def checkpoint_interval(cfg: Config, num_envs: int) -> int:
+    """Env steps between checkpoints: ``checkpoint_every``, or for 0 ('auto') a quarter of ``total_steps``
+    rounded up to whole report intervals (``log_every`` in whole vector steps), so checkpoints fall on reports."""
+    if cfg.checkpoint_every:
+        return cfg.checkpoint_every
+    report_steps = max(1, math.ceil(cfg.log_every / num_envs)) * num_envs
+    return math.ceil(cfg.total_steps / 4 / report_steps) * report_steps
+
+
 class Trainer:
     """Owns the env, the algorithm, the replay buffer and the counters of one run (see the module docstring)."""
 
     def __init__(self, cfg: Config, env: VecEnv | None = None,
-                 callbacks: list[Callable[..., None]] | None = None) -> None:
+                 callbacks: list[Callable[..., None]] | None = None,
+                 checkpointer: CheckpointWriter | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -146,9 +173,13 @@ class Trainer:
         # the probes draw from a generator of their own, so diagnostics never change what is learned
         self.probes = ProbeRecorder(cfg.probe_n, cfg.probe_every_episodes, cfg.batch_size,
                                     torch.Generator(device=self.device).manual_seed(cfg.seed + 1), members=pop)
-        self.callbacks: list[Callable[..., None]] = [self.probes, *(callbacks or [])]
+        self.callbacks: list[Callable[..., None]] = list(callbacks or [])
         self.log: Callable[[str], None] = (lambda msg: None) if cfg.quiet else print
-        self.last_checkpoint: Path | None = None  # set by a checkpoint callback; named by a non-finite stop
+        self.checkpointer = checkpointer
+        self.last_checkpoint: Path | None = None  # the last checkpoint written (or restored); named by a stop
+        self.last_report: Report | None = None
+        self._reports = 0  # reports so far in this process
+        self._next_checkpoint = 0  # the env step of the next periodic checkpoint
         self.restored_states: dict[str, Any] = {}  # callbacks' states from `load_state_dict`, by state_key
 
         # counters (host ints: they advance by known amounts, no device read needed)
@@ -165,6 +196,7 @@ class Trainer:
         self.device_log = DeviceLog(self.num_envs, cfg.log_every, len(self.algo.metric_names), self.device, pop)
         # host-side tables
         self.episode_rows: list[EpisodeRow] = []  # in the order the episodes ended
+        self.last10 = Last10()  # the one last-10 helper, fed every episode row
         self.update_rows: list[dict[str, float]] = []  # a population's: K per report, with a "member" key
         self._t_start = time.perf_counter()
         self._t_last_report = self._t_start
@@ -178,7 +210,7 @@ class Trainer:
         return self.algo.metric_names
 
     @property
-    def probe_rows(self) -> list[tuple]:
+    def probe_rows(self) -> list[ProbeRow]:
         return self.probes.rows
 
     def member_labels(self) -> list[str]:
@@ -217,29 +249,53 @@ class Trainer:
             key = getattr(cb, "state_key", None)
             if key is not None and key in self.restored_states:
                 cb.load_state_dict(self.restored_states[key])
-        for cb in self.callbacks:
-            at_start = getattr(cb, "at_start", None)
-            if at_start is not None:
-                at_start(self)
+        if self.checkpointer is not None:
+            self.checkpointer.at_start(self)
+            every = checkpoint_interval(self.cfg, self.num_envs)
+            self._next_checkpoint = (self.global_step // every + 1) * every
+        self._call("at_start")
         with StopSignals() as stop:
             try:
                 while self.global_step < self.cfg.total_steps and stop.signum is None:
+                    reports = self._reports
                     self.step()
-                    for cb in self.callbacks:
-                        after_step = getattr(cb, "after_step", None)
-                        if after_step is not None:
-                            after_step(self)
+                    self._call("after_step")
+                    if self.checkpointer is not None and self._next_checkpoint <= self.global_step \
+                            < self.cfg.total_steps:
+                        self.checkpoint()
+                        every = checkpoint_interval(self.cfg, self.num_envs)
+                        self._next_checkpoint = (self.global_step // every + 1) * every
+                    if self._reports != reports:
+                        self._call("after_report", self.last_report)
                 if self.device_log.pending:
                     self.flush()
-                for cb in self.callbacks:
-                    at_end = getattr(cb, "at_end", None)
-                    if at_end is not None:
-                        at_end(self)
+                self.probes.at_end(self)  # the end-of-run snapshot: in probe_rows (a RunWriter writes it at_end)
+                self._call("at_end")
+                if self.checkpointer is not None:
+                    self.checkpoint()
             finally:
                 self.env.close()
         if stop.signum is not None:
             raise TrainingInterrupted(stop.signum, self.global_step, self.last_checkpoint, self.result())
         return self.result()
+
+    def _call(self, hook: str, *args: Any) -> None:
+        """Each callback's ``hook(self, *args)``, in order, where it has one."""
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self, *args)
+
+    def checkpoint(self) -> Path:
+        """Report what is pending, then write a checkpoint with the ``checkpointer``; the last report names it."""
+        if self.checkpointer is None:
+            raise RuntimeError("Trainer.checkpoint() needs a checkpointer")
+        if self.device_log.pending:
+            self.flush()
+        self.last_checkpoint = self.checkpointer.write(self)
+        if self.last_report is not None:
+            self.last_report.checkpoint = self.last_checkpoint
+        return self.last_checkpoint
 
     # --- one vector step -------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -312,9 +368,10 @@ class Trainer:
         self._untimed.discard(actor_step)
 
     # --- report: the one place device data comes to the host ----------------------------------------------------
-    def flush(self) -> None:
+    def flush(self) -> Report:
         """Pull the device log and the health check to the host (one transfer), turn them into episode rows and
-        an update row, call the callbacks, then raise NonFiniteError if the interval saw a NaN or Inf."""
+        an update row, take the probe snapshot if one is due, hand the `Report` to the callbacks, then raise
+        NonFiniteError if the interval saw a NaN or Inf. Returns the report."""
         steps = self.global_step - self._steps_at_last_report
         modules = self.algo.modules()
         pop = self.members > 1
@@ -328,12 +385,19 @@ class Trainer:
             self.member_episodes[r.member] += 1
         self.num_episodes += len(new_eps)
         self.episode_rows.extend(new_eps)
+        self.last10.add(new_eps)
         rows = self._update_rows(p)
         self.update_rows.extend(rows)
-        row: Any = (rows or None) if pop else (rows[0] if rows else None)
-        episodes = self._episode_frame(new_eps)
+        report = Report(global_step=self.global_step, vector_steps=self.vector_steps, num_updates=self.num_updates,
+                        num_episodes=self.num_episodes, member_episodes=tuple(self.member_episodes),
+                        episodes=new_eps, updates=rows, probes=self.probes.at_report(self),
+                        return_10=self.last10.value, member_return_10=self.last10.members(self.members),
+                        wall_time=time.perf_counter() - self._t_start, eval_seconds=self.eval_seconds,
+                        compile_seconds=self.compile_seconds)
+        self.last_report = report
+        self._reports += 1
         for cb in self.callbacks:
-            cb(self, episodes, row)
+            cb(self, report)
         # after the callbacks, so the run directory shows the interval that went bad
         at = Interval(self.num_envs, self.global_step, self.num_updates, steps, p.updates, len(self.buffer))
         if pop:
@@ -341,14 +405,11 @@ class Trainer:
                                     self.member_labels(), self.last_checkpoint)
         else:
             check_health(self.metric_names, p.metric_sums, p.extra, list(modules), at, self.last_checkpoint)
+        return report
 
     @property
     def episode_columns(self) -> tuple[str, ...]:
         return with_member(EPISODE_COLUMNS, self.members)
-
-    def _episode_frame(self, rows: list[EpisodeRow]) -> pd.DataFrame:
-        """``rows`` as the episodes table (the columns of episodes.csv)."""
-        return pd.DataFrame([r.values(self.members) for r in rows], columns=list(self.episode_columns))
 
     def _update_rows(self, p: Pulled) -> list[dict[str, float]]:
         """The report's update row (a population's: one per member, its "member" first); none without updates."""
@@ -373,9 +434,11 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run: the algorithm's networks (state_dicts) and optimizer states,
         the replay buffer, the noise state, RNG states (training and probe generators, torch's global CPU and
-        device RNG, numpy's), counters, the probe states, the current episodes (obs (N, obs_dim), ep_return
-        (N,), ep_len (N,)) and the host-side tables. Take it right after a report (a checkpoint callback does).
-        Module tensors alias the live weights: save it (or clone it) before training on."""
+        device RNG, numpy's), counters (the probe snapshots' included), the probe states and the current episodes
+        (obs (N, obs_dim), ep_return (N,), ep_len (N,)). Not the run's history (its episode, update and probe
+        rows): that is kept in one place, the run directory's tables, and a restored trainer reads it from there
+        (`load_history`). Take it right after a report (`Trainer.checkpoint` does). Module tensors alias the live
+        weights: save it (or clone it) before training on."""
         if self.device_log.pending:
             raise RuntimeError("Trainer.state_dict() needs a flush first (unflushed device logs would be lost)")
         np_state = np.random.get_state()
@@ -394,19 +457,20 @@ class Trainer:
                          "num_updates": self.num_updates, "num_episodes": self.num_episodes,
                          "credit": (self.update_credit.numerator, self.update_credit.denominator),
                          **({"member_episodes": list(self.member_episodes)} if self.members > 1 else {}),
-                         "probe_bucket": probes["bucket"], "wall_time": time.perf_counter() - self._t_start,
+                         "probe_bucket": probes["bucket"], "probe_snapshots": probes["snapshots"],
+                         "probe_last_step": probes["last_step"], "wall_time": time.perf_counter() - self._t_start,
                          "eval_seconds": self.eval_seconds},
             "probe_states": probes["states"],
             "episodes": {"obs": self.obs, "ep_return": self.ep_return, "ep_len": self.ep_len},
-            "logs": {"episodes": [r.values(self.members) for r in self.episode_rows],  # in episodes.csv's columns
-                     "updates": [dict(r) for r in self.update_rows], "probes": probes["rows"]},
             "callbacks": {cb.state_key: cb.state_dict() for cb in self.callbacks
                           if getattr(cb, "state_key", None) is not None},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a `state_dict`: every tensor is copied in place (compiled and captured update graphs stay
-        valid) and equals the saved one exactly; counters, RNG states and logs continue from it. Then
+        valid) and equals the saved one exactly; counters and RNG states continue from it. The history (episode,
+        update and probe rows) starts empty: `load_history` fills it from the run directory's tables (a
+        checkpoint's own "logs", written before the history lived in one place, are not read here). Then
         `restart_episodes`: the envs are re-seeded, so the episodes in progress when it was taken are cut."""
         have = self._dims()
         if dict(state["dims"]) != have:
@@ -429,11 +493,10 @@ class Trainer:
         self.update_credit = Fraction(*c["credit"])
         self.eval_seconds = float(c.get("eval_seconds", 0.0))  # (a checkpoint from before evaluation existed: 0)
         self.restored_states = dict(state.get("callbacks", {}))
-        logs = state["logs"]
+        snapshots, last_step = probe_counters(state)
         self.probes.load_state_dict({"states": state["probe_states"], "bucket": c["probe_bucket"],
-                                     "rows": logs["probes"]}, self.device)
-        self.episode_rows = [EpisodeRow.from_values(r, self.members) for r in logs["episodes"]]
-        self.update_rows = [dict(r) for r in logs["updates"]]
+                                     "snapshots": snapshots, "last_step": last_step}, self.device)
+        self.episode_rows, self.update_rows, self.last10 = [], [], Last10()
         self.device_log.reset()
         now = time.perf_counter()
         self._t_start = now - float(c["wall_time"])  # wall_time columns continue where the run stopped
@@ -441,6 +504,31 @@ class Trainer:
             self.num_updates
         self._eval_seconds_at_last_report = self.eval_seconds
         self.restart_episodes()
+
+    def load_history(self, tables: dict[str, pd.DataFrame]) -> None:
+        """The run's rows up to the restored checkpoint, from the one place they are kept: the run directory's
+        episodes, updates and probes tables (in their CSVs' columns, cut back to the checkpoint: `fastddpg.resuming`).
+        After it the trainer's tables, its last-10 returns and `result` hold the whole run, as if it had never
+        stopped. Raises ValueError when the tables fall short of the checkpoint's counters (rows missing)."""
+        k = self.members
+        episodes, probes = tables["episodes"], tables["probes"]
+        self.episode_rows = [EpisodeRow.from_values(v, k) for v in
+                             zip(*(episodes[c].tolist() for c in self.episode_columns), strict=True)]
+        counts = [0] * k
+        for r in self.episode_rows:
+            counts[r.member] += 1
+        if counts != self.member_episodes:
+            raise ValueError(f"episodes.csv holds {sum(counts)} episodes up to the checkpoint "
+                             f"({', '.join(map(str, counts))} per member) but the checkpoint counts "
+                             f"{sum(self.member_episodes)} ({', '.join(map(str, self.member_episodes))})")
+        probe_columns = with_member(PROBE_COLUMNS, k)
+        rows = [ProbeRow.from_values(v, k) for v in zip(*(probes[c].tolist() for c in probe_columns), strict=True)]
+        if len({r.snapshot for r in rows}) != self.probes.snapshots:
+            raise ValueError(f"probes.csv holds {len({r.snapshot for r in rows})} probe snapshots up to the "
+                             f"checkpoint but the checkpoint counts {self.probes.snapshots}")
+        self.probes.rows = rows
+        self.update_rows = tables["updates"].to_dict("records")
+        self.last10 = Last10(self.episode_rows)
 
     def restart_episodes(self) -> None:
         """Reset every env with a seed derived from (seed, global_step) and start new episodes. Gymnasium envs
@@ -460,10 +548,9 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         wall = time.perf_counter() - self._t_start
         train = max(wall - self.eval_seconds, 1e-9)  # the rates count training only: evaluation is left out
+        out = self._summary(wall, train)
         if self.members > 1:
-            out = {**self._summary(wall, train, []), **self._population_summary(train)}
-        else:
-            out = self._summary(wall, train, [r.return_ for r in self.episode_rows])
+            out.update(self._population_summary(train))
         for cb in self.callbacks:
             fields = getattr(cb, "summary_fields", None)
             if fields is not None:
@@ -475,14 +562,13 @@ class Trainer:
         the population's `run_return_10` (their mean over the members with an episode), their min and max; and
         the counts and rates in both units, labelled: ``*_per_member`` (one member's, as ``env_steps`` and
         ``updates`` are) and ``*_total`` (over all members, as ``episodes`` is)."""
-        returns = returns_by_member(self.episode_rows)
-        last10 = [last10_mean(returns.get(k, ())) for k in range(self.members)]
-        have = [last10[k] for k in sorted(returns)]
+        last10 = list(self.last10.members(self.members))
+        have = [m for m in last10 if not math.isnan(m)]
         k = self.members
         return {"members": k, "member_seeds": [c.seed for c in self.cfg.member_configs()],
                 "member_episodes": list(self.member_episodes),
                 "member_last10_mean_return": last10,
-                "last10_mean_return": run_return_10(returns),
+                "last10_mean_return": self.last10.value,
                 "last10_min_return": min(have, default=float("nan")),
                 "last10_max_return": max(have, default=float("nan")),
                 "episodes_total": self.num_episodes,
@@ -493,7 +579,7 @@ class Trainer:
                 "updates_per_sec_per_member": self.num_updates / train,
                 "updates_per_sec_total": self.num_updates * k / train}
 
-    def _summary(self, wall: float, train: float, returns: list[float]) -> dict[str, Any]:
+    def _summary(self, wall: float, train: float) -> dict[str, Any]:
         return {
             "episodes": self.num_episodes,
             "env_steps": self.global_step,
@@ -503,7 +589,7 @@ class Trainer:
             "updates_per_sec": self.num_updates / train,
             "eval_seconds": self.eval_seconds,
             "replay_ratio": self.num_updates / max(1, self.global_step),
-            "last10_mean_return": last10_mean(returns),
+            "last10_mean_return": self.last10.value,
             "device": str(self.device),
             "compile": self.compile_mode,
             "compile_seconds": self.compile_seconds,
@@ -511,16 +597,22 @@ class Trainer:
             "threads": self.threads,
         }
 
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The run's host tables (episodes, updates, probes: the whole run, a resumed one's from its first step)
+        as DataFrames in the columns of their CSVs: the one conversion from the trainer's rows, which
+        `TrainResult`, the parquet copies and the report use."""
+        k = self.members
+        return {"episodes": pd.DataFrame([r.values(k) for r in self.episode_rows],
+                                         columns=list(self.episode_columns)),
+                "updates": pd.DataFrame(self.update_rows,
+                                        columns=list(with_member(update_columns(self.metric_names), k))),
+                "probes": pd.DataFrame([r.values(k) for r in self.probe_rows],
+                                       columns=list(with_member(PROBE_COLUMNS, k)))}
+
     def result(self) -> TrainResult:
-        return TrainResult(
-            config=self.cfg,
-            episodes=self._episode_frame(self.episode_rows),
-            updates=pd.DataFrame(self.update_rows, columns=list(with_member(update_columns(self.metric_names),
-                                                                            self.members))),
-            probes=pd.DataFrame(self.probe_rows, columns=list(with_member(PROBE_COLUMNS, self.members))),
-            summary=self.summary(),
-            algo=self.algo,
-        )
+        tables = self.tables()
+        return TrainResult(config=self.cfg, episodes=tables["episodes"], updates=tables["updates"],
+                           probes=tables["probes"], summary=self.summary(), algo=self.algo)
 
 
 def make_population(cfg: Config, obs_dim: int, act_dim: int, action_low: torch.Tensor, action_high: torch.Tensor,
@@ -534,6 +626,17 @@ def make_population(cfg: Config, obs_dim: int, act_dim: int, action_low: torch.T
         members.append(make_algorithm(member_cfg, obs_dim, act_dim, action_low, action_high, device))
     torch.manual_seed(cfg.seed)
     return Population(members, repeats=len(cfg.grid_points()))
+
+
+def probe_counters(state: dict[str, Any]) -> tuple[int, int]:
+    """(probe snapshots taken, env step of the last) of a `Trainer.state_dict`; of a checkpoint written before
+    they were counters, from the probe rows it then held."""
+    c = state["counters"]
+    if "probe_snapshots" in c:
+        return int(c["probe_snapshots"]), int(c["probe_last_step"])
+    rows = state["logs"]["probes"]
+    col = 1 if "member_episodes" in c else 0  # a population's rows start with the member
+    return (int(rows[-1][col]) + 1, int(rows[-1][col + 2])) if rows else (0, -1)
 
 
 def resume_seed(seed: int, global_step: int) -> int:

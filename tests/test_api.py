@@ -75,8 +75,8 @@ def test_interrupted_from_python_resumes_from_python(tmp_path):
     checkpoint; `resume` finishes the run, and the tables continue without a duplicated or lost row."""
     run = tmp_path / "run"
 
-    def ctrl_c_at_400(trainer, episodes, row):
-        if trainer.global_step == 400:
+    def ctrl_c_at_400(trainer, report):
+        if report.global_step == 400:
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted) as stop:

@@ -22,7 +22,7 @@ LAYERS = {
     1: {"networks", "noise", "replay", "envs", "torch_pendulum", "update", "compile", "algos", "algos.base",
         "algos.ddpg", "algos.td3", "algos.population"},
     2: {"devicelog", "probes", "failsafe", "trainer"},
-    3: {"rundir", "checkpoint", "evaluate", "export", "video", "tensorboard", "policy"},
+    3: {"rundir", "checkpoint", "evaluate", "export", "video", "tensorboard", "policy", "resuming"},
     4: {"plots", "bands", "reporting", "api", "verify", "cli", "cli.main", "cli.options", "cli.run", "cli.plot",
         "cli.eval", "cli.export", "cli.verify", "cli.sweep", "cli.__main__", "sweeps", "sweeps.spec", "sweeps.cluster",
         "sweeps.trial", "sweeps.progress", "sweeps.driver", "sweeps.resume", "sweeps.results", "sweeps.report"},

@@ -186,7 +186,7 @@ class _TrainerLine:
     def at_start(self, trainer) -> None:
         trainer.log("a line of the trainer's own")
 
-    def __call__(self, trainer, episodes, row) -> None:
+    def __call__(self, trainer, report) -> None:
         pass
 
 

@@ -158,10 +158,10 @@ def test_tensorboard_writes_each_member_as_a_run(tmp_path):
 def test_live_panel_labels_a_populations_units():
     from types import SimpleNamespace
 
-    import pandas as pd
     from rich.console import Console
 
     from fastddpg.reporting import RichReporter
+    from fastddpg.schema import EpisodeRow, Last10, Report
 
     buf = io.StringIO()
     trainer = SimpleNamespace(cfg=SimpleNamespace(total_steps=1000, env="Pendulum-v1",
@@ -175,8 +175,13 @@ def test_live_panel_labels_a_populations_units():
     with rep:
         rep.at_start(trainer)
         trainer.global_step, trainer.num_updates, trainer.num_episodes = 500, 90, 4
-        rep(trainer, pd.DataFrame({"member": [0, 0, 1, 1], "return": [-1200.0, -1000.0, -900.0, -700.0]}),
-            [{"member": 0, **row}, {"member": 1, **row}])
+        episodes = [EpisodeRow(k, i, 0, 500, r, 200, 0.0)
+                    for i, (k, r) in enumerate(zip([0, 0, 1, 1], [-1200.0, -1000.0, -900.0, -700.0], strict=True))]
+        last10 = Last10(episodes)
+        rep(trainer, Report(global_step=500, vector_steps=0, num_updates=90, num_episodes=4, member_episodes=(2, 2),
+                            episodes=episodes, updates=[{"member": 0, **row}, {"member": 1, **row}], probes=[],
+                            return_10=last10.value, member_return_10=last10.members(2), wall_time=0.0,
+                            eval_seconds=0.0, compile_seconds=0.0))
     out = buf.getvalue()
     for needle in ("env steps per member", "env steps/s per member", "updates/s per member",
                    "episodes over 2 members", "updates per member"):

@@ -59,7 +59,7 @@ def test_population_episode_table_per_member():
     assert len(result.probes) and set(result.probes["member"]) == {0, 1, 2}
 
 
-def test_population_rows_by_name_give_the_summary_and_a_checkpoint_keeps_the_csv_layout():
+def test_population_rows_by_name_give_the_summary_and_the_history_comes_back_from_the_tables():
     trainer = Trainer(small(total_steps=300))
     result = trainer.train()
     ep = result.episodes
@@ -70,14 +70,20 @@ def test_population_rows_by_name_give_the_summary_and_a_checkpoint_keeps_the_csv
         means.append(np.mean(mine[-10:]))
     assert result.summary["member_last10_mean_return"] == pytest.approx(means)
     assert result.summary["last10_mean_return"] == pytest.approx(np.mean(means))
-    # a checkpoint holds the rows as tuples in episodes.csv's columns, the layout checkpoints always had, so older
-    # ones load; restored, they are records again
+    # a checkpoint holds counters, not the rows: a restored trainer reads them back from the tables (the CSVs'
+    # columns), by name again
     state = trainer.state_dict()
-    assert state["logs"]["episodes"] == [tuple(t) for t in ep.itertuples(index=False)]
-    state["logs"]["episodes"] = [list(r) for r in state["logs"]["episodes"]]
+    assert "logs" not in state and state["counters"]["member_episodes"] == trainer.member_episodes
     restored = Trainer(small(total_steps=300))
     restored.load_state_dict(state)
-    assert restored.episode_rows == trainer.episode_rows and restored.member_episodes == trainer.member_episodes
+    assert restored.episode_rows == [] and restored.member_episodes == trainer.member_episodes
+    restored.load_history({"episodes": ep, "updates": result.updates, "probes": result.probes})
+    assert restored.episode_rows == trainer.episode_rows and restored.probe_rows == trainer.probe_rows
+    assert restored.update_rows == trainer.update_rows
+    assert restored.summary()["member_last10_mean_return"] == pytest.approx(means)
+    with pytest.raises(ValueError, match=r"episodes\.csv holds"):  # a table short of the checkpoint: a gap
+        restored.load_history({"episodes": ep.iloc[:-1], "updates": result.updates, "probes": result.probes})
+    restored.env.close()
 
 
 def test_same_population_config_gives_identical_results_twice():
@@ -110,16 +116,15 @@ def test_member_k_starts_as_a_single_run_with_its_seed():
 
 
 def test_non_finite_parameter_names_the_member(tmp_path):
-    trainer = Trainer(small(update_after=10_000))
-    checkpointer = Checkpointer(tmp_path)
+    trainer = Trainer(small(update_after=10_000), checkpointer=Checkpointer(tmp_path))
     for _ in range(10):
         trainer.step()
-    checkpointer.write(trainer)
+    trainer.checkpoint()
     with torch.no_grad():
         trainer.algo.target_critic.net[0].weight[1, 0, 0] = float("inf")  # member 1's only critic
     trainer.step()
     with pytest.raises(NonFiniteError) as e:
-        checkpointer.write(trainer)
+        trainer.checkpoint()
     trainer.env.close()
     assert e.value.what == "parameter"
     assert str(e.value).startswith("member 1 (seed 45): non-finite parameters in target_critic after update 0")

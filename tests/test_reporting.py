@@ -11,12 +11,12 @@ import sys
 import time
 from types import SimpleNamespace
 
-import pandas as pd
 from rich.console import Console
 
 from fastddpg import reporting
 from fastddpg.cli import main
 from fastddpg.reporting import PlainReporter, RichReporter, make_reporter
+from fastddpg.schema import EpisodeRow, Last10, Report
 from tests.test_rundir import SHORT_RUN
 
 CLEAN_ENV = {k: v for k, v in os.environ.items()
@@ -81,6 +81,17 @@ def fake_trainer(step: int, updates: int, episodes: int) -> SimpleNamespace:
                            num_updates=updates, num_episodes=episodes, num_envs=4)
 
 
+def fake(trainer: SimpleNamespace, returns: list[float], row: dict | None) -> tuple[SimpleNamespace, Report]:
+    """(trainer, the report it would hand its callbacks) with episodes of ``returns`` and update ``row``."""
+    episodes = [EpisodeRow(0, i, 0, trainer.global_step, r, 200, 0.0) for i, r in enumerate(returns)]
+    last10 = Last10(episodes)
+    return trainer, Report(global_step=trainer.global_step, vector_steps=0, num_updates=trainer.num_updates,
+                           num_episodes=trainer.num_episodes, member_episodes=(trainer.num_episodes,),
+                           episodes=episodes, updates=[row] if row is not None else [], probes=[],
+                           return_10=last10.value, member_return_10=last10.members(1), wall_time=0.0,
+                           eval_seconds=0.0, compile_seconds=0.0)
+
+
 ROW = {"update": 90, "global_step": 500, "critic_loss": 0.125, "actor_loss": 3.5, "q_mean": -3.25,
        "y_mean": -3.5, "updates_in_row": 90, "env_steps_per_sec": 1000.0, "updates_per_sec": 900.0,
        "wall_time": 1.0}
@@ -91,8 +102,8 @@ def test_rich_reporter_shows_the_numbers():
     console = Console(file=buf, force_terminal=True, width=140, color_system=None)
     rep = RichReporter(1000, console=console, refresh_per_second=20)
     with rep:
-        rep(fake_trainer(500, 90, 2), pd.DataFrame({"return": [-1200.0, -1000.0]}), ROW)
-        rep(fake_trainer(1000, 590, 2), pd.DataFrame({"return": []}), {**ROW, "critic_loss": 0.0625})
+        rep(*fake(fake_trainer(500, 90, 2), [-1200.0, -1000.0], ROW))
+        rep(*fake(fake_trainer(1000, 590, 2), [], {**ROW, "critic_loss": 0.0625}))
     out = buf.getvalue()
     for needle in ("1000/1000", "100%", "eta", "return (last)", "-1000.0", "-1100.0", "critic loss", "0.0625",
                    "actor loss", "3.5", "mean Q", "-3.25", "mean TD target", "episodes", "updates/s"):
@@ -106,7 +117,7 @@ def test_rich_reporter_redraws_at_most_at_its_rate():
     rep.live.refresh = lambda: (draws.append(rep.t.steps), orig())[1]
     with rep:
         for step in (100, 200, 300):
-            rep(fake_trainer(step, 0, 0), pd.DataFrame({"return": []}), None)
+            rep(*fake(fake_trainer(step, 0, 0), [], None))
         assert draws[-1:] == [100]  # drawn at the first report, then throttled
     assert draws[-1] == 300  # and once more at the end, with the last numbers
 
@@ -114,8 +125,8 @@ def test_rich_reporter_redraws_at_most_at_its_rate():
 def test_plain_reporter_line():
     lines: list[str] = []
     rep = PlainReporter(lines.append)
-    rep(fake_trainer(200, 0, 0), pd.DataFrame({"return": []}), None)
-    rep(fake_trainer(500, 90, 2), pd.DataFrame({"return": [-1200.0, -1000.0]}), ROW)
+    rep(*fake(fake_trainer(200, 0, 0), [], None))
+    rep(*fake(fake_trainer(500, 90, 2), [-1200.0, -1000.0], ROW))
     assert lines[0].startswith("step       200/1,000 | ep     0") and "critic" not in lines[0]
     assert "no episode finished yet (episodes are 200 steps; each of the 4 envs has run 50)" in lines[0]
     assert "return  -1000.0 (last10  -1100.0)" in lines[1] and "critic 0.125" in lines[1]
@@ -137,7 +148,7 @@ def test_a_resumed_run_counts_its_rates_from_where_it_started(monkeypatch):
     rep = PlainReporter(lines.append)
     rep.at_start(fake_trainer(5000, 4000, 50))
     now[0] = 102.0
-    rep(fake_trainer(5200, 4200, 51), pd.DataFrame({"return": [-150.0]}), None)
+    rep(*fake(fake_trainer(5200, 4200, 51), [-150.0], None))
     assert rep.t.steps_per_sec == 100.0 and rep.t.updates_per_sec == 100.0
     assert lines[0].endswith("100 steps/s | 100 upd/s")
 
@@ -151,7 +162,7 @@ def test_eta_comes_from_the_runs_own_steps_and_time(monkeypatch):
     with rep:
         rep.at_start(fake_trainer(0, 0, 0))
         now[0] = 100.0
-        rep(fake_trainer(250, 0, 0), pd.DataFrame({"return": []}), None)
+        rep(*fake(fake_trainer(250, 0, 0), [], None))
         assert rep.t.eta_seconds(1000) == 300.0
     out = buf.getvalue()
     assert "eta 0:05:00" in out and "No episode finished yet (episodes are 200 steps" in out

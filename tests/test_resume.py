@@ -121,6 +121,74 @@ def test_crash_after_a_checkpoint_drops_the_rows_written_after_it(tmp_path, monk
     assert_tables_continuous(d, episodes=20)  # rows 121-160 were written again, once
 
 
+def test_an_old_checkpoint_holding_the_rows_still_resumes(tmp_path, monkeypatch):
+    """Checkpoints written before the history lived only in the run directory held the rows ("logs") and no probe
+    counters: they resume as before, the rows coming from the tables."""
+    import torch
+
+    d = tmp_path / "old"
+    stop_at(monkeypatch, 100, lambda: signal.raise_signal(signal.SIGINT))
+    assert main([*BASE, "--run-dir", str(d)]) == 130
+    monkeypatch.undo()
+    path = latest_checkpoint(d)
+    state = read_checkpoint(path)
+    run = load_run(d)
+    counters = state["trainer"]["counters"]
+    assert counters.pop("probe_snapshots") == run.probes["snapshot"].nunique()
+    counters.pop("probe_last_step")
+    state["trainer"]["logs"] = {"episodes": [tuple(r) for r in run.episodes.itertuples(index=False)],
+                                "updates": run.updates.to_dict("records"),
+                                "probes": [tuple(r) for r in run.probes.itertuples(index=False)]}
+    torch.save(state, path)
+    assert main(["run", "--resume", str(d)]) == 0
+    assert_tables_continuous(d, episodes=20)
+
+
+def test_the_end_checkpoint_counts_only_rows_the_tables_hold(finished):
+    """The end-of-run probe snapshot is in probes.csv before the last checkpoint is written, so a crash between
+    the two leaves tables that reach the checkpoint."""
+    counters = read_checkpoint(latest_checkpoint(finished))["trainer"]["counters"]
+    run = load_run(finished)
+    assert "logs" not in read_checkpoint(latest_checkpoint(finished))["trainer"]  # the rows: the tables only
+    assert counters["probe_snapshots"] == run.probes["snapshot"].nunique() > 1
+    assert counters["probe_last_step"] == run.probes["global_step"].max() == 200
+    assert counters["num_episodes"] == len(run.episodes)
+
+
+def test_an_exploit_takes_the_history_from_the_tables_beside_the_checkpoint(tmp_path, monkeypatch):
+    """A PBT exploit clones a checkpoint of another trial: its rows up to that checkpoint come from the tables the
+    trial attached (cut back to the checkpoint, the source left as it is), else from an old checkpoint's rows."""
+    from fastddpg.resuming import history_at
+
+    d = tmp_path / "src"
+    stop_at(monkeypatch, 120, lambda: signal.raise_signal(signal.SIGINT))
+    assert main([*BASE, "--run-dir", str(d), "--checkpoint-every", "60"]) == 130
+    monkeypatch.undo()
+    at_60 = read_checkpoint(list_checkpoints(d)[0])
+    assert at_60["global_step"] == 60
+    before = (d / "episodes.csv").read_bytes()
+    tables = history_at(at_60, None, tmp_path / "nowhere", d)
+    assert (d / "episodes.csv").read_bytes() == before
+    run = load_run(d)
+    assert tables["episodes"]["episode"].tolist() == list(range(1, at_60["num_episodes"] + 1))
+    assert tables["episodes"]["global_step"].max() <= 60 < run.episodes["global_step"].max()
+    assert tables["updates"]["update"].max() <= at_60["num_updates"] < run.updates["update"].max()
+    assert history_at(at_60, tmp_path / "nowhere") is None
+    at_60["trainer"]["logs"] = {"episodes": [tuple(r) for r in tables["episodes"].itertuples(index=False)],
+                                "updates": tables["updates"].to_dict("records"), "probes": []}
+    old = history_at(at_60, tmp_path / "nowhere")
+    assert old["episodes"].equals(tables["episodes"]) and len(old["probes"]) == 0
+
+
+def test_tables_short_of_the_checkpoint_are_refused(tmp_path, finished, capsys):
+    """Rows missing before the checkpoint (an edited or cut CSV) would leave a gap: one line, exit 2."""
+    d = copy_run(finished, tmp_path)
+    lines = (d / "episodes.csv").read_text().splitlines(keepends=True)
+    (d / "episodes.csv").write_text("".join(lines[:-3]))
+    assert main(["run", "--resume", str(d), "--total-steps", "300"]) == 2
+    assert "episodes.csv holds 17 episodes up to the checkpoint" in one_error_line(capsys)
+
+
 def test_resume_raises_total_steps(tmp_path, finished):
     d = copy_run(finished, tmp_path)
     assert main(["run", "--resume", str(d), "--total-steps", "300"]) == 0

@@ -147,7 +147,7 @@ def test_writer_appends_only_new_rows(tmp_path):
     writer = RunWriter.create(cfg, trainer, argv=["test"])
     seen = []
 
-    def check(tr, episodes, row):
+    def check(tr, report):
         on_disk = load_run(writer.path)
         assert len(on_disk.episodes) == len(tr.episode_rows)
         assert len(on_disk.updates) == len(tr.update_rows)

@@ -113,9 +113,9 @@ def test_library_training_raises_interrupted_and_restores_handlers():
                  update_after=20, log_every=20, device="cpu", compile="off")
     hits = []
 
-    def on_flush(trainer, episodes, row):
-        hits.append(trainer.global_step)
-        if trainer.global_step == 40:
+    def on_flush(trainer, report):
+        hits.append(report.global_step)
+        if report.global_step == 40:
             signal.raise_signal(signal.SIGTERM)
 
     trainer = Trainer(cfg, callbacks=[on_flush])
@@ -171,16 +171,15 @@ def test_nan_loss_stops_with_exit_3(tmp_path, capsys):
 def test_nan_parameter_is_named(tmp_path):
     cfg = Config(env=NAN_ID, num_envs=2, total_steps=400, hidden_sizes=(8,), batch_size=8, update_after=10_000,
                  log_every=20, device="cpu", compile="off")
-    trainer = Trainer(cfg)
-    checkpointer = Checkpointer(tmp_path)
+    trainer = Trainer(cfg, checkpointer=Checkpointer(tmp_path))
     for _ in range(10):
         trainer.step()
-    checkpointer.write(trainer)
+    trainer.checkpoint()
     with torch.no_grad():
         trainer.algo.target_critic.net[0].weight[0, 0] = float("inf")
     trainer.step()
     with pytest.raises(NonFiniteError) as e:
-        checkpointer.write(trainer)  # refuses: the flush before it finds the Inf
+        trainer.checkpoint()  # refuses: the flush before it finds the Inf
     trainer.env.close()
     assert e.value.what == "parameter" and e.value.exit_code == 3
     assert "non-finite parameters in target_critic after update 0" in str(e.value)

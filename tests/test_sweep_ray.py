@@ -104,6 +104,7 @@ def test_pbt_exploits_through_fastddpg_checkpoints(tmp_path, local_ray):
     assert (run_dir / "exploits" / "01" / "episodes.csv").is_file()  # its own history before the exploit
     episodes = load_run(run_dir).episodes
     assert episodes["global_step"].is_monotonic_increasing and episodes["global_step"].max() == 1600
+    assert episodes["global_step"].min() < first["global_step"]  # the clone's history up to its checkpoint too
     assert any("PBT schedule of actor_lr" in figure_title(f) for f in read_report_figures(out / "report.html"))
 
 

@@ -24,7 +24,7 @@ algorithms, failure config) and `sweep`; `resume`: ``--resume``; `results`: the 
 attribute for ASHA and PBT: env steps, not wall time, so a compile or a slow node does not count),
 ``return_10`` (the mean return of the last 10 episodes), and with ``--metric eval_return`` the mean return of
 ``--eval-episodes`` noise-free episodes of the current actor. A trial that is a population (``--num-seeds K``)
-reports as ``return_10`` the mean over its members of each member's own last-10 mean (`schema.run_return_10`;
+reports as ``return_10`` the mean over its members of each member's own last-10 mean (`schema.Last10`;
 members without a finished episode are left out), so ASHA and PBT rank it by its members' returns.
 
 **PBT through fastddpg's checkpoints.** With ``--scheduler pbt`` a trial writes a fastddpg checkpoint every

@@ -22,9 +22,8 @@ from ..schema import (
     REPORT_FILE,
     SUMMARY_FILE,
     TABLES,
+    Last10,
     episode_records,
-    returns_by_member,
-    run_return_10,
 )
 from .spec import (
     _REPORT_COLUMNS,
@@ -138,8 +137,9 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
     trial's own earlier files moved to ``exploits/<k>/``, and a checkpoint of the new state is written at once."""
     import numpy as np
 
-    from ..checkpoint import Checkpointer, read_checkpoint, save_checkpoint
+    from ..checkpoint import Checkpointer, read_checkpoint
     from ..fileio import write_json
+    from ..resuming import history_at
     from ..rundir import RunWriter
     from ..trainer import Trainer
 
@@ -169,6 +169,10 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
     trainer = Trainer(cfg)
     try:
         trainer.load_state_dict(state["trainer"])
+        tables = history_at(state, ckpt_file.parent, Path(source["path"]).parent.parent if source.get("path")
+                            else None)
+        if tables is not None:  # (else the run directory starts at the checkpoint's step)
+            trainer.load_history(tables)
         seed = int(np.random.SeedSequence([cfg.seed & 0xFFFFFFFF, trainer.global_step, 1]).generate_state(1)[0])
         trainer.gen.manual_seed(seed)
         writer = RunWriter.create(cfg, trainer, argv)
@@ -183,11 +187,11 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
                                        "from_checkpoint": source.get("path", ""), "global_step": trainer.global_step,
                                        "changed": changed, "mutated": mutated}]
         write_json(run_dir / CONFIG_FILE, meta)
-        trainer.last_checkpoint = save_checkpoint(trainer, run_dir)
+        trainer.checkpointer = Checkpointer(run_dir)
+        trainer.checkpoint()
     except BaseException:
         trainer.env.close()
         raise
-    trainer.callbacks.append(Checkpointer(run_dir))
     return trainer, writer
 
 
@@ -204,11 +208,11 @@ def _truncate_reports(run_dir: Path, global_step: int) -> None:
         csv.writer(f).writerows(keep)
 
 
-def return_10(trainer: Any) -> float | None:
-    """What a trial reports to Tune: the mean return of its last 10 episodes (fewer at the start); a
-    population's, the mean over its members of each member's (`schema.run_return_10`). None before the first
-    episode."""
-    return run_return_10(returns_by_member(trainer.episode_rows)) if trainer.episode_rows else None
+def return_10(report: Any) -> float | None:
+    """What a trial reports to Tune: the report's return_10, the mean return of its last 10 episodes (fewer at
+    the start); a population's, the mean over its members of each member's (`schema.Last10`). None before the
+    first episode."""
+    return None if report is None or not report.num_episodes else report.return_10
 
 
 def eval_return(trainer: Any, episodes: int) -> float:
@@ -227,8 +231,9 @@ def _mean_eval_return(actor_state: dict[str, Any], cfg: Config, episodes: int) -
 
 class TuneReporter:
     """Trainer callback: after each fastddpg report (once an episode has ended), ``tune.report`` with env_steps,
-    return_10 (and eval_return), plus, for PBT, the checkpoint the Checkpointer has just written at this step. The
-    report goes out in ``after_step``, after the Checkpointer (an earlier callback) has written that checkpoint.
+    return_10 (and eval_return), plus, for PBT, the checkpoint the trainer has just written at this step. The
+    report goes out in ``after_report``, once the trainer has written that step's checkpoint, if any
+    (``report.checkpoint``).
     With PBT a trial reports only at its checkpoints (every PBT interval, which falls on a fastddpg report): Tune's
     PBT clones the checkpoint of the better trial's *last* report, so each report must carry one, or an exploit
     at it would be skipped. Each report is also appended to the trial's reports.csv with the trial's swept
@@ -239,44 +244,49 @@ class TuneReporter:
     def __init__(self, spec: SweepSpec, trial_id: str, event: str = "",
                  hook: Callable[..., None] | None = None) -> None:
         self.spec, self.trial_id, self.event, self.hook = spec, trial_id, event, hook
-        self.pending = False
         self.last_step = -1
         self.attached = -1
         self.node = _node_id()
+        self.last: Any = None  # the trainer's last report (`fastddpg.schema.Report`)
 
-    def __call__(self, trainer: Any, episodes: Any, row: Any) -> None:
-        self.pending = True
+    def __call__(self, trainer: Any, report: Any) -> None:
+        self.last = report
 
-    def after_step(self, trainer: Any) -> None:
-        if trainer.global_step >= trainer.cfg.total_steps:  # the last report: after run_to_end
+    def after_report(self, trainer: Any, report: Any) -> None:
+        self.last = report
+        if report.global_step >= trainer.cfg.total_steps:  # the last report: after run_to_end
             return
         if self.spec.scheduler == "pbt":  # only with the checkpoint just written (see the class docstring)
-            if _step_of(trainer.last_checkpoint) == trainer.global_step != self.last_step:
+            if report.checkpoint is not None and report.global_step != self.last_step:
                 self.report(trainer)
-        elif self.pending:
+        else:
             self.report(trainer)
 
     def report(self, trainer: Any, final: bool = False) -> None:
         from ray import tune
 
-        self.pending = False
-        r10 = return_10(trainer)
+        rep = self.last
+        r10 = return_10(rep)
         if r10 is None and not final:
             return
         r10 = float("nan") if r10 is None else r10
         metrics: dict[str, Any] = {TIME_ATTR: trainer.global_step, "return_10": r10,
                                    "episodes": trainer.num_episodes, "updates": trainer.num_updates,
-                                   "train_seconds": trainer.summary()["wall_time_s"] - trainer.compile_seconds}
+                                   "train_seconds": (rep.wall_time - rep.compile_seconds) if rep is not None
+                                   else 0.0}
         if self.spec.metric == "eval_return":
             metrics["eval_return"] = eval_return(trainer, self.spec.eval_episodes)
         if self.hook is not None:
             self.hook(trainer, metrics)
         ckpt_dir = None
-        last = trainer.last_checkpoint
+        last = rep.checkpoint if rep is not None else None
         if self.spec.scheduler == "pbt" and last is not None and _step_of(last) == trainer.global_step \
                 and self.attached != trainer.global_step:
             ckpt_dir = tempfile.mkdtemp(prefix="fastddpg-ckpt-")
             shutil.copy2(last, Path(ckpt_dir) / last.name)
+            for table in TABLES:  # the history up to it: an exploit's run directory starts with it
+                if (last.parent.parent / f"{table}.csv").is_file():
+                    shutil.copy2(last.parent.parent / f"{table}.csv", Path(ckpt_dir) / f"{table}.csv")
             (Path(ckpt_dir) / SOURCE_FILE).write_text(json.dumps({
                 "trial_id": self.trial_id, "file": last.name, "path": str(last), "global_step": trainer.global_step}))
             self.attached = trainer.global_step
@@ -323,7 +333,7 @@ def final_metrics(run_dir: Path, spec: SweepSpec) -> dict[str, Any]:
 
     run = load_run(run_dir)
     metrics = {TIME_ATTR: int((run.summary or {}).get("env_steps", run.config.total_steps)),
-               "return_10": run_return_10(returns_by_member(episode_records(run.episodes))),
+               "return_10": Last10(episode_records(run.episodes)).value,
                "episodes": len(run.episodes)}
     if spec.metric == "eval_return":
         import torch
