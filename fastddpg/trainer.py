@@ -60,7 +60,6 @@ from .failsafe import (
     health_tensor,
     population_health_tensor,
 )
-from .noise import make_noise
 from .probes import ProbeRecorder
 from .replay import ReplayBuffer
 from .schema import (
@@ -131,7 +130,7 @@ class Trainer:
         sigmas = [c.noise_sigma for c in member_cfgs]
         sigma = (sigmas[0] if len(set(sigmas)) == 1 else  # per member on a --grid of noise_sigma: each env's row
                  torch.tensor(sigmas, device=self.device).repeat_interleave(self.num_envs).reshape(-1, 1))
-        self.noise = make_noise(cfg, n, a, self.device, self.gen, sigma, repeats=g)
+        self.noise = self.algo.make_noise(cfg, n, self.gen, sigma, repeats=g)  # the algorithm's way to explore
 
         self.compile_mode = resolve_compile_mode(cfg.compile, self.device, self.planned_updates())
         self.compile_seconds = 0.0
