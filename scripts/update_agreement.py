@@ -28,10 +28,14 @@ def child(out: str, updates: int) -> None:
     """Run every case with the fastddpg on sys.path; save {case: {"state": {...}, "metrics": (N, ...)}}."""
     import torch
 
+    import fastddpg
     from fastddpg.algos import DDPG, TD3
     from fastddpg.algos.population import Population
     from fastddpg.update import AdamHyper, Batch, Hyper
 
+    code = os.environ["PYTHONPATH"]
+    assert fastddpg.__file__.startswith(code), f"imported {fastddpg.__file__}, not the code at {code}"
+    print(f"running {fastddpg.__file__}", file=sys.stderr)
     torch.set_num_threads(1)
     low, high = torch.tensor([-2.0] * ACT), torch.tensor([2.0] * ACT)
     width = 2 * OBS + ACT + 2
@@ -85,9 +89,7 @@ def child(out: str, updates: int) -> None:
 
 
 def run(code_dir: Path, out: Path, updates: int) -> None:
-    env = {**os.environ, "PYTHONPATH": str(code_dir), "OMP_NUM_THREADS": "1"}
-    probe = f"import fastddpg, sys; assert fastddpg.__file__.startswith({str(code_dir.resolve())!r}), fastddpg.__file__"
-    subprocess.run([sys.executable, "-c", probe], env=env, check=True, cwd=code_dir)
+    env = {**os.environ, "PYTHONPATH": str(code_dir.resolve()), "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(out), "--updates", str(updates)],
                    env=env, check=True, cwd=code_dir)
 
