@@ -14,6 +14,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from .registry import CORE_METRICS
+
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
@@ -60,7 +62,7 @@ PROBE_COLUMNS = ("snapshot", "episode", "global_step", "probe", "action", "q")
 EVAL_COLUMNS = ("eval_time", "kind", "global_step", "seed", "episode", "return", "length")
 UPDATE_KEYS = ("update", "global_step")  # before the metrics
 UPDATE_RATES = ("updates_in_row", "env_steps_per_sec", "updates_per_sec", "wall_time")  # after them
-DDPG_METRICS = ("critic_loss", "actor_loss", "q_mean", "y_mean")
+DDPG_METRICS = CORE_METRICS  # a DDPG run's metrics: the core every algorithm's start with (fastddpg.registry)
 
 
 def update_columns(metric_names: Sequence[str] = DDPG_METRICS) -> tuple[str, ...]:

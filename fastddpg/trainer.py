@@ -56,9 +56,7 @@ from .failsafe import (
     StopSignals,
     TrainingInterrupted,
     check_health,
-    check_population_health,
     health_tensor,
-    population_health_tensor,
 )
 from .probes import ProbeRecorder
 from .replay import ReplayBuffer
@@ -318,8 +316,7 @@ class Trainer:
         modules = self.algo.modules()
         pop = self.members > 1
         # rides along in the one transfer
-        health = (population_health_tensor(self.buffer, steps, self.obs, modules, self.members) if pop
-                  else health_tensor(self.buffer, steps, self.obs, modules))
+        health = health_tensor(self.buffer, steps, self.obs, modules, self.members if pop else 0)
         first_vector_step = self.vector_steps - self.device_log.pos
         p = self.device_log.pull(health)
         new_eps = episode_rows(p, first_vector_step, [e + 1 for e in self.member_episodes])
@@ -335,11 +332,8 @@ class Trainer:
             cb(self, episodes, row)
         # after the callbacks, so the run directory shows the interval that went bad
         at = Interval(self.num_envs, self.global_step, self.num_updates, steps, p.updates, len(self.buffer))
-        if pop:
-            check_population_health(self.metric_names, p.metric_sums, p.extra, list(modules), at,
-                                    self.member_labels(), self.last_checkpoint)
-        else:
-            check_health(self.metric_names, p.metric_sums, p.extra, list(modules), at, self.last_checkpoint)
+        check_health(self.metric_names, p.metric_sums, p.extra, list(modules), at, self.last_checkpoint,
+                     self.member_labels() if pop else None)
 
     @property
     def episode_columns(self) -> tuple[str, ...]:

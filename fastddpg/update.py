@@ -49,11 +49,13 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
+from .registry import CORE_METRICS
+
 Params = dict[str, torch.Tensor]
 AdamState = dict  # {"step": float tensor, 0-d or (K,), "exp_avg": list of tensors, "exp_avg_sq": list of tensors}
 LearnerState = dict  # see the LearnerState section below
 Scalar = Union[float, torch.Tensor]  # noqa: UP007  a float for one agent, a (K,) tensor for a population
-METRIC_NAMES = ("critic_loss", "actor_loss", "q_mean", "y_mean")
+METRIC_NAMES = CORE_METRICS  # DDPG's metrics: the core every algorithm's start with
 
 
 class Batch(NamedTuple):
@@ -308,7 +310,7 @@ def ddpg_update(nets: Nets, state: LearnerState, batch: Batch, hp: Hyper) -> tor
 # and a captured CUDA graph holds no RNG state. The policy delay is a host-side choice between two functions
 # (``actor_step`` is a Python constant in each), so neither holds a data-dependent branch.
 
-TD3_METRIC_NAMES = ("critic_loss", "actor_loss", "q_mean", "y_mean", "q1_mean", "q2_mean", "target_min_mean")
+TD3_METRIC_NAMES = (*CORE_METRICS, "q1_mean", "q2_mean", "target_min_mean")
 
 
 def smoothed_target_action(nets: Nets, state: LearnerState, next_obs: torch.Tensor, eps: torch.Tensor,
