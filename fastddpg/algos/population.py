@@ -1,11 +1,13 @@
 """A population: K independent members of one algorithm trained as one learner (``--num-seeds K``).
 
-Nothing is shared but the code. Every tensor of the learner state has a leading member dim (`fastddpg.update`'s
-population section): the actors are one `StackedActor` (K stacked), the critics one `PopulationCritic` of K*C
-stacked critics, member-major (TD3: C = 2, member k's twins are rows 2k and 2k+1, so the existing per-row gradient
-clipping of the twin critic carries over unchanged), the Adam moments are stacked like their parameters and
-each Adam step count is (K,). The hyperparameters are (K,) tensors (`stack_hypers`), so one update function (one
-compiled graph, one CUDA graph) serves every member whatever its grid point.
+Nothing is shared but the code. Every tensor of the learner state has a leading member dim, and the update
+functions are the algorithm's own (`Algorithm.make_update_fns` over the stacked networks: `fastddpg.update`'s
+equations are shape-generic). For DDPG and TD3 (`Algorithm.build_stacked_networks`) the actors are one
+`StackedActor` (K stacked), the critics one `PopulationCritic` of K*C stacked critics, member-major (TD3:
+C = 2, member k's twins are rows 2k and 2k+1, so the per-row gradient clipping of the twin critic carries over
+unchanged), the Adam moments are stacked like their parameters and each Adam step count is (K,). The
+hyperparameters are (K,) tensors (`stack_hypers`), so one update function (one compiled graph, one CUDA graph)
+serves every member whatever its grid point.
 
 A population is built from K single-agent `Algorithm`s (`Population(members)`): member k starts with exactly
 their weights, targets and optimizer states, and `member(k)` gives member k back as a single `Algorithm` (a
