@@ -79,8 +79,8 @@ class Algorithm:
     def build_networks(self) -> dict[str, nn.Module]:
         """The algorithm's modules by name, built in this order (the order of the initial random draws). Here: a
         deterministic actor and ``num_critics`` critics, each with a target network that starts as its exact copy."""
-        actor = build_actor(self.obs_dim, self.act_dim, self.hidden_sizes, self.action_low.cpu(),
-                            self.action_high.cpu(), self.layer_norm)
+        actor = build_actor(self.obs_dim, self.act_dim, self.hidden_sizes, self.action_low,
+                            self.action_high, self.layer_norm)
         critic = build_critic(self.obs_dim, self.act_dim, self.hidden_sizes, self.num_critics, self.layer_norm)
         return {"actor": actor, "critic": critic, "target_actor": copy.deepcopy(actor),
                 "target_critic": copy.deepcopy(critic)}
@@ -90,7 +90,7 @@ class Algorithm:
         module holding K stacked networks (critics: K * num_critics, member-major); their initial weights are
         overwritten with the members'."""
         k, o, a = members, self.obs_dim, self.act_dim
-        actors = [StackedActor(k, o, a, self.hidden_sizes, self.action_low.cpu(), self.action_high.cpu(),
+        actors = [StackedActor(k, o, a, self.hidden_sizes, self.action_low, self.action_high,
                                self.layer_norm) for _ in range(2)]
         critics = [PopulationCritic(k, o, a, self.hidden_sizes, self.num_critics, self.layer_norm) for _ in range(2)]
         return {"actor": actors[0], "critic": critics[0], "target_actor": actors[1], "target_critic": critics[1]}
