@@ -3,7 +3,10 @@ same initial state and the same batches, run by the code at BASE_DIR (another ch
 commit before a change to fastddpg/update.py) and by this working tree, each in a subprocess of its own; prints the
 largest absolute and relative difference of the parameters, targets, Adam states and metrics.
 
-    OMP_NUM_THREADS=1 python scripts/update_agreement.py BASE_DIR [--updates 500]
+    OMP_NUM_THREADS=1 python scripts/update_agreement.py BASE_DIR [--updates 500] [--compiled] [--cases td3 ...]
+
+``--compiled``: through `fastddpg.compile.compile_update` (torch.compile, no CUDA graph) on both sides instead of
+eager, to see where the compiler's kernels round differently.
 
 Both sides use only what both versions have: the `Algorithm` constructors, `Population`, ``update_fns``,
 `fastddpg.update.Batch` and `Hyper`. Relative differences are to the largest |value| of each tensor (or metric
@@ -24,7 +27,7 @@ CASES = {"ddpg": ("ddpg", False), "td3": ("td3", False), "ddpg_layernorm": ("ddp
 MEMBERS = 3
 
 
-def child(out: str, updates: int) -> None:
+def child(out: str, updates: int, compiled: bool, cases: list[str]) -> None:
     """Run every case with the fastddpg on sys.path; save {case: {"state": {...}, "metrics": (N, ...)}}."""
     import torch
 
@@ -65,6 +68,8 @@ def child(out: str, updates: int) -> None:
 
     result = {}
     for case, (algo, ln) in CASES.items():
+        if case not in cases:
+            continue
         for pop in (False, True):
             name = f"{case}{'_pop3' if pop else ''}"
             if pop:
@@ -72,6 +77,11 @@ def child(out: str, updates: int) -> None:
             else:
                 agent = learner(algo, ln, 0, 100)
             fns = agent.update_fns(as_batch, width)
+            if compiled:
+                from fastddpg.compile import compile_update
+
+                torch._dynamo.reset()
+                fns = {k: compile_update(fn, "default", torch.device("cpu"), cuda_graph=False) for k, fn in fns.items()}
             gen = torch.Generator().manual_seed(7)
             metrics = []
             for u in range(1, updates + 1):
@@ -88,10 +98,10 @@ def child(out: str, updates: int) -> None:
     torch.save(result, out)
 
 
-def run(code_dir: Path, out: Path, updates: int) -> None:
+def run(code_dir: Path, out: Path, updates: int, flags: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": str(code_dir.resolve()), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(out), "--updates", str(updates)],
-                   env=env, check=True, cwd=code_dir)
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(out), "--updates", str(updates),
+                    *flags], env=env, check=True, cwd=code_dir)
 
 
 def compare(old: dict, new: dict) -> None:
@@ -122,19 +132,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("base_dir", nargs="?", help="checkout of the old code (its repository root)")
     p.add_argument("--updates", type=int, default=500)
+    p.add_argument("--compiled", action="store_true", help="torch.compile both sides (default: eager)")
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child, args.updates)
+        child(args.child, args.updates, args.compiled, args.cases)
         return
+    flags = ["--cases", *args.cases, *(["--compiled"] if args.compiled else [])]
     import torch
 
     here = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
-        run(Path(args.base_dir), Path(tmp) / "old.pt", args.updates)
-        run(here, Path(tmp) / "new.pt", args.updates)
+        run(Path(args.base_dir), Path(tmp) / "old.pt", args.updates, flags)
+        run(here, Path(tmp) / "new.pt", args.updates, flags)
         old, new = torch.load(Path(tmp) / "old.pt"), torch.load(Path(tmp) / "new.pt")
-    print(f"{args.updates} eager updates each, old = {args.base_dir}, new = {here}")
+    mode = "compiled" if args.compiled else "eager"
+    print(f"{args.updates} {mode} updates each, old = {args.base_dir}, new = {here}")
     compare(old, new)
 
 
