@@ -45,10 +45,10 @@ from typing import Any
 
 import torch
 
+from .algos import policy_from_state_dict
 from .config import NO_BEST_HINT, Config, ConfigError, check_member, check_which
 from .failsafe import RunDirError, size_words
 from .fileio import TMP_SUFFIX, atomic_save
-from .networks import actor_from_state_dict
 from .schema import (
     ACTOR_FILE,
     CHECKPOINT_DIR,
@@ -242,7 +242,7 @@ def load_checkpoint(path: str | Path, member: int = 0, which: str = "final") -> 
         weights = saved["best_actor"]
         step, ret, std = saved["best"][member]
         best = {"best": {"global_step": int(step), "return": float(ret), "std": float(std)}}
-    actor = actor_from_state_dict(weights, cfg.hidden_sizes, cfg.layer_norm, member, cfg.num_members)
+    actor = policy_from_state_dict(weights, cfg, member)
     return {"actor": actor, "config": cfg, "env": dict(state["env"]), "global_step": state["global_step"],
             "num_updates": state["num_updates"], "num_episodes": state["num_episodes"], "path": path,
             "state": state, **best}

@@ -8,27 +8,31 @@ help text in ``metadata["help"]``; the CLI builds its flags from these fields, a
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .registry import algo_help, algo_names, grid_fields, hyper_fields
+
 if TYPE_CHECKING:
     import torch
 
 TORCH_ENV_IDS = ("Pendulum-v1",)  # env ids with a torch-native implementation (--env-backend torch)
 ENV_BACKENDS = ("auto", "gymnasium", "torch")
-ALGOS = ("ddpg", "td3")  # the registry in fastddpg.algos has one class per name (a test checks they agree)
+ALGOS = algo_names()  # the --algo choices: fastddpg.registry's algorithms, in its order
 # --grid: the scalars the update and exploration take, carried per member as (K,) tensors in the one graph
-GRID_FIELDS = ("actor_lr", "critic_lr", "tau", "gamma", "noise_sigma", "grad_clip_norm", "policy_noise", "noise_clip")
+GRID_FIELDS = grid_fields()
 
 # The field groups (metadata "group"), in --help order: name -> (title, description). Config files
 # (fastddpg.configfile) accept the names as TOML tables.
 GROUPS: dict[str, tuple[str, str]] = {
     "environment": ("environment", "What to train on, where, and for how long."),
     "training": ("training", "The algorithm (DDPG or TD3) and the notebook's hyperparameters, shared by both."),
-    "td3": ("TD3", "Used with --algo td3 only."),
+    # each algorithm with hyperparameters of its own (fastddpg.registry): its group, after the shared ones
+    **{spec.name: (spec.title, f"Used with --algo {spec.name} only.") for spec, _ in hyper_fields()},
     "diagnostics": ("diagnostics", "The probe states behind the policy and Q heatmaps of the report."),
     "performance": ("performance", "How the update runs; does not change what it computes."),
     "run": ("run", "The run directory, console output and checkpoints."),
@@ -59,7 +63,23 @@ def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, group: s
     return field(default=default, metadata=meta)
 
 
+def _with_algorithm_fields(cls: type) -> type:
+    """Insert every registered algorithm's own hyperparameters (`fastddpg.registry.HyperField`) as Config fields
+    after ``grad_clip_norm``, each in its algorithm's group: flags, --help, config files and config.json get them
+    like any other field. Applied before ``@dataclass`` reads the annotations."""
+    annotations = {}
+    for name, kind in inspect.get_annotations(cls).items():
+        annotations[name] = kind
+        if name == "grad_clip_norm":
+            for spec, h in hyper_fields():
+                annotations[h.name] = type(h.default).__name__
+                setattr(cls, h.name, _f(h.default, h.help, group=spec.name))
+    cls.__annotations__ = annotations
+    return cls
+
+
 @dataclass
+@_with_algorithm_fields
 class Config:
     """Everything a run needs. Defaults are the reference notebook's (``Pendulum-v1``, DDPG)."""
 
@@ -82,9 +102,7 @@ class Config:
                    group="environment")
 
     # --- DDPG hyperparameters (the notebook's) --------------------------------------------------------------
-    algo: str = _f("ddpg", "Algorithm: 'ddpg' (the notebook's) or 'td3' (twin critics with the min in the target, "
-                   "target policy smoothing, delayed actor and target updates; see --policy-noise, --noise-clip, "
-                   "--policy-delay).", choices=ALGOS)
+    algo: str = _f("ddpg", algo_help(), choices=ALGOS)
     replay_size: int = _f(200_000, "Replay buffer capacity in transitions (REPLAY_SIZE).")
     batch_size: int = _f(128, "Minibatch size per gradient update (BATCH_SIZE).")
     gamma: float = _f(0.99, "Discount factor in y = r + gamma (1 - d) Q'(s', mu'(s')) (GAMMA), in [0, 1].")
@@ -109,12 +127,8 @@ class Config:
                           "critic(s); output layers stay plain.")
     grad_clip_norm: float = _f(1.0, "Max global gradient norm for actor and critic (GRAD_CLIP_NORM); 0 "
                                "disables clipping.")
-    policy_noise: float = _f(0.2, "TD3 target policy smoothing: std of the noise added to mu'(s') in the target, "
-                             "in units of the action scale (high - low) / 2.", group="td3")
-    noise_clip: float = _f(0.5, "TD3: the smoothing noise is clipped to +-noise_clip, in units of the action "
-                           "scale (high - low) / 2.", group="td3")
-    policy_delay: int = _f(2, "TD3: one actor step and soft target update every this many critic updates.",
-                           group="td3")
+    # here: each registered algorithm's own hyperparameters (TD3's policy_noise, noise_clip, policy_delay), from
+    # fastddpg.registry by _with_algorithm_fields
     probe_n: int = _f(32, "Fixed probe states for the policy/Q heatmaps (PROBE_N).", group="diagnostics")
     probe_every_episodes: int = _f(5, "Snapshot the actor and Q on the probe states each time this many more "
                                    "episodes (summed over envs) have finished (PROBE_EVERY_EPISODES).",
@@ -181,7 +195,7 @@ class Config:
                 raise ConfigError(f"{flag}={getattr(self, name)!r} is invalid: {allowed}.")
 
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
+            choices = algo_names() if f.name == "algo" else f.metadata.get("choices")  # algorithms: the live list
             if choices is not None:
                 need(getattr(self, f.name) in choices, f.name, "choose one of " + ", ".join(choices))
         need(bool(self.env), "env", "give a Gymnasium id such as Pendulum-v1")
@@ -220,9 +234,9 @@ class Config:
         need(_finite(self.ou_dt) and self.ou_dt > 0, "ou_dt", "use a positive time step")
         need(_finite(self.ou_theta) and _finite(self.ou_dt) and self.ou_theta * self.ou_dt < 2, "ou_theta",
              "theta * dt must stay below 2 or the OU recursion diverges; lower --ou-theta or --ou-dt")
-        need(_finite(self.policy_noise) and self.policy_noise >= 0, "policy_noise", "use a std of 0 or more")
-        need(_finite(self.noise_clip) and self.noise_clip >= 0, "noise_clip", "use a clip of 0 or more")
-        need(self.policy_delay >= 1, "policy_delay", "use 1 (actor step every critic update) or more")
+        for _, h in hyper_fields():
+            value = getattr(self, h.name)
+            need(_finite(value) and value >= h.minimum, h.name, h.fix)
         need(self.num_seeds >= 1, "num_seeds", "use 1 (a single agent) or more members")
         self.grid_points()  # a malformed or refused --grid is a ConfigError
         if self.grid:  # the rest of the config is valid: what fails now is a --grid value

@@ -33,10 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .algos import policy_from_state_dict
 from .config import NO_BEST_HINT, Config, ConfigError, check_member, check_which
 from .envs import env_dims, make_env
 from .fileio import atomic_save, atomic_write_text, write_json
-from .networks import Actor, actor_from_state_dict
+from .networks import Actor
 from .rundir import load_run, read_table, upgrade_evals
 from .schema import (
     ACTOR_FILE,
@@ -128,7 +129,7 @@ def load_actor(run_dir: str | Path, member: int = 0, which: str = "final") -> tu
     cfg = run.config
     check_member(member, cfg.num_members)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return actor_from_state_dict(state, cfg.hidden_sizes, cfg.layer_norm, member, cfg.num_members), cfg
+    return policy_from_state_dict(state, cfg, member), cfg
 
 
 def member_actors(actor_state: dict[str, torch.Tensor], cfg: Config,
@@ -137,7 +138,7 @@ def member_actors(actor_state: dict[str, torch.Tensor], cfg: Config,
     ``members`` (default: all of ``cfg``'s)."""
     k = cfg.num_members
     state = {name: t.detach().to("cpu") for name, t in actor_state.items()}
-    return {m: actor_from_state_dict(state, cfg.hidden_sizes, cfg.layer_norm, m, k)
+    return {m: policy_from_state_dict(state, cfg, m)
             for m in (range(k) if members is None else members)}
 
 

@@ -209,12 +209,25 @@ class Interval(NamedTuple):
 
 
 @torch.no_grad()
-def health_tensor(buffer: Any, new_rows: int, obs: torch.Tensor, modules: dict[str, torch.nn.Module]
-                  ) -> torch.Tensor:
-    """A float device tensor: [index of the first of the last ``new_rows`` replay rows that holds a non-finite
-    value, or -1; that row's bad flag per column (5: obs, action, reward, next_obs, terminated); bad flag of the
-    current observation ``obs`` (N, obs_dim); bad flag per network of ``modules``]. Device ops only; the caller
-    transfers it with the report's other numbers."""
+def health_tensor(buffer: Any, new_rows: int, obs: torch.Tensor, modules: dict[str, torch.nn.Module],
+                  members: int = 0) -> torch.Tensor:
+    """A float device tensor, per member: [index of the first of the last ``new_rows`` replay rows that holds a
+    non-finite value, or -1; that row's bad flag per column (5: obs, action, reward, next_obs, terminated); bad flag
+    of the current observations ``obs``; bad flag per network of ``modules``]. One agent (``members=0``): the
+    buffer, obs (N, obs_dim) and the modules as they are. A population of ``members`` = K: each member's replay
+    rows, envs (obs (K*N, obs_dim), member-major) and rows of every stacked network, concatenated (K * len,).
+    Device ops only; the caller transfers it with the report's other numbers."""
+    if not members:
+        return _member_health(buffer, new_rows, obs, [list(m.parameters()) for m in modules.values()])
+    obs = obs.reshape(members, -1, obs.shape[-1])
+    return torch.cat([_member_health(_MemberRows(buffer, k), new_rows, obs[k],
+                                     [_member_params(m, k, members) for m in modules.values()])
+                      for k in range(members)])
+
+
+def _member_health(buffer: Any, new_rows: int, obs: torch.Tensor, networks: list[list[torch.Tensor]]
+                   ) -> torch.Tensor:
+    """`health_tensor` of one agent: its replay rows, its observations, the parameters of each of its networks."""
     dev = obs.device
     n = min(new_rows, len(buffer))
     if n > 0:
@@ -227,23 +240,60 @@ def health_tensor(buffer: Any, new_rows: int, obs: torch.Tensor, modules: dict[s
     else:
         parts = [torch.full((1,), -1, device=dev), torch.zeros(len(_COLUMNS), dtype=torch.bool, device=dev)]
     parts.append((~torch.isfinite(obs).all()).reshape(1))
-    parts.append(torch.stack([~torch.stack([torch.isfinite(p).all() for p in m.parameters()]).all()
-                              for m in modules.values()]))
+    parts.append(torch.stack([~torch.stack([torch.isfinite(p).all() for p in params]).all() for params in networks]))
     return torch.cat([p.float() for p in parts])
 
 
+class _MemberRows:
+    """Member k's rows of a population's replay buffer, as `health_tensor` reads a buffer."""
+
+    def __init__(self, buffer: Any, k: int) -> None:
+        self.data, self.ptr, self.capacity, self.as_batch = buffer.data[k], buffer.ptr, buffer.capacity, buffer.as_batch
+        self._len = len(buffer)
+
+    def __len__(self) -> int:
+        return self._len
+
+
+def _member_params(module: torch.nn.Module, k: int, members: int) -> list[torch.Tensor]:
+    """Member k's rows of a stacked module's parameters (K rows, or K*C for C critics per member)."""
+    out = []
+    for p in module.parameters():
+        c = p.shape[0] // members
+        out.append(p[k * c:(k + 1) * c])
+    return out
+
+
 def check_health(metric_names: tuple[str, ...] | list[str], metric_sums: np.ndarray, health: np.ndarray,
-                 module_names: list[str], at: Interval, last_checkpoint: Path | None = None) -> None:
+                 module_names: list[str], at: Interval, last_checkpoint: Path | None = None,
+                 member_labels: list[str] | None = None) -> None:
     """Raise NonFiniteError if the report interval ``at`` saw a non-finite value (see module docstring for how the
     origin is named). ``health`` is `health_tensor`'s value on the host (taken at the end of the interval, over
-    the networks ``module_names``), ``metric_sums`` the interval's metric sums."""
+    the networks ``module_names``), ``metric_sums`` the interval's metric sums ((num_metrics,); a population's
+    (K, num_metrics), with ``member_labels`` one per member and ``at`` counting one member's envs and steps: the
+    first member with a non-finite value raises, its message starting with ``member k (<its label>)``)."""
+    labels: list[str | None] = list(member_labels) if member_labels else [None]
+    per_member = np.reshape(health, (len(labels), -1))
+    sums = np.reshape(metric_sums, (len(labels), -1))
+    for k, label in enumerate(labels):
+        found = _problem(metric_names, sums[k], per_member[k], module_names, at)
+        if found is not None:
+            what, detail = found
+            if label is not None:
+                detail = f"member {k} ({label}): {detail}"
+            raise NonFiniteError(what, detail, at.global_step, at.num_updates, last_checkpoint)
+
+
+def _problem(metric_names: tuple[str, ...] | list[str], metric_sums: np.ndarray, health: np.ndarray,
+             module_names: list[str], at: Interval) -> tuple[str, str] | None:
+    """What went non-finite for one agent, (what, detail), or None."""
     first_row = int(health[0])
     col_bad = {c for c, b in zip(_COLUMNS, health[1:6], strict=True) if b > 0.5}
     obs_bad = health[6] > 0.5
     mod_bad = [m for m, b in zip(module_names, health[7:], strict=True) if b > 0.5]
     loss_bad = [k for k, v in zip(metric_names, metric_sums, strict=False) if not np.isfinite(v)]
     if not (mod_bad or first_row >= 0 or obs_bad or loss_bad):
-        return
+        return None
 
     n = at.num_envs
     g, u = at.global_step, at.num_updates
@@ -272,57 +322,4 @@ def check_health(metric_names: tuple[str, ...] | list[str], metric_sums: np.ndar
     what, detail = found[0]
     if len(found) > 1:
         detail += " (then also: " + ", ".join(dict.fromkeys(w for w, _ in found[1:])) + ")"
-    raise NonFiniteError(what, detail, g, u, last_checkpoint)
-
-
-# --- populations: the same checks per member, and the error names the member -----------------------------------
-
-class _MemberRows:
-    """Member k's rows of a population's replay buffer, as `health_tensor` reads a buffer."""
-
-    def __init__(self, buffer: Any, k: int) -> None:
-        self.data, self.ptr, self.capacity, self.as_batch = buffer.data[k], buffer.ptr, buffer.capacity, buffer.as_batch
-        self._len = len(buffer)
-
-    def __len__(self) -> int:
-        return self._len
-
-
-class _MemberParams:
-    """Member k's rows of a stacked module's parameters (K rows, or K*C for C critics per member)."""
-
-    def __init__(self, module: torch.nn.Module, k: int, members: int) -> None:
-        self.module, self.k, self.members = module, k, members
-
-    def parameters(self) -> list[torch.Tensor]:
-        out = []
-        for p in self.module.parameters():
-            c = p.shape[0] // self.members
-            out.append(p[self.k * c:(self.k + 1) * c])
-        return out
-
-
-@torch.no_grad()
-def population_health_tensor(buffer: Any, new_rows: int, obs: torch.Tensor, modules: dict[str, torch.nn.Module],
-                             members: int) -> torch.Tensor:
-    """`health_tensor` of each of the K members of a population (its replay rows, its envs' observations, its rows
-    of every network), concatenated: (K * len(health_tensor),). Device ops only."""
-    obs = obs.reshape(members, -1, obs.shape[-1])
-    return torch.cat([health_tensor(_MemberRows(buffer, k), new_rows, obs[k],
-                                    {name: _MemberParams(m, k, members) for name, m in modules.items()})
-                      for k in range(members)])
-
-
-def check_population_health(metric_names: tuple[str, ...] | list[str], metric_sums: np.ndarray, health: np.ndarray,
-                            module_names: list[str], at: Interval, member_labels: list[str],
-                            last_checkpoint: Path | None = None) -> None:
-    """`check_health` per member (``metric_sums`` (K, num_metrics), ``health`` `population_health_tensor`'s value,
-    ``at`` counting one member's envs and steps); the first member with a non-finite value raises NonFiniteError,
-    its message starting with ``member k (<its label>)``."""
-    per_member = health.reshape(len(member_labels), -1)
-    for k, label in enumerate(member_labels):
-        try:
-            check_health(metric_names, metric_sums[k], per_member[k], module_names, at, last_checkpoint)
-        except NonFiniteError as e:
-            raise NonFiniteError(e.what, f"member {k} ({label}): {e.detail}", e.global_step, e.num_updates,
-                                 last_checkpoint) from None
+    return what, detail

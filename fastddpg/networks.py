@@ -78,6 +78,8 @@ class Actor(BoundedPolicy):
 class Critic(nn.Module):
     """Action value Q_phi(s, a) of a concatenated (state, action) input."""
 
+    num_critics = 1  # critics per member (`fastddpg.update` reads it)
+
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], layer_norm: bool = False) -> None:
         super().__init__()
         self.net = mlp([obs_dim + act_dim, *hidden_sizes, 1], layer_norm=layer_norm)
@@ -138,6 +140,8 @@ class TwinCritic(nn.Module):
     (`member` builds that Critic); each member is initialised like a fresh `Critic`, independently.
     """
 
+    stacked = True  # parameters have a leading dim of rows, each its own network (`fastddpg.update` reads it)
+
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], num_critics: int = 2,
                  layer_norm: bool = False) -> None:
         super().__init__()
@@ -186,6 +190,8 @@ class StackedActor(BoundedPolicy):
     """The actors of K population members as one module: obs (K, B, obs_dim) -> action (K, B, act_dim), member k's
     rows through member k's weights. Layer indices and kinds are `Actor.net`'s, stacked (see `to_stacked`)."""
 
+    stacked = True
+
     def __init__(self, k: int, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], action_low: torch.Tensor,
                  action_high: torch.Tensor, layer_norm: bool = False) -> None:
         super().__init__()
@@ -199,19 +205,22 @@ class PopulationCritic(TwinCritic):
     """The critics of K population members, C per member (1 for DDPG, 2 for TD3), as K*C stacked critics in
     member-major order: critic c of member k is stacked index k*C + c.
 
-    ``forward(obs (K, B, obs_dim), action (K, B, act_dim)) -> Q (K*C, B, 1)``: member k's input goes to its own C
-    critics. Called with parameters sliced to one critic per member (``p[::C]``: every member's Q_1), it returns
-    (K, B, 1)."""
+    ``forward(obs (K, B, obs_dim), action (K, B, act_dim)) -> Q (K, C, B, 1)`` (C > 1) or (K, B, 1) (C = 1):
+    member k's input goes to its own C critics. Called with parameters sliced to one critic per member (``p[::C]``:
+    every member's Q_1), it returns (K, B, 1). ``num_critics`` is C, the critics per member."""
 
     def __init__(self, k: int, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], critics_per_member: int = 1,
                  layer_norm: bool = False) -> None:
         super().__init__(obs_dim, act_dim, hidden_sizes, k * critics_per_member, layer_norm)
         self.members, self.critics_per_member = k, critics_per_member
+        self.num_critics = critics_per_member
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, action], dim=-1)
         c = self.net[0].weight.shape[0] // x.shape[0]  # critics per member in the parameters given
-        return self.net(x.repeat_interleave(c, dim=0) if c > 1 else x)
+        if c == 1:
+            return self.net(x)
+        return self.net(x.repeat_interleave(c, dim=0)).unflatten(0, (x.shape[0], c))
 
 
 def to_stacked(t: torch.Tensor) -> torch.Tensor:

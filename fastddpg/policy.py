@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .algos import policy_from_state_dict
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .config import Config, ConfigError, check_member, check_which, resolve_device
 from .evaluate import no_best_model
-from .networks import actor_from_state_dict
 from .rundir import load_run
 from .schema import ACTOR_FILE, BEST_ACTOR_FILE
 
@@ -79,7 +79,7 @@ def load_policy(run_dir: str | Path, which: str = "final", member: int = 0, devi
     path = Path(run_dir) / (ACTOR_FILE if which == "final" else BEST_ACTOR_FILE)
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
-        actor = actor_from_state_dict(state, cfg.hidden_sizes, cfg.layer_norm, member, cfg.num_members)
+        actor = policy_from_state_dict(state, cfg, member)
     elif which == "best":
         raise no_best_model(run_dir)
     elif latest_checkpoint(run_dir) is not None:

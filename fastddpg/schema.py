@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .registry import CORE_METRICS
+
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
@@ -104,7 +106,7 @@ class EvalRow(NamedTuple):
 EVAL_COLUMNS = tuple("return" if f == "return_" else f for f in EvalRow._fields[1:])
 UPDATE_KEYS = ("update", "global_step")  # before the metrics
 UPDATE_RATES = ("updates_in_row", "env_steps_per_sec", "updates_per_sec", "wall_time")  # after them
-DDPG_METRICS = ("critic_loss", "actor_loss", "q_mean", "y_mean")
+DDPG_METRICS = CORE_METRICS  # a DDPG run's metrics: the core every algorithm's start with (fastddpg.registry)
 
 
 def update_columns(metric_names: Sequence[str] = DDPG_METRICS) -> tuple[str, ...]:

@@ -64,11 +64,8 @@ from .failsafe import (
     StopSignals,
     TrainingInterrupted,
     check_health,
-    check_population_health,
     health_tensor,
-    population_health_tensor,
 )
-from .noise import make_noise
 from .probes import ProbeRecorder
 from .replay import ReplayBuffer
 from .schema import (
@@ -158,7 +155,7 @@ class Trainer:
         sigmas = [c.noise_sigma for c in member_cfgs]
         sigma = (sigmas[0] if len(set(sigmas)) == 1 else  # per member on a --grid of noise_sigma: each env's row
                  torch.tensor(sigmas, device=self.device).repeat_interleave(self.num_envs).reshape(-1, 1))
-        self.noise = make_noise(cfg, n, a, self.device, self.gen, sigma, repeats=g)
+        self.noise = self.algo.make_noise(cfg, n, self.gen, sigma, repeats=g)  # the algorithm's way to explore
 
         self.compile_mode = resolve_compile_mode(cfg.compile, self.device, self.planned_updates())
         self.compile_seconds = 0.0
@@ -376,8 +373,7 @@ class Trainer:
         modules = self.algo.modules()
         pop = self.members > 1
         # rides along in the one transfer
-        health = (population_health_tensor(self.buffer, steps, self.obs, modules, self.members) if pop
-                  else health_tensor(self.buffer, steps, self.obs, modules))
+        health = health_tensor(self.buffer, steps, self.obs, modules, self.members if pop else 0)
         first_vector_step = self.vector_steps - self.device_log.pos
         p = self.device_log.pull(health)
         new_eps = episode_rows(p, first_vector_step, [e + 1 for e in self.member_episodes])
@@ -400,11 +396,8 @@ class Trainer:
             cb(self, report)
         # after the callbacks, so the run directory shows the interval that went bad
         at = Interval(self.num_envs, self.global_step, self.num_updates, steps, p.updates, len(self.buffer))
-        if pop:
-            check_population_health(self.metric_names, p.metric_sums, p.extra, list(modules), at,
-                                    self.member_labels(), self.last_checkpoint)
-        else:
-            check_health(self.metric_names, p.metric_sums, p.extra, list(modules), at, self.last_checkpoint)
+        check_health(self.metric_names, p.metric_sums, p.extra, list(modules), at, self.last_checkpoint,
+                     self.member_labels() if pop else None)
         return report
 
     @property

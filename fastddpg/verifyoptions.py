@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config import ALGOS, ConfigError
+from .config import ConfigError
+from .registry import algo_names
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +51,7 @@ class VerifyOptions:
             if not ok:
                 raise ConfigError(msg)
 
-        need(self.algo in ALGOS, f"--algo={self.algo!r}: use one of {', '.join(ALGOS)}.")
+        need(self.algo in algo_names(), f"--algo={self.algo!r}: use one of {', '.join(algo_names())}.")
         need(self.num_seeds >= 1, f"--num-seeds={self.num_seeds}: use 1 (one agent) or more (a population).")
         need(self.updates >= 1, f"--updates={self.updates}: verify at least 1 update.")
         need(self.batch_size >= 1, f"--batch-size={self.batch_size}: use a batch of at least 1.")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fastddpg.networks import Actor, Critic, StackedLayerNorm, StackedLinear, TwinCritic
-from fastddpg.update import Batch, ddpg_update, first_member
+from fastddpg.update import Batch, ddpg_update, first_critic
 from tests.conftest import hyper, make_learner
 
 CPU = torch.device("cpu")
@@ -91,7 +91,7 @@ def test_twin_critic_members_are_independent_critics():
             torch.testing.assert_close(q[k], member(obs, act), rtol=1e-5, atol=1e-6)
         assert not torch.allclose(q[0], q[1])  # independently initialised
         params = {k: v.detach() for k, v in twin.named_parameters()}
-        q1_only = torch.func.functional_call(twin, first_member(params), (obs, act))
+        q1_only = torch.func.functional_call(twin, first_critic(params, 2), (obs, act))
         assert q1_only.shape == (1, 5, 1)
         torch.testing.assert_close(q1_only[0], q[0])
 

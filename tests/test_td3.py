@@ -21,7 +21,7 @@ from fastddpg.update import (
     METRIC_NAMES,
     TD3_METRIC_NAMES,
     Batch,
-    td3_actor_loss,
+    actor_loss,
     td3_target,
     td3_update,
 )
@@ -106,16 +106,16 @@ def test_actor_loss_uses_q1_only():
     obs = torch.randn(8, 3)
 
     def grads(critic_params):
-        return torch.func.grad_and_value(td3_actor_loss, argnums=1)(
+        return torch.func.grad_and_value(actor_loss, argnums=1, has_aux=True)(
             learner.actor, learner.state["actor"], learner.critic, critic_params, obs)
 
-    g, loss = grads(learner.state["critic"])
+    g, (loss, _) = grads(learner.state["critic"])
     torch.testing.assert_close(loss, -learner.critic.member(0)(obs, learner.actor(obs)).mean())
     for member, should_change in ((1, False), (0, True)):
         perturbed = {k: v.clone() for k, v in learner.state["critic"].items()}
         for v in perturbed.values():
             v[member] += torch.randn_like(v[member])
-        g2, loss2 = grads(perturbed)
+        g2, (loss2, _) = grads(perturbed)
         same = torch.equal(loss2, loss) and all(torch.equal(g2[k], g[k]) for k in g)
         assert same != should_change, f"perturbing Q_{member + 1}"
 

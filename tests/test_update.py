@@ -84,11 +84,11 @@ def test_critic_and_actor_loss_by_hand():
     learner = tiny_learner()
     set_weights(learner)
     y = torch.tensor([[1.0], [0.0]])
-    loss, q = critic_loss(learner.critic, learner.state["critic"], BATCH, y)
+    loss, (_, q) = critic_loss(learner.critic, learner.state["critic"], BATCH, y)
     qs = [q_hand(BATCH.obs[i, 0].item(), BATCH.action[i, 0].item()) for i in range(2)]
     assert loss.item() == pytest.approx(((qs[0] - 1.0) ** 2 + (qs[1] - 0.0) ** 2) / 2, rel=1e-6)
     torch.testing.assert_close(q.reshape(-1), torch.tensor(qs))
-    pi = actor_loss(learner.actor, learner.state["actor"], learner.critic, learner.state["critic"], BATCH.obs)
+    pi, _ = actor_loss(learner.actor, learner.state["actor"], learner.critic, learner.state["critic"], BATCH.obs)
     expected = -sum(q_hand(s, mu_hand(s)) for s in BATCH.obs.reshape(-1).tolist()) / 2
     assert pi.item() == pytest.approx(expected, rel=1e-6)
 

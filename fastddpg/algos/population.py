@@ -1,11 +1,13 @@
 """A population: K independent members of one algorithm trained as one learner (``--num-seeds K``).
 
-Nothing is shared but the code. Every tensor of the learner state has a leading member dim (`fastddpg.update`'s
-population section): the actors are one `StackedActor` (K stacked), the critics one `PopulationCritic` of K*C
-stacked critics, member-major (TD3: C = 2, member k's twins are rows 2k and 2k+1, so the existing per-row gradient
-clipping of the twin critic carries over unchanged), the Adam moments are stacked like their parameters and
-each Adam step count is (K,). The hyperparameters are (K,) tensors (`MemberHyper`), so one update function (one
-compiled graph, one CUDA graph) serves every member whatever its grid point.
+Nothing is shared but the code. Every tensor of the learner state has a leading member dim, and the update
+functions are the algorithm's own (`Algorithm.make_update_fns` over the stacked networks: `fastddpg.update`'s
+equations are shape-generic). For DDPG and TD3 (`Algorithm.build_stacked_networks`) the actors are one
+`StackedActor` (K stacked), the critics one `PopulationCritic` of K*C stacked critics, member-major (TD3:
+C = 2, member k's twins are rows 2k and 2k+1, so the per-row gradient clipping of the twin critic carries over
+unchanged), the Adam moments are stacked like their parameters and each Adam step count is (K,). The
+hyperparameters are (K,) tensors (`stack_hypers`), so one update function (one compiled graph, one CUDA graph)
+serves every member whatever its grid point.
 
 A population is built from K single-agent `Algorithm`s (`Population(members)`): member k starts with exactly
 their weights, targets and optimizer states, and `member(k)` gives member k back as a single `Algorithm` (a
@@ -19,11 +21,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
-from ..networks import PopulationCritic, StackedActor, from_stacked, to_stacked
-from ..update import Batch, Nets, member_hyper, population_adam_state
-from .base import Algorithm, UpdateFns, _aliases
+from ..networks import from_stacked, to_stacked
+from ..update import Batch, stack_hypers, unstack_hyper
+from .base import Algorithm, UpdateFns
 
 
 class Population(Algorithm):
@@ -52,22 +53,15 @@ class Population(Algorithm):
         self.obs_dim, self.act_dim, self.device = first.obs_dim, first.act_dim, first.device
         self.policy_delay, self.hidden_sizes, self.layer_norm = first.policy_delay, first.hidden_sizes, first.layer_norm
         self.action_low, self.action_high = first.action_low, first.action_high
-        self.hyper = member_hyper([m.hyper for m in members], self.device)
-        k, o, a = self.members, self.obs_dim, self.act_dim
-        actors = [StackedActor(k, o, a, self.hidden_sizes, self.action_low, self.action_high, self.layer_norm)
-                  for _ in range(2)]
-        critics = [PopulationCritic(k, o, a, self.hidden_sizes, self.num_critics, self.layer_norm) for _ in range(2)]
-        self.actor, self.target_actor = (m.to(self.device) for m in actors)
-        self.critic, self.target_critic = (m.to(self.device) for m in critics)
-        self._bind_state(optim=None)
+        self.hyper = stack_hypers([m.hyper for m in members], self.device)
+        networks = first.build_stacked_networks(self.members)  # overwritten by load_member_: init is irrelevant
+        self.module_names = tuple(networks)
+        for name, module in networks.items():
+            setattr(self, name, module.to(self.device))
+        self.optimizer_groups = first.optimizer_groups
+        self._bind_state(optim=None, members=self.members)
         for i, m in enumerate(members):
             self.load_member_(i, m)
-
-    def _bind_state(self, optim: dict[str, Any] | None) -> None:
-        params = {name: _aliases(m) for name, m in self.modules().items()}
-        self.state = {**params, "optim": optim if optim is not None else
-                      {g: population_adam_state(params[g], self.members) for g in ("actor", "critic")}}
-        self.nets = Nets(self.actor, self.critic, self.action_low, self.action_high)
 
     # --- members in and out --------------------------------------------------------------------------------------
     def _rows(self, group: str, k: int) -> slice:
@@ -78,7 +72,7 @@ class Population(Algorithm):
     @torch.no_grad()
     def load_member_(self, k: int, single: Algorithm) -> None:
         """Make member k a copy of ``single`` (weights, targets, Adam moments and step count), in place."""
-        for name in ("actor", "critic", "target_actor", "target_critic"):
+        for name in self.module_names:
             rows = self._rows(name, k)
             for mine, theirs in zip(self.state[name].values(), single.state[name].values(), strict=True):
                 mine[rows].copy_(to_stacked(theirs))
@@ -93,13 +87,8 @@ class Population(Algorithm):
     def member(self, k: int) -> Algorithm:
         """Member k as a single `Algorithm` (a copy: weights, targets, Adam states, its hyperparameters)."""
         single = copy.deepcopy(self.template)
-        single.hyper = single.hyper._replace(
-            gamma=float(self.hyper.gamma[k]), tau=float(self.hyper.tau[k]),
-            grad_clip_norm=float(self.hyper.grad_clip_norm[k]),
-            actor=single.hyper.actor._replace(lr=float(self.hyper.actor_lr[k])),
-            critic=single.hyper.critic._replace(lr=float(self.hyper.critic_lr[k])),
-            policy_noise=float(self.hyper.policy_noise[k]), noise_clip=float(self.hyper.noise_clip[k]))
-        for name in ("actor", "critic", "target_actor", "target_critic"):
+        single.hyper = unstack_hyper(self.hyper, k)
+        for name in self.module_names:
             rows = self._rows(name, k)
             for mine, theirs in zip(self.state[name].values(), single.state[name].values(), strict=True):
                 theirs.copy_(from_stacked(mine[rows], theirs))
@@ -127,9 +116,13 @@ class Population(Algorithm):
         return extra if self.repeats == 1 else extra.repeat(1, self.repeats, 1, 1)
 
     def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns:
-        return self.template.population_update_fns(self.nets, self.hyper, as_batch, width)
+        return self.template.make_update_fns(self.nets, self.hyper, as_batch, width)
 
     # --- acting ---------------------------------------------------------------------------------------------------
+    def make_noise(self, cfg: Any, num_envs: int, generator: torch.Generator, sigma: float | torch.Tensor,
+                   repeats: int = 1) -> Any:
+        return self.template.make_noise(cfg, num_envs, generator, sigma, repeats)
+
     def _by_member(self, fn: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
         """``fn`` on (K, N, obs_dim), for obs given flat (K*N, obs_dim) (member-major) or already (K, N, obs_dim)."""
         if obs.dim() == 3:
@@ -147,8 +140,4 @@ class Population(Algorithm):
     def q1(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Each member's Q_1: obs (K, P, obs_dim), action (K, P, act_dim) -> (K, P, 1)."""
         q = self.critic(obs, action)
-        return q if self.num_critics == 1 else q[::self.num_critics]
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"actor": self.actor, "critic": self.critic, "target_actor": self.target_actor,
-                "target_critic": self.target_critic}
+        return q if self.num_critics == 1 else q[:, 0]

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..update import TD3_METRIC_NAMES, Batch, LearnerState, Nets, population_td3_update, td3_update
+from ..update import TD3_METRIC_NAMES, Batch, LearnerState, Nets, td3_update
 from .base import Algorithm, UpdateFns
 
 
@@ -36,24 +36,17 @@ class TD3(Algorithm):
         """Standard normal smoothing noise eps, (num_batches, batch_size, act_dim)."""
         return torch.randn(num_batches, batch_size, self.act_dim, device=self.device, generator=generator)
 
-    def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns:
-        return td3_fns(td3_update, self.nets, self.hyper, as_batch, width, self.policy_delay)
+    def make_update_fns(self, nets: Nets, hyper: Any, as_batch: Callable[[torch.Tensor], Batch],
+                        width: int) -> UpdateFns:
+        """The critic-only and the full update (one of them when the policy delay is 1); the smoothing noise is each
+        row's columns past ``width``."""
+        policy_delay = self.policy_delay
 
-    def population_update_fns(self, nets: Nets, hyper: Any, as_batch: Callable[[torch.Tensor], Batch],
-                              width: int) -> UpdateFns:
-        return td3_fns(population_td3_update, nets, hyper, as_batch, width, self.policy_delay)
+        # two separate defs, so each compiles to its own graph (one closure with a flag would recompile)
+        def td3_critic_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
+            return td3_update(nets, state, as_batch(rows), rows[..., width:], hyper, actor_step=False)
 
+        def td3_full_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
+            return td3_update(nets, state, as_batch(rows), rows[..., width:], hyper, actor_step=True)
 
-def td3_fns(update: Callable[..., torch.Tensor], nets: Nets, hyper: Any, as_batch: Callable[[torch.Tensor], Batch],
-            width: int, policy_delay: int) -> UpdateFns:
-    """The critic-only and the full update over ``update`` (`td3_update` or `population_td3_update`); the
-    smoothing noise is each row's columns past ``width``."""
-
-    # two separate defs, so each compiles to its own graph (one closure with a flag would recompile)
-    def td3_critic_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
-        return update(nets, state, as_batch(rows), rows[..., width:], hyper, actor_step=False)
-
-    def td3_full_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
-        return update(nets, state, as_batch(rows), rows[..., width:], hyper, actor_step=True)
-
-    return {True: td3_full_step} if policy_delay == 1 else {False: td3_critic_step, True: td3_full_step}
+        return {True: td3_full_step} if policy_delay == 1 else {False: td3_critic_step, True: td3_full_step}
