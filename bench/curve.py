@@ -274,7 +274,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.worker:
         return args
     if args.pop_threads == 0:
-        from fastddpg.threads import usable_cores
+        from fastddpg.core.threads import usable_cores
 
         args.pop_threads = usable_cores()
     if args.quick:

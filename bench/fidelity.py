@@ -172,7 +172,7 @@ def run_key(run: dict[str, Any]) -> tuple:
 def fastddpg_run(spec: dict[str, Any]) -> dict[str, Any]:
     """fastddpg with HYPER on spec's env/algo/seed; its training episodes and noise-free evaluation."""
     from fastddpg import Config, train
-    from fastddpg.evaluate import evaluate_actor
+    from fastddpg.runs.evaluate import evaluate_actor
 
     h, steps = HYPER, spec["steps"]
     clip, normalized = VARIANTS[spec["side"]]

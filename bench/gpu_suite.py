@@ -248,7 +248,7 @@ def gpu_info() -> dict[str, Any]:
     """GPU model, driver (nvidia-smi), torch and CUDA versions, date."""
     import torch
 
-    from fastddpg.verify import device_info
+    from fastddpg.tools.verify import device_info
 
     return device_info(torch.device("cuda"))
 

@@ -91,7 +91,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def fastddpg_run(seed: int, steps: int, threads: int) -> dict[str, Any]:
     """fastddpg's TD3 with HYPER, then its noise-free evaluation (the same episodes count as SB3's)."""
     from fastddpg import Config, train
-    from fastddpg.evaluate import evaluate_actor
+    from fastddpg.runs.evaluate import evaluate_actor
 
     h = HYPER
     cfg = Config(env=ENV_ID, algo="td3", num_envs=1, total_steps=steps, seed=seed, batch_size=h["batch_size"],

@@ -2,7 +2,7 @@
 and both without gradient-norm clipping, on Pendulum-v1 (num_envs 16, replay ratio 1, 20k env steps).
 
 `--layer-norm` puts LayerNorm in actor and critic together; this script splits it by wrapping
-`fastddpg.networks.mlp` inside each worker process (the actor is the MLP that ends in tanh), and otherwise
+`fastddpg.learning.networks.mlp` inside each worker process (the actor is the MLP that ends in tanh), and otherwise
 trains and evaluates exactly as `bench/exercises.py` does (its `worker`: the same Q - G measurement).
 
     python bench/layernorm_ablation.py --jobs 2 --threads 1     # 4 placements x 3 seeds: about 20 minutes
@@ -29,7 +29,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from torch import nn
 
     import bench.exercises as ex
-    import fastddpg.networks as nets
+    import fastddpg.learning.networks as nets
 
     where = spec["where"]
     plain_mlp = nets.mlp

@@ -142,7 +142,7 @@ def main() -> None:
     if args.quick:
         args.members, args.seconds, args.repeats = [1, 2, 4], 2.0, 2
     if args.threads == 0 and not args.child:
-        from fastddpg.threads import usable_cores
+        from fastddpg.core.threads import usable_cores
 
         args.threads = usable_cores()
     args.child_args = ["--num-envs", str(args.num_envs), "--device", args.device, "--env-backend", args.env_backend,

@@ -36,7 +36,7 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from fastddpg.algos import DDPG as FastDDPG
 from fastddpg.algos import TD3 as FastTD3
-from fastddpg.update import AdamHyper, Batch, Hyper, ddpg_update, td3_update
+from fastddpg.learning.update import AdamHyper, Batch, Hyper, ddpg_update, td3_update
 
 CHECKPOINTS = (1, 2, 10, 50, 100, 200, 300, 500, 1000, 2000)
 

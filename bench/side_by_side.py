@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (extra environment, extra `fastddpg run` flags). Every setting starts from an environment without the
-# variables below; `fastddpg run` then applies its own defaults (fastddpg.threads) unless the setting chose.
+# variables below; `fastddpg run` then applies its own defaults (fastddpg.core.threads) unless the setting chose.
 # "openmp-default" is what a run did before fastddpg chose anything: GNU OpenMP's own spin count when
 # OMP_WAIT_POLICY is unset (300,000), given explicitly so that fastddpg keeps it.
 THREAD_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")

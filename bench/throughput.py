@@ -113,7 +113,7 @@ def measure_point(num_envs: int, compile_mode: str, ratio: str, device: str, bac
 def env_only_rate(backend: str, num_envs: int, seconds: float, device: str) -> float:
     """Env steps/s of stepping the env alone with fixed actions (``backend``: sync, async or torch), through
     fastddpg's device-tensor interface (so the gymnasium figures include the host<->device packing)."""
-    from fastddpg.envs import make_env
+    from fastddpg.envs.vector import make_env
 
     dev = torch.device(device)
     if backend == "torch":

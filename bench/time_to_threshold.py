@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import SB3_VENV, moving_mean, sb3_python
 from bench.fidelity import HYPER, machine
 from bench.side_by_side import THREAD_VARS
-from fastddpg.config import Config
+from fastddpg.core.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "time_to_threshold.json"

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.baseline import matmul_rate, notebook_update_rate, update_flops
 from bench.common import sync
 from fastddpg.algos import DDPG
-from fastddpg.compile import compile_update
-from fastddpg.replay import ReplayBuffer
-from fastddpg.update import AdamHyper, Hyper
+from fastddpg.learning.compile import compile_update
+from fastddpg.learning.replay import ReplayBuffer
+from fastddpg.learning.update import AdamHyper, Hyper
 
 OBS_DIM, ACT_DIM, HIDDEN = 3, 1, (256, 256)
 

@@ -20,14 +20,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Config": "config", "ConfigError": "config",
-    "NonFiniteError": "failsafe", "TrainingInterrupted": "failsafe", "RunDirError": "failsafe",
-    "RunData": "rundir", "load_run": "rundir", "Report": "schema",
-    "Trainer": "trainer", "TrainResult": "trainer",
-    "latest_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
-    "load_policy": "policy", "Policy": "policy",
+    "Config": "core.config", "ConfigError": "core.config",
+    "NonFiniteError": "training.failsafe", "TrainingInterrupted": "training.failsafe",
+    "RunDirError": "training.failsafe",
+    "RunData": "runs.rundir", "load_run": "runs.rundir", "Report": "core.schema",
+    "Trainer": "training.trainer", "TrainResult": "training.trainer",
+    "latest_checkpoint": "runs.checkpoint", "load_checkpoint": "runs.checkpoint",
+    "load_policy": "runs.policy", "Policy": "runs.policy",
     "train": "api", "resume": "api",
-    "sweep": "sweeps", "resume_sweep": "sweeps", "load_sweep": "sweeps", "SweepResult": "sweeps",
+    "sweep": "tools.sweeps", "resume_sweep": "tools.sweeps", "load_sweep": "tools.sweeps",
+    "SweepResult": "tools.sweeps",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]
 

@@ -20,17 +20,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import Checkpointer, restore_weights, run_dir_error
-from .config import Config, ConfigError
-from .evaluate import PeriodicEvaluator
-from .failsafe import NonFiniteError, RunDirError, StopSignals, TrainingInterrupted
-from .fileio import os_error_of
-from .plots import write_report
-from .resuming import resume_run
-from .rundir import RunData, RunWriter, read_table
-from .schema import REPORT_FILE, SUMMARY_FILE
-from .tensorboard import TensorBoardWriter, require_tensorboard
-from .trainer import Trainer, TrainResult
+from .core.config import Config, ConfigError
+from .core.fileio import os_error_of
+from .core.schema import REPORT_FILE, SUMMARY_FILE
+from .reports.plots import write_report
+from .runs.checkpoint import Checkpointer, restore_weights, run_dir_error
+from .runs.evaluate import PeriodicEvaluator
+from .runs.resuming import resume_run
+from .runs.rundir import RunData, RunWriter, read_table
+from .runs.tensorboard import TensorBoardWriter, require_tensorboard
+from .training.failsafe import NonFiniteError, RunDirError, StopSignals, TrainingInterrupted
+from .training.trainer import Trainer, TrainResult
 
 Callback = Callable[..., None]
 
@@ -41,8 +41,8 @@ def train(cfg: Config | None = None, *, callbacks: Iterable[Callback] = (), argv
 
     With ``cfg.run_dir`` set (a path, or ``"auto"`` for ``runs/<env>__<algo>__<seed>__<timestamp>``), the run
     directory is written as ``fastddpg run`` writes it and ``result.run_dir`` names it; it can then be continued
-    with `resume`. ``callbacks`` are called as ``cb(trainer, report)`` at every report (`fastddpg.schema.Report`:
-    the new episode, update and probe rows and the counters; see `fastddpg.trainer` for the other hooks).
+    with `resume`. ``callbacks`` are called as ``cb(trainer, report)`` at every report (`fastddpg.core.schema.Report`:
+    the new episode, update and probe rows and the counters; see `fastddpg.training.trainer` for the other hooks).
     ``argv`` is the command line recorded in config.json (default ``sys.argv``). Quiet unless ``progress=True``
     (see `run_quietly_or_with_progress`), as `resume` is.
 
@@ -62,7 +62,7 @@ def resume(run_dir: str | Path, *, callbacks: Iterable[Callback] = (), argv: lis
            progress: bool = False, **overrides: Any) -> TrainResult:
     """Continue the run in ``run_dir`` from its latest checkpoint, appending to its CSVs, exactly as
     ``fastddpg run --resume RUN_DIR`` does. ``overrides`` may change only the run-control fields
-    (`fastddpg.resuming.RESUME_OVERRIDABLE`, e.g. a larger ``total_steps``). The returned DataFrames hold the
+    (`fastddpg.runs.resuming.RESUME_OVERRIDABLE`, e.g. a larger ``total_steps``). The returned DataFrames hold the
     whole run, from its first step. Quiet unless ``progress=True``, as `train` is."""
     trainer, writer = open_resume(run_dir, overrides, argv)
     return run_quietly_or_with_progress(trainer, writer, callbacks, progress)
@@ -77,7 +77,7 @@ def run_quietly_or_with_progress(trainer: Trainer, writer: RunWriter | None, cal
     if not progress:
         trainer.log = _silent
         return run_to_end(trainer, writer, callbacks)
-    from .reporting import make_reporter
+    from .reports.reporting import make_reporter
 
     cfg = trainer.cfg
     if not cfg.quiet:
@@ -194,7 +194,7 @@ def _run_to_end(trainer: Trainer, writer: RunWriter, callbacks: Iterable[Callbac
 
 
 def _run_dir_os_error(e: BaseException, run_dir: Path) -> OSError | None:
-    """The OSError of a failed write in ``e`` (`fastddpg.fileio.os_error_of`) when its file is in the run directory
+    """The OSError of a failed write in ``e`` (`fastddpg.core.fileio.os_error_of`) when its file is in the run directory
     (or it names none); else None: an env failing to read its own file is not the run directory's problem."""
     err = os_error_of(e)
     if err is None or err.filename is None:

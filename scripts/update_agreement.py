@@ -1,15 +1,16 @@
 """Old versus new update: N eager updates of DDPG, TD3 and DDPG+LayerNorm, one agent and a population of 3, from the
 same initial state and the same batches, run by the code at BASE_DIR (another checkout, e.g. a worktree of the
-commit before a change to fastddpg/update.py) and by this working tree, each in a subprocess of its own; prints the
+commit before a change to fastddpg/learning/update.py) and by this working tree, each in a subprocess of its
+own; prints the
 largest absolute and relative difference of the parameters, targets, Adam states and metrics.
 
     OMP_NUM_THREADS=1 python scripts/update_agreement.py BASE_DIR [--updates 500] [--compiled] [--cases td3 ...]
 
-``--compiled``: through `fastddpg.compile.compile_update` (torch.compile, no CUDA graph) on both sides instead of
-eager, to see where the compiler's kernels round differently.
+``--compiled``: through `fastddpg.learning.compile.compile_update` (torch.compile, no CUDA graph) on both sides
+instead of eager, to see where the compiler's kernels round differently.
 
 Both sides use only what both versions have: the `Algorithm` constructors, `Population`, ``update_fns``,
-`fastddpg.update.Batch` and `Hyper`. Relative differences are to the largest |value| of each tensor (or metric
+`fastddpg.learning.update.Batch` and `Hyper`. Relative differences are to the largest |value| of each tensor (or metric
 column over all updates), so a tensor that is all tiny does not inflate them.
 """
 
@@ -34,7 +35,7 @@ def child(out: str, updates: int, compiled: bool, cases: list[str]) -> None:
     import fastddpg
     from fastddpg.algos import DDPG, TD3
     from fastddpg.algos.population import Population
-    from fastddpg.update import AdamHyper, Batch, Hyper
+    from fastddpg.learning.update import AdamHyper, Batch, Hyper
 
     code = os.environ["PYTHONPATH"]
     assert fastddpg.__file__.startswith(code), f"imported {fastddpg.__file__}, not the code at {code}"
@@ -78,7 +79,7 @@ def child(out: str, updates: int, compiled: bool, cases: list[str]) -> None:
                 agent = learner(algo, ln, 0, 100)
             fns = agent.update_fns(as_batch, width)
             if compiled:
-                from fastddpg.compile import compile_update
+                from fastddpg.learning.compile import compile_update
 
                 torch._dynamo.reset()
                 fns = {k: compile_update(fn, "default", torch.device("cpu"), cuda_graph=False) for k, fn in fns.items()}

@@ -49,7 +49,7 @@ def _seed_torch():
 
 def hyper(gamma=0.99, tau=0.005, clip=1.0, actor_lr=1e-3, critic_lr=1e-3, policy_noise=0.2, noise_clip=0.5):
     """The update's hyperparameters, in the order the tests give them."""
-    from fastddpg.update import AdamHyper, Hyper
+    from fastddpg.learning.update import AdamHyper, Hyper
 
     return Hyper(gamma, tau, clip, AdamHyper(actor_lr), AdamHyper(critic_lr), policy_noise, noise_clip)
 
@@ -67,7 +67,7 @@ def make_learner(obs_dim, act_dim, hidden, low, high, actor_lr=1e-3, critic_lr=1
 
 def stop_at(monkeypatch, step: int, action) -> None:
     """Make the trainer call ``action()`` right after the flush at env step ``step``."""
-    from fastddpg.trainer import Trainer
+    from fastddpg.training.trainer import Trainer
 
     original = Trainer.flush
 

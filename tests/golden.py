@@ -5,7 +5,7 @@ within a tolerance on any machine (tests/test_golden.py).
     python tests/golden.py --check      # print each case's deviation from the recorded values, in tolerances
                                         # (--eager: without the compiled updates)
 
-The state and batches are `fastddpg.verify.build_setup`'s: drawn from a CPU generator (the same numbers on every
+The state and batches are `fastddpg.tools.verify.build_setup`'s: drawn from a CPU generator (the same numbers on every
 machine), then ``WARMUP`` eager updates so the targets differ from the online networks and Adam's moments are
 mid-training. From there ``UPDATES`` updates run, and a case records the metrics of each and a fingerprint of how
 every tensor of the learner state moved (`fingerprint`).
@@ -43,9 +43,9 @@ Q_OFFSET = -100.0
 def build(case: str, compiled: bool = False, **overrides: Any) -> dict[str, Any]:
     """Run ``case``'s updates (eager, or through the trainer's compiled wrapper) and return its record:
     ``metrics`` (UPDATES lists) and ``moves`` {tensor name: fingerprint}. ``overrides`` inject a mistake: a field of
-    `fastddpg.update.Hyper` (gamma, tau, grad_clip_norm, ...) or ``policy_delay``."""
-    from fastddpg.compile import compile_update
-    from fastddpg.verify import build_setup, learner_state
+    `fastddpg.learning.update.Hyper` (gamma, tau, grad_clip_norm, ...) or ``policy_delay``."""
+    from fastddpg.learning.compile import compile_update
+    from fastddpg.tools.verify import build_setup, learner_state
 
     spec = CASES[case]
     torch._dynamo.reset()

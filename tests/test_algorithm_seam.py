@@ -16,12 +16,12 @@ from torch import nn
 from fastddpg import Config, load_checkpoint, load_policy, resume, train
 from fastddpg.algos import Algorithm, algorithm_class
 from fastddpg.algos.base import UpdateFns
-from fastddpg.evaluate import evaluate_run
-from fastddpg.export import export_policy
-from fastddpg.networks import BoundedPolicy, Critic, mlp
-from fastddpg.noise import GaussianNoise
-from fastddpg.registry import ALGORITHMS, CORE_METRICS, AlgoSpec
-from fastddpg.update import Batch, LearnerState, Nets, batch_mean, ddpg_update
+from fastddpg.core.registry import ALGORITHMS, CORE_METRICS, AlgoSpec
+from fastddpg.learning.networks import BoundedPolicy, Critic, mlp
+from fastddpg.learning.noise import GaussianNoise
+from fastddpg.learning.update import Batch, LearnerState, Nets, batch_mean, ddpg_update
+from fastddpg.runs.evaluate import evaluate_run
+from fastddpg.runs.export import export_policy
 
 
 class GaussianActor(BoundedPolicy):

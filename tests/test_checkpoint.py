@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import fastddpg
-import fastddpg.checkpoint as ckpt
+import fastddpg.runs.checkpoint as ckpt
 from fastddpg import Config, ConfigError, Trainer
-from fastddpg.checkpoint import (
+from fastddpg.runs.checkpoint import (
     Checkpointer,
     latest_checkpoint,
     list_checkpoints,
@@ -22,7 +22,7 @@ from fastddpg.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from fastddpg.trainer import checkpoint_interval, resume_seed
+from fastddpg.training.trainer import checkpoint_interval, resume_seed
 from tests.conftest import COUNTING_ID
 
 

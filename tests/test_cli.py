@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fastddpg.cli import build_parser, config_from_args, main
-from fastddpg.config import Config, ConfigError
+from fastddpg.core.config import Config, ConfigError
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

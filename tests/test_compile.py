@@ -10,8 +10,8 @@ import torch._dynamo
 
 from fastddpg import Config, Trainer
 from fastddpg.algos import Algorithm
-from fastddpg.compile import CudaGraphUpdate, compile_explore, compile_update, resolve_compile_mode
-from fastddpg.replay import ReplayBuffer
+from fastddpg.learning.compile import CudaGraphUpdate, compile_explore, compile_update, resolve_compile_mode
+from fastddpg.learning.replay import ReplayBuffer
 from tests.conftest import make_learner
 
 CPU = torch.device("cpu")

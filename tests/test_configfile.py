@@ -16,8 +16,8 @@ import torch
 
 import fastddpg
 from fastddpg.cli import build_parser, config_from_args, main
-from fastddpg.config import GROUPS, Config
-from fastddpg.configfile import load_config_file, to_toml
+from fastddpg.core.config import GROUPS, Config
+from fastddpg.core.configfile import load_config_file, to_toml
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

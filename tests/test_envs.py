@@ -8,9 +8,9 @@ import torch
 
 from fastddpg import Config, Trainer, train
 from fastddpg.cli import main
-from fastddpg.config import ConfigError
-from fastddpg.envs import Step, TorchVecEnv, VecEnv, make_env, resolve_env_backend
-from fastddpg.torch_pendulum import angle_normalize, pendulum_obs, pendulum_step
+from fastddpg.core.config import ConfigError
+from fastddpg.envs.torch_pendulum import angle_normalize, pendulum_obs, pendulum_step
+from fastddpg.envs.vector import Step, TorchVecEnv, VecEnv, make_env, resolve_env_backend
 
 CPU = torch.device("cpu")
 LIMIT = 200  # Pendulum-v1's time limit
@@ -222,7 +222,7 @@ def test_async_mode_matches_sync():
     """The async workers (SIGINT-deaf, so the trainer decides how to stop) give sync's transitions."""
     import torch
 
-    from fastddpg.envs import make_env
+    from fastddpg.envs.vector import make_env
 
     out = {}
     for mode in ("sync", "async"):

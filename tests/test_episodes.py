@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fastddpg.devicelog import Pulled, episode_rows
-from fastddpg.schema import (
+from fastddpg.core.schema import (
     EPISODE_COLUMNS,
     EpisodeRow,
     episode_records,
@@ -21,6 +20,7 @@ from fastddpg.schema import (
     run_return_10,
     with_member,
 )
+from fastddpg.training.devicelog import Pulled, episode_rows
 
 
 def test_last10_mean_takes_the_last_ten_or_all_of_fewer():

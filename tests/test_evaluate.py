@@ -12,7 +12,7 @@ import torch
 
 from fastddpg import load_run
 from fastddpg.cli import main
-from fastddpg.evaluate import evaluate_actor, evaluate_run, load_actor
+from fastddpg.runs.evaluate import evaluate_actor, evaluate_run, load_actor
 from tests.test_rundir import short_run
 
 

@@ -16,7 +16,7 @@ import torch
 
 from fastddpg import load_checkpoint
 from fastddpg.cli import main
-from fastddpg.evaluate import load_actor
+from fastddpg.runs.evaluate import load_actor
 
 # torch 2.13 deprecates TorchScript in favour of torch.export; the issue asks for TorchScript, still loadable
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastddpg.update import AdamHyper
+from fastddpg.learning.update import AdamHyper
 from tests import golden
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@
 
 Every call of torch.Tensor.item / .cpu / .tolist / .numpy / __float__ is counted when the calling frame's module
 is part of fastddpg. The one exception is named and counted on its own: a CPU-simulated (Gymnasium) env needs
-the actions on the host once per vector step, ``actions.detach().cpu().numpy()`` in `fastddpg.envs.VecEnv.step`.
+the actions on the host once per vector step, ``actions.detach().cpu().numpy()`` in `fastddpg.envs.vector.VecEnv.step`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import torch
 from rich.console import Console
 
 from fastddpg import Config, Trainer
-from fastddpg.envs import VecEnv
-from fastddpg.reporting import PlainReporter, RichReporter
-from fastddpg.rundir import RunWriter
+from fastddpg.envs.vector import VecEnv
+from fastddpg.reports.reporting import PlainReporter, RichReporter
+from fastddpg.runs.rundir import RunWriter
 
 COUNTED = ("item", "cpu", "tolist", "numpy", "__float__")
-ACTION_COPY = ("fastddpg.envs", "step")  # VecEnv.step: actions.detach().cpu().numpy(), once per vector step
+ACTION_COPY = ("fastddpg.envs.vector", "step")  # VecEnv.step: actions.detach().cpu().numpy(), once per vector step
 MAX_PER_FLUSH = 4  # flush: one .cpu().numpy() of metrics + episode log; a probe snapshot: one .cpu().numpy()
 LOG_EVERY = 100
 
@@ -104,7 +104,8 @@ def test_host_reads_grow_with_flushes_not_steps(monkeypatch, tmp_path):
                                          (*ACTION_COPY, "numpy"): c.vector_steps}), c.action_copy
     # everything else: a few reads per flush (the counter does see them), none per step
     # ... and only where a report pulls the device log, or a probe snapshot is taken
-    assert short.n_other > 0 and {k[0] for k in long.other} <= {"fastddpg.devicelog", "fastddpg.probes"}, long.other
+    assert short.n_other > 0, short.other
+    assert {k[0] for k in long.other} <= {"fastddpg.training.devicelog", "fastddpg.training.probes"}, long.other
     assert grows_with_flushes_only(short, long), (short.other, long.other)
     assert MAX_PER_FLUSH * (long.flushes - short.flushes) < long.vector_steps - short.vector_steps
 

@@ -5,6 +5,7 @@ the training stack."""
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import subprocess
 import sys
@@ -14,21 +15,17 @@ import fastddpg
 
 PACKAGE = Path(fastddpg.__file__).resolve().parent
 
-# (0) configuration and names, (1) the parts and the math, (2) training, (3) files: run directory, checkpoints,
-# evaluation, export, video, (4) what a user touches: the Python API, plots, console, CLI, verify. README's
-# Layout table says the same.
-LAYERS = {
-    0: {"config", "registry", "schema", "fileio", "threads", "configfile", "verifyoptions"},
-    1: {"networks", "noise", "replay", "envs", "torch_pendulum", "update", "compile", "algos",
-        # every algorithm file: adding one needs no line here
-        *(f"algos.{p.stem}" for p in (PACKAGE / "algos").glob("*.py") if p.stem != "__init__")},
-    2: {"devicelog", "probes", "failsafe", "trainer"},
-    3: {"rundir", "checkpoint", "evaluate", "export", "video", "tensorboard", "policy", "resuming"},
-    4: {"plots", "bands", "reporting", "api", "verify", "cli", "cli.main", "cli.options", "cli.run", "cli.plot",
-        "cli.eval", "cli.export", "cli.verify", "cli.sweep", "cli.__main__", "sweeps", "sweeps.spec", "sweeps.cluster",
-        "sweeps.trial", "sweeps.progress", "sweeps.driver", "sweeps.resume", "sweeps.results", "sweeps.report"},
+# The layers are folders: a module's layer is its folder's (README's Layout table says the same). A new module in
+# one of these folders, an algorithm file included, needs no line here.
+FOLDER_LAYERS = {
+    0: {"core"},                        # configuration and names: Config, the run files' schema, the registry; no torch
+    1: {"learning", "algos", "envs"},   # the parts and the math: equations, networks, replay, algorithms, envs
+    2: {"training"},                    # the training loop (no file I/O), its device log, probes, failsafes
+    3: {"runs"},                        # files: run directory, checkpoints and resume, evaluation, export, video
+    4: {"reports", "tools", "api"},     # what a user reads and runs: console, plots, verify, sweeps, train()
+    5: {"cli"},                         # the command line, one module per command
 }
-LAYER_OF = {m: n for n, mods in LAYERS.items() for m in mods}
+LAYER_OF_FOLDER = {f: n for n, folders in FOLDER_LAYERS.items() for f in folders}
 
 
 def module_names() -> list[str]:
@@ -39,6 +36,15 @@ def module_names() -> list[str]:
         if parts:  # the package's own __init__ imports lazily, by name
             names.append(".".join(parts))
     return names
+
+
+@functools.cache
+def all_modules() -> frozenset[str]:
+    return frozenset(module_names())
+
+
+def layer_of(module: str) -> int:
+    return LAYER_OF_FOLDER[module.split(".")[0]]
 
 
 def imports_of(module: str) -> set[str]:
@@ -52,34 +58,55 @@ def imports_of(module: str) -> set[str]:
             if node.level:  # relative: resolve against this module's package
                 base = package[: len(package) - node.level + 1]
                 target = ".".join([*base, *(node.module.split(".") if node.module else [])])
-                candidates = [target] + ([f"{target}.{a.name}".lstrip(".") for a in node.names] if not node.module
-                                         else [])  # `from .. import sweeps`: the module sweeps
+                # `from .. import x` or `from ..tools import sweeps`: x or tools.sweeps may be a module
+                candidates = [target] + [f"{target}.{a.name}".lstrip(".") for a in node.names]
             elif node.module and node.module.startswith("fastddpg"):
                 target = node.module.removeprefix("fastddpg").lstrip(".")
                 candidates = [target] + [f"{target}.{a.name}" if target else a.name for a in node.names]
             else:
                 continue
-            found |= {c for c in candidates if c in LAYER_OF}
+            found |= {c for c in candidates if c in all_modules()}
         elif isinstance(node, ast.Import):
             for a in node.names:
                 name = a.name.removeprefix("fastddpg").lstrip(".")
-                if a.name.startswith("fastddpg.") and name in LAYER_OF:
+                if a.name.startswith("fastddpg.") and name in all_modules():
                     found.add(name)
     found.discard(module)
     return found
 
 
-def test_every_module_has_a_layer():
-    assert set(module_names()) == set(LAYER_OF), set(module_names()) ^ set(LAYER_OF)
+def test_every_module_is_in_a_layer_folder():
+    homeless = [m for m in module_names() if m.split(".")[0] not in LAYER_OF_FOLDER]
+    assert homeless == [], f"modules outside the layer folders (add the folder to FOLDER_LAYERS): {homeless}"
+    assert {m.split(".")[0] for m in module_names()} == set(LAYER_OF_FOLDER), "a layer folder has no module"
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path, monkeypatch):
+    """A module of core importing training is caught: the check can fail."""
+    fake = tmp_path / "fastddpg"
+    (fake / "core").mkdir(parents=True)
+    (fake / "training").mkdir()
+    (fake / "core" / "__init__.py").write_text("")
+    (fake / "training" / "__init__.py").write_text("")
+    (fake / "training" / "trainer.py").write_text("")
+    (fake / "core" / "config.py").write_text("def f():\n    from ..training import trainer\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    all_modules.cache_clear()
+    try:
+        assert imports_of("core.config") == {"training", "training.trainer"}
+        assert layer_of("training.trainer") > layer_of("core.config")
+    finally:
+        all_modules.cache_clear()
 
 
 def test_imports_go_down_or_sideways_only():
-    upward = [(m, i) for m in LAYER_OF for i in imports_of(m) if LAYER_OF[i] > LAYER_OF[m]]
+    upward = [(m, i) for m in module_names() for i in imports_of(m) if layer_of(i) > layer_of(m)]
     assert upward == [], "modules importing from a higher layer: " + ", ".join(f"{m} -> {i}" for m, i in upward)
 
 
 def test_no_import_cycle():
-    graph = {m: imports_of(m) - {p for p in LAYER_OF if m.startswith(p + ".")} for m in LAYER_OF}
+    modules = module_names()
+    graph = {m: imports_of(m) - {p for p in modules if m.startswith(p + ".")} for m in modules}
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
     path: list[str] = []
 
@@ -102,13 +129,13 @@ def test_no_import_cycle():
 
 
 def test_the_cycle_check_sees_imports_inside_functions():
-    assert "plots" in imports_of("api") and "reporting" in imports_of("cli.run")  # imported inside cmd_run
-    assert "sweeps" in imports_of("cli.sweep")  # `from .. import sweeps`, inside its command
+    assert "reports.plots" in imports_of("api") and "reports.reporting" in imports_of("cli.run")  # inside cmd_run
+    assert "tools.sweeps" in imports_of("cli.sweep")  # `from .. import sweeps`, inside its command
 
 
 def test_plotting_and_evaluation_do_not_load_the_trainer():
-    code = ("import sys, fastddpg.plots, fastddpg.evaluate, fastddpg.rundir\n"
-            "print(sorted(m for m in sys.modules if m in ('fastddpg.trainer', 'fastddpg.checkpoint', "
+    code = ("import sys, fastddpg.reports.plots, fastddpg.runs.evaluate, fastddpg.runs.rundir\n"
+            "print(sorted(m for m in sys.modules if m in ('fastddpg.training.trainer', 'fastddpg.runs.checkpoint', "
             "'fastddpg.api')))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
@@ -151,8 +178,8 @@ def test_the_cli_module_does_not_load_torch():
 
 def test_config_choices_match_the_algorithm_registry():
     from fastddpg.algos import algorithms
-    from fastddpg.config import ALGOS, GRID_FIELDS
-    from fastddpg.registry import CORE_METRICS
+    from fastddpg.core.config import ALGOS, GRID_FIELDS
+    from fastddpg.core.registry import CORE_METRICS
 
     found = algorithms()
     assert tuple(found) == ALGOS == ("ddpg", "td3")

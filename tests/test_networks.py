@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from fastddpg.networks import Actor, Critic, StackedLayerNorm, StackedLinear, TwinCritic
-from fastddpg.update import Batch, ddpg_update, first_critic
+from fastddpg.learning.networks import Actor, Critic, StackedLayerNorm, StackedLinear, TwinCritic
+from fastddpg.learning.update import Batch, ddpg_update, first_critic
 from tests.conftest import hyper, make_learner
 
 CPU = torch.device("cpu")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastddpg import Config, ConfigError, Trainer
-from fastddpg.noise import GaussianNoise, OUNoise, make_noise
+from fastddpg.learning.noise import GaussianNoise, OUNoise, make_noise
 from tests.conftest import COUNTING_ID
 
 CPU = torch.device("cpu")

@@ -26,14 +26,15 @@ import pytest
 import torch
 
 import fastddpg
-from fastddpg import fileio, rundir
-from fastddpg.checkpoint import checkpoint_bytes, disk_space_warning, list_checkpoints, save_checkpoint
 from fastddpg.cli import main
-from fastddpg.config import Config
-from fastddpg.failsafe import RUNDIR_EXIT_CODE, RunDirError
-from fastddpg.fileio import IO_EXIT_CODE, TMP_SUFFIX, os_error_of
-from fastddpg.rundir import load_run
-from fastddpg.trainer import Trainer
+from fastddpg.core import fileio
+from fastddpg.core.config import Config
+from fastddpg.core.fileio import IO_EXIT_CODE, TMP_SUFFIX, os_error_of
+from fastddpg.runs import rundir
+from fastddpg.runs.checkpoint import checkpoint_bytes, disk_space_warning, list_checkpoints, save_checkpoint
+from fastddpg.runs.rundir import load_run
+from fastddpg.training.failsafe import RUNDIR_EXIT_CODE, RunDirError
+from fastddpg.training.trainer import Trainer
 from tests.conftest import stop_at  # stop_at(monkeypatch, step, action): action() after the report at step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -377,8 +378,8 @@ def test_export_on_a_full_disk(tmp_path, monkeypatch, capsys):
 
 
 def test_sweep_trial_error_line():
-    from fastddpg.sweeps import SweepResult, trial_error_line
-    from fastddpg.sweeps.results import _with_errors
+    from fastddpg.tools.sweeps import SweepResult, trial_error_line
+    from fastddpg.tools.sweeps.results import _with_errors
 
     e = RunDirError(errno.ENOSPC, None, "/s/trials/t1/updates.csv", run_dir="/s/trials/t1", global_step=40,
                     reported_step=20, checkpoint_bytes=5000, run_dir_exists=True)
@@ -542,8 +543,8 @@ def test_video_encoder_on_a_full_disk(tmp_path, monkeypatch):
     goes; with space left the encoder's own error passes through unchanged."""
     pytest.importorskip("pygame", reason="the video extra is not installed")
     imageio = pytest.importorskip("imageio.v2", reason="the video extra is not installed")
-    from fastddpg import video
-    from fastddpg.networks import Actor
+    from fastddpg.learning.networks import Actor
+    from fastddpg.runs import video
 
     class BrokenEncoder:
         def __enter__(self):

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fastddpg import Config, ConfigError
-from fastddpg.config import format_hyper
+from fastddpg.core.config import format_hyper
 
 # --- hyperparameters with enough significant digits ---------------------------------------------------------------
 
@@ -35,7 +35,7 @@ def test_grid_labels_keep_small_learning_rates_apart():
 
 def _sweep_result(tmp_path):
     """A two-trial sweep result built by hand (no Ray): actor_lr as trials.csv holds it."""
-    from fastddpg.sweeps import SweepResult, make_spec
+    from fastddpg.tools.sweeps import SweepResult, make_spec
 
     spec = make_spec(Config(), tmp_path / "s", grid={"actor_lr": [2.4665e-3, 3e-4]})
     lrs = [0.0024665123456789, 0.0003]
@@ -49,7 +49,7 @@ def _sweep_result(tmp_path):
 
 
 def test_sweep_ranking_table_shows_learning_rates_not_zero(tmp_path):
-    from fastddpg.sweeps.report import _ranking_table
+    from fastddpg.tools.sweeps.report import _ranking_table
 
     table = _ranking_table(_sweep_result(tmp_path))
     cells = re.findall(r"<td>([^<]*)</td>", table)
@@ -59,7 +59,7 @@ def test_sweep_ranking_table_shows_learning_rates_not_zero(tmp_path):
 
 
 def test_sweep_legends_and_hover_show_four_significant_digits(tmp_path):
-    from fastddpg.sweeps import sweep_figures
+    from fastddpg.tools.sweeps import sweep_figures
 
     names, extras = set(), set()
     for fig in sweep_figures(_sweep_result(tmp_path)):
@@ -88,7 +88,7 @@ def test_refused_grid_fields_point_to_the_command_that_varies_them(entry, points
 
 def test_eval_refreshes_the_report(tmp_path, capsys):
     from fastddpg.cli import main
-    from fastddpg.schema import REPORT_FILE
+    from fastddpg.core.schema import REPORT_FILE
     from tests.test_rundir import short_run
 
     run = short_run(tmp_path / "run")
@@ -123,7 +123,7 @@ def test_halfcheetah_is_made_without_the_settotalmass_warning(mode, capfd):
     mujoco = pytest.importorskip("mujoco")
     import torch
 
-    from fastddpg.envs import SETTOTALMASS_WARNING, make_env
+    from fastddpg.envs.vector import SETTOTALMASS_WARNING, make_env
 
     before = mujoco.get_mju_user_warning()
     env = make_env("HalfCheetah-v5", 2, torch.device("cpu"), mode)
@@ -152,7 +152,7 @@ def _unfiltered_settotalmass_warning(mujoco) -> str:
 
 def test_other_mujoco_warnings_still_show(capfd):
     mujoco = pytest.importorskip("mujoco")
-    from fastddpg.envs import SETTOTALMASS_WARNING, settotalmass_filtered
+    from fastddpg.envs.vector import SETTOTALMASS_WARNING, settotalmass_filtered
 
     seen: list[str] = []
     mujoco.set_mju_user_warning(seen.append)  # a handler of the user's own keeps getting the others
@@ -172,7 +172,7 @@ def test_other_mujoco_warnings_still_show(capfd):
 
 
 def test_pendulum_is_made_without_touching_mujoco():
-    from fastddpg.envs import is_mujoco_env
+    from fastddpg.envs.vector import is_mujoco_env
 
     assert is_mujoco_env("HalfCheetah-v5") and is_mujoco_env("Hopper-v5")
     assert not is_mujoco_env("Pendulum-v1") and not is_mujoco_env("NoSuchEnv-v0")
@@ -213,8 +213,8 @@ def test_train_and_resume_print_alike(tmp_path, capsys, progress):
 # --- the sweep's own progress lines ---------------------------------------------------------------------------------
 
 def test_sweep_progress_lines(capsys, monkeypatch):
-    from fastddpg import sweeps
-    from fastddpg.sweeps import progress
+    from fastddpg.tools import sweeps
+    from fastddpg.tools.sweeps import progress
 
     now = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])

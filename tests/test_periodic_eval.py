@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from fastddpg import Config, load_checkpoint, load_run, train
-from fastddpg.checkpoint import latest_checkpoint
 from fastddpg.cli import main
-from fastddpg.config import ConfigError
-from fastddpg.evaluate import EVAL_SEED_OFFSET, evaluate_members, load_actor
-from fastddpg.plots import TITLE_EVAL, figure_title, read_report_figures
+from fastddpg.core.config import ConfigError
+from fastddpg.reports.plots import TITLE_EVAL, figure_title, read_report_figures
+from fastddpg.runs.checkpoint import latest_checkpoint
+from fastddpg.runs.evaluate import EVAL_SEED_OFFSET, evaluate_members, load_actor
 from tests.test_rundir import SHORT_RUN, short_run
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # TorchScript export, as test_export
@@ -101,7 +101,7 @@ def test_console_summary_and_cost(run):
 
 def test_tensorboard_and_report(run):
     run_dir, _ = run
-    from fastddpg.tensorboard import read_scalars
+    from fastddpg.runs.tensorboard import read_scalars
 
     tb = read_scalars(run_dir)
     reward = tb[tb["tag"] == "eval/mean_reward"].sort_values("step")
@@ -237,8 +237,8 @@ def test_old_eval_csv_still_reads_and_is_upgraded(tmp_path):
 def test_sweep_eval_return_is_the_same_evaluation(tmp_path):
     """The sweep's eval_return (live, and of a finished trial) is `evaluate_state`'s: a population's is the mean
     over its members, each evaluated with its own actor on the same episodes as `fastddpg eval` evaluates it."""
-    from fastddpg.sweeps import SweepSpec, eval_return, final_metrics
-    from fastddpg.trainer import Trainer
+    from fastddpg.tools.sweeps import SweepSpec, eval_return, final_metrics
+    from fastddpg.training.trainer import Trainer
 
     run_dir = tmp_path / "pop"
     assert main(["run", *SHORT_RUN, "--quiet", "--run-dir", str(run_dir), "--num-seeds", "2"]) == 0
@@ -261,8 +261,8 @@ def test_eval_lines_in_both_reporters():
 
     from rich.console import Console
 
-    from fastddpg.evaluate import Best, EvalResult, Evaluation
-    from fastddpg.reporting import PlainReporter, RichReporter
+    from fastddpg.reports.reporting import PlainReporter, RichReporter
+    from fastddpg.runs.evaluate import Best, EvalResult, Evaluation
 
     def result(*returns):
         return EvalResult(np.array(returns), np.array([200] * len(returns)), 10042)
@@ -377,8 +377,8 @@ def test_evaluation_adds_no_host_read_per_training_step(monkeypatch, tmp_path):
         assert evals == total // 200
         copies = {k[2]: v for k, v in counts.items() if k[:2] == ACTION_COPY}
         assert copies == {"cpu": total // 2 + evals * 200, "numpy": total // 2 + evals * 200}  # Pendulum: 200 steps
-        in_eval = sum(v for k, v in counts.items() if k[0] == "fastddpg.evaluate")
+        in_eval = sum(v for k, v in counts.items() if k[0] == "fastddpg.runs.evaluate")
         assert in_eval == 2 * evals  # returns.numpy() and lengths.numpy() of each evaluation
-        rest = {k: v for k, v in counts.items() if k[:2] != ACTION_COPY and k[0] != "fastddpg.evaluate"}
-        assert {k[0] for k in rest} <= {"fastddpg.devicelog", "fastddpg.probes"}, rest
+        rest = {k: v for k, v in counts.items() if k[:2] != ACTION_COPY and k[0] != "fastddpg.runs.evaluate"}
+        assert {k[0] for k in rest} <= {"fastddpg.training.devicelog", "fastddpg.training.probes"}, rest
         assert sum(rest.values()) <= MAX_PER_FLUSH * (total // LOG_EVERY + 1), rest

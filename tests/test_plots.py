@@ -11,7 +11,7 @@ import pytest
 
 from fastddpg import load_run
 from fastddpg.cli import main
-from fastddpg.plots import figure_title, moving_average, probe_matrix, read_report_figures
+from fastddpg.reports.plots import figure_title, moving_average, probe_matrix, read_report_figures
 from tests.test_rundir import short_run
 
 TITLES = ["DDPG learning curve (score per episode)", "Critic outputs vs TD targets (mean over minibatch)",

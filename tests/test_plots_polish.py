@@ -15,8 +15,8 @@ import pytest
 
 from fastddpg import Config, ConfigError, load_run
 from fastddpg.cli import main
-from fastddpg.envs import make_gym_vector_env
-from fastddpg.plots import learning_curve, probe_heatmap, q_vs_target, throughput
+from fastddpg.envs.vector import make_gym_vector_env
+from fastddpg.reports.plots import learning_curve, probe_heatmap, q_vs_target, throughput
 from tests.test_export import TINY_RUN
 
 

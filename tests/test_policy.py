@@ -12,8 +12,8 @@ import torch
 
 from fastddpg import ConfigError, load_policy
 from fastddpg.cli import main
-from fastddpg.evaluate import load_actor
-from fastddpg.export import export_policy
+from fastddpg.runs.evaluate import load_actor
+from fastddpg.runs.export import export_policy
 from tests.test_export import TINY_RUN, observations
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

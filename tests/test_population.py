@@ -10,8 +10,8 @@ import torch
 import torch._dynamo
 
 from fastddpg.algos.population import Population
-from fastddpg.compile import compile_update
-from fastddpg.replay import ReplayBuffer
+from fastddpg.learning.compile import compile_update
+from fastddpg.learning.replay import ReplayBuffer
 from tests.conftest import make_learner
 
 CPU = torch.device("cpu")

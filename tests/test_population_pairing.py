@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastddpg import Config, Trainer
-from fastddpg.replay import ReplayBuffer
+from fastddpg.learning.replay import ReplayBuffer
 
 # 2 grid points x 2 seeds: members 0, 1 (tau 0.005; seeds 42, 44) and 2, 3 (tau 0.05; seeds 42, 44). The run is
 # the first episode of every env (200 steps = 400 env steps per member), all random actions; updates run from step

@@ -14,8 +14,8 @@ import pytest
 
 from fastddpg import load_run
 from fastddpg.cli import main
-from fastddpg.plots import figure_title, moving_average, read_report_figures
-from fastddpg.reporting import print_summary
+from fastddpg.reports.plots import figure_title, moving_average, read_report_figures
+from fastddpg.reports.reporting import print_summary
 
 TITLE_CURVE, TITLE_Q = "DDPG learning curve (score per episode)", "Critic outputs vs TD targets (mean over minibatch)"
 TITLE_LOSSES, TITLE_THROUGHPUT = "Actor/Critic losses", "Throughput (env steps/s over time)"
@@ -121,7 +121,7 @@ def test_tensorboard_writes_each_member_as_a_run(tmp_path):
     """--tensorboard with a population: tensorboard/member_K/ per member, its episodes, update rows and evaluations
     only."""
     pytest.importorskip("tensorboard", reason="pip install 'fastddpg[tensorboard]' (CI installs it)")
-    from fastddpg.tensorboard import read_scalars
+    from fastddpg.runs.tensorboard import read_scalars
 
     d = tmp_path / "run"
     assert main(["run", "--env", "Pendulum-v1", "--num-envs", "2", "--num-seeds", "2", "--total-steps", "400",
@@ -160,8 +160,8 @@ def test_live_panel_labels_a_populations_units():
 
     from rich.console import Console
 
-    from fastddpg.reporting import RichReporter
-    from fastddpg.schema import EpisodeRow, Last10, Report
+    from fastddpg.core.schema import EpisodeRow, Last10, Report
+    from fastddpg.reports.reporting import RichReporter
 
     buf = io.StringIO()
     trainer = SimpleNamespace(cfg=SimpleNamespace(total_steps=1000, env="Pendulum-v1",

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from fastddpg import Config, Trainer, load_run, train
-from fastddpg.checkpoint import Checkpointer, list_checkpoints, load_checkpoint, read_checkpoint
 from fastddpg.cli import main
-from fastddpg.failsafe import NonFiniteError
+from fastddpg.runs.checkpoint import Checkpointer, list_checkpoints, load_checkpoint, read_checkpoint
+from fastddpg.training.failsafe import NonFiniteError
 from tests.conftest import COUNTING_ID, TERMINATE_AT, TIME_LIMIT
 
 
@@ -163,7 +163,7 @@ def test_population_run_directory_and_resume(tmp_path):
     ev = load_run(d).evals
     assert ev["member"].tolist() == [0, 0, 1, 1, 1, 1, 1] and ev["seed"].nunique() == 1
     assert main(["eval", str(d), "--member", "2"]) == 2
-    from fastddpg.policy import load_policy
+    from fastddpg.runs.policy import load_policy
 
     torch.testing.assert_close(load_policy(d, member=1)(obs), ckpt["actor"](obs))
     assert not torch.allclose(load_policy(d, member=0)(obs), ckpt["actor"](obs))
@@ -216,7 +216,7 @@ def test_grid_noise_sigma_is_per_member():
 
 
 def test_ci95_and_ranking_by_hand():
-    from fastddpg.bands import ci95, t975
+    from fastddpg.reports.bands import ci95, t975
 
     mean, half = ci95(np.array([1.0, 2.0, 3.0]))
     assert mean == pytest.approx(2.0) and half == pytest.approx(4.303 / 3 ** 0.5)

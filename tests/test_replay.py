@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fastddpg.replay import ReplayBuffer
+from fastddpg.learning.replay import ReplayBuffer
 
 
 def write(buf: ReplayBuffer, start: int, n: int) -> None:

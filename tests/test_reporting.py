@@ -13,10 +13,10 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from fastddpg import reporting
 from fastddpg.cli import main
-from fastddpg.reporting import PlainReporter, RichReporter, make_reporter
-from fastddpg.schema import EpisodeRow, Last10, Report
+from fastddpg.core.schema import EpisodeRow, Last10, Report
+from fastddpg.reports import reporting
+from fastddpg.reports.reporting import PlainReporter, RichReporter, make_reporter
 from tests.test_rundir import SHORT_RUN
 
 CLEAN_ENV = {k: v for k, v in os.environ.items()

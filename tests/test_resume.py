@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from fastddpg import load_run
-from fastddpg.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint
 from fastddpg.cli import main
+from fastddpg.runs.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint
 from tests.conftest import stop_at
 
 FIXED_ID = "FastDDPGTest/Fixed-v0"
@@ -158,7 +158,7 @@ def test_the_end_checkpoint_counts_only_rows_the_tables_hold(finished):
 def test_an_exploit_takes_the_history_from_the_tables_beside_the_checkpoint(tmp_path, monkeypatch):
     """A PBT exploit clones a checkpoint of another trial: its rows up to that checkpoint come from the tables the
     trial attached (cut back to the checkpoint, the source left as it is), else from an old checkpoint's rows."""
-    from fastddpg.resuming import history_at
+    from fastddpg.runs.resuming import history_at
 
     d = tmp_path / "src"
     stop_at(monkeypatch, 120, lambda: signal.raise_signal(signal.SIGINT))

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from fastddpg import Config, ConfigError, Trainer, load_run
-from fastddpg import rundir as rundir_mod
 from fastddpg.cli import build_parser, config_from_args, main
-from fastddpg.rundir import RunWriter, default_run_dir, sanitize
+from fastddpg.runs import rundir as rundir_mod
+from fastddpg.runs.rundir import RunWriter, default_run_dir, sanitize
 
 # A short Pendulum run: 2 envs, 800 env steps (4 episodes, ending at steps 400 and 800), a flush every 200 env
 # steps, 150 updates, probe snapshots at the flushes where an episode ended and at the end.

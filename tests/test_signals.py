@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-import fastddpg.failsafe as failsafe
+import fastddpg.training.failsafe as failsafe
 from fastddpg import Config, NonFiniteError, Trainer, TrainingInterrupted, load_checkpoint, load_run
-from fastddpg.checkpoint import Checkpointer, latest_checkpoint, list_checkpoints, read_checkpoint
 from fastddpg.cli import main
-from fastddpg.failsafe import StopSignals
+from fastddpg.runs.checkpoint import Checkpointer, latest_checkpoint, list_checkpoints, read_checkpoint
+from fastddpg.training.failsafe import StopSignals
 
 NAN_ID = "FastDDPGTest/NaNObs-v0"
 NAN_AT = 50  # each env's 50th step returns a NaN observation

@@ -12,7 +12,7 @@ import pytest
 
 from fastddpg import Config, ConfigError
 from fastddpg.cli import main
-from fastddpg.sweeps import (
+from fastddpg.tools.sweeps import (
     PBT_MUTABLE,
     SWEEP_FILE,
     check_shared_storage,
@@ -157,7 +157,7 @@ def test_max_failures_and_search_are_saved_and_default(tmp_path):
     assert spec.max_failures == 2 and spec.search == "random"
     spec = make_spec(Config(), tmp_path / "s", sample=parse_sample(["tau=uniform:0.001:0.01"], Config()),
                      search="optuna", max_failures=0, num_samples=3)
-    from fastddpg.sweeps.spec import _write_spec
+    from fastddpg.tools.sweeps.spec import _write_spec
 
     _write_spec(spec, "test")
     back = read_spec(tmp_path / "s")
@@ -194,7 +194,7 @@ def test_bad_space_file_is_one_line(tmp_path, text, words):
 @ray_installed
 def test_cli_space_file_and_flags_combine(tmp_path, capsys, monkeypatch):
     """--space gives the fields, a --grid or --sample flag replaces the file's entry for its field."""
-    from fastddpg import sweeps
+    from fastddpg.tools import sweeps
 
     seen = {}
 
@@ -213,7 +213,7 @@ def test_cli_space_file_and_flags_combine(tmp_path, capsys, monkeypatch):
                                                             "seed": ["choice", 3, 4]}
 
 
-# One --grid parser (`fastddpg.config.parse_grid`) serves `run --grid` (a population's members) and `sweep --grid`
+# One --grid parser (`fastddpg.core.config.parse_grid`) serves `run --grid` (a population's members) and `sweep --grid`
 # (trials): over the fields both may vary, the two commands accept the same strings and refuse the same ones with
 # the same line. Only a NAME that no field has gets each command's own list of what to give instead.
 SAME_GRID = [
@@ -229,7 +229,7 @@ SAME_GRID = [
 @ray_installed
 @pytest.mark.parametrize("entries, refused", SAME_GRID)
 def test_run_and_sweep_accept_and_refuse_the_same_grid_strings(tmp_path, capsys, monkeypatch, entries, refused):
-    from fastddpg import sweeps
+    from fastddpg.tools import sweeps
 
     def run_sweep(spec, **kw):  # accepted: the sweep's spec was built; no Ray
         raise ConfigError("accepted")
@@ -282,8 +282,8 @@ def test_a_retried_trial_continues_its_own_run_directory(tmp_path, monkeypatch):
 
     from fastddpg import TrainingInterrupted, train
     from fastddpg.api import open_run
-    from fastddpg.checkpoint import latest_checkpoint
-    from fastddpg.sweeps import SOURCE_FILE, open_trial
+    from fastddpg.runs.checkpoint import latest_checkpoint
+    from fastddpg.tools.sweeps import SOURCE_FILE, open_trial
 
     tiny = dict(env="Pendulum-v1", num_envs=2, log_every=200, hidden_sizes=(16,), batch_size=32, start_steps=200,
                 update_after=200, updates_per_step=0.25, probe_n=8, device="cpu", compile="off")
@@ -330,7 +330,7 @@ def test_a_retried_trial_continues_its_own_run_directory(tmp_path, monkeypatch):
 def test_a_retry_is_one_progress_line(capsys):
     from types import SimpleNamespace
 
-    from fastddpg.sweeps import SweepProgress, tune_callback
+    from fastddpg.tools.sweeps import SweepProgress, tune_callback
 
     progress = SweepProgress("return_10", ["seed"])
     callback = tune_callback(progress)

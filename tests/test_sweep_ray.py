@@ -18,8 +18,8 @@ ray = pytest.importorskip("ray", reason="Ray Tune is not installed (pip install 
 pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install -e '.[sweep]')")
 
 from fastddpg import Config, load_run, sweep, train  # noqa: E402
-from fastddpg.plots import figure_title, read_report_figures  # noqa: E402
-from fastddpg.sweeps import REPORTS_FILE, TRIALS_FILE  # noqa: E402
+from fastddpg.reports.plots import figure_title, read_report_figures  # noqa: E402
+from fastddpg.tools.sweeps import REPORTS_FILE, TRIALS_FILE  # noqa: E402
 
 TINY = dict(env="Pendulum-v1", num_envs=2, total_steps=800, log_every=200, hidden_sizes=(16,), batch_size=32,
             start_steps=200, update_after=200, updates_per_step=0.25, probe_n=8, probe_every_episodes=1,

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 
 from fastddpg import Config, ConfigError, Trainer
 from fastddpg.algos import Algorithm, metric_names
-from fastddpg.compile import compile_update
-from fastddpg.networks import TwinCritic
-from fastddpg.replay import ReplayBuffer
-from fastddpg.schema import UPDATE_COLUMNS, update_columns
-from fastddpg.update import (
+from fastddpg.core.schema import UPDATE_COLUMNS, update_columns
+from fastddpg.learning.compile import compile_update
+from fastddpg.learning.networks import TwinCritic
+from fastddpg.learning.replay import ReplayBuffer
+from fastddpg.learning.update import (
     METRIC_NAMES,
     TD3_METRIC_NAMES,
     Batch,

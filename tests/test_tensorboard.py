@@ -16,7 +16,7 @@ pytest.importorskip("tensorboard", reason="pip install 'fastddpg[tensorboard]' (
 
 
 def test_event_files_hold_what_the_tables_hold(tmp_path):
-    from fastddpg.tensorboard import read_scalars
+    from fastddpg.runs.tensorboard import read_scalars
 
     run = tmp_path / "run"
     train(short_config(run), algo="td3", tensorboard=True)

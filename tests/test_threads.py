@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from fastddpg import Config, ConfigError
-from fastddpg.threads import AUTO_THREADS, apply_threads, resolve_threads, usable_cores
+from fastddpg.core.threads import AUTO_THREADS, apply_threads, resolve_threads, usable_cores
 
 
 def test_usable_cores_sees_affinity_and_cgroup_quota(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Tests for fastddpg.torch_pendulum: equivalence with gymnasium's Pendulum-v1, autoreset, seeding."""
+"""Tests for fastddpg.envs.torch_pendulum: equivalence with gymnasium's Pendulum-v1, autoreset, seeding."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
-from fastddpg.torch_pendulum import (
+from fastddpg.envs.torch_pendulum import (
     TorchPendulumVectorEnv,
     pendulum_autoreset_step,
     pendulum_obs,

@@ -9,7 +9,7 @@ import pytest
 
 from fastddpg import Config
 from fastddpg.cli import main
-from fastddpg.configfile import DEFAULTS_ENV, TUNED_CONFIGS, load_config_file, tuning_note
+from fastddpg.core.configfile import DEFAULTS_ENV, TUNED_CONFIGS, load_config_file, tuning_note
 
 ROOT = Path(__file__).resolve().parent.parent
 MUJOCO_TD3 = {"HalfCheetah-v5": "configs/halfcheetah_td3.toml", "Hopper-v5": "configs/hopper_td3.toml",

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from fastddpg.algos import Algorithm
-from fastddpg.update import (
+from fastddpg.learning.update import (
     AdamHyper,
     Batch,
     actor_loss,

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch._dynamo
 
-from fastddpg import verify
 from fastddpg.algos import Algorithm
 from fastddpg.cli import main
-from fastddpg.verify import (
+from fastddpg.tools import verify
+from fastddpg.tools.verify import (
     DeviationTracker,
     VerifyOptions,
     VerifySetup,

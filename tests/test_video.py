@@ -10,13 +10,13 @@ import pytest
 
 from fastddpg import load_run
 from fastddpg.cli import main
-from fastddpg.evaluate import load_actor
+from fastddpg.runs.evaluate import load_actor
 from tests.test_export import TINY_RUN
 
 pytest.importorskip("pygame", reason="pygame not installed (pip install 'fastddpg[video]')")
 iio = pytest.importorskip("imageio.v3", reason="imageio not installed (pip install 'fastddpg[video]')")
 
-from fastddpg import video  # noqa: E402
+from fastddpg.runs import video  # noqa: E402
 
 
 @pytest.fixture(scope="module")

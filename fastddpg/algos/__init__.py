@@ -1,5 +1,5 @@
 """The algorithms, by ``--algo`` name: each is one `Algorithm` subclass in a file of its own, named by its entry in
-`fastddpg.registry.ALGORITHMS` (the one list) and imported when first asked for."""
+`fastddpg.core.registry.ALGORITHMS` (the one list) and imported when first asked for."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import ConfigError
-from ..registry import ALGORITHMS as SPECS
+from ..core.config import ConfigError
+from ..core.registry import ALGORITHMS as SPECS
 from .base import Algorithm
 
 

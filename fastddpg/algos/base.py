@@ -5,24 +5,24 @@ An `Algorithm` holds:
 - its networks (`build_networks`), as modules (ordinary ``nn.Module``s with ``state_dict``s; DDPG and TD3 have
   ``actor``, ``critic``, ``target_actor``, ``target_critic``; an algorithm without target networks simply builds
   none, one with a learned temperature adds a module holding it) whose parameters are views of its explicit
-  learner state ``state`` (`fastddpg.update.LearnerState`: every module's parameters by module name, and one
+  learner state ``state`` (`fastddpg.learning.update.LearnerState`: every module's parameters by module name, and one
   Adam state per optimizer group);
 - its optimizer groups (``optimizer_groups``: the modules Adam steps, any number of them; the Adam
   hyperparameters of each are `optimizers`);
 - its hyperparameters ``hyper`` (`hyper_from_config`): a NamedTuple of floats for one agent; a population stacks
-  them into (K,) tensors (`fastddpg.update.stack_hypers`), so one graph serves members at different ``--grid``
-  points. Which Config fields may differ per member is the registry's (`fastddpg.registry`);
+  them into (K,) tensors (`fastddpg.learning.update.stack_hypers`), so one graph serves members at different ``--grid``
+  points. Which Config fields may differ per member is the registry's (`fastddpg.core.registry`);
 - its update functions ``fn(state, rows) -> metrics`` (`make_update_fns`, the same functions for one agent and a
   population) and which one runs for the u-th update (`is_actor_step`);
 - the extra random inputs its update takes, drawn by the trainer with the batch indices (`extra_inputs`);
-- its metric names (``metric_names``: they start with `fastddpg.registry.CORE_METRICS`), and which of them are
+- its metric names (``metric_names``: they start with `fastddpg.core.registry.CORE_METRICS`), and which of them are
   averaged over actor steps only (``actor_step_metrics``);
 - how it acts: the exploration noise (`make_noise`), the acting step (`explore`) and the evaluation policy
   (`policy`);
 - how a saved policy is rebuilt for evaluation, export and checkpoints (`policy_from_state_dict`).
 
 To add an algorithm: a subclass in a file of its own under ``fastddpg/algos/`` and its entry in
-`fastddpg.registry.ALGORITHMS` (see CONTRIBUTING.md, "How to add an algorithm").
+`fastddpg.core.registry.ALGORITHMS` (see CONTRIBUTING.md, "How to add an algorithm").
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..networks import PopulationCritic, StackedActor, actor_from_state_dict, build_actor, build_critic
-from ..noise import make_noise
-from ..update import AdamHyper, Batch, Hyper, LearnerState, Nets, Params, adam_state
+from ..learning.networks import PopulationCritic, StackedActor, actor_from_state_dict, build_actor, build_critic
+from ..learning.noise import make_noise
+from ..learning.update import AdamHyper, Batch, Hyper, LearnerState, Nets, Params, adam_state
 
 UpdateFns = dict[bool, Callable[[LearnerState, torch.Tensor], torch.Tensor]]
 
@@ -50,7 +50,7 @@ class Algorithm:
         action_low, action_high: the env's action bounds, (act_dim,) each.
         device: where every tensor lives.
         hyper: the update's hyperparameters (`hyper_from_config`'s record: DDPG and TD3 take
-            `fastddpg.update.Hyper`).
+            `fastddpg.learning.update.Hyper`).
         layer_norm: LayerNorm after each hidden Linear of every network.
         policy_delay: critic updates per actor update (TD3; 1 for DDPG).
     """
@@ -161,7 +161,8 @@ class Algorithm:
     def make_noise(self, cfg: Any, num_envs: int, generator: torch.Generator, sigma: float | torch.Tensor,
                    repeats: int = 1) -> Any:
         """The exploration noise process whose ``sample()`` (num_envs, act_dim) `explore` takes: ``cfg.noise``'s
-        (`fastddpg.noise.make_noise`; ``sigma`` a float, or (num_envs, 1) per env). An algorithm that explores by
+        (`fastddpg.learning.noise.make_noise`; ``sigma`` a float, or (num_envs, 1) per env). An algorithm that
+        explores by
         sampling its own stochastic policy returns a process of zeros, or one that draws its own standard
         normals."""
         return make_noise(cfg, num_envs, self.act_dim, self.device, generator, sigma, repeats=repeats)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..update import METRIC_NAMES, Batch, LearnerState, Nets, ddpg_update
+from ..learning.update import METRIC_NAMES, Batch, LearnerState, Nets, ddpg_update
 from .base import Algorithm, UpdateFns
 
 

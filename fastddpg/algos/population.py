@@ -1,7 +1,7 @@
 """A population: K independent members of one algorithm trained as one learner (``--num-seeds K``).
 
 Nothing is shared but the code. Every tensor of the learner state has a leading member dim, and the update
-functions are the algorithm's own (`Algorithm.make_update_fns` over the stacked networks: `fastddpg.update`'s
+functions are the algorithm's own (`Algorithm.make_update_fns` over the stacked networks: `fastddpg.learning.update`'s
 equations are shape-generic). For DDPG and TD3 (`Algorithm.build_stacked_networks`) the actors are one
 `StackedActor` (K stacked), the critics one `PopulationCritic` of K*C stacked critics, member-major (TD3:
 C = 2, member k's twins are rows 2k and 2k+1, so the per-row gradient clipping of the twin critic carries over
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from ..networks import from_stacked, to_stacked
-from ..update import Batch, stack_hypers, unstack_hyper
+from ..learning.networks import from_stacked, to_stacked
+from ..learning.update import Batch, stack_hypers, unstack_hyper
 from .base import Algorithm, UpdateFns
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..update import TD3_METRIC_NAMES, Batch, LearnerState, Nets, td3_update
+from ..learning.update import TD3_METRIC_NAMES, Batch, LearnerState, Nets, td3_update
 from .base import Algorithm, UpdateFns
 
 

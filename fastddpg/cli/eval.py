@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, check_which
+from ..core.config import ConfigError, check_which
 from .options import add_which_argument
 
 
@@ -28,8 +28,8 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    from ..evaluate import evaluate_members
-    from ..schema import EVAL_FILE
+    from ..core.schema import EVAL_FILE
+    from ..runs.evaluate import evaluate_members
 
     check_video_args(args)
     check_which(args.which)
@@ -49,8 +49,8 @@ def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         means = [r.mean for r in results.values()]
         print(f"eval: {len(results)} member(s): mean return {sum(means) / len(means):.1f} "
               f"[{min(means):.1f}, {max(means):.1f}] -> {out}")
-    from ..plots import write_report
-    from ..schema import REPORT_FILE
+    from ..core.schema import REPORT_FILE
+    from ..reports.plots import write_report
 
     report = write_report([args.run_dir], Path(args.run_dir) / REPORT_FILE)  # shows the new evaluation (and video)
     if video is not None:
@@ -82,8 +82,8 @@ def check_video_args(args: argparse.Namespace) -> None:
 
 def eval_video(run_dir: str, episodes: int, seed: int | None, which: str = "final") -> str:
     """Record ``episodes`` episodes (seeded as the evaluation's first ones); returns the line to print."""
-    from ..evaluate import EVAL_SEED_OFFSET, load_actor
-    from ..video import record_video
+    from ..runs.evaluate import EVAL_SEED_OFFSET, load_actor
+    from ..runs.video import record_video
 
     actor, cfg = load_actor(run_dir, which=which)
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed

@@ -27,8 +27,8 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    from ..export import default_out, export_policy
-    from ..policy import load_policy
+    from ..runs.export import default_out, export_policy
+    from ..runs.policy import load_policy
 
     out = Path(args.out) if args.out else default_out(args.run_dir, args.format)
     policy = load_policy(args.run_dir, args.which, args.member)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 from . import eval as eval_command
 from . import export, plot, run, sweep, verify
 
@@ -85,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fastddpg: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a file that cannot be written (a full disk...): one line, never a traceback
-        from ..failsafe import RunDirError
-        from ..fileio import IO_EXIT_CODE, os_error_line, os_error_of
+        from ..core.fileio import IO_EXIT_CODE, os_error_line, os_error_of
+        from ..training.failsafe import RunDirError
 
         err = os_error_of(e)
         if err is None:

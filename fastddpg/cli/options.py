@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from ..config import GROUPS, Config
+from ..core.config import GROUPS, Config
 
 
 def _flag(name: str) -> str:
@@ -47,7 +47,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
 def config_from_args(args: argparse.Namespace) -> Config:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
     if getattr(args, "config", None):  # defaults < the file < the flags given (flags default to SUPPRESS)
-        from ..configfile import load_config_file
+        from ..core.configfile import load_config_file
 
         values = {**load_config_file(args.config), **values}
     return Config(**values)

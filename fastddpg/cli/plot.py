@@ -21,8 +21,8 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    from ..plots import write_report
-    from ..schema import REPORT_FILE
+    from ..core.schema import REPORT_FILE
+    from ..reports.plots import write_report
 
     default = Path(args.run_dirs[0]) / REPORT_FILE if len(args.run_dirs) == 1 else Path("report_compare.html")
     out = write_report(args.run_dirs, args.out or default, plotly_cdn=args.plotly_cdn)

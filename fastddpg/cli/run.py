@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config, ConfigError
+from ..core.config import Config, ConfigError
 from .options import add_config_arguments, config_from_args
 
 if TYPE_CHECKING:
-    from ..failsafe import NonFiniteError, TrainingInterrupted
+    from ..training.failsafe import NonFiniteError, TrainingInterrupted
 
 
 def add_parser(sub: Any) -> None:
@@ -57,7 +57,7 @@ def check_run_args(args: argparse.Namespace) -> None:
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
     """Print the effective config of ``fastddpg run`` (defaults < --config file < flags) as TOML."""
-    from ..configfile import to_toml
+    from ..core.configfile import to_toml
 
     print(to_toml(run_config(args)), end="")
     return 0
@@ -66,7 +66,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 def run_config(args: argparse.Namespace) -> Config:
     """The Config of a new ``fastddpg run`` (`config_from_args`), run_dir 'auto' unless given: the command always
     writes a run directory, so --dry-run and --help show the run_dir it will use."""
-    from ..schema import AUTO_RUN_DIR
+    from ..core.schema import AUTO_RUN_DIR
 
     cfg = config_from_args(args)
     return cfg if cfg.run_dir else dataclasses.replace(cfg, run_dir=AUTO_RUN_DIR)
@@ -75,9 +75,9 @@ def run_config(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """`fastddpg run`: `fastddpg.train` (or `fastddpg.resume`) with a run directory and the console reporter."""
     from ..api import open_resume, open_run, run_quietly_or_with_progress
-    from ..failsafe import NonFiniteError, TrainingInterrupted
-    from ..reporting import print_summary
-    from ..schema import REPORT_FILE
+    from ..core.schema import REPORT_FILE
+    from ..reports.reporting import print_summary
+    from ..training.failsafe import NonFiniteError, TrainingInterrupted
 
     if getattr(args, "resume", None):
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
@@ -102,8 +102,8 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
 
 
 def tuning_note_of(args: argparse.Namespace, cfg: Config) -> str | None:
-    """`fastddpg.configfile.tuning_note` for a new run: its env against the --config file's env (if any)."""
-    from ..configfile import load_config_file, tuning_note
+    """`fastddpg.core.configfile.tuning_note` for a new run: its env against the --config file's env (if any)."""
+    from ..core.configfile import load_config_file, tuning_note
 
     config = getattr(args, "config", None)
     return tuning_note(cfg.env, config, load_config_file(config).get("env") if config else None)
@@ -114,7 +114,7 @@ def _stopped(e: TrainingInterrupted | NonFiniteError, total_steps: int, run_dir:
     files are."""
     import shlex
 
-    from ..failsafe import TrainingInterrupted
+    from ..training.failsafe import TrainingInterrupted
 
     if isinstance(e, TrainingInterrupted):
         print(f"fastddpg: {e.signal_name}: stopped at env step {e.global_step:,} of {total_steps:,}; "

@@ -1,4 +1,4 @@
-"""``fastddpg sweep``: a hyperparameter sweep on Ray Tune (`fastddpg.sweeps`), or ``--resume`` of one."""
+"""``fastddpg sweep``: a hyperparameter sweep on Ray Tune (`fastddpg.tools.sweeps`), or ``--resume`` of one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from typing import Any
 
-from ..config import Config
+from ..core.config import Config
 from .options import _flag, add_config_arguments, config_from_args
 
 # the sweep's own options: what --resume refuses when given (it keeps the sweep's sweep.json)
@@ -18,7 +18,7 @@ SWEEP_OPTIONS = ("sweep_grid", "sample", "space", "search", "max_failures", "num
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """``fastddpg sweep [run flags: the base config] --grid NAME=V1,V2 ... --out DIR`` and ``--resume DIR``."""
-    from ..sweeps import DEFAULT_MAX_FAILURES  # plain Python: Ray is imported only when a sweep runs
+    from ..tools.sweeps import DEFAULT_MAX_FAILURES  # plain Python: Ray is imported only when a sweep runs
 
     sw = sub.add_parser(
         "sweep", help="run many trials (a grid, samples, ASHA or PBT) on Ray Tune, locally or on a cluster",
@@ -102,7 +102,7 @@ def option_defaults() -> dict[str, Any]:
 def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """`fastddpg sweep`: checked before Ray starts; exit 0 (done), 1 (a trial failed), 2 (bad input), 130 (Ctrl-C:
     Tune saved the sweep; --resume continues it)."""
-    from .. import sweeps
+    from ..tools import sweeps
 
     sweeps.require_ray()
     if args.resume:

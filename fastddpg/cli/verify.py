@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..config import ALGOS, ConfigError
+from ..core.config import ALGOS, ConfigError
 
 
 def add_parser(sub: Any) -> None:
-    """``fastddpg verify``: its flags mirror `fastddpg.verify.VerifyOptions`."""
-    from ..verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, RTOL, VerifyOptions
+    """``fastddpg verify``: its flags mirror `fastddpg.tools.verify.VerifyOptions`."""
+    from ..core.verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, RTOL, VerifyOptions
 
     d = VerifyOptions()
     v = sub.add_parser(
@@ -43,14 +43,14 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    from ..verify import VerifyOptions, format_report, run_verify, write_json
+    from ..tools.verify import VerifyOptions, format_report, run_verify, write_json
 
     opts = VerifyOptions(device=args.device, algo=args.algo, num_seeds=args.num_seeds, updates=args.updates,
                          batch_size=args.batch_size, hidden_sizes=tuple(args.hidden_sizes), seed=args.seed,
                          compile_mode=args.compile_mode, timed_updates=args.timed_updates, repeats=args.repeats,
                          graph_logic_on_cpu=args.graph_logic_on_cpu)
     if args.json:  # an unwritable --json is bad input: say so before the work, not after
-        from ..rundir import probe_writable
+        from ..runs.rundir import probe_writable
 
         try:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

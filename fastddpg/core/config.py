@@ -1,0 +1,461 @@
+"""One configuration dataclass: the single source of truth for defaults, CLI flags, `--help` and the saved run config.
+
+Every hyperparameter of the reference notebook is here with the notebook's default. Each field carries its
+help text in ``metadata["help"]``; the CLI builds its flags from these fields, and a run directory stores
+``Config.to_dict()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .registry import algo_help, algo_names, grid_fields, hyper_fields
+
+if TYPE_CHECKING:
+    import torch
+
+TORCH_ENV_IDS = ("Pendulum-v1",)  # env ids with a torch-native implementation (--env-backend torch)
+ENV_BACKENDS = ("auto", "gymnasium", "torch")
+ALGOS = algo_names()  # the --algo choices: fastddpg.core.registry's algorithms, in its order
+# --grid: the scalars the update and exploration take, carried per member as (K,) tensors in the one graph
+GRID_FIELDS = grid_fields()
+
+# The field groups (metadata "group"), in --help order: name -> (title, description). Config files
+# (fastddpg.core.configfile) accept the names as TOML tables.
+GROUPS: dict[str, tuple[str, str]] = {
+    "environment": ("environment", "What to train on, where, and for how long."),
+    "training": ("training", "The algorithm (DDPG or TD3) and the notebook's hyperparameters, shared by both."),
+    # each algorithm with hyperparameters of its own (fastddpg.core.registry): its group, after the shared ones
+    **{spec.name: (spec.title, f"Used with --algo {spec.name} only.") for spec, _ in hyper_fields()},
+    "diagnostics": ("diagnostics", "The probe states behind the policy and Q heatmaps of the report."),
+    "performance": ("performance", "How the update runs; does not change what it computes."),
+    "run": ("run", "The run directory, console output and checkpoints."),
+    "population": ("population", "K independent agents trained in one process by one compiled update."),
+    "evaluation": ("evaluation", "Noise-free evaluation during training, and the best model kept."),
+}
+
+
+def format_hyper(value: Any) -> str:
+    """A hyperparameter value for people to read (report tables, legends, hover, grid labels): floats with 4
+    significant digits, 'g'-style (3e-4 -> '0.0003', 2.4665e-3 -> '0.002467', 1e-5 -> '1e-05'), anything else
+    as ``str``. Files (config.json, trials.csv, members.csv) keep the full value."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # numpy's floats too
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+class ConfigError(ValueError):
+    """A user-facing error: one line saying what is wrong and what to do. The CLI prints it and exits 2."""
+
+
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, group: str = "training") -> Any:
+    meta = {"help": help, "group": group}
+    if choices is not None:
+        meta["choices"] = choices
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _with_algorithm_fields(cls: type) -> type:
+    """Insert every registered algorithm's own hyperparameters (`fastddpg.core.registry.HyperField`) as Config fields
+    after ``grad_clip_norm``, each in its algorithm's group: flags, --help, config files and config.json get them
+    like any other field. Applied before ``@dataclass`` reads the annotations."""
+    annotations = {}
+    for name, kind in inspect.get_annotations(cls).items():
+        annotations[name] = kind
+        if name == "grad_clip_norm":
+            for spec, h in hyper_fields():
+                annotations[h.name] = type(h.default).__name__
+                setattr(cls, h.name, _f(h.default, h.help, group=spec.name))
+    cls.__annotations__ = annotations
+    return cls
+
+
+@dataclass
+@_with_algorithm_fields
+class Config:
+    """Everything a run needs. Defaults are the reference notebook's (``Pendulum-v1``, DDPG)."""
+
+    # --- environment -------------------------------------------------------------------------------------
+    env: str = _f("Pendulum-v1", "Gymnasium environment id; needs a bounded Box action space.", group="environment")
+    num_envs: int = _f(4, "Environments stepped in parallel (one vector step = num_envs transitions).",
+                       group="environment")
+    vector_mode: str = _f("sync", "Gymnasium vectorization: 'sync' steps envs in this process, 'async' in "
+                          "one subprocess each (pays off for slow envs only).", choices=("sync", "async"),
+                          group="environment")
+    env_backend: str = _f("auto", "Env simulator: 'gymnasium' (Gymnasium's vector env on the CPU), 'torch' "
+                          "(Pendulum-v1 only: simulated in torch on the training device, no host transfer per "
+                          "step; --vector-mode is ignored), 'auto' (torch for Pendulum-v1 on CUDA, else "
+                          "gymnasium).", choices=ENV_BACKENDS, group="environment")
+    device: str = _f("auto", "Training device: 'auto' (cuda when available, else cpu), 'cpu', 'cuda' or "
+                     "'cuda:N'. Networks, replay buffer and metrics all live here.", group="environment")
+    total_steps: int = _f(10_000, "Environment steps to train for, summed over all envs.", group="environment")
+    seed: int = _f(42, "Seed for torch, the envs (env i gets seed+i), the initial weights, the random actions, the "
+                   "noise and the replay sampler. A population's member seeds follow from it (see --num-seeds).",
+                   group="environment")
+
+    # --- DDPG hyperparameters (the notebook's) --------------------------------------------------------------
+    algo: str = _f("ddpg", algo_help(), choices=ALGOS)
+    replay_size: int = _f(200_000, "Replay buffer capacity in transitions (REPLAY_SIZE).")
+    batch_size: int = _f(128, "Minibatch size per gradient update (BATCH_SIZE).")
+    gamma: float = _f(0.99, "Discount factor in y = r + gamma (1 - d) Q'(s', mu'(s')) (GAMMA), in [0, 1].")
+    tau: float = _f(0.005, "Soft target update rate: theta' <- tau theta + (1 - tau) theta' (TAU), in (0, 1].")
+    actor_lr: float = _f(1e-3, "Adam learning rate of the actor (ACTOR_LR).")
+    critic_lr: float = _f(1e-3, "Adam learning rate of the critic (CRITIC_LR).")
+    start_steps: int = _f(2_000, "Env steps of uniform random actions before acting with actor + noise "
+                          "(START_STEPS).")
+    update_after: int = _f(1_000, "Env steps before the first gradient update (UPDATE_AFTER).")
+    updates_per_step: float = _f(1.0, "Gradient updates per environment transition (UPDATES_PER_STEP): a vector "
+                                 "step of N envs performs N x this many updates; fractions accumulate "
+                                 "(1/num_envs = one update per vector step).")
+    noise_sigma: float = _f(0.1, "Exploration noise scale, in action units (NOISE_SIGMA): the std of Gaussian "
+                            "noise, or the sigma of OU noise.")
+    noise: str = _f("gaussian", "Exploration noise: 'gaussian' (independent per step, the notebook's) or 'ou' "
+                    "(Ornstein-Uhlenbeck per env: x <- x + theta (0 - x) dt + sigma sqrt(dt) N(0, 1), "
+                    "temporally correlated, reset to 0 when the env's episode ends).", choices=("gaussian", "ou"))
+    ou_theta: float = _f(0.15, "OU noise mean-reversion rate theta (with --noise ou).")
+    ou_dt: float = _f(1e-2, "OU noise time step dt (with --noise ou).")
+    hidden_sizes: tuple[int, ...] = _f((256, 256), "Hidden layer widths of actor and critic (HIDDEN_SIZES).")
+    layer_norm: bool = _f(False, "LayerNorm after each hidden Linear layer (before its ReLU) in actor and "
+                          "critic(s); output layers stay plain.")
+    grad_clip_norm: float = _f(1.0, "Max global gradient norm for actor and critic (GRAD_CLIP_NORM); 0 "
+                               "disables clipping.")
+    # here: each registered algorithm's own hyperparameters (TD3's policy_noise, noise_clip, policy_delay), from
+    # fastddpg.core.registry by _with_algorithm_fields
+    probe_n: int = _f(32, "Fixed probe states for the policy/Q heatmaps (PROBE_N).", group="diagnostics")
+    probe_every_episodes: int = _f(5, "Snapshot the actor and Q on the probe states each time this many more "
+                                   "episodes (summed over envs) have finished (PROBE_EVERY_EPISODES).",
+                                   group="diagnostics")
+
+    compile: str = _f("auto", "Compile the update: 'off' (eager), 'default' or 'max-autotune' (torch.compile, "
+                      "fullgraph; plus a CUDA graph on CUDA), 'auto' (compile on CUDA, and on CPU only for runs long "
+                      "enough to repay the compile time).", choices=("auto", "off", "default", "max-autotune"),
+                      group="performance")
+    threads: int = _f(0, "torch CPU threads of this process (intra-op; also the compiled CPU kernels'). 0 = auto: "
+                      "one, which is nearly as fast alone for these small networks and lets runs side by side "
+                      "share the cores (with more, OpenMP's spinning threads slowed two runs on 2 cores 13x). "
+                      "Process-wide.", group="performance")
+
+    # --- population ---------------------------------------------------------------------------------------
+    num_seeds: int = _f(1, "Population size K: members with seeds seed + s*num_envs (s = 0..K-1: no two members "
+                        "share an env seed), each with its own --num-envs envs, exploration noise, replay buffer, "
+                        "networks and optimizer state, trained by one stacked update. A member's seed sets its env "
+                        "seeds and initial weights as a single run's does; members with the same seed at different "
+                        "--grid points also share their random actions, noise and replay draws (a paired "
+                        "comparison). --total-steps, --start-steps, --update-after, --log-every and the replay ratio "
+                        "count env steps per member.", group="population")
+    grid: tuple[str, ...] = _f((), "Per-member hyperparameters, NAME=V1,V2,... (repeatable; several grids multiply): "
+                               f"members = grid points x seeds. NAME is one of {', '.join(GRID_FIELDS)}. Fields that "
+                               "change shapes (network sizes, batch size, num_envs, algo, env) cannot vary within "
+                               "one population: vary them across runs with fastddpg sweep --grid.", group="population")
+
+    # --- run ------------------------------------------------------------------------------------------------
+    run_dir: str = _f("", "Run directory to write: config.json, the CSVs at every report, checkpoints, final "
+                      "weights, summary.json, report.html. 'auto' = runs/<env>__<algo>__<seed>__<timestamp>. "
+                      "`fastddpg run` always writes one ('auto' unless given); from Python, train() writes one "
+                      "only when this is set.", group="run")
+    log_every: int = _f(1_000, "Env steps between metric pulls to the host (console, CSV rows); metrics stay "
+                        "on the device in between.", group="run")
+    quiet: bool = _f(False, "Print only the final summary.", group="run")
+    checkpoint_every: int = _f(0, "Env steps between checkpoints in RUN_DIR/checkpoints (written atomically; one "
+                               "is always written at the end, and on Ctrl-C/SIGTERM). 0 = auto: a quarter of "
+                               "--total-steps, rounded up to whole --log-every intervals.", group="run")
+    tensorboard: bool = _f(False, "Also write TensorBoard event files to RUN_DIR/tensorboard (episode returns, the "
+                           "update metrics, steps/s; the config as hparams). Needs pip install "
+                           "'fastddpg[tensorboard]'.", group="run")
+    keep_checkpoints: int = _f(3, "Checkpoints to keep (the newest); older ones are deleted.", group="run")
+
+    # --- evaluation during training ---------------------------------------------------------------------------
+    eval_every: int = _f(0, "Env steps (per member, like --log-every) between noise-free evaluations of the current "
+                         "actor (a = mu(s)) on envs of their own, seeded seed + 10000 + i at every evaluation (every "
+                         "member on the same episodes). Rows go to RUN_DIR/eval.csv (kind periodic; one final "
+                         "evaluation at the end), the best actor so far to RUN_DIR/best_actor.pt and best.json. "
+                         "0 = off.", group="evaluation")
+    eval_episodes: int = _f(10, "Episodes per evaluation (--eval-every).", group="evaluation")
+
+    def __post_init__(self) -> None:
+        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
+        self.grid = tuple(str(g) for g in self.grid)
+        self.validate()
+
+    # --- validation -----------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Reject values outside their allowed range with a message naming the field (raises ConfigError)."""
+
+        def need(ok: bool, name: str, allowed: str) -> None:
+            if not ok:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag}={getattr(self, name)!r} is invalid: {allowed}.")
+
+        for f in dataclasses.fields(self):
+            choices = algo_names() if f.name == "algo" else f.metadata.get("choices")  # algorithms: the live list
+            if choices is not None:
+                need(getattr(self, f.name) in choices, f.name, "choose one of " + ", ".join(choices))
+        need(bool(self.env), "env", "give a Gymnasium id such as Pendulum-v1")
+        need(self.env_backend != "torch" or self.env in TORCH_ENV_IDS, "env_backend",
+             f"the torch backend implements {', '.join(TORCH_ENV_IDS)} only, not {self.env}; "
+             "use --env-backend gymnasium")
+        need(self.num_envs >= 1, "num_envs", "use 1 or more environments")
+        need(self.total_steps >= 1, "total_steps", "train for at least 1 env step")
+        need(self.replay_size >= 1, "replay_size", "the replay buffer needs at least 1 slot")
+        need(self.batch_size >= 1, "batch_size", "use a batch of at least 1")
+        need(self.batch_size <= self.replay_size, "batch_size",
+             f"a batch cannot be larger than the replay buffer ({self.replay_size}); lower --batch-size or "
+             "raise --replay-size")
+        need(_finite(self.gamma) and 0.0 <= self.gamma <= 1.0, "gamma", "the discount must lie in [0, 1]")
+        need(_finite(self.tau) and 0.0 < self.tau <= 1.0, "tau", "the soft update rate must lie in (0, 1]")
+        need(_finite(self.actor_lr) and self.actor_lr > 0, "actor_lr", "use a positive learning rate")
+        need(_finite(self.critic_lr) and self.critic_lr > 0, "critic_lr", "use a positive learning rate")
+        need(self.start_steps >= 0, "start_steps", "use 0 or more steps")
+        need(self.update_after >= 0, "update_after", "use 0 or more steps")
+        need(_finite(self.updates_per_step) and self.updates_per_step >= 0, "updates_per_step",
+             "use 0 or more updates per transition")
+        need(_finite(self.noise_sigma) and self.noise_sigma >= 0, "noise_sigma", "use a std of 0 or more")
+        need(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes), "hidden_sizes",
+             "give one or more positive layer widths, e.g. 256 256")
+        need(_finite(self.grad_clip_norm) and self.grad_clip_norm >= 0, "grad_clip_norm",
+             "use 0 (off) or a positive norm")
+        need(self.probe_n >= 1, "probe_n", "use at least 1 probe state")
+        need(self.probe_every_episodes >= 1, "probe_every_episodes", "use at least 1 episode")
+        need(self.log_every >= 1, "log_every", "use at least 1 env step")
+        need(self.threads >= 0, "threads", "use 0 (auto: one thread) or a positive count")
+        need(self.checkpoint_every >= 0, "checkpoint_every", "use 0 (auto) or a positive number of env steps")
+        need(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint")
+        need(self.eval_every >= 0, "eval_every", "use 0 (off) or a positive number of env steps")
+        need(self.eval_episodes >= 1, "eval_episodes", "evaluate at least 1 episode")
+        need(_finite(self.ou_theta) and self.ou_theta > 0, "ou_theta", "use a positive mean-reversion rate")
+        need(_finite(self.ou_dt) and self.ou_dt > 0, "ou_dt", "use a positive time step")
+        need(_finite(self.ou_theta) and _finite(self.ou_dt) and self.ou_theta * self.ou_dt < 2, "ou_theta",
+             "theta * dt must stay below 2 or the OU recursion diverges; lower --ou-theta or --ou-dt")
+        for _, h in hyper_fields():
+            value = getattr(self, h.name)
+            need(_finite(value) and value >= h.minimum, h.name, h.fix)
+        need(self.num_seeds >= 1, "num_seeds", "use 1 (a single agent) or more members")
+        self.grid_points()  # a malformed or refused --grid is a ConfigError
+        if self.grid:  # the rest of the config is valid: what fails now is a --grid value
+            try:
+                for member in self.member_configs():  # (each member's Config validates itself)
+                    member.validate()
+            except ConfigError as e:  # the line `fastddpg sweep --grid` gives for the same value
+                raise ConfigError(f"--grid: {e}") from None
+
+    # --- populations --------------------------------------------------------------------------------------------
+    def grid_points(self) -> list[dict[str, float]]:
+        """The --grid's points, in order (the last NAME varies fastest); [{}] without a grid."""
+        import itertools
+
+        axes = parse_grid(self.grid, population_grid_scope())
+        return [dict(zip(axes, point, strict=True)) for point in itertools.product(*axes.values())]
+
+    def grid_members(self) -> dict[str, list[int]]:
+        """{grid point label ('actor_lr=0.001, tau=0.01'; 'all members' without a grid): its members}. Values are
+        `format_hyper`'s, or in full where two points would otherwise share a label."""
+        points = self.grid_points()
+        labels = [", ".join(f"{n}={format_hyper(v)}" for n, v in point.items()) for point in points]
+        if len(set(labels)) < len(labels):
+            labels = [", ".join(f"{n}={v!r}" for n, v in point.items()) for point in points]
+        return {label or "all members": list(range(g * self.num_seeds, (g + 1) * self.num_seeds))
+                for g, label in enumerate(labels)}
+
+    @property
+    def num_members(self) -> int:
+        """Population size: grid points x num_seeds (1: a single run)."""
+        return len(self.grid_points()) * self.num_seeds
+
+    def member_configs(self) -> list[Config]:
+        """The single-agent Config of each population member, grid point major: member g * num_seeds + s has grid
+        point g's values and seed ``seed + s * num_envs``, so every grid point sees the same seeds, and the envs of
+        two different seeds (env j of a member is seeded with its seed + j, as in a single run) never overlap."""
+        return [dataclasses.replace(self, **point, seed=self.seed + s * self.num_envs, num_seeds=1, grid=())
+                for point in self.grid_points() for s in range(self.num_seeds)]
+
+    # --- runs that learn nothing --------------------------------------------------------------------------------
+    def idle_warnings(self) -> list[str]:
+        """One line per way this config wastes its run, naming the setting that causes it: no gradient update at
+        all (--update-after, --batch-size or --updates-per-step against --total-steps), or only uniform random
+        actions (--start-steps). Exact for the trainer's loop: vector steps of num_envs env steps (per member),
+        random actions while the steps taken are below start_steps, updates after a vector step once the steps
+        taken reach both update_after and batch_size, updates_per_step of them per env step (fractions carried)."""
+        import fractions
+
+        n = self.num_envs
+        last = math.ceil(self.total_steps / n) * n  # env steps when the run ends (whole vector steps)
+        total = f"--total-steps {self.total_steps:,}" + (f" ({last:,} in whole vector steps of {n})"
+                                                         if last != self.total_steps else "")
+        out = []
+        first = max(1, math.ceil(max(self.update_after, self.batch_size) / n))  # the first vector step with updates
+        steps_with_updates = max(0, last // n - first + 1)
+        ratio = fractions.Fraction(self.updates_per_step).limit_denominator(10_000)
+        if int(steps_with_updates * n * ratio) == 0:
+            if self.update_after >= self.batch_size and last < self.update_after:
+                why, fix = f"--update-after {self.update_after:,} is beyond {total}", "lower --update-after"
+            elif last < self.batch_size:
+                why = f"--batch-size {self.batch_size:,} needs more transitions than {total} collects"
+                fix = "lower --batch-size"
+            else:
+                why = f"--updates-per-step {self.updates_per_step:g} is too small for {total}"
+                fix = "raise --updates-per-step"
+            out.append(f"no gradient update will happen: {why}; the networks stay as initialised. Raise "
+                       f"--total-steps or {fix}.")
+        if last - n < self.start_steps:  # the last vector step starts below start_steps
+            out.append(f"only uniform random actions will be taken: --start-steps {self.start_steps:,} covers all "
+                       f"of {total}; the actor never acts. Raise --total-steps or lower --start-steps.")
+        return out
+
+    # --- (de)serialisation ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["hidden_sizes"] = list(self.hidden_sizes)
+        d["grid"] = list(self.grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """Inverse of `to_dict`; unknown keys are rejected so that a typo never passes silently."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; known keys are the fields of fastddpg.Config")
+        return cls(**d)
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
+
+
+# --- --grid: one parser for `fastddpg run --grid` (members of one population) and `fastddpg sweep --grid` (trials) ----
+def field_types() -> dict[str, type]:
+    """Each Config field's type, as its default's (tuple for hidden_sizes and grid); read from the fields, not from
+    a Config(), whose validation parses the grid."""
+    return {f.name: type(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+            for f in dataclasses.fields(Config)}
+
+
+def flag_of(name: str) -> str:
+    """A Config field's command-line flag: actor_lr -> --actor-lr."""
+    return "--" + name.replace("_", "-")
+
+
+def parse_field_value(name: str, text: str) -> Any:
+    """One value of field ``name`` from its command-line text ('64x64' for hidden_sizes; true/false/1/0/yes/no for
+    a bool); a ConfigError line for text that is not of the field's type."""
+    kind = field_types()[name]
+    try:
+        if kind is bool:
+            low = text.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return low in ("true", "1", "yes")
+        if kind is tuple:
+            return tuple(int(x) for x in text.replace(",", "x").split("x") if x)
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"{flag_of(name)}={text!r} is not a valid {kind.__name__} value.") from None
+
+
+@dataclass(frozen=True)
+class GridScope:
+    """Which Config fields a --grid may vary (``fields``); ``choose``: what to do about a NAME that is no field;
+    ``refusal(name)``: the line refusing a field outside ``fields``. The syntax is the same in every scope."""
+
+    fields: Collection[str]
+    choose: str
+    refusal: Callable[[str], str]
+
+
+def population_grid_scope() -> GridScope:
+    """``fastddpg run --grid``: the per-member hyperparameters (`GRID_FIELDS`) of one population."""
+    def refusal(name: str) -> str:
+        hint = ("give --num-seeds K for K seeds in one population" if name == "seed" else
+                f"vary it across runs with fastddpg sweep --grid {name}=V1,V2")
+        return (f"--grid {name} is refused: only {', '.join(GRID_FIELDS)} can vary within one population; "
+                f"{hint}.")
+
+    return GridScope(GRID_FIELDS, f"choose one of {', '.join(GRID_FIELDS)}", refusal)
+
+
+def parse_grid(entries: Iterable[str], scope: GridScope) -> dict[str, list[Any]]:
+    """``NAME=V1,V2,...`` entries -> {name: [values]}, in order, each value of the field's type
+    (`parse_field_value`). An int field also takes ``NAME=A..B`` (both ends included); a tuple field
+    (hidden_sizes) takes ``64x64,256x256`` (or one tuple as ``64,64``). A NAME may be written with - or _, and
+    given once. Every malformed or refused entry is a one-line ConfigError; the values' ranges are checked by
+    the caller (`Config.validate`), which knows the rest of the config."""
+    types = field_types()
+    grid: dict[str, list[Any]] = {}
+    for entry in entries:
+        name, sep, values = str(entry).partition("=")
+        name = name.strip().replace("-", "_")
+        texts = [v.strip() for v in values.split(",")]
+        if not sep or not name or not all(texts):
+            raise ConfigError(f"--grid {entry!r} is invalid: write NAME=V1,V2,... e.g. --grid actor_lr=1e-3,3e-4 "
+                              "(an int field also takes A..B, both ends included).")
+        if name not in types:
+            raise ConfigError(f"--grid {name} is invalid: not a field; {scope.choose}.")
+        if name not in scope.fields:
+            raise ConfigError(scope.refusal(name))
+        if name in grid:
+            raise ConfigError(f"--grid {name} is given twice; give all its values in one --grid.")
+        kind = types[name]
+        if kind is int and ".." in values:
+            lo, _, hi = values.partition("..")
+            grid[name] = list(range(parse_field_value(name, lo), parse_field_value(name, hi) + 1))
+            if not grid[name]:
+                raise ConfigError(f"--grid {entry!r} is invalid: the range A..B needs A <= B.")
+        elif kind is tuple and "x" not in values:
+            grid[name] = [parse_field_value(name, values)]
+        else:
+            grid[name] = [parse_field_value(name, v) for v in texts]
+    return grid
+
+
+def check_member(member: int, members: int) -> None:
+    """ConfigError unless ``member`` names one of a run's ``members`` members (0 .. members - 1)."""
+    if not 0 <= member < members:
+        raise ConfigError(f"--member={member} is invalid: this run has {members} member(s), 0 to {members - 1}.")
+
+
+WHICH = ("final", "best")  # which weights of a run: the last ones, or the best periodic evaluation's (--eval-every)
+NO_BEST_HINT = "run with --eval-every N to keep the best model, or use --which final"
+
+
+def check_which(which: str) -> None:
+    """ConfigError unless ``which`` is one of `WHICH`."""
+    if which not in WHICH:
+        raise ConfigError(f"--which={which!r} is invalid: choose final (the last weights) or best (those of the "
+                          "best evaluation during training).")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; a CUDA device without CUDA is a ConfigError."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device={name} but CUDA is not available here (torch {torch.__version__}); "
+                              "use --device cpu or --device auto.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device={name} but only {torch.cuda.device_count()} CUDA device(s) exist.")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device={name!r} is not supported; use auto, cpu, cuda or cuda:N.")
+    return device
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,101 @@
+"""The one list of algorithms, readable without torch: their names, where each is defined, and the hyperparameters
+each adds to `fastddpg.Config`.
+
+An entry (`AlgoSpec`) names the ``--algo`` value, the module and class of the algorithm (a subclass of
+`fastddpg.algos.base.Algorithm` in a file of its own under ``fastddpg/algos/``, imported only when a run needs it),
+one line for ``--algo``'s help, and its own hyperparameters (`HyperField`): each becomes a Config field, and so a
+flag in ``fastddpg run --help`` (in a group of its own), a key of the saved config.json and of config files, a line
+of `Config.validate`, and (``per_member=True``) a ``--grid`` field. Everything that lists algorithms derives from
+`ALGORITHMS`: Config's ``--algo`` choices and ``--grid`` fields, ``fastddpg verify --algo``, and
+`fastddpg.algos.algorithm_class`.
+
+Why here, in layer 0 and not in the algorithm's file: ``--help`` (and Config, which builds the flags) must not
+import torch, and an algorithm's file does (it is networks and an update). So the registry holds what the CLI
+and the config need, as plain data, and names the module that holds the rest.
+
+Adding an algorithm: one file ``fastddpg/algos/NAME.py`` and one `AlgoSpec` entry in `ALGORITHMS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Every algorithm's update metrics start with these four (the report's and the console's core: loss curves, Q and
+# its target); an algorithm may add more after them (TD3's q1_mean, ...), which the report shows as they come.
+CORE_METRICS = ("critic_loss", "actor_loss", "q_mean", "y_mean")
+
+# --grid fields every algorithm has: the scalars the update and exploration take, (K,) tensors in a population
+COMMON_GRID_FIELDS = ("actor_lr", "critic_lr", "tau", "gamma", "noise_sigma", "grad_clip_norm")
+
+
+@dataclass(frozen=True)
+class HyperField:
+    """One hyperparameter an algorithm adds to Config: ``name`` (the field; the flag is ``--name-with-dashes``), its
+    default (its type is the default's: int or float), help text, the smallest valid value (``minimum``, with
+    ``fix`` the one-line advice `Config.validate` gives below it), and whether it may differ between the members
+    of a population (``per_member``: a ``--grid`` field; the update then gets it as a (K,) tensor)."""
+
+    name: str
+    default: float | int
+    help: str
+    minimum: float
+    fix: str
+    per_member: bool = False
+
+
+@dataclass(frozen=True)
+class AlgoSpec:
+    """A registered algorithm: ``--algo name``, the ``module:Class`` that implements it, its ``--algo`` help line,
+    the title of its Config group (the fields below, under that title in ``--help`` and as a TOML table), and its
+    own hyperparameters."""
+
+    name: str
+    target: str  # "module:Class", e.g. "fastddpg.algos.td3:TD3"
+    summary: str
+    title: str = ""
+    hyper: tuple[HyperField, ...] = ()
+
+
+ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
+    AlgoSpec("ddpg", "fastddpg.algos.ddpg:DDPG", "the notebook's"),
+    AlgoSpec("td3", "fastddpg.algos.td3:TD3", "twin critics with the min in the target, target policy smoothing, "
+             "delayed actor and target updates; see --policy-noise, --noise-clip, --policy-delay", "TD3", (
+                 HyperField("policy_noise", 0.2, "TD3 target policy smoothing: std of the noise added to mu'(s') in "
+                            "the target, in units of the action scale (high - low) / 2.", 0.0, "use a std of 0 or more",
+                            per_member=True),
+                 HyperField("noise_clip", 0.5, "TD3: the smoothing noise is clipped to +-noise_clip, in units of the "
+                            "action scale (high - low) / 2.", 0.0, "use a clip of 0 or more", per_member=True),
+                 HyperField("policy_delay", 2, "TD3: one actor step and soft target update every this many critic "
+                            "updates.", 1, "use 1 (actor step every critic update) or more"))),
+)}
+
+
+def register(spec: AlgoSpec) -> None:
+    """Add an algorithm at run time (a plugin, or a test's toy algorithm). Its own hyperparameters must be empty:
+    Config's fields are fixed when it is defined, so an algorithm with new flags needs its entry in `ALGORITHMS`."""
+    if spec.hyper:
+        raise ValueError(f"{spec.name}: an algorithm registered at run time cannot add Config fields; "
+                         "add its AlgoSpec to fastddpg.core.registry.ALGORITHMS")
+    ALGORITHMS[spec.name] = spec
+
+
+def algo_names() -> tuple[str, ...]:
+    """The ``--algo`` choices, in registry order."""
+    return tuple(ALGORITHMS)
+
+
+def hyper_fields() -> list[tuple[AlgoSpec, HyperField]]:
+    """Every algorithm's own hyperparameters, in registry order, with the algorithm that declares each."""
+    return [(spec, h) for spec in ALGORITHMS.values() for h in spec.hyper]
+
+
+def grid_fields() -> tuple[str, ...]:
+    """The fields ``--grid`` may vary within one population: the common ones, then every algorithm's per-member
+    hyperparameters."""
+    return (*COMMON_GRID_FIELDS, *(h.name for _, h in hyper_fields() if h.per_member))
+
+
+def algo_help() -> str:
+    """``--algo``'s help text, one clause per algorithm."""
+    names = [f"'{s.name}' ({s.summary})" for s in ALGORITHMS.values()]
+    return "Algorithm: " + (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]) + "."

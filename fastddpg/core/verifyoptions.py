@@ -1,0 +1,63 @@
+"""What `fastddpg verify` takes and the tolerance it holds the fast paths to.
+
+Kept apart from `fastddpg.tools.verify` so that the CLI can build ``verify --help`` (its defaults and
+tolerances) without importing torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .config import ConfigError
+from .registry import algo_names
+
+if TYPE_CHECKING:
+    import torch
+
+# Tolerance, float32, per update (each path steps from eager's state, see `verify_updates`): compiled kernels
+# fuse and reorder float operations, so bit-identity is not expected. On a 2-core CPU (torch 2.13) the worst
+# honest deviation over 50 updates of DDPG and TD3 was 0.008 of this tolerance (|diff| <= 6e-8 in weights,
+# 6e-6 in metrics of magnitude ~30); injected bugs went 14x (gamma 0.98 instead of 0.99) to 6e5x beyond it
+# (tau ~0, i.e. no soft update: 20x; no smoothing noise: 77x; no gradient clipping: 1e3x; policy delay 1: 6e5x).
+# tests/test_verify.py injects such bugs and checks that verify fails and names the tensor.
+ATOL = 1e-5
+RTOL = 1e-4
+ACT_ATOL = 1e-5  # the acting step is one forward pass: no accumulation over updates
+ACT_RTOL = 1e-5
+
+
+@dataclass
+class VerifyOptions:
+    """What `fastddpg verify` takes (see `fastddpg verify --help`)."""
+
+    device: str = "auto"
+    algo: str = "ddpg"
+    num_seeds: int = 1
+    updates: int = 50
+    batch_size: int = 256
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    seed: int = 0
+    compile_mode: str = "default"
+    timed_updates: int = 100
+    repeats: int = 3
+    acting: bool = True
+    graph_logic_on_cpu: bool = False  # tests: run CudaGraphUpdate's static-buffer logic on the CPU too
+
+    def validate(self) -> torch.device:
+        """Raise ConfigError (one line) for bad options; return the resolved device."""
+        from .config import resolve_device
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        need(self.algo in algo_names(), f"--algo={self.algo!r}: use one of {', '.join(algo_names())}.")
+        need(self.num_seeds >= 1, f"--num-seeds={self.num_seeds}: use 1 (one agent) or more (a population).")
+        need(self.updates >= 1, f"--updates={self.updates}: verify at least 1 update.")
+        need(self.batch_size >= 1, f"--batch-size={self.batch_size}: use a batch of at least 1.")
+        need(len(self.hidden_sizes) >= 1 and all(h >= 1 for h in self.hidden_sizes),
+             f"--hidden-sizes={' '.join(map(str, self.hidden_sizes))}: use one or more widths of at least 1.")
+        need(self.timed_updates >= 1 and self.repeats >= 1, "--timed-updates and --repeats: use 1 or more.")
+        need(self.compile_mode in ("default", "max-autotune"),
+             f"--compile-mode={self.compile_mode!r}: use default or max-autotune.")
+        return resolve_device(self.device)

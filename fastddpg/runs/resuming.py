@@ -1,0 +1,211 @@
+"""Resume: the one owner of continuing a run directory from its latest checkpoint (``fastddpg run --resume RUN_DIR``,
+`fastddpg.resume`).
+
+`resume_run` restores the latest checkpoint exactly and cuts the run directory's tables back to it
+(`fastddpg.runs.rundir.truncate_tables`: a run killed after its last checkpoint has rows after it), so the resumed run
+appends with no duplicated or lost rows. The run's history (its episode, update and probe rows) is kept in one
+place, those tables: a checkpoint holds only counters, and the restored trainer reads the rows up to its
+checkpoint from the cut tables (`Trainer.load_history`), so its results hold the whole run.
+
+Gymnasium envs cannot be snapshotted: on resume every env is reset with a seed derived from (seed, global_step),
+so **episodes in progress at the checkpoint are cut there**: their partial returns are dropped (they never
+appear in episodes.csv) and new episodes start fresh. Their transitions stay in the replay buffer (each one is a
+valid transition).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .checkpoint import latest_checkpoint, read_checkpoint
+from ..core.config import Config, ConfigError, resolve_device
+from ..core.fileio import write_json
+from .rundir import RunWriter, probe_writable, read_table, truncate_tables
+from ..core.schema import (
+    ACTOR_FILE,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    CRITIC_FILE,
+    EPISODE_COLUMNS,
+    PROBE_COLUMNS,
+    REPORT_FILE,
+    SUMMARY_FILE,
+    TABLES,
+    with_member,
+)
+from ..training.trainer import Trainer, probe_counters
+
+# Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
+# learns); every other field is the run's own, from its config.json.
+RESUME_OVERRIDABLE = ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "quiet", "device",
+                      "compile", "vector_mode", "threads", "tensorboard", "eval_every")
+
+
+def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, argv: list[str] | None = None
+               ) -> tuple[Trainer, RunWriter]:
+    """Open a run directory to continue it: its config.json, its latest checkpoint restored into a new Trainer
+    (``trainer.run_dir`` set), CSV rows written after that checkpoint dropped, and a RunWriter that appends.
+    ``overrides`` may change the fields in RESUME_OVERRIDABLE (e.g. a larger ``total_steps``).
+
+    Every problem is a one-line ConfigError: no such run directory, not writable, no or a truncated
+    checkpoint, a checkpoint that does not match config.json (env, shapes, architecture), a total_steps the
+    checkpoint has already reached, or a checkpoint written on another device type.
+    """
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ConfigError(f"--resume {path}: no such run directory.")
+    cfg_file = path / CONFIG_FILE
+    try:
+        meta = json.loads(cfg_file.read_text())
+        cfg = Config.from_dict(meta["config"])
+    except FileNotFoundError:
+        raise ConfigError(f"--resume {path}: not a fastddpg run directory (no {CONFIG_FILE}).") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(f"--resume {path}: {CONFIG_FILE} is not a valid fastddpg config ({e}).") from None
+    overrides = dict(overrides or {})
+    fixed = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
+    if fixed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in fixed)
+        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDABLE)
+        raise ConfigError(f"{flags} cannot be changed on --resume (the run keeps its config.json); only {allowed} "
+                          "may be given.")
+    _check_writable(path)
+    ckpt_path = latest_checkpoint(path)
+    if ckpt_path is None:
+        raise ConfigError(f"--resume {path}: no checkpoint in {path / CHECKPOINT_DIR} (the run stopped before its "
+                          "first one); start a new run.")
+    state = read_checkpoint(ckpt_path)
+
+    # the checkpoint must belong to this config (a field newer than the checkpoint takes its default, as in
+    # config.json)
+    saved = {**Config().to_dict(), **state["config"]}
+    differ = [k for k, v in cfg.to_dict().items() if k not in RESUME_OVERRIDABLE and saved.get(k) != v]
+    if differ:
+        shown = ", ".join(f"{k} ({saved.get(k)!r} in the checkpoint, {getattr(cfg, k)!r} in {CONFIG_FILE})"
+                          for k in differ)
+        raise ConfigError(f"checkpoint {ckpt_path} does not match {cfg_file}: {shown}; restore {CONFIG_FILE} or "
+                          "start a new run.")
+    cfg = Config.from_dict({**cfg.to_dict(), **overrides})
+    step = state["global_step"]
+    if cfg.total_steps <= step and run_dir_complete(path):
+        raise ConfigError(f"--resume {path}: the latest checkpoint is already at env step {step:,} "
+                          f"(--total-steps={cfg.total_steps:,}); pass a larger --total-steps to train on.")
+    was, now = torch.device(state["device"]).type, resolve_device(cfg.device).type
+    if was != now:
+        raise ConfigError(f"checkpoint {ckpt_path} was written on {was} but this run would train on {now} "
+                          f"(--device={cfg.device}); resume on a {was} machine or with --device {was}.")
+
+    trainer = Trainer(cfg)
+    try:
+        _restore(trainer, state, ckpt_path)
+        truncate_tables(path, *table_limits(state))
+        for stale in path.glob("*.parquet"):  # derived copies; rewritten from the tables when the run finishes
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        load_history(trainer, path, ckpt_path)
+        argv = list(sys.argv if argv is None else argv)
+        meta["config"] = cfg.to_dict()
+        meta.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                               "command": shlex.join(argv), "checkpoint": str(ckpt_path),
+                                               "global_step": step})
+        write_json(cfg_file, meta)
+    except BaseException:
+        trainer.env.close()
+        raise
+    writer = RunWriter(path, trainer.cfg.algo, trainer.cfg.num_members)
+    writer.probes_written = len(trainer.probe_rows)  # the restored probe rows are already in probes.csv
+    writer.reported_step = step
+    return trainer, writer
+
+
+def run_dir_complete(run_dir: str | Path) -> bool:
+    """Whether a run directory holds a finished run's files: the weights, the report and a summary.json of a run
+    that was not stopped. A run stopped at its last step (an OS error while writing them) does not: resuming it
+    from that checkpoint trains no further and writes them."""
+    path = Path(run_dir)
+    if not all((path / name).is_file() for name in (ACTOR_FILE, CRITIC_FILE, REPORT_FILE, SUMMARY_FILE)):
+        return False
+    try:
+        return "stopped_by" not in json.loads((path / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def _restore(trainer: Trainer, state: dict[str, Any], ckpt_path: Path) -> None:
+    """Check the checkpoint's shapes against the trainer's env, then load it (one-line ConfigErrors)."""
+    env = state["env"]
+    have = {"num_envs": trainer.num_envs, "obs_dim": trainer.env.obs_dim, "act_dim": trainer.env.act_dim}
+    for key, value in have.items():
+        if env[key] != value:
+            raise ConfigError(f"checkpoint {ckpt_path} has {key}={env[key]} but {trainer.cfg.env} gives "
+                              f"{key}={value}; resume with the env version the run was trained on.")
+    try:
+        trainer.load_state_dict(state["trainer"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"checkpoint {ckpt_path} does not fit this run's networks or buffer: {first}") from None
+    trainer.last_checkpoint = ckpt_path
+
+
+def table_limits(state: dict[str, Any]) -> tuple[int | list[int], int, int, int]:
+    """What `fastddpg.runs.rundir.truncate_tables` keeps of a run directory resumed from checkpoint ``state``: its
+    episodes (a population's: per member), updates, probe snapshots and env step."""
+    member_episodes = state["trainer"]["counters"].get("member_episodes")  # a population's
+    episodes = state["num_episodes"] if member_episodes is None else [int(e) for e in member_episodes]
+    return episodes, state["num_updates"], probe_counters(state["trainer"])[0], state["global_step"]
+
+
+def load_history(trainer: Trainer, run_dir: Path, ckpt_path: Path) -> None:
+    """The restored trainer's rows up to its checkpoint, read from the run directory's (cut) tables; a table
+    that falls short of the checkpoint is a ConfigError with one line."""
+    try:
+        trainer.load_history({table: read_table(run_dir, table) for table in TABLES})
+    except (ValueError, KeyError) as e:
+        raise ConfigError(f"--resume {run_dir}: its tables do not reach checkpoint {ckpt_path.name}: {e}; the "
+                          "run directory's CSVs were cut or edited, so the run cannot continue without a gap; "
+                          "start a new run.") from None
+
+
+def history_at(state: dict[str, Any], *dirs: Path | None) -> dict[str, pd.DataFrame] | None:
+    """The run's rows up to checkpoint ``state`` from the first of ``dirs`` that holds its tables (a PBT exploit:
+    the tables the source trial attached to its Tune checkpoint, else the source's run directory), cut back as
+    resume cuts them (on a copy: ``dirs`` are left as they are); else the rows a checkpoint written before the
+    history lived in the tables holds; None when there are none."""
+    for d in dirs:
+        if d is None or not (d / "episodes.csv").is_file():
+            continue
+        with tempfile.TemporaryDirectory(prefix="fastddpg-history-") as tmp:
+            for table in TABLES:
+                if (d / f"{table}.csv").is_file():
+                    shutil.copy2(d / f"{table}.csv", Path(tmp) / f"{table}.csv")
+            truncate_tables(tmp, *table_limits(state))
+            return {table: read_table(tmp, table) for table in TABLES}
+    logs = state["trainer"].get("logs")
+    if logs is None:
+        return None
+    k = Config.from_dict(state["config"]).num_members
+    return {"episodes": pd.DataFrame(logs["episodes"], columns=list(with_member(EPISODE_COLUMNS, k))),
+            "updates": pd.DataFrame(logs["updates"]),
+            "probes": pd.DataFrame(logs["probes"], columns=list(with_member(PROBE_COLUMNS, k)))}
+
+
+def _check_writable(path: Path) -> None:
+    d = path / CHECKPOINT_DIR
+    try:
+        d.mkdir(exist_ok=True)
+        probe_writable(path)
+        probe_writable(d)
+    except OSError as e:
+        raise ConfigError(f"cannot write the run directory {path}: {e.strerror or e}; resume needs to write "
+                          "its checkpoints and CSVs there.") from None

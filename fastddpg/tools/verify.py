@@ -1,0 +1,441 @@
+"""`fastddpg verify`: proof that the fast paths compute what the eager update computes, on this machine.
+
+From one initial learner (`fastddpg.algos`) and one fixed sequence of minibatches, the update is run eager, compiled
+(``torch.compile(fullgraph=True)``, as the trainer runs it on the CPU) and, on CUDA, compiled inside the CUDA
+graph (`CudaGraphUpdate`, as the trainer runs it on CUDA); the acting step likewise eager and compiled. After
+every update, every tensor of every path is compared with eager's: the actor's and critic's parameters, the
+target networks, both Adam states (exp_avg, exp_avg_sq, step) and each metric. A path passes when every element
+satisfies ``|x - x_eager| <= ATOL + RTOL * |x_eager|`` (and is finite); the report names the tensor (and update)
+furthest out of tolerance. Each path's updates/s is measured after the comparison run (which is its warm-up:
+compilation and graph capture happen there), with a device synchronize before the clock is read.
+
+With ``--num-seeds K`` the learner is a population of K members (seeds seed .. seed+K-1, each with its own
+batches): the same comparison covers the stacked networks, the (K,) hyperparameters and the one population graph,
+every member's tensors at once (tests/test_population.py checks the population against K single updates).
+
+Plumbing only: the math is `fastddpg.learning.update`'s, the update functions are the algorithm's
+(`Algorithm.update_fns`) and the compiled wrappers are `fastddpg.learning.compile`'s, exactly as the trainer builds
+them.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import platform
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..algos import Algorithm, algorithm_class
+from ..algos.population import Population
+from ..core import fileio
+from ..core.config import Config
+from ..core.verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, RTOL, VerifyOptions
+from ..learning.compile import CudaGraphUpdate, compile_explore, compile_update
+from ..learning.replay import ReplayBuffer
+
+GROUPS = ("params", "targets", "optimizer", "metrics")
+# Pendulum-v1's shapes and ranges: obs (cos theta, sin theta, theta dot), one action in [-2, 2].
+OBS_DIM, ACT_DIM, ACTION_BOUND, MAX_SPEED = 3, 1, 2.0, 8.0
+TERMINATED_FRACTION = 0.05  # Pendulum never terminates; a few terminal rows exercise the (1 - d) factor
+# Eager updates that make the initial state: from a fresh learner the targets equal the online networks (a soft
+# update bug would be invisible at first) and Adam's moments are empty; after these, both are as mid-training.
+WARMUP_UPDATES = 20
+
+UpdateCall = Callable[[torch.Tensor], torch.Tensor]  # rows -> metrics, the learner's state bound
+PathFactory = Callable[["VerifySetup", Algorithm], dict[bool, UpdateCall]]
+
+
+@dataclass
+class VerifySetup:
+    """Everything the paths share: the initial learner, the replay layout and the rows of every update.
+
+    ``rows`` is (updates, batch_size, width + eps_dim) on ``device``, or (updates, K, batch_size, width + eps_dim)
+    for a population of K: replay rows gathered from a seeded buffer, followed by TD3's standard normal smoothing
+    noise (eps_dim = act_dim for TD3, 0 for DDPG). ``rows[i]`` is update number ``first_update + i`` (the learner
+    has had ``first_update - 1`` eager updates).
+    """
+
+    algo: str
+    device: torch.device
+    learner: Algorithm
+    buffer: ReplayBuffer
+    rows: torch.Tensor
+    cfg: Config
+    first_update: int = 1
+
+    def raw_update_fns(self, learner: Algorithm, **overrides: Any) -> dict[bool, Any]:
+        """``learner``'s update functions ``fn(state, rows)``, keyed by actor step, with the setup's
+        hyperparameters; ``overrides`` replace some (``policy_delay`` or a field of
+        `fastddpg.learning.update.Hyper`)."""
+        if overrides:
+            learner = copy.copy(learner)  # the same state, other hyperparameters
+            learner.policy_delay = overrides.pop("policy_delay", learner.policy_delay)
+            learner.hyper = learner.hyper._replace(**overrides)
+        return learner.update_fns(self.buffer.as_batch, self.buffer.width)
+
+    def update_fns(self, learner: Algorithm, **overrides: Any) -> dict[bool, UpdateCall]:
+        """`raw_update_fns` with ``learner``'s state bound: ``fn(rows) -> metrics``."""
+        return {k: functools.partial(fn, learner.state) for k, fn in self.raw_update_fns(learner, **overrides).items()}
+
+    def is_actor_step(self, update_number: int) -> bool:
+        return self.learner.is_actor_step(update_number)
+
+
+def build_setup(algo: str, device: torch.device, updates: int, batch_size: int, hidden_sizes: tuple[int, ...],
+                seed: int = 0, buffer_size: int = 4096, warmup: int = WARMUP_UPDATES, members: int = 1,
+                layer_norm: bool = False) -> VerifySetup:
+    """A learner initialised from ``seed`` (``members`` > 1: a population, member k from seed + k; ``layer_norm``:
+    LayerNorm networks) and given
+    ``warmup`` eager updates, and ``updates`` further batches of Pendulum-shaped rows to verify on.
+
+    All random numbers come from a CPU generator and are then moved to ``device``, so every device verifies
+    the same numbers."""
+    cfg = Config(algo=algo, batch_size=batch_size, hidden_sizes=hidden_sizes, seed=seed, layer_norm=layer_norm)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    low, high = torch.full((ACT_DIM,), -ACTION_BOUND), torch.full((ACT_DIM,), ACTION_BOUND)
+    singles = []
+    for k in range(members):
+        torch.manual_seed(seed + k)
+        singles.append(algorithm_class(algo).from_config(cfg, OBS_DIM, ACT_DIM, low, high, device))
+    learner = singles[0] if members == 1 else Population(singles)
+    buffer = ReplayBuffer(buffer_size, OBS_DIM, ACT_DIM, device)
+    theta = (torch.rand(buffer_size, generator=gen) * 2 - 1) * torch.pi
+    speed = (torch.rand(buffer_size, generator=gen) * 2 - 1) * MAX_SPEED
+    action = (torch.rand(buffer_size, ACT_DIM, generator=gen) * 2 - 1) * ACTION_BOUND
+    reward = -(theta.square() + 0.1 * speed.square() + 0.001 * action.square().sum(-1))  # in [-16.3, 0]
+    terminated = (torch.rand(buffer_size, generator=gen) < TERMINATED_FRACTION).float()
+    buffer.add(pendulum_obs(buffer_size, gen).to(device), action.to(device), reward.to(device),
+               pendulum_obs(buffer_size, gen).to(device), terminated.to(device))
+    lead = (warmup + updates, batch_size) if members == 1 else (warmup + updates, members, batch_size)
+    rows = buffer.data.cpu()[torch.randint(0, buffer_size, lead, generator=gen)]
+    if learner.eps_dim:  # the algorithm's extra random inputs (TD3's smoothing noise), standard normal
+        rows = torch.cat([rows, torch.randn(*lead, learner.eps_dim, generator=gen)], dim=-1)
+    setup = VerifySetup(algo, device, learner, buffer, rows[warmup:].to(device), cfg, first_update=warmup + 1)
+    fns = setup.update_fns(learner)
+    for u, batch in enumerate(rows[:warmup].to(device), start=1):
+        fns[learner.is_actor_step(u)](batch)
+    return setup
+
+
+def pendulum_obs(n: int, gen: torch.Generator) -> torch.Tensor:
+    """(n, 3) observations in Pendulum's ranges: (cos theta, sin theta, theta dot), theta dot in [-8, 8]."""
+    theta = (torch.rand(n, generator=gen) * 2 - 1) * torch.pi
+    speed = (torch.rand(n, generator=gen) * 2 - 1) * MAX_SPEED
+    return torch.stack([theta.cos(), theta.sin(), speed], dim=-1)
+
+
+# --- the paths ----------------------------------------------------------------------------------------------------
+
+def eager_path(setup: VerifySetup, learner: Algorithm) -> dict[bool, UpdateCall]:
+    return setup.update_fns(learner)
+
+
+def compiled_path(mode: str) -> PathFactory:
+    """torch.compile without a CUDA graph (on the CPU: exactly the trainer's compiled update)."""
+    def make(setup: VerifySetup, learner: Algorithm) -> dict[bool, UpdateCall]:
+        return {k: functools.partial(compile_update(fn, mode, setup.device, cuda_graph=False), learner.state)
+                for k, fn in setup.raw_update_fns(learner).items()}
+    return make
+
+
+def cuda_graph_path(mode: str) -> PathFactory:
+    """The compiled update inside a CUDA graph, built by `compile_update` exactly as the trainer builds it on CUDA.
+    On the CPU (tests only) the same `CudaGraphUpdate` static-buffer logic runs without capture."""
+    def make(setup: VerifySetup, learner: Algorithm) -> dict[bool, UpdateCall]:
+        fns = setup.raw_update_fns(learner).items()
+        if setup.device.type == "cuda":
+            return {k: functools.partial(compile_update(fn, mode, setup.device), learner.state) for k, fn in fns}
+        return {k: functools.partial(CudaGraphUpdate(compile_update(fn, mode, setup.device), capture=False),
+                                     learner.state) for k, fn in fns}
+    return make
+
+
+def default_paths(device: torch.device, mode: str = "default", graph_logic_on_cpu: bool = False
+                  ) -> dict[str, PathFactory]:
+    """eager, compiled, and on CUDA compiled+cudagraph (on the CPU only with ``graph_logic_on_cpu``)."""
+    paths: dict[str, PathFactory] = {"eager": eager_path, "compiled": compiled_path(mode)}
+    if device.type == "cuda" or graph_logic_on_cpu:
+        paths["compiled+cudagraph" if device.type == "cuda" else "compiled+graph-logic"] = cuda_graph_path(mode)
+    return paths
+
+
+# --- running and comparing ----------------------------------------------------------------------------------------
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def learner_state(learner: Algorithm) -> dict[str, torch.Tensor]:
+    """Every tensor the update writes, by name, aliasing the live storage: ``params.`` actor and critic,
+    ``targets.`` their targets, ``optimizer.`` each Adam's exp_avg and exp_avg_sq per parameter name and step."""
+    state: dict[str, torch.Tensor] = {}
+    for name, module in learner.modules().items():
+        group = "targets" if name.startswith("target_") else "params"
+        state.update({f"{group}.{name}.{k}": v for k, v in module.state_dict().items()})
+    for name, opt in learner.state["optim"].items():
+        state[f"optimizer.{name}_opt.step"] = opt["step"]
+        for pname, m, v in zip(learner.state[name], opt["exp_avg"], opt["exp_avg_sq"], strict=True):
+            state[f"optimizer.{name}_opt.exp_avg.{pname}"] = m
+            state[f"optimizer.{name}_opt.exp_avg_sq.{pname}"] = v
+    return state
+
+
+@dataclass
+class Deviation:
+    """The largest deviation of one tensor group from eager over all updates: ``max_abs`` |x - x_eager|, and
+    ``excess``, the largest |x - x_eager| / (atol + rtol |x_eager|) (> 1: out of tolerance; inf: non-finite),
+    with the tensor and the verified update (1-based; 0 for the acting step) where it occurs."""
+
+    max_abs: float
+    excess: float
+    tensor: str
+    update: int = 0
+
+
+class DeviationTracker:
+    """Running per-tensor deviations of one path from eager, kept on the device (one host read in `result`)."""
+
+    def __init__(self, atol: float, rtol: float) -> None:
+        self.atol, self.rtol = atol, rtol
+        self.names: list[str] | None = None
+        self.rows: list[torch.Tensor] = []  # per comparison: (2, T) max |diff| and max excess of each tensor
+
+    def add(self, got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+        if self.names is None:
+            self.names = list(want)
+        if list(got) != self.names or list(want) != self.names:
+            raise ValueError(f"tensor names differ from eager's: {sorted(set(got) ^ set(want))}")
+        cols = []
+        for n in self.names:
+            g, w = got[n].double().reshape(-1), want[n].double().reshape(-1)
+            d = (g - w).abs()
+            excess = d / (self.atol + self.rtol * w.abs())
+            bad = ~(torch.isfinite(g) & torch.isfinite(w))  # NaN or inf on either side is never "close"
+            excess = torch.where(bad, torch.inf, excess)
+            cols.append(torch.stack([d.nan_to_num(nan=torch.inf).max(), excess.max()]) if d.numel()
+                        else d.new_zeros(2))
+        self.rows.append(torch.stack(cols, dim=1))
+
+    def result(self, groups: tuple[str, ...]) -> dict[str, Deviation]:
+        """Per group (tensor names are ``group.rest``): the largest |diff|, and the worst tensor and update."""
+        assert self.names is not None, "nothing compared"
+        stats = torch.stack(self.rows).cpu()  # (U, 2, T)
+        out = {}
+        for g in groups:
+            cols = [i for i, n in enumerate(self.names) if n.split(".", 1)[0] == g]
+            s = stats[:, :, cols]
+            u, t = divmod(int(s[:, 1].argmax()), len(cols))
+            out[g] = Deviation(float(s[:, 0].max()), float(s[u, 1, t]), self.names[cols[t]].split(".", 1)[1], u + 1)
+        return out
+
+
+@dataclass
+class PathResult:
+    """One path: its deviation per group from eager (eager's own is 0), its rate, and whether it passed."""
+
+    name: str
+    deviations: dict[str, Deviation]
+    updates_per_sec: float
+    ratio_to_eager: float = 1.0
+    passed: bool = True
+    worst: Deviation = field(default_factory=lambda: Deviation(0.0, 0.0, "-"))
+
+    def judge(self, eager_rate: float) -> None:
+        self.worst = max(self.deviations.values(), key=lambda d: d.excess)
+        self.passed = self.worst.excess <= 1.0
+        self.ratio_to_eager = self.updates_per_sec / eager_rate
+
+
+def time_updates(fns: dict[bool, UpdateCall], rows: torch.Tensor, policy_delay: int, first: int, n: int,
+                 repeats: int, device: torch.device) -> float:
+    """Median calls/s over ``repeats`` x ``n`` calls, update number u = first, first + 1, ... (an actor step iff
+    u % policy_delay == 0); outputs are summed on the device and the device is synced before each clock read
+    (the warm-up is the caller's)."""
+    rates = []
+    acc = torch.zeros((), device=device)
+    u = first
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for i in range(n):
+            acc += fns[u % policy_delay == 0](rows[i % rows.shape[0]]).sum()
+            u += 1
+        acc.cpu()  # a host read: every queued call has finished
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def verify_updates(setup: VerifySetup, paths: dict[str, PathFactory], timed_updates: int, repeats: int
+                   ) -> list[PathResult]:
+    """Step every path in lockstep with eager over ``setup.rows`` and compare after each update; then time them.
+
+    Before update u each path's learner is set (in place, as a resume does: compiled and captured graphs stay
+    valid) to eager's state before update u, so what is compared is one update of each path from the same state
+    and batch. Free-running copies would drift apart chaotically (ReLU kinks and Adam's normalisation amplify
+    1e-7 rounding into ~1e-3 weight differences after 50 TD3 updates), which says nothing about correctness.
+    Update u is an actor step iff u % policy_delay == 0 (`Algorithm.is_actor_step`)."""
+    names = setup.learner.metric_names
+    eager = copy.deepcopy(setup.learner)
+    eager_step = eager_path(setup, eager)
+    learners = {name: copy.deepcopy(setup.learner) for name in paths}
+    fns = {name: make(setup, learners[name]) for name, make in paths.items()}
+    states = {name: learner_state(lr) for name, lr in learners.items()}
+    trackers = {name: DeviationTracker(ATOL, RTOL) for name in paths}
+    eager_state = learner_state(eager)
+    for i in range(setup.rows.shape[0]):
+        actor_step = setup.is_actor_step(setup.first_update + i)
+        before = {n: t.clone() for n, t in eager_state.items()}
+        want = {**eager_state, **metric_dict(eager_step[actor_step](setup.rows[i]), names)}
+        for name in paths:
+            for n, t in states[name].items():
+                t.copy_(before[n])
+            got = {**states[name], **metric_dict(fns[name][actor_step](setup.rows[i]), names)}
+            trackers[name].add(got, want)
+    results = []
+    for name in paths:
+        rate = time_updates(fns[name], setup.rows, setup.learner.policy_delay, setup.first_update + setup.rows.shape[0],
+                            timed_updates, repeats, setup.device)
+        results.append(PathResult(name, trackers[name].result(GROUPS), rate))
+    for r in results:
+        r.judge(results[0].updates_per_sec)
+    return results
+
+
+def metric_dict(metrics: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The metrics (M,) (or a population's (K, M)) as ``metrics.<name>`` tensors of shape () (or (K,)), cloned (a
+    CUDA-graph path returns one static output tensor that its next call overwrites)."""
+    metrics = metrics.clone()
+    return {f"metrics.{n}": metrics[..., i] for i, n in enumerate(names)}
+
+
+def verify_acting(setup: VerifySetup, num_obs: int, timed_steps: int, repeats: int) -> list[PathResult]:
+    """The acting step ``clip(mu(obs) + noise, low, high)`` (`Algorithm.explore`) eager and compiled on one fixed
+    (num_obs, obs_dim) batch of observations and (num_obs, act_dim) noise large enough that the clip acts (a
+    population of K: num_obs rounded up to a multiple of K, each member acting on its own rows)."""
+    members = getattr(setup.learner, "members", 1)
+    num_obs = -(-num_obs // members) * members
+    gen = torch.Generator().manual_seed(setup.cfg.seed + 1)
+    obs = pendulum_obs(num_obs, gen).to(setup.device)
+    noise = (torch.randn(num_obs, ACT_DIM, generator=gen) * ACTION_BOUND).to(setup.device)
+    learner = setup.learner
+    outs, results = {}, []
+    for compiled in (False, True):
+        name = "compiled" if compiled else "eager"
+        own = copy.deepcopy(learner)
+        explore = compile_explore(own.explore) if compiled else own.explore
+        with torch.no_grad():
+            outs[name] = explore(obs, noise).clone()
+            rate = time_updates({True: lambda rows, f=explore: f(obs, noise)}, obs[None], 1, 1, timed_steps,
+                                repeats, setup.device)
+        results.append(PathResult(name, {}, rate))
+    for r in results:
+        tracker = DeviationTracker(ACT_ATOL, ACT_RTOL)
+        tracker.add({"actions.actions": outs[r.name]}, {"actions.actions": outs["eager"]})
+        r.deviations = tracker.result(("actions",))
+        r.deviations["actions"].update = 0  # one call, no update number
+        r.judge(results[0].updates_per_sec)
+    return results
+
+
+# --- the command --------------------------------------------------------------------------------------------------
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """The machine the figures come from: GPU model, driver and compute capability on CUDA; CPU and threads."""
+    info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+                            "machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
+                            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        info.update(gpu=torch.cuda.get_device_name(index), capability=f"{major}.{minor}", cuda=torch.version.cuda,
+                    driver=nvidia_driver())
+    return info
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver version from ``nvidia-smi`` (None where it is missing)."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def run_verify(opts: VerifyOptions, paths: dict[str, PathFactory] | None = None) -> dict[str, Any]:
+    """Verify the update paths (``paths``, default `default_paths`) and the acting step; returns the report as
+    a JSON-able dict with ``passed``. Raises ConfigError for bad options."""
+    device = opts.validate()
+    setup = build_setup(opts.algo, device, opts.updates, opts.batch_size, tuple(opts.hidden_sizes), opts.seed,
+                        members=opts.num_seeds)
+    t0 = time.perf_counter()
+    paths = paths if paths is not None else default_paths(device, opts.compile_mode, opts.graph_logic_on_cpu)
+    update_results = verify_updates(setup, paths, opts.timed_updates, opts.repeats)
+    acting = verify_acting(setup, 256, opts.timed_updates, opts.repeats) if opts.acting else []
+    return {
+        "command": "verify", **device_info(device), "algo": opts.algo, "num_seeds": opts.num_seeds,
+        "updates": opts.updates,
+        "batch_size": opts.batch_size, "hidden_sizes": list(opts.hidden_sizes), "seed": opts.seed,
+        "compile_mode": opts.compile_mode, "timed_updates": opts.timed_updates, "repeats": opts.repeats,
+        "tolerance": {"atol": ATOL, "rtol": RTOL, "acting_atol": ACT_ATOL, "acting_rtol": ACT_RTOL},
+        "update_paths": [_as_dict(r) for r in update_results], "acting_paths": [_as_dict(r) for r in acting],
+        "passed": all(r.passed for r in update_results + acting), "seconds": time.perf_counter() - t0,
+    }
+
+
+def _as_dict(r: PathResult) -> dict[str, Any]:
+    return {"name": r.name, "passed": r.passed, "rate_per_sec": r.updates_per_sec, "ratio_to_eager": r.ratio_to_eager,
+            "worst_tensor": r.worst.tensor, "worst_update": r.worst.update, "worst_excess": r.worst.excess,
+            "deviations": {g: {"max_abs_diff": d.max_abs, "excess": d.excess, "tensor": d.tensor, "update": d.update}
+                           for g, d in r.deviations.items()}}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A compact table: per path the max |diff| from eager per group, the worst tensor, rate and ratio; then a
+    FAIL line naming the tensor for each failing path, and the verdict."""
+    where = report.get("gpu") or report["cpu"]
+    who = report["algo"] + (f" population of {report['num_seeds']}" if report.get("num_seeds", 1) > 1 else "")
+    lines = [f"fastddpg verify: {who} on {report['device']} ({where}), torch {report['torch']}; "
+             f"{report['updates']} updates of batch {report['batch_size']}, hidden {report['hidden_sizes']}",
+             f"tolerance |x - eager| <= {ATOL:g} + {RTOL:g} |eager| (acting: {ACT_ATOL:g} + {ACT_RTOL:g} |eager|)",
+             ""]
+    head = f"{'path':<28}" + "".join(f"{g:>11}" for g in GROUPS) + f"  {'rate/s':>9} {'x eager':>7}  ok  worst"
+    lines.append(head)
+    for kind, key in (("update", "update_paths"), ("acting", "acting_paths")):
+        for r in report[key]:
+            devs = r["deviations"]
+            cells = "".join(f"{devs[g]['max_abs_diff']:>11.2e}" if g in devs else f"{'':>11}" for g in GROUPS)
+            if kind == "acting":
+                cells = f"{'actions':>33}{devs['actions']['max_abs_diff']:>11.2e}"
+            worst = "-" if r["worst_excess"] == 0 else r["worst_tensor"] + (
+                f" @{r['worst_update']}" if r["worst_update"] else "") + f" ({r['worst_excess']:.2g} of tol)"
+            lines.append(f"{kind + ' ' + r['name']:<28}{cells}  {r['rate_per_sec']:>9,.0f} {r['ratio_to_eager']:>6.2f}x"
+                         f"  {'ok' if r['passed'] else 'NO':<2}  {worst}")
+    lines.append("")
+    for r in report["update_paths"] + report["acting_paths"]:
+        if not r["passed"]:
+            at = f" at update {r['worst_update']}" if r["worst_update"] else ""
+            lines.append(f"FAIL {r['name']}: {r['worst_tensor']} differs from eager{at} "
+                         f"({r['worst_excess']:.3g}x the tolerance)")
+    lines.append("PASS: every path matches eager within tolerance" if report["passed"] else
+                 "FAIL: a fast path does not compute what the eager update computes")
+    return "\n".join(lines)
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return fileio.write_json(out, report)
