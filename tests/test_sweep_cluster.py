@@ -26,6 +26,36 @@ FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()] + ["--hidden-s
 CLI = [sys.executable, "-c", "import sys; from fastddpg.cli import main; sys.exit(main(sys.argv[1:]))"]
 
 
+def test_ctrl_c_then_resume_finishes_the_sweep_without_rerunning_a_finished_trial(tmp_path):
+    """The default suite's short form of the slow test below: Ctrl-C once the first of two trials has finished,
+    then --resume, which runs the other trial only."""
+    out = tmp_path / "resume"
+    cmd = [*CLI, "sweep", *FLAGS, "--total-steps", "800", "--grid", "seed=0,1", "--cpus-per-trial", "2",
+           "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("trials/*/summary.json")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    stdout, err = p.communicate(timeout=180)
+    assert p.returncode == 130, err[-3000:]
+    assert "fastddpg sweep --resume" in err
+    _assert_concise_console(stdout, err)
+    finished = {s.parent.name: s.stat().st_mtime_ns for s in out.glob("trials/*/summary.json")}
+    assert len(finished) == 1
+
+    p = subprocess.run([*CLI, "sweep", "--resume", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    _assert_concise_console(p.stdout, p.stderr)
+    result = load_sweep(out)
+    assert len(result.trials) == 2 and (result.trials["status"] == "finished").all()
+    assert (result.trials["env_steps"] == 800).all()
+    for name, summary in finished.items():  # not run again
+        assert (out / "trials" / name / "summary.json").stat().st_mtime_ns == summary
+
+
+@pytest.mark.slow
 def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_path):
     """Ctrl-C part way, --resume, kill -9 of that driver part way, --resume again: every trial finished once."""
     out = tmp_path / "resume"
