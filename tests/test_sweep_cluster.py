@@ -33,15 +33,7 @@ def test_ctrl_c_then_resume_finishes_the_sweep_without_rerunning_a_finished_tria
     cmd = [*CLI, "sweep", *FLAGS, "--total-steps", "800", "--grid", "seed=0,1", "--cpus-per-trial", "2",
            "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 240
-    while not list(out.glob("trials/*/summary.json")) and time.monotonic() < deadline and p.poll() is None:
-        time.sleep(0.2)
-    p.send_signal(signal.SIGINT)
-    stdout, err = p.communicate(timeout=180)
-    assert p.returncode == 130, err[-3000:]
-    assert "fastddpg sweep --resume" in err
-    _assert_concise_console(stdout, err)
+    _interrupt_after_first_trial(cmd, out, env)
     finished = {s.parent.name: s.stat().st_mtime_ns for s in out.glob("trials/*/summary.json")}
     assert len(finished) == 1
 
@@ -62,15 +54,7 @@ def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_p
     cmd = [*CLI, "sweep", *FLAGS, "--total-steps", "1600", "--grid", "seed=0..2",
            "--cpus-per-trial", "2", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 240
-    while not list(out.glob("trials/*/summary.json")) and time.monotonic() < deadline and p.poll() is None:
-        time.sleep(0.2)
-    p.send_signal(signal.SIGINT)
-    stdout, err = p.communicate(timeout=180)
-    assert p.returncode == 130, err[-3000:]
-    assert "fastddpg sweep --resume" in err
-    _assert_concise_console(stdout, err)
+    _interrupt_after_first_trial(cmd, out, env)
     finished = {s.parent.name: (s.stat().st_mtime_ns, (s.parent / "episodes.csv").stat().st_mtime_ns)
                 for s in out.glob("trials/*/summary.json")}
     assert 1 <= len(finished) < 3
@@ -104,6 +88,20 @@ def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_p
         assert (d / "summary.json").stat().st_mtime_ns == summary
         assert (d / "episodes.csv").stat().st_mtime_ns == episodes
         assert "resumes" not in json.loads((d / "config.json").read_text())
+
+
+def _interrupt_after_first_trial(cmd: list[str], out: Path, env: dict[str, str]) -> None:
+    """Start the sweep ``cmd``, press Ctrl-C once a trial under ``out`` has finished, and check the stop: exit 130,
+    the resume hint, and fastddpg's progress lines only."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("trials/*/summary.json")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    stdout, err = p.communicate(timeout=180)
+    assert p.returncode == 130, err[-3000:]
+    assert "fastddpg sweep --resume" in err
+    _assert_concise_console(stdout, err)
 
 
 def _descendants(pid: int) -> list[tuple[int, str]]:
