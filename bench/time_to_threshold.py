@@ -20,10 +20,10 @@ time its clock started; the SB3 runner records the unix time of each episode end
 
 Seed-major, the sides' order rotating per seed (ABCDE, BCDEA, ...), the same seeds for every side. Threads are each
 side's own default (fastddpg's auto, torch's default for the notebook and SB3) unless ``--threads``. Each fastddpg
-run compiles into an empty TORCHINDUCTOR_CACHE_DIR of its own, as on a fresh machine, unless ``--warm-cache`` (one
-cache for the sitting, filled first by an unmeasured short compiled run per fastddpg side). At ``--quick``'s
-3,000 steps fastddpg's ``--compile auto`` does not compile (too few updates to pay back), so only full-length
-runs measure the compile.
+run compiles into an empty TORCHINDUCTOR_CACHE_DIR, with an empty TMPDIR (where inductor keeps its precompiled C++
+headers), of its own, as on a fresh machine, unless ``--warm-cache`` (one cache for the sitting, filled first by an
+unmeasured short compiled run per fastddpg side). At ``--quick``'s 3,000 steps fastddpg's ``--compile auto`` does
+not compile (too few updates to pay back), so only full-length runs measure the compile.
 
 Reported per side: medians over seeds of env steps/s (env steps / process seconds) and of seconds to -200 (a seed
 that never reaches it counts as never: the median exists when more than half reach it), how many seeds reached it,
@@ -220,6 +220,9 @@ def environment(threads: int, cache: Path | None = None) -> dict[str, str]:
         env["OMP_NUM_THREADS"] = str(threads)
     if cache is not None:
         env["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+        # inductor keeps its precompiled C++ headers under the temp dir, not the cache dir: a fresh machine has none
+        env["TMPDIR"] = str(cache.parent / "tmp")
+        (cache.parent / "tmp").mkdir(parents=True, exist_ok=True)
     return env
 
 
