@@ -153,6 +153,12 @@ def median_to_threshold(values: list[float | None]) -> float | None:
     return None if math.isinf(m) else m
 
 
+def _median_of(records: list[dict[str, Any]], key: str) -> float | None:
+    """The median of ``key`` over the records that have it (fastddpg's runs report start-up and compile times)."""
+    values = [r[key] for r in records if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
 def summarize(records: list[dict[str, Any]], sides: list[str]) -> list[dict[str, Any]]:
     """One row per side: medians over its runs, reached count, ratios of the medians (see the module docstring)."""
     rows = []
@@ -162,7 +168,10 @@ def summarize(records: list[dict[str, Any]], sides: list[str]) -> list[dict[str,
             rows.append({"side": side, "runs": len(rs), "steps_per_s": statistics.median(r["steps_per_s"] for r in rs),
                          "seconds": statistics.median(r["seconds"] for r in rs),
                          "reached": sum(r["seconds_to_threshold"] is not None for r in rs),
-                         "seconds_to_threshold": median_to_threshold([r["seconds_to_threshold"] for r in rs])})
+                         "seconds_to_threshold": median_to_threshold([r["seconds_to_threshold"] for r in rs]),
+                         "to_first_update_s": _median_of(rs, "to_first_update_s"),
+                         "compile_waited_s": _median_of(rs, "compile_s"),
+                         "compile_background_s": _median_of(rs, "compile_background_s")})
     by = {r["side"]: r for r in rows}
     for row in rows:
         nb, sb3 = by.get("notebook"), by.get("sb3")
@@ -177,12 +186,19 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     def num(x: float | None, fmt: str) -> str:
         return "never" if x is None else format(x, fmt)
 
+    def compile_cell(r: dict[str, Any]) -> str:
+        waited, background = r.get("compile_waited_s"), r.get("compile_background_s")
+        if waited is None:
+            return ""
+        return f"{waited:.1f} / {background or waited:.1f}"
+
     thr = meta["threshold"]
     lines = [f"{meta['env']}, {meta['total_steps']:,} env steps per run, seeds {meta['seeds']}, medians; each run its "
              f"own process, start-up and compile included ({meta['cache']} compile cache), threads: {meta['threads']}; "
              f"{meta['cpu']}, torch {meta['torch']}, {meta['date']}", "",
              f"| run | seeds | env steps/s | vs the notebook | seconds to {thr:g} | seeds at {thr:g} | vs SB3 "
-             "| seconds per run |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| seconds per run | to the first update (s) | compile: waited / in all (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in table:
         label = LABELS[r["side"]]
         if r["side"] == "fastddpg" and meta.get("fastddpg_num_envs"):
@@ -193,7 +209,8 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         vs_sb3 = "" if r["to_threshold_vs_sb3"] is None else f"{r['to_threshold_vs_sb3']:.2f}x"
         lines.append(f"| {label} | {r['runs']} | {r['steps_per_s']:,.0f} | {vs_nb} | "
                      f"{num(r['seconds_to_threshold'], '.1f')} | {r['reached']}/{r['runs']} | {vs_sb3} | "
-                     f"{r['seconds']:.1f} |")
+                     f"{r['seconds']:.1f} | {num(r.get('to_first_update_s'), '.1f')} | "
+                     f"{compile_cell(r)} |")
     lines += ["", "fastddpg and the notebook clip the gradient norm at 1.0; SB3's DDPG does not clip."]
     return "\n".join(lines) + "\n"
 
@@ -208,7 +225,10 @@ def fastddpg_episodes(run_dir: Path, launched: float) -> tuple[list[tuple[float,
     startup = summary_path.stat().st_mtime - summary["wall_time_s"] - launched
     with open(run_dir / "episodes.csv", newline="") as f:
         rows = [(startup + float(r["wall_time"]), float(r["return"])) for r in csv.DictReader(f)]
+    first = summary.get("first_update_s")
     return rows, {"startup_s": startup, "compile_s": summary.get("compile_seconds"),
+                  "compile_background_s": summary.get("compile_background_seconds"),
+                  "to_first_update_s": None if first is None else startup + first,
                   "env_steps": int(summary["env_steps"])}
 
 

@@ -15,10 +15,14 @@ positions of their own rows (members with the same seed at different grid points
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from tensordict import TensorDict
 
 from .update import Batch
+
+if TYPE_CHECKING:
+    from tensordict import TensorDict
 
 
 class ReplayBuffer:
@@ -44,13 +48,25 @@ class ReplayBuffer:
             self._slices[key] = slice(start, start + w)
             start += w
         self.data = torch.zeros(*lead, self.capacity, start, device=self.device)
-        self.storage = TensorDict({k: self.data[..., s] for k, s in self._slices.items()},
-                                  batch_size=[*lead, self.capacity], device=self.device)
+        self._storage: TensorDict | None = None
         self.ptr = 0
         self.size = 0
 
     def __len__(self) -> int:
         return self.size
+
+    @property
+    def storage(self) -> TensorDict:
+        """The whole buffer as a `TensorDict` of column views over ``data`` (shape (capacity,); a population's
+        (K, capacity)). Built on first use: importing tensordict also imports torch's compiler stack (about 1.4 s),
+        which a run that neither compiles nor asks for a TensorDict does without."""
+        if self._storage is None:
+            from tensordict import TensorDict
+
+            lead = self.data.shape[:-2]
+            self._storage = TensorDict({k: self.data[..., s] for k, s in self._slices.items()},
+                                       batch_size=[*lead, self.capacity], device=self.device)
+        return self._storage
 
     @property
     def width(self) -> int:
@@ -100,6 +116,8 @@ class ReplayBuffer:
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TensorDict:
         """One batch as a TensorDict of shape (batch_size,) with the buffer's column names ((K, batch_size) for a
         population: one batch per member)."""
+        from tensordict import TensorDict
+
         rows = self.sample_rows(1, batch_size, generator)[0]
         return TensorDict({k: rows[..., s] for k, s in self._slices.items()}, batch_size=rows.shape[:-1],
                           device=self.device)

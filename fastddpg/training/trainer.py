@@ -160,6 +160,7 @@ class Trainer:
         self.compile_mode = resolve_compile_mode(cfg.compile, self.device, self.planned_updates())
         self.compile_seconds = 0.0  # wall time the run waited for compiling
         self.compile_background_seconds = 0.0  # compile time that ran in the background (`CompileAhead`)
+        self.first_update_s: float | None = None  # seconds from the trainer's start to its first update's end
         self.eval_seconds = 0.0  # evaluation during training (a callback adds its time): not training time
         self.update_fns = self._make_update_fns(pop)
         self._untimed = set(self.update_fns) if self.compile_mode != "off" else set()  # first calls compile
@@ -371,6 +372,8 @@ class Trainer:
             else:
                 self.device_log.record_update(self.update_fns[actor_step](algo.state, rows[i]), actor_step)
             self.num_updates += 1
+        if self.first_update_s is None:  # once per process: the host already waited for a compiling first call
+            self.first_update_s = time.perf_counter() - self._t_start
 
     def _first_compiled_update(self, actor_step: bool, rows: torch.Tensor) -> None:
         """The first call of each update function compiles; say so and time it (a one-off sync)."""
@@ -619,6 +622,7 @@ class Trainer:
             "compile": self.compile_mode,
             "compile_seconds": self.compile_seconds,
             "compile_background_seconds": self.compile_background_seconds,
+            "first_update_s": self.first_update_s,
             "num_envs": self.num_envs,
             "threads": self.threads,
         }
