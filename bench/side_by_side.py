@@ -12,8 +12,8 @@ Reported per setting: the median over rounds of the lone run's seconds, of the m
 started together, and of their ratio; "alone / best alone": the lone run over the fastest lone run of any
 setting in the same round (how far a setting is from the best fixed choice for one run); and "together / in
 sequence": the N runs' makespan over N lone runs of the *first* setting in the same round (<= 1 means starting
-them together costs nothing). Each record also keeps the torch threads each run ended with and its changes
-(summary.json), which show the lease at work.
+them together costs nothing; with --stagger, the longest of the N runs stands for the makespan). Each record
+also keeps the torch threads each run ended with and its changes (summary.json), which show the lease at work.
 
 Every start (the lone run, the N runs together) gets a lease directory of its own (FASTDDPG_LEASE_DIR, see
 fastddpg.core.threads), so that the runs count each other and nothing else: not the other fastddpg processes of
@@ -73,6 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alone-only", action="store_true", help="measure the lone runs only (which thread setting "
                    "is fastest for one run)")
     p.add_argument("--together-only", action="store_true", help="measure the runs started together only")
+    p.add_argument("--stagger", type=float, default=0.0,
+                   help="start the N runs this many seconds apart instead of at once (a run that started alone "
+                   "gives up its extra threads only at its next report: this measures that window); each run's "
+                   "seconds are from its own start")
     args = p.parse_args(argv)
     quick = {"rounds": 2, "total_steps": 3_000, "compile": ["default"]}
     full = {"rounds": 3, "total_steps": 6_000, "compile": ["default", "off"]}
@@ -108,16 +112,21 @@ def summary(run_dir: Path) -> dict[str, Any]:
             "thread_changes": s.get("thread_changes", [])}
 
 
-def start_together(cmds: list[list[str]], env: dict[str, str]) -> list[float]:
-    """Start every command at once; the seconds each one took, from the common start to its own exit."""
-    t0 = time.perf_counter()
-    procs = [subprocess.Popen(c, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for c in cmds]
+def start_together(cmds: list[list[str]], env: dict[str, str], stagger: float = 0.0) -> list[float]:
+    """Start every command at once (or each ``stagger`` seconds after the one before); the seconds each one took,
+    from its own start to its own exit."""
+    starts, procs = [], []
+    for i, c in enumerate(cmds):
+        if i and stagger:
+            time.sleep(stagger)
+        starts.append(time.perf_counter())
+        procs.append(subprocess.Popen(c, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True))
     done: dict[int, float] = {}
     while len(done) < len(procs):
         for i, pr in enumerate(procs):
             if i not in done and pr.poll() is not None:
-                done[i] = time.perf_counter() - t0
+                done[i] = time.perf_counter() - starts[i]
                 if pr.returncode != 0:
                     raise RuntimeError(f"{' '.join(cmds[i])} failed: {pr.stderr.read()[-500:]}")
         time.sleep(0.05)
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                              start_together([command(args, mode, alone_dir, 0, setting)], env(setting))[0])
                     pair_dirs = [] if args.alone_only else dirs(n)
                     cmds = [command(args, mode, d, i, setting) for i, d in enumerate(pair_dirs)]
-                    together = start_together(cmds, env(setting)) if cmds else []
+                    together = start_together(cmds, env(setting), args.stagger) if cmds else []
                     lone = {} if args.together_only else summary(alone_dir)
                     pair = [summary(d) for d in pair_dirs]
                     rec = {"round": rnd, "compile": mode, "setting": setting, "alone_s": alone,
@@ -207,7 +216,8 @@ def summarize(records: list[dict[str, Any]], settings: list[str], modes: list[st
 
 
 def render(table: list[dict[str, Any]], n: int, args: argparse.Namespace) -> str:
-    head = (f"\n{n} runs together vs 1 alone: fastddpg run --num-envs {args.num_envs} --total-steps "
+    apart = f", started {args.stagger:g} s apart" if getattr(args, "stagger", 0.0) else ""
+    head = (f"\n{n} runs together{apart} vs 1 alone: fastddpg run --num-envs {args.num_envs} --total-steps "
             f"{args.total_steps:,} (ratio 1), median of {args.rounds} interleaved rounds, seconds per run\n")
     lines = [head, "| compile | setting | alone s | alone / best alone | alone / first alone | each of N together s "
              f"| together / alone | together / {n} in sequence |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
