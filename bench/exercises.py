@@ -191,7 +191,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     set_worker_threads(spec)
     cfg = Config(env=spec["env"], num_envs=spec["num_envs"], total_steps=spec["total_steps"], seed=spec["seed"],
-                 updates_per_step=1.0, device=spec["device"], quiet=True, **VARIANTS[spec["variant"]])
+                 updates_per_step=1.0, device=spec["device"], quiet=True, threads=spec.get("threads") or 0,
+                 **VARIANTS[spec["variant"]])
     t0 = time.perf_counter()
     trainer = Trainer(cfg)
     result = trainer.train()
@@ -270,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     p.add_argument("--env", default="Pendulum-v1")
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (timings stay honest only with 1 per core)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per run (0: fastddpg's auto, the cores divided among the runs at a time)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, num_envs 16, 4k steps")
     p.add_argument("--plotly-cdn", action="store_true", help="small HTML that loads plotly.js from the CDN")
     p.add_argument("--out", default="bench/results")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import tempfile
 
 import gymnasium as gym
 import numpy as np
@@ -40,6 +43,15 @@ class CountingEnv(gym.Env):
 def pytest_configure(config):
     if COUNTING_ID not in gym.registry:
         gym.register(COUNTING_ID, entry_point=CountingEnv, max_episode_steps=TIME_LIMIT)
+    # the runs of one test session (its xdist workers and the runs they start inherit the variable) divide the
+    # cores among themselves (fastddpg.core.threads), unaffected by other fastddpg runs on the machine
+    if not os.environ.get("FASTDDPG_LEASE_DIR"):
+        os.environ["FASTDDPG_LEASE_DIR"] = config._fastddpg_lease_dir = tempfile.mkdtemp(prefix="fastddpg-leases-")
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_fastddpg_lease_dir", None):
+        shutil.rmtree(config._fastddpg_lease_dir, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

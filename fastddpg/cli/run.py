@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import Config, ConfigError
+from ..core.threads import take_lease
 from .options import add_config_arguments, config_from_args
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     check_run_args(args)
     if args.dry_run:
         return cmd_dry_run(args)
+    take_lease()  # before torch is imported (seconds), so that runs started together count each other
     return cmd_run(args, argv)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .registry import algo_help, algo_names, grid_fields, hyper_fields
+from .threads import AUTO_MAX_THREADS
 
 if TYPE_CHECKING:
     import torch
@@ -139,9 +140,10 @@ class Config:
                       "enough to repay the compile time).", choices=("auto", "off", "default", "max-autotune"),
                       group="performance")
     threads: int = _f(0, "torch CPU threads of this process (intra-op; also the compiled CPU kernels'). 0 = auto: "
-                      "one, which is nearly as fast alone for these small networks and lets runs side by side "
-                      "share the cores (with more, OpenMP's spinning threads slowed two runs on 2 cores 13x). "
-                      "Process-wide.", group="performance")
+                      "the usable cores divided among the fastddpg runs on this machine (at most "
+                      f"{AUTO_MAX_THREADS}), re-divided at each report as runs start and end, so runs side by side "
+                      "do not oversubscribe the cores (OpenMP's spinning threads slowed two 2-thread runs on 2 cores "
+                      "13x). N > 0: N, never changed. Process-wide.", group="performance")
 
     # --- population ---------------------------------------------------------------------------------------
     num_seeds: int = _f(1, "Population size K: members with seeds seed + s*num_envs (s = 0..K-1: no two members "
@@ -225,7 +227,7 @@ class Config:
         need(self.probe_n >= 1, "probe_n", "use at least 1 probe state")
         need(self.probe_every_episodes >= 1, "probe_every_episodes", "use at least 1 episode")
         need(self.log_every >= 1, "log_every", "use at least 1 env step")
-        need(self.threads >= 0, "threads", "use 0 (auto: one thread) or a positive count")
+        need(self.threads >= 0, "threads", "use 0 (auto: a share of the cores) or a positive count")
         need(self.checkpoint_every >= 0, "checkpoint_every", "use 0 (auto) or a positive number of env steps")
         need(self.keep_checkpoints >= 1, "keep_checkpoints", "keep at least 1 checkpoint")
         need(self.eval_every >= 0, "eval_every", "use 0 (off) or a positive number of env steps")

@@ -1,27 +1,54 @@
-"""CPU threads of a run, chosen so that runs started side by side on one machine do not starve each other.
+"""CPU threads of a run: the cores divided among the fastddpg runs on this machine, re-divided as runs come and go.
 
 torch's CPU kernels (and the C++ kernels ``torch.compile`` writes) run on an OpenMP thread pool, one thread per
 physical core by default. Between two parallel regions GNU OpenMP (the one torch's wheels ship) spins a waiting
 thread for about 300,000 iterations before it sleeps. Alone, that buys a little latency. With two runs on the
 same cores, each spinning thread burns the time slice the other run's working thread needs: on a 2-core machine
-two runs started together each took 13x as long as one alone (bench/side_by_side.py).
+two runs started together with two threads each took 13x as long as one alone (bench/side_by_side.py). A passive
+wait policy, which stops the spinning, costs a lone run far more (1.4-1.8x slower) than it saves, so OpenMP's own
+settings are left as the user set them; what fastddpg chooses is the number of threads.
 
-fastddpg's update is a few small matrix products (a 256-wide MLP on a batch of 128): a second thread gains it
-little (a lone run was 1.07-1.08x faster with two threads than with one), and a passive wait policy, which stops
-the spinning, costs a lone run far more (1.4-1.8x slower) than the second thread gains. So ``Config.threads``
-= 0 (auto) means one thread, capped by the cores this process may use (`usable_cores`); nothing else about
-OpenMP is changed. ``--threads N`` uses N, for networks large enough to pay for it on a machine to themselves.
+One thread per run is right for runs side by side, but a lone run gives up speed for it: 1.07-1.08x on a 2-core
+AMD EPYC, 1.3x on a 2-core Intel machine. So ``Config.threads`` = 0 (auto) divides the cores among the runs:
+
+- a run takes a *lease*, a file named by its pid in `lease_dir` (per user; ``FASTDDPG_LEASE_DIR`` overrides it),
+  as early as it can (``fastddpg run`` before it imports torch, so that runs started together see each other;
+  `apply_threads` takes one for a `Trainer` built from Python), and gives it back at exit. A crashed run's lease
+  is recognised by its pid no longer running (or running a process started at another time: a reused pid) and
+  removed by the next run that counts the leases;
+- as late as it can (when the `Trainer` is built, after the imports) it sets its threads to
+  ``usable_cores() // live leases`` (its own included), at least 1 and at most `AUTO_MAX_THREADS` (`fair_share`);
+- at every report the trainer calls `rebalance`, which re-divides the cores: a run that started alone with two
+  threads drops to one when a second starts, and goes back to two when that one ends.
+
+Every run takes a lease, so an auto run counts runs with ``--threads N`` too; ``--threads N`` itself is never
+changed (launchers that start several processes, bench/curve.py, bench/workers.py, sweeps with Ray's
+``cpus_per_trial``, choose their threads per process). A run under auto also compiles its CPU kernels with
+inductor's ``cpp.dynamic_threads``, so that the compiled kernels follow a rebalance: otherwise each compiled
+kernel keeps the thread count it was compiled with (whenever that differs from ``os.cpu_count()``).
+
+This module imports no torch at module level: ``fastddpg run`` takes its lease before importing torch.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import json
 import math
 import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-AUTO_THREADS = 1  # see the module docstring: what the update needs, and what runs side by side need
+# The most threads auto gives one run, however many cores are free: the update is a few small matrix products
+# (a 256-wide MLP on a batch of 128) and the env steps are sequential Python, so beyond a few threads each one's
+# share of a product is too small to pay for waking it (measured: 2 threads 1.07-1.3x faster than 1; more cores
+# than 2 were not at hand, so the cap is a bound on the waste, not a measured optimum). --threads N goes beyond.
+AUTO_MAX_THREADS = 4
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+LEASE_DIR_ENV = "FASTDDPG_LEASE_DIR"
 
 
 def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
@@ -40,16 +67,169 @@ def usable_cores(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return max(1, cores)
 
 
+def fair_share(cores: int, runs: int, cap: int = AUTO_MAX_THREADS) -> int:
+    """Threads of one of ``runs`` runs sharing ``cores`` cores: ``cores // runs``, at least 1, at most ``cap``."""
+    return max(1, min(cap, cores // max(1, runs)))
+
+
+# --- leases --------------------------------------------------------------------------------------------------
+def lease_dir() -> Path:
+    """Where the runs of this user keep their leases: ``$FASTDDPG_LEASE_DIR``, else ``TMP/fastddpg-UID/leases``."""
+    override = os.environ.get(LEASE_DIR_ENV)
+    if override:
+        return Path(override)
+    return Path(tempfile.gettempdir()) / f"fastddpg-{os.getuid()}" / "leases"
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc/PID/stat``), so that a lease is not
+    taken for live when its pid has been reused; None where that cannot be read (no /proc, or no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces and parentheses
+    return fields[19] if len(fields) > 19 else None  # field 22 of proc(5); fields[0] is field 3
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without sending; another user's process is alive too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def lease_is_live(path: Path) -> bool:
+    """Whether the lease file ``path`` (named by its pid) belongs to a running process: the pid is alive and, where
+    both are known, started when the lease says."""
+    pid = int(path.name)
+    if not pid_alive(pid):
+        return False
+    try:
+        recorded = json.loads(path.read_text()).get("start")
+    except (OSError, ValueError, AttributeError):
+        return True  # the pid runs; a lease that cannot be read is not worth dropping a live run's share for
+    now = process_start(pid)
+    return recorded is None or now is None or recorded == now
+
+
+def live_leases(directory: Path) -> set[int]:
+    """The pids of the live leases in ``directory``; the leases of processes that are gone are removed."""
+    try:
+        paths = [p for p in directory.iterdir() if p.name.isdigit()]
+    except OSError:
+        return set()
+    live = set()
+    for path in paths:
+        if lease_is_live(path):
+            live.add(int(path.name))
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return live
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One process's lease: the file ``directory/PID``, holding its pid and start time (JSON)."""
+
+    directory: Path
+    pid: int
+
+    @property
+    def path(self) -> Path:
+        return self.directory / str(self.pid)
+
+    def release(self) -> None:
+        """Remove the lease file; only the process that took it does (a forked child inherits the object)."""
+        if os.getpid() == self.pid:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+_held: Lease | None = None  # this process's lease
+
+
+def take_lease() -> Lease | None:
+    """This process's lease, taken on the first call (written atomically: a temporary file renamed to the pid) and
+    released at exit; None where leases are not available (no POSIX, or the lease directory is not writable), in
+    which case the process counts as alone."""
+    global _held
+    pid = os.getpid()
+    if _held is not None and _held.pid == pid:
+        return _held
+    if os.name != "posix":  # os.kill(pid, 0) is no liveness check elsewhere
+        return None
+    lease = Lease(lease_dir(), pid)
+    tmp = lease.directory / f".{pid}.tmp"
+    try:
+        lease.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp.write_text(json.dumps({"pid": pid, "start": process_start(pid)}))
+        os.replace(tmp, lease.path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return None
+    _held = lease
+    atexit.register(lease.release)
+    return lease
+
+
+def release_lease() -> None:
+    """Give this process's lease back now (it is also given back at exit)."""
+    global _held
+    if _held is not None:
+        _held.release()
+        _held = None
+
+
+def runs_here() -> int:
+    """The fastddpg runs on this machine with a live lease, this process counted once whether or not it holds one."""
+    if os.name != "posix":
+        return 1
+    directory = _held.directory if _held is not None else lease_dir()
+    return len(live_leases(directory) - {os.getpid()}) + 1
+
+
+# --- threads -------------------------------------------------------------------------------------------------
 def resolve_threads(threads: int) -> int:
-    """``Config.threads`` -> the thread count to use: itself if > 0, else AUTO_THREADS (at most the usable cores)."""
-    return threads if threads > 0 else min(AUTO_THREADS, usable_cores())
+    """``Config.threads`` -> the thread count to use: itself if > 0, else the fair share of the usable cores among
+    the runs here (`fair_share`, `runs_here`)."""
+    return threads if threads > 0 else fair_share(usable_cores(), runs_here())
 
 
 def apply_threads(threads: int) -> int:
-    """Set torch's intra-op threads to ``resolve_threads(threads)`` (a process-wide setting); returns it."""
+    """Take this process's lease (if it has none yet), then set torch's intra-op threads to
+    ``resolve_threads(threads)`` (a process-wide setting); returns it. Under auto (``threads`` 0), inductor's CPU
+    kernels are compiled to follow the thread count (`rebalance`)."""
+    import torch
+
+    take_lease()
+    n = resolve_threads(threads)
+    if threads <= 0:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.dynamic_threads = True
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def rebalance(threads: int) -> int | None:
+    """Under auto (``threads`` 0): re-divide the cores among the runs here now, and set torch's threads to the new
+    share where it changed; returns the new count, or None where nothing changed (always for ``threads`` > 0)."""
+    if threads > 0:
+        return None
     import torch
 
     n = resolve_threads(threads)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    if torch.get_num_threads() == n:
+        return None
+    torch.set_num_threads(n)
     return n

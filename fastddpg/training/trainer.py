@@ -66,7 +66,7 @@ from ..core.schema import (
     update_columns,
     with_member,
 )
-from ..core.threads import apply_threads
+from ..core.threads import apply_threads, rebalance
 from ..envs.vector import VecEnv, make_env
 from ..learning.compile import CompileAhead, compile_explore, compile_update, resolve_compile_mode
 from ..learning.replay import ReplayBuffer
@@ -131,6 +131,7 @@ class Trainer:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.threads = apply_threads(cfg.threads)
+        self.thread_changes: list[dict[str, int]] = []  # auto threads re-divided at reports (core.threads)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.members = k = cfg.num_members
@@ -426,6 +427,9 @@ class Trainer:
                         compile_seconds=self.compile_seconds)
         self.last_report = report
         self._reports += 1
+        if (threads := rebalance(self.cfg.threads)) is not None:  # other runs started or ended
+            self.threads = threads
+            self.thread_changes.append({"global_step": self.global_step, "threads": threads})
         for cb in self.callbacks:
             cb(self, report)
         # after the callbacks, so the run directory shows the interval that went bad
@@ -625,6 +629,7 @@ class Trainer:
             "first_update_s": self.first_update_s,
             "num_envs": self.num_envs,
             "threads": self.threads,
+            **({"thread_changes": self.thread_changes} if self.thread_changes else {}),
         }
 
     def tables(self) -> dict[str, pd.DataFrame]:
