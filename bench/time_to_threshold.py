@@ -170,8 +170,7 @@ def summarize(records: list[dict[str, Any]], sides: list[str]) -> list[dict[str,
                          "reached": sum(r["seconds_to_threshold"] is not None for r in rs),
                          "seconds_to_threshold": median_to_threshold([r["seconds_to_threshold"] for r in rs]),
                          "to_first_update_s": _median_of(rs, "to_first_update_s"),
-                         "compile_waited_s": _median_of(rs, "compile_s"),
-                         "compile_background_s": _median_of(rs, "compile_background_s")})
+                         "compile_s": _median_of(rs, "compile_s")})
     by = {r["side"]: r for r in rows}
     for row in rows:
         nb, sb3 = by.get("notebook"), by.get("sb3")
@@ -186,18 +185,13 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     def num(x: float | None, fmt: str) -> str:
         return "never" if x is None else format(x, fmt)
 
-    def compile_cell(r: dict[str, Any]) -> str:
-        waited, background = r.get("compile_waited_s"), r.get("compile_background_s")
-        if waited is None:
-            return ""
-        return f"{waited:.1f} / {background or waited:.1f}"
 
     thr = meta["threshold"]
     lines = [f"{meta['env']}, {meta['total_steps']:,} env steps per run, seeds {meta['seeds']}, medians; each run its "
              f"own process, start-up and compile included ({meta['cache']} compile cache), threads: {meta['threads']}; "
              f"{meta['cpu']}, torch {meta['torch']}, {meta['date']}", "",
              f"| run | seeds | env steps/s | vs the notebook | seconds to {thr:g} | seeds at {thr:g} | vs SB3 "
-             "| seconds per run | to the first update (s) | compile: waited / in all (s) |",
+             "| seconds per run | to the first update (s) | compile (s) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in table:
         label = LABELS[r["side"]]
@@ -210,7 +204,7 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines.append(f"| {label} | {r['runs']} | {r['steps_per_s']:,.0f} | {vs_nb} | "
                      f"{num(r['seconds_to_threshold'], '.1f')} | {r['reached']}/{r['runs']} | {vs_sb3} | "
                      f"{r['seconds']:.1f} | {num(r.get('to_first_update_s'), '.1f')} | "
-                     f"{compile_cell(r)} |")
+                     f"{'' if r.get('compile_s') is None else format(r['compile_s'], '.1f')} |")
     lines += ["", "fastddpg and the notebook clip the gradient norm at 1.0; SB3's DDPG does not clip."]
     return "\n".join(lines) + "\n"
 
@@ -227,7 +221,6 @@ def fastddpg_episodes(run_dir: Path, launched: float) -> tuple[list[tuple[float,
         rows = [(startup + float(r["wall_time"]), float(r["return"])) for r in csv.DictReader(f)]
     first = summary.get("first_update_s")
     return rows, {"startup_s": startup, "compile_s": summary.get("compile_seconds"),
-                  "compile_background_s": summary.get("compile_background_seconds"),
                   "to_first_update_s": None if first is None else startup + first,
                   "env_steps": int(summary["env_steps"])}
 

@@ -139,14 +139,9 @@ class Algorithm:
         return {name: getattr(self, name) for name in self.module_names}
 
     # --- the updates --------------------------------------------------------------------------------------------
-    def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int, twin: bool = False) -> UpdateFns:
-        """This learner's update functions (`make_update_fns` over its own networks and hyperparameters).
-
-        ``twin``: over a deep copy of the networks instead. The state passed to an update supplies every parameter
-        (`functional_call`), so a twin's update computes exactly what the learner's own does; but it touches none of
-        the learner's modules, so it can be compiled in another thread while they are in use
-        (`fastddpg.learning.compile.CompileAhead`)."""
-        return self.make_update_fns(copy.deepcopy(self.nets) if twin else self.nets, self.hyper, as_batch, width)
+    def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns:
+        """This learner's update functions (`make_update_fns` over its own networks and hyperparameters)."""
+        return self.make_update_fns(self.nets, self.hyper, as_batch, width)
 
     @property
     def eps_dim(self) -> int:

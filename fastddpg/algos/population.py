@@ -115,9 +115,8 @@ class Population(Algorithm):
         extra = extra.reshape(num_batches, block, batch_size, -1)
         return extra if self.repeats == 1 else extra.repeat(1, self.repeats, 1, 1)
 
-    def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int, twin: bool = False) -> UpdateFns:
-        return self.template.make_update_fns(copy.deepcopy(self.nets) if twin else self.nets, self.hyper, as_batch,
-                                             width)
+    def update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns:
+        return self.template.make_update_fns(self.nets, self.hyper, as_batch, width)
 
     # --- acting ---------------------------------------------------------------------------------------------------
     def make_noise(self, cfg: Any, num_envs: int, generator: torch.Generator, sigma: float | torch.Tensor,

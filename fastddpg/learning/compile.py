@@ -7,11 +7,8 @@ on any machine by ``fastddpg verify``).
 
 from __future__ import annotations
 
-import copy
 import os
 import platform
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -69,75 +66,13 @@ def trust_cpu_vector_isa() -> None:
 
     Unless told (``torch._inductor.config.cpp.vec_isa_ok``), every process that compiles for the CPU builds a test
     library per reported instruction set with the C++ compiler and loads it in a child Python; with an empty cache
-    (a fresh machine) that took 6-10 s of a 2-core machine's 20-30 s compile. A compiler too old for an instruction
+    (a fresh machine) that took about 6 s of a 2-core machine's 20-30 s compile. A compiler too old for an instruction
     set the CPU has would fail the compile instead, which says so. A value the user set is kept; only x86 is
     concerned (elsewhere inductor asks no compiler)."""
     import torch._inductor.config as inductor_config
 
     if inductor_config.cpp.vec_isa_ok is None and platform.machine() in ("x86_64", "AMD64"):
         inductor_config.cpp.vec_isa_ok = True
-
-
-class CompileAhead:
-    """A compiled update whose compilation starts now, in a background thread, so that it overlaps with whatever
-    the caller does meanwhile (creating the envs, the env steps of random actions before the first update); the
-    first call waits for it, then every call runs the compiled update.
-
-    ``twin`` is the update built over a copy of the networks (`Algorithm.update_fns(..., twin=True)`): it touches
-    none of the modules the caller keeps using while it compiles. The thread compiles it by calling it once on
-    ``scratch`` (a deep copy of the state, which it updates: the real state is never touched) with ``example_rows``
-    (zeros of the real rows' shape). The real state and rows then pass the compiled graph's guards (same shapes,
-    dtypes and strides), so the first real call reuses the graph and nothing recompiles (tested with
-    ``error_on_recompile``); the numbers are the compiled update's, whenever the thread finishes.
-
-    ``after``: another `CompileAhead` whose compile this one waits for before it starts (one compile at a time).
-    ``compile_seconds``: the thread's compile time; ``waited_seconds``: how long the first call waited for it.
-    An error in the thread is raised by the first call.
-    """
-
-    def __init__(self, twin: UpdateFn, state: Any, example_rows: torch.Tensor, mode: str,
-                 device: torch.device, after: CompileAhead | None = None) -> None:
-        self.compiled = compile_update(twin, mode, device)
-        self._after = after
-        self.compile_seconds = 0.0
-        self.waited_seconds = 0.0
-        self._error: BaseException | None = None
-        scratch = copy.deepcopy(state)
-        self._thread = threading.Thread(target=self._compile, args=(scratch, example_rows), daemon=True,
-                                        name="fastddpg-compile")
-        self._thread.start()
-
-    def _compile(self, scratch: Any, rows: torch.Tensor) -> None:
-        if self._after is not None:  # one compile at a time: two would only share the cores
-            self._after._thread.join()
-        t0 = time.perf_counter()
-        try:
-            inner = self.compiled  # the torch.compile'd function itself: no guard skipping, no CUDA graph capture
-            fn = inner.compiled if isinstance(inner, GuardFreeCall) else inner.fn if isinstance(
-                inner, CudaGraphUpdate) else inner
-            fn(scratch, rows).sum().cpu()
-        except BaseException as e:  # raised again by the first call, in the caller's thread
-            self._error = e
-        self.compile_seconds = time.perf_counter() - t0
-
-    @property
-    def ready(self) -> bool:
-        return not self._thread.is_alive()
-
-    def wait(self) -> None:
-        """Block until the thread is done (in short joins, so that signals still reach the main thread)."""
-        t0 = time.perf_counter()
-        while self._thread.is_alive():
-            self._thread.join(0.05)
-        self.waited_seconds += time.perf_counter() - t0
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"compiling the update failed: {error}") from error
-
-    def __call__(self, state: Any, rows: torch.Tensor) -> torch.Tensor:
-        if self._thread.is_alive() or self._error is not None:
-            self.wait()
-        return self.compiled(state, rows)
 
 
 class GuardFreeCall:

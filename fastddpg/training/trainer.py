@@ -68,7 +68,7 @@ from ..core.schema import (
 )
 from ..core.threads import apply_threads, rebalance
 from ..envs.vector import VecEnv, make_env
-from ..learning.compile import CompileAhead, compile_explore, compile_update, resolve_compile_mode
+from ..learning.compile import compile_explore, compile_update, resolve_compile_mode
 from ..learning.replay import ReplayBuffer
 from .devicelog import DeviceLog, Pulled, episode_rows, metric_means
 from .failsafe import (
@@ -159,11 +159,11 @@ class Trainer:
         self.noise = self.algo.make_noise(cfg, n, self.gen, sigma, repeats=g)  # the algorithm's way to explore
 
         self.compile_mode = resolve_compile_mode(cfg.compile, self.device, self.planned_updates())
-        self.compile_seconds = 0.0  # wall time the run waited for compiling
-        self.compile_background_seconds = 0.0  # compile time that ran in the background (`CompileAhead`)
+        self.compile_seconds = 0.0
         self.first_update_s: float | None = None  # seconds from the trainer's start to its first update's end
         self.eval_seconds = 0.0  # evaluation during training (a callback adds its time): not training time
-        self.update_fns = self._make_update_fns(pop)
+        self.update_fns = {key: compile_update(fn, self.compile_mode, self.device)
+                           for key, fn in self.algo.update_fns(self.buffer.as_batch, self.buffer.width).items()}
         self._untimed = set(self.update_fns) if self.compile_mode != "off" else set()  # first calls compile
         # acting is compiled too where it pays (CUDA: one fused kernel chain instead of ~10 launches per step)
         compiled_acting = self.compile_mode != "off" and self.device.type == "cuda"
@@ -174,8 +174,6 @@ class Trainer:
                                     torch.Generator(device=self.device).manual_seed(cfg.seed + 1), members=pop)
         self.callbacks: list[Callable[..., None]] = list(callbacks or [])
         self.log: Callable[[str], None] = (lambda msg: None) if cfg.quiet else print
-        if any(isinstance(fn, CompileAhead) for fn in self.update_fns.values()):
-            self.log(f"compiling the update in the background (torch.compile, mode={self.compile_mode}) ...")
         self.checkpointer = checkpointer
         self.last_checkpoint: Path | None = None  # the last checkpoint written (or restored); named by a stop
         self.last_report: Report | None = None
@@ -205,26 +203,6 @@ class Trainer:
         self._updates_at_last_report = 0
         self._eval_seconds_at_last_report = 0.0
         self.obs = self.env.reset(seed=self.env_seeds(cfg.seed))
-
-    def _make_update_fns(self, members: int) -> dict[bool, Any]:
-        """The update functions, by whether they include the actor step: eager, compiled, or, on a CPU,
-        compiled ahead (`CompileAhead`: the compile starts now in a background thread, over a twin of the
-        networks, and overlaps with creating the rest of the run and the env steps before the first update; the
-        numbers are those of the compiled update either way). CUDA compiles at the first call, as before."""
-        if self.compile_mode == "off":
-            return self.algo.update_fns(self.buffer.as_batch, self.buffer.width)
-        if self.device.type != "cpu":
-            return {key: compile_update(fn, self.compile_mode, self.device)
-                    for key, fn in self.algo.update_fns(self.buffer.as_batch, self.buffer.width).items()}
-        prefix = (members,) if members else ()
-        rows = torch.zeros(*prefix, self.cfg.batch_size, self.buffer.width + self.algo.eps_dim, device=self.device)
-        twins = self.algo.update_fns(self.buffer.as_batch, self.buffer.width, twin=True)
-        # TD3's two functions compile one after the other: the critic-only one runs first
-        ahead: dict[bool, CompileAhead] = {}
-        for key in sorted(twins):
-            ahead[key] = CompileAhead(twins[key], self.algo.state, rows, self.compile_mode, self.device,
-                                      after=ahead.get(False) if key else None)
-        return {key: ahead[key] for key in twins}
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -380,23 +358,14 @@ class Trainer:
         """The first call of each update function compiles; say so and time it (a one-off sync)."""
         what = "the update" if len(self.update_fns) == 1 else ("the full update" if actor_step else
                                                                "the critic-only update")
-        fn = self.update_fns[actor_step]
-        if not isinstance(fn, CompileAhead):
-            self.log(f"compiling {what} (torch.compile, mode={self.compile_mode}) ...")
-        elif not fn.ready:
-            self.log(f"waiting for {what} to compile ...")
+        self.log(f"compiling {what} (torch.compile, mode={self.compile_mode}) ...")
         t0 = time.perf_counter()
-        metrics = fn(self.algo.state, rows)
+        metrics = self.update_fns[actor_step](self.algo.state, rows)
         self.device_log.record_update(metrics, actor_step)
         metrics.sum().cpu()  # wait for the compiled update to finish before reading the clock
         seconds = time.perf_counter() - t0
-        self.compile_seconds += seconds  # the run stood still this long
-        if isinstance(fn, CompileAhead):
-            self.compile_background_seconds += fn.compile_seconds
-            self.log(f"compiled {what} in {fn.compile_seconds:.1f} s in the background; the run waited "
-                     f"{seconds:.1f} s for it")
-        else:
-            self.log(f"compiled in {seconds:.1f} s")
+        self.compile_seconds += seconds
+        self.log(f"compiled in {seconds:.1f} s")
         self._untimed.discard(actor_step)
 
     # --- report: the one place device data comes to the host ----------------------------------------------------
@@ -625,7 +594,6 @@ class Trainer:
             "device": str(self.device),
             "compile": self.compile_mode,
             "compile_seconds": self.compile_seconds,
-            "compile_background_seconds": self.compile_background_seconds,
             "first_update_s": self.first_update_s,
             "num_envs": self.num_envs,
             "threads": self.threads,
