@@ -137,20 +137,6 @@ def test_auto_threads_are_the_fair_share_and_explicit_threads_are_kept(leases, o
         Config(threads=-1)
 
 
-def test_auto_threads_compile_kernels_that_follow_the_thread_count(leases):
-    import torch._inductor.config as inductor_config
-
-    before = inductor_config.cpp.dynamic_threads
-    try:
-        inductor_config.cpp.dynamic_threads = False
-        apply_threads(1)
-        assert not inductor_config.cpp.dynamic_threads  # an explicit count: inductor's default
-        apply_threads(0)
-        assert inductor_config.cpp.dynamic_threads
-    finally:
-        inductor_config.cpp.dynamic_threads = before
-
-
 def test_a_run_follows_other_runs_at_its_reports(leases, other_run, monkeypatch):
     """A second run's lease appears after the first report and is gone after the third: the trainer drops to one
     thread at the second report and goes back to two at the fourth; summary.json says so."""

@@ -23,9 +23,11 @@ AMD EPYC, 1.3x on a 2-core Intel machine. So ``Config.threads`` = 0 (auto) divid
 
 Every run takes a lease, so an auto run counts runs with ``--threads N`` too; ``--threads N`` itself is never
 changed (launchers that start several processes, bench/curve.py, bench/workers.py, sweeps with Ray's
-``cpus_per_trial``, choose their threads per process). A run under auto also compiles its CPU kernels with
-inductor's ``cpp.dynamic_threads``, so that the compiled kernels follow a rebalance: otherwise each compiled
-kernel keeps the thread count it was compiled with (whenever that differs from ``os.cpu_count()``).
+``cpus_per_trial``, choose their threads per process). A rebalance reaches the matrix products (torch's own
+kernels, which read the thread count at each call) but not the elementwise kernels ``torch.compile`` wrote, which
+keep the count they were compiled with; inductor's ``cpp.dynamic_threads`` would make them follow, but it cost
+the compiled update 5-10% on a 2-core AMD EPYC (bench/update.py's batch-128 rate, three interleaved pairs at 1 and at
+2 threads), so it is left off: after a rebalance only those small kernels run on the old count.
 
 This module imports no torch at module level: ``fastddpg run`` takes its lease before importing torch.
 """
@@ -206,16 +208,11 @@ def resolve_threads(threads: int) -> int:
 
 def apply_threads(threads: int) -> int:
     """Take this process's lease (if it has none yet), then set torch's intra-op threads to
-    ``resolve_threads(threads)`` (a process-wide setting); returns it. Under auto (``threads`` 0), inductor's CPU
-    kernels are compiled to follow the thread count (`rebalance`)."""
+    ``resolve_threads(threads)`` (a process-wide setting); returns it."""
     import torch
 
     take_lease()
     n = resolve_threads(threads)
-    if threads <= 0:
-        import torch._inductor.config as inductor_config
-
-        inductor_config.cpp.dynamic_threads = True
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
