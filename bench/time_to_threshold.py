@@ -185,13 +185,16 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     def num(x: float | None, fmt: str) -> str:
         return "never" if x is None else format(x, fmt)
 
+    def cell(x: float | None) -> str:  # a figure only fastddpg's runs report
+        return "" if x is None else f"{x:.1f}"
+
 
     thr = meta["threshold"]
     lines = [f"{meta['env']}, {meta['total_steps']:,} env steps per run, seeds {meta['seeds']}, medians; each run its "
              f"own process, start-up and compile included ({meta['cache']} compile cache), threads: {meta['threads']}; "
              f"{meta['cpu']}, torch {meta['torch']}, {meta['date']}", "",
              f"| run | seeds | env steps/s | vs the notebook | seconds to {thr:g} | seeds at {thr:g} | vs SB3 "
-             "| seconds per run | to the first update (s) | compile (s) |",
+             "| seconds per run | launch to first update (s) | compile (s) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in table:
         label = LABELS[r["side"]]
@@ -203,8 +206,8 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         vs_sb3 = "" if r["to_threshold_vs_sb3"] is None else f"{r['to_threshold_vs_sb3']:.2f}x"
         lines.append(f"| {label} | {r['runs']} | {r['steps_per_s']:,.0f} | {vs_nb} | "
                      f"{num(r['seconds_to_threshold'], '.1f')} | {r['reached']}/{r['runs']} | {vs_sb3} | "
-                     f"{r['seconds']:.1f} | {num(r.get('to_first_update_s'), '.1f')} | "
-                     f"{'' if r.get('compile_s') is None else format(r['compile_s'], '.1f')} |")
+                     f"{r['seconds']:.1f} | {cell(r.get('to_first_update_s'))} | "
+                     f"{cell(r.get('compile_s'))} |")
     lines += ["", "fastddpg and the notebook clip the gradient norm at 1.0; SB3's DDPG does not clip."]
     return "\n".join(lines) + "\n"
 
