@@ -159,6 +159,7 @@ def test_a_run_follows_other_runs_at_its_reports(leases, other_run, monkeypatch)
         return trainer
 
     auto = run(0)
+    assert not (leases / str(os.getpid())).exists()  # given back when training ends
     assert len(steps_at) >= 4
     assert auto.thread_changes == [{"global_step": steps_at[1], "threads": 1},
                                    {"global_step": steps_at[3], "threads": 2}]

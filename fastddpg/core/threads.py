@@ -160,8 +160,8 @@ _held: Lease | None = None  # this process's lease
 
 def take_lease() -> Lease | None:
     """This process's lease, taken on the first call (written atomically: a temporary file renamed to the pid) and
-    released at exit; None where leases are not available (no POSIX, or the lease directory is not writable), in
-    which case the process counts as alone."""
+    released when its training ends (`Trainer.train`) or at exit; None where leases are not available (no POSIX,
+    or the lease directory is not writable), in which case the process counts as alone."""
     global _held
     pid = os.getpid()
     if _held is not None and _held.pid == pid:

@@ -66,7 +66,7 @@ from ..core.schema import (
     update_columns,
     with_member,
 )
-from ..core.threads import apply_threads, rebalance
+from ..core.threads import apply_threads, rebalance, release_lease
 from ..envs.vector import VecEnv, make_env
 from ..learning.compile import compile_explore, compile_update, resolve_compile_mode
 from ..learning.replay import ReplayBuffer
@@ -274,6 +274,7 @@ class Trainer:
                     self.checkpoint()
             finally:
                 self.env.close()
+                release_lease()  # an idle process (a notebook kernel, a reused Ray worker) holds no share of the cores
         if stop.signum is not None:
             raise TrainingInterrupted(stop.signum, self.global_step, self.last_checkpoint, self.result())
         return self.result()
