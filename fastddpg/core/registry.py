@@ -47,13 +47,19 @@ class HyperField:
 class AlgoSpec:
     """A registered algorithm: ``--algo name``, the ``module:Class`` that implements it, its ``--algo`` help line,
     the title of its Config group (the fields below, under that title in ``--help`` and as a TOML table), and its
-    own hyperparameters."""
+    own hyperparameters.
+
+    ``refuses``: shared Config fields the algorithm has no use for (a stochastic policy: the exploration noise
+    options of a deterministic actor). `Config.validate` refuses one set to anything but its default with one line
+    saying ``why`` (a flag that would be silently ignored is bad input)."""
 
     name: str
     target: str  # "module:Class", e.g. "fastddpg.algos.td3:TD3"
     summary: str
     title: str = ""
     hyper: tuple[HyperField, ...] = ()
+    refuses: tuple[str, ...] = ()
+    why: str = ""
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
