@@ -73,6 +73,14 @@ ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
                             "action scale (high - low) / 2.", 0.0, "use a clip of 0 or more", per_member=True),
                  HyperField("policy_delay", 2, "TD3: one actor step and soft target update every this many critic "
                             "updates.", 1, "use 1 (actor step every critic update) or more"))),
+    AlgoSpec("sac", "fastddpg.algos.sac:SAC", "soft actor-critic: a tanh-squashed Gaussian policy that explores by "
+             "sampling itself, twin critics, an entropy temperature learned toward -|A|; see --init-alpha", "SAC", (
+                 HyperField("init_alpha", 1.0, "SAC: the entropy temperature alpha's initial value; alpha is then "
+                            "learned toward the target entropy -|A| by its own Adam at --critic-lr "
+                            "(Stable-Baselines3's ent_coef='auto').", 1e-8, "use a positive temperature",
+                            per_member=True),),
+             refuses=("noise", "noise_sigma", "ou_theta", "ou_dt"),
+             why="explores by sampling its own Gaussian policy and adds no exploration noise"),
 )}
 
 
