@@ -311,7 +311,7 @@ def test_ddpg_stays_the_default():
     trainer.env.close()
 
 
-@pytest.mark.parametrize("bad,flag", [(dict(algo="sac"), "--algo="), (dict(policy_delay=0), "--policy-delay="),
+@pytest.mark.parametrize("bad,flag", [(dict(algo="ppo"), "--algo="), (dict(policy_delay=0), "--policy-delay="),
                                       (dict(noise_clip=-0.1), "--noise-clip="),
                                       (dict(policy_noise=float("nan")), "--policy-noise=")])
 def test_bad_td3_config_is_rejected(bad, flag):
