@@ -26,6 +26,7 @@ from fastddpg.algos.sac import (
     SACHyper,
     sac_actor_loss,
     sac_update,
+    sample_action,
     soft_target,
     squashed_gaussian_sample,
     temperature_loss,
@@ -84,6 +85,23 @@ def test_log_prob_stays_exact_where_tanh_saturates():
     want = -0.5 * math.log(2 * math.pi) - (math.log(4.0) - 2 * ud - 2 * torch.log1p(torch.exp(-2 * ud)))
     torch.testing.assert_close(log_prob.double(), want, rtol=1e-6, atol=1e-5)
     assert torch.isfinite(log_prob).all() and log_prob[0, 0] > 55  # SB3's epsilon form would give ~12.9
+
+
+@pytest.mark.parametrize("bias, clamped", [(50.0, 2.0), (-100.0, -20.0)])
+def test_log_std_is_clamped_as_sb3(bias, clamped):
+    """log sigma beyond [-20, 2] is clamped, for acting and in the update's samples alike."""
+    learner = sac_learner()
+    with torch.no_grad():
+        learner.actor.net[2].bias[1] = bias  # the log sigma output
+    obs, eps = torch.randn(4, 2), torch.full((4, 1), 0.1)
+    mean, log_std = learner.actor.gaussian(obs)
+    assert torch.all(log_std == clamped)
+    action, log_prob = sample_action(learner.actor, learner.state["actor"], obs, eps)
+    sigma = math.exp(clamped)
+    u = mean.double() + sigma * eps.double()  # float64: sigma e^-20 would vanish in float32's m + sigma eps
+    torch.testing.assert_close(action.double(), 2.0 * torch.tanh(u))
+    want = Normal(mean.double(), sigma).log_prob(u) - torch.log(1 - torch.tanh(u) ** 2)
+    torch.testing.assert_close(log_prob.double(), want, rtol=1e-4, atol=1e-4)
 
 
 # --- the equations by hand on a tiny batch ------------------------------------------------------------------------
