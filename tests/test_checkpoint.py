@@ -59,10 +59,10 @@ def assert_same(a, b, path: str = "state") -> None:
         assert a == b, (path, a, b)
 
 
-VARIANTS = [dict(noise="gaussian"), dict(noise="ou", layer_norm=True), dict(algo="td3")]
+VARIANTS = [dict(noise="gaussian"), dict(noise="ou", layer_norm=True), dict(algo="td3"), dict(algo="sac")]
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=["ddpg", "ou-layernorm", "td3"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=["ddpg", "ou-layernorm", "td3", "sac"])
 def test_resume_restores_every_tensor_and_counter(tmp_path, variant):
     a = trained(tmp_path, **variant)
     assert a.num_updates > 50 and a.num_episodes > 10 and a.probes.states is not None
@@ -102,11 +102,13 @@ def test_resume_restores_every_tensor_and_counter(tmp_path, variant):
         assert torch.count_nonzero(noise["state"]) == 0 and torch.count_nonzero(saved["trainer"]["noise"]["state"])
 
 
-def test_resume_from_the_file_continues_like_the_live_trainer(tmp_path):
+@pytest.mark.parametrize("algo", ["ddpg", "sac"])
+def test_resume_from_the_file_continues_like_the_live_trainer(tmp_path, algo):
     """A trainer restored from the file and the live trainer that wrote it, both with their episodes restarted
     the same way, train on bit-identically: everything that shapes the future (RNG streams, replay-ratio credit,
-    optimizer state, buffer) is in the file, nothing is left to the fresh trainer's own state."""
-    cfg = small(env="Pendulum-v1", num_envs=2, total_steps=100, start_steps=40)
+    optimizer states, SAC's temperature and its Adam, buffer) is in the file, nothing is left to the fresh
+    trainer's own state."""
+    cfg = small(env="Pendulum-v1", num_envs=2, total_steps=100, start_steps=40, algo=algo)
     live = Trainer(cfg, checkpointer=Checkpointer(tmp_path))
     while live.global_step < 100:
         live.step()
@@ -120,8 +122,7 @@ def test_resume_from_the_file_continues_like_the_live_trainer(tmp_path):
         t.flush()
         t.env.close()
     assert restored.num_updates == live.num_updates > 60
-    assert_same(live.algo.actor.state_dict(), restored.algo.actor.state_dict())
-    assert_same(live.algo.target_critic.state_dict(), restored.algo.target_critic.state_dict())
+    assert_same(live.algo.state_dict(), restored.algo.state_dict())  # every module and every Adam state
     assert torch.equal(live.buffer.data, restored.buffer.data)
     assert [r for r in live.episode_rows if r.global_step > 100] == restored.episode_rows  # history: the tables'
 
@@ -206,7 +207,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     assert state["format"] == "fastddpg-checkpoint" and state["config"]["env"] == COUNTING_ID
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=["ddpg", "ou-layernorm", "td3"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=["ddpg", "ou-layernorm", "td3", "sac"])
 def test_load_checkpoint_gives_a_plain_actor(tmp_path, variant):
     t = trained(tmp_path, **variant)
     for where in (tmp_path, latest_checkpoint(tmp_path)):

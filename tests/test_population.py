@@ -1,4 +1,4 @@
-"""Populations: K members in one stacked update equal K single-agent updates (DDPG and TD3, with per-member
+"""Populations: K members in one stacked update equal K single-agent updates (DDPG, TD3 and SAC, with per-member
 hyperparameters that differ), members are independent, and the population update compiles to one graph."""
 
 from __future__ import annotations
@@ -33,6 +33,22 @@ def singles(num_critics: int, layer_norm: bool = False, policy_delay: int = 2) -
     return out
 
 
+def members_of(algo: str, layer_norm: bool = False, policy_delay: int = 2) -> list:
+    """The three members of MEMBER_HYPER as single agents of ``algo`` (SAC: also three initial temperatures)."""
+    if algo != "sac":
+        return singles(2 if algo == "td3" else 1, layer_norm, policy_delay)
+    from fastddpg.algos.sac import SAC, SACHyper
+    from fastddpg.learning.update import AdamHyper
+
+    out = []
+    for k, hp in enumerate(MEMBER_HYPER):
+        torch.manual_seed(100 + k)
+        lr = (AdamHyper(hp["actor_lr"]), AdamHyper(hp["critic_lr"]), AdamHyper(hp["critic_lr"]))
+        out.append(SAC(OBS, ACT, (8, 6), LOW, HIGH, CPU, SACHyper(hp["gamma"], hp["tau"], hp["clip"], *lr), layer_norm,
+                       init_alpha=(1.0, 0.2, 0.05)[k]))
+    return out
+
+
 def random_rows(gen: torch.Generator, k: int, eps_dim: int) -> torch.Tensor:
     """(K, B, width + eps_dim) rows: random transitions, some terminal, with standard normal smoothing noise."""
     obs, next_obs = torch.randn(k, B, OBS, generator=gen), torch.randn(k, B, OBS, generator=gen)
@@ -44,11 +60,11 @@ def random_rows(gen: torch.Generator, k: int, eps_dim: int) -> torch.Tensor:
 
 def assert_member_equals(pop: Population, k: int, single, atol: float = 1e-5) -> None:
     got = pop.member(k)
-    for name in ("actor", "critic", "target_actor", "target_critic"):
+    for name in single.module_names:
         for (pname, a), b in zip(got.state[name].items(), single.state[name].values(), strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=atol,
                                        msg=lambda m, where=f"member {k} {name}.{pname}": f"{where}: {m}")
-    for group in ("actor", "critic"):
+    for group in single.optimizer_groups:
         mine, theirs = got.state["optim"][group], single.state["optim"][group]
         assert float(mine["step"]) == float(theirs["step"])
         for key in ("exp_avg", "exp_avg_sq"):
@@ -66,9 +82,9 @@ def run_both(pop: Population, members: list, rows: torch.Tensor, update_number: 
     return pop_metrics, single_metrics
 
 
-@pytest.mark.parametrize("algo, layer_norm", [("ddpg", False), ("ddpg", True), ("td3", False)])
+@pytest.mark.parametrize("algo, layer_norm", [("ddpg", False), ("ddpg", True), ("td3", False), ("sac", True)])
 def test_population_update_equals_k_single_updates(algo, layer_norm):
-    members = singles(2 if algo == "td3" else 1, layer_norm)
+    members = members_of(algo, layer_norm)
     pop = Population(members)
     for k, m in enumerate(members):
         assert_member_equals(pop, k, m, atol=0)  # the population starts as exactly its members
@@ -97,17 +113,17 @@ def test_population_hyperparameters_are_per_member():
     assert not torch.allclose(a[0], b[0]) and torch.equal(a[2], b[2])
 
 
-@pytest.mark.parametrize("algo", ["ddpg", "td3"])
+@pytest.mark.parametrize("algo", ["ddpg", "td3", "sac"])
 @pytest.mark.parametrize("perturb", ["params", "rows", "nan_rows"])
 def test_members_are_independent(algo, perturb):
     """Perturbing member 0's parameters or replay rows (even with NaN) changes nothing in members 1 and 2."""
-    members = singles(2 if algo == "td3" else 1, policy_delay=1)
+    members = members_of(algo, policy_delay=1)
     base, other = Population(members), Population(members)
     rows = random_rows(torch.Generator().manual_seed(2), 3, base.eps_dim)
     other_rows = rows.clone()
     if perturb == "params":
         with torch.no_grad():
-            for name in ("actor", "critic"):
+            for name in ("actor", "critic", *(("alpha",) if algo == "sac" else ())):
                 rows0 = other._rows(name, 0)
                 for p in other.state[name].values():
                     p[rows0] += 0.1 * torch.randn_like(p[rows0])
@@ -117,11 +133,11 @@ def test_members_are_independent(algo, perturb):
     m_other = other.update_fns(BUF.as_batch, BUF.width)[True](other.state, other_rows)
     assert not torch.equal(m_base[0], m_other[0])  # member 0 did see the perturbation
     assert torch.equal(m_base[1:], m_other[1:])
-    for name in ("actor", "critic", "target_actor", "target_critic"):
+    for name in base.module_names:
         rest = slice(other._rows(name, 1).start, None)
         for p, q in zip(base.state[name].values(), other.state[name].values(), strict=True):
             assert torch.equal(p[rest], q[rest]), name
-    for group in ("actor", "critic"):
+    for group in base.optimizer_groups:
         rest = slice(other._rows(group, 1).start, None)
         for key in ("exp_avg", "exp_avg_sq"):
             for p, q in zip(base.state["optim"][group][key], other.state["optim"][group][key], strict=True):

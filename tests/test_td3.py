@@ -120,6 +120,20 @@ def test_actor_loss_uses_q1_only():
         assert same != should_change, f"perturbing Q_{member + 1}"
 
 
+def reference_twin_critic_step(nets: dict, opt: torch.optim.Optimizer, b: Batch, y: torch.Tensor, clip: float
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both critics (modules "c1", "c2") regress to y: the sum of their MSEs, .backward(), each critic clipped to its
+    own norm, one Adam step. Returns (the loss, Q_1, Q_2)."""
+    q1, q2 = nets["c1"](b.obs, b.action), nets["c2"](b.obs, b.action)
+    loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(nets["c1"].parameters(), clip)
+    torch.nn.utils.clip_grad_norm_(nets["c2"].parameters(), clip)
+    opt.step()
+    return loss, q1, q2
+
+
 def reference_td3_update(nets: dict, opts: dict, b: Batch, eps: torch.Tensor, actor_step: bool,
                          tau: float, clip: float) -> torch.Tensor:
     """TD3 as in Fujimoto et al.'s code: two Critic modules, .backward(), torch.optim.Adam, per-critic clipping."""
@@ -129,13 +143,7 @@ def reference_td3_update(nets: dict, opts: dict, b: Batch, eps: torch.Tensor, ac
         a2 = (nets["target_actor"](b.next_obs) + noise).clamp(-2.0, 2.0)
         tq = torch.min(nets["target_c1"](b.next_obs, a2), nets["target_c2"](b.next_obs, a2))
         y = b.reward + GAMMA * (1 - b.terminated) * tq
-    q1, q2 = nets["c1"](b.obs, b.action), nets["c2"](b.obs, b.action)
-    loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
-    opts["critic"].zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(nets["c1"].parameters(), clip)
-    torch.nn.utils.clip_grad_norm_(nets["c2"].parameters(), clip)
-    opts["critic"].step()
+    loss, q1, q2 = reference_twin_critic_step(nets, opts["critic"], b, y, clip)
     la = torch.zeros(())
     if actor_step:
         opts["actor"].zero_grad()
@@ -311,7 +319,7 @@ def test_ddpg_stays_the_default():
     trainer.env.close()
 
 
-@pytest.mark.parametrize("bad,flag", [(dict(algo="sac"), "--algo="), (dict(policy_delay=0), "--policy-delay="),
+@pytest.mark.parametrize("bad,flag", [(dict(algo="ppo"), "--algo="), (dict(policy_delay=0), "--policy-delay="),
                                       (dict(noise_clip=-0.1), "--noise-clip="),
                                       (dict(policy_noise=float("nan")), "--policy-noise=")])
 def test_bad_td3_config_is_rejected(bad, flag):

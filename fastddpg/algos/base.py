@@ -167,6 +167,8 @@ class Algorithm:
         normals."""
         return make_noise(cfg, num_envs, self.act_dim, self.device, generator, sigma, repeats=repeats)
 
+    # `explore` and `policy` read only ``self.actor``, ``self.action_low`` and ``self.action_high``: a population
+    # runs them as they are, with its stacked actor on (K, N, .) inputs (`fastddpg.algos.population`).
     def explore(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The acting step: clip(mu(obs) + noise, low, high), obs (N, obs_dim), noise (N, act_dim) -> (N, act_dim)."""
         return torch.clamp(self.actor(obs) + noise, self.action_low, self.action_high)

@@ -130,12 +130,19 @@ class Population(Algorithm):
         return fn(obs.reshape(self.members, -1, obs.shape[-1])).reshape(obs.shape[0], -1)
 
     def explore(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """clip(mu_k(obs) + noise, low, high) for each member's rows of obs (K*N, obs_dim)."""
-        return torch.clamp(self._by_member(self.actor, obs) + noise, self.action_low, self.action_high)
+        """The members' algorithm's acting step (`Algorithm.explore`: DDPG's clip(mu_k(obs) + noise, low, high)),
+        run with the stacked actor on each member's rows: obs (K*N, obs_dim), noise (K*N, act_dim) -> (K*N,
+        act_dim) (or (K, N, .) -> (K, N, .)). An algorithm's ``explore`` reads only ``self.actor`` and the action
+        bounds, so it runs here as it is, on (K, N, .) inputs."""
+        k = self.members
+        action = type(self.template).explore(self, obs.reshape(k, -1, obs.shape[-1]),
+                                             noise.reshape(k, -1, noise.shape[-1]))
+        return action.reshape(*obs.shape[:-1], -1)
 
     def policy(self, obs: torch.Tensor) -> torch.Tensor:
-        """mu_k(obs) for each member's rows: obs (K*N, obs_dim) -> (K*N, act_dim), or (K, N, .) -> (K, N, .)."""
-        return self._by_member(self.actor, obs)
+        """The members' algorithm's evaluation policy (`Algorithm.policy`: DDPG's mu_k(obs)) for each member's rows:
+        obs (K*N, obs_dim) -> (K*N, act_dim), or (K, N, .) -> (K, N, .)."""
+        return self._by_member(lambda o: type(self.template).policy(self, o), obs)
 
     def q1(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Each member's Q_1: obs (K, P, obs_dim), action (K, P, act_dim) -> (K, P, 1)."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .registry import algo_help, algo_names, grid_fields, hyper_fields
+from .registry import ALGORITHMS, algo_help, algo_names, grid_fields, hyper_fields
 from .threads import AUTO_MAX_THREADS
 
 if TYPE_CHECKING:
@@ -200,6 +200,10 @@ class Config:
             choices = algo_names() if f.name == "algo" else f.metadata.get("choices")  # algorithms: the live list
             if choices is not None:
                 need(getattr(self, f.name) in choices, f.name, "choose one of " + ", ".join(choices))
+        spec = ALGORITHMS[self.algo]
+        for name in spec.refuses:  # a field this algorithm would ignore, set by the user
+            need(getattr(self, name) == _FIELD_DEFAULTS[name], name, f"--algo {self.algo} {spec.why}; leave "
+                 f"{flag_of(name)} out")
         need(bool(self.env), "env", "give a Gymnasium id such as Pendulum-v1")
         need(self.env_backend != "torch" or self.env in TORCH_ENV_IDS, "env_backend",
              f"the torch backend implements {', '.join(TORCH_ENV_IDS)} only, not {self.env}; "
@@ -330,6 +334,7 @@ class Config:
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config) if f.default is not dataclasses.MISSING}
 
 
 # --- --grid: one parser for `fastddpg run --grid` (members of one population) and `fastddpg sweep --grid` (trials) ----

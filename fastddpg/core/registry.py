@@ -47,13 +47,19 @@ class HyperField:
 class AlgoSpec:
     """A registered algorithm: ``--algo name``, the ``module:Class`` that implements it, its ``--algo`` help line,
     the title of its Config group (the fields below, under that title in ``--help`` and as a TOML table), and its
-    own hyperparameters."""
+    own hyperparameters.
+
+    ``refuses``: shared Config fields the algorithm has no use for (a stochastic policy: the exploration noise
+    options of a deterministic actor). `Config.validate` refuses one set to anything but its default with one line
+    saying ``why`` (a flag that would be silently ignored is bad input)."""
 
     name: str
     target: str  # "module:Class", e.g. "fastddpg.algos.td3:TD3"
     summary: str
     title: str = ""
     hyper: tuple[HyperField, ...] = ()
+    refuses: tuple[str, ...] = ()
+    why: str = ""
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
@@ -67,6 +73,14 @@ ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
                             "action scale (high - low) / 2.", 0.0, "use a clip of 0 or more", per_member=True),
                  HyperField("policy_delay", 2, "TD3: one actor step and soft target update every this many critic "
                             "updates.", 1, "use 1 (actor step every critic update) or more"))),
+    AlgoSpec("sac", "fastddpg.algos.sac:SAC", "soft actor-critic: a tanh-squashed Gaussian policy that explores by "
+             "sampling itself, twin critics, an entropy temperature learned toward -|A|; see --init-alpha", "SAC", (
+                 HyperField("init_alpha", 1.0, "SAC: the entropy temperature alpha's initial value; alpha is then "
+                            "learned toward the target entropy -|A| by its own Adam at --critic-lr "
+                            "(Stable-Baselines3's ent_coef='auto').", 1e-8, "use a positive temperature",
+                            per_member=True),),
+             refuses=("noise", "noise_sigma", "ou_theta", "ou_dt"),
+             why="explores by sampling its own Gaussian policy and adds no exploration noise"),
 )}
 
 

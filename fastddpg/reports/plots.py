@@ -6,7 +6,8 @@ Figures (titles as in the notebook where it has them):
    x axis to episodes or wall-clock seconds; the hover shows the episode);
 2. critic outputs vs TD targets: Q(s, a) mean and TD target y mean over update steps (a critic that diverges
    shows Q drifting away from y);
-3. actor/critic losses;
+3. actor/critic losses, and the algorithm's own metrics beyond the core four where it has any (SAC's alpha and
+   entropy), one panel each;
 4. policy evolution and 5. Q-values on the fixed probe states, heatmaps (probe x snapshot), one pair per run;
 6. throughput: env steps/s and updates/s over wall-clock time.
 
@@ -41,7 +42,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..core.fileio import atomic_write_text
-from ..core.schema import LAST_N
+from ..core.registry import CORE_METRICS
+from ..core.schema import LAST_N, UPDATE_KEYS, UPDATE_RATES
 from ..runs.rundir import RunData, load_run
 from ..runs.video import newest_video
 from .bands import population_curve, ranking_html
@@ -54,6 +56,7 @@ COLORS = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF
 TITLE_RETURNS = "learning curve (score per episode)"  # after the algorithm name, as in the notebook
 TITLE_Q = "Critic outputs vs TD targets (mean over minibatch)"
 TITLE_LOSSES = "Actor/Critic losses"
+TITLE_OWN_METRICS = "The algorithm's own update metrics (mean per report)"
 TITLE_POLICY = "Policy evolution on fixed probe states"
 TITLE_QPROBE = "Q-values on probe states (critic under current actor)"
 TITLE_THROUGHPUT = "Throughput (env steps/s over time)"
@@ -247,6 +250,33 @@ def losses(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
     return fig
 
 
+def _own_metrics(updates: pd.DataFrame) -> list[str]:
+    """The algorithm's own metric columns that no other figure draws: beyond the core four, not a ``*_mean`` (those
+    go next to Q and y), not a key or a rate (SAC's alpha and entropy; none for DDPG and TD3)."""
+    drawn = {*UPDATE_KEYS, *CORE_METRICS, *UPDATE_RATES, "member"}
+    return [c for c in updates.columns if c not in drawn and not c.endswith("_mean")]
+
+
+def own_metrics(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure | None:
+    """One panel per metric of `_own_metrics` (of any run) against the update step; None when no run has one."""
+    names = list(dict.fromkeys(c for run in runs for c in _own_metrics(run.updates)))
+    if not names:
+        return None
+    fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=names)
+    multi = len(runs) > 1
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        pop = "member" in run.updates.columns
+        for up, prefix, color, group in by_member(run, run.updates, i, label, multi):
+            for row, col in enumerate(names, start=1):
+                if col in up.columns:
+                    fig.add_trace(go.Scatter(x=up["update"].to_numpy(), y=up[col].to_numpy(), mode="lines",
+                                             legendgroup=group, name=_name(prefix, col, multi or pop),
+                                             line=dict(color=color)), row=row, col=1)
+    fig.update_layout(title=TITLE_OWN_METRICS, height=300 * len(names))
+    fig.update_xaxes(title_text="Update step", row=len(names), col=1)
+    return fig
+
+
 def probe_matrix(probes: pd.DataFrame, value: str) -> tuple[np.ndarray, pd.DataFrame]:
     """Probes (tidy) -> z (probe_n, snapshots) of ``value`` and one row per snapshot (snapshot, episode,
     global_step). A snapshot taken at the same env step as the one before it (the end-of-run snapshot right
@@ -346,6 +376,9 @@ def build_figures(runs: Sequence[RunData]) -> list[go.Figure]:
     evals = eval_curve(runs, labels)
     if evals is not None:  # right after the learning curve
         figs.insert(len(figs) - 2, evals)
+    own = own_metrics(runs, labels)
+    if own is not None:  # after the losses
+        figs.append(own)
     for run, label in zip(runs, labels, strict=True):
         figs += [probe_heatmap(run, label, "action", multi), probe_heatmap(run, label, "q", multi)]
     figs.append(throughput(runs, labels))
