@@ -84,7 +84,7 @@ def test_pbt_exploits_through_fastddpg_checkpoints(tmp_path, local_ray):
             metrics["return_10"] -= 1e6
 
     out = tmp_path / "pbt"
-    cfg = Config(**{**TINY, "total_steps": 1200})
+    cfg = Config(**{**TINY, "total_steps": 1600})  # three decisions (at 400, 800, 1200): 1200 steps' two missed once
     result = sweep(cfg, {"seed": [0, 1]}, out=out, scheduler="pbt", mutate=["actor_lr"], pbt_interval=400,
                    report_hook=rig)
     t = result.trials.set_index("seed")
