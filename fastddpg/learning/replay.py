@@ -113,14 +113,17 @@ class ReplayBuffer:
         """Split gathered rows (..., width) into a Batch of views."""
         return Batch(*(rows[..., s] for s in self._slices.values()))
 
+    def sample_batch(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """One batch as a `Batch` of views ((batch_size, ...); a population's (K, batch_size, ...))."""
+        return self.as_batch(self.sample_rows(1, batch_size, generator)[0])
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TensorDict:
-        """One batch as a TensorDict of shape (batch_size,) with the buffer's column names ((K, batch_size) for a
+        """`sample_batch` as a TensorDict of shape (batch_size,) with the buffer's column names ((K, batch_size) for a
         population: one batch per member)."""
         from tensordict import TensorDict
 
-        rows = self.sample_rows(1, batch_size, generator)[0]
-        return TensorDict({k: rows[..., s] for k, s in self._slices.items()}, batch_size=rows.shape[:-1],
-                          device=self.device)
+        batch = self.sample_batch(batch_size, generator)
+        return TensorDict(batch._asdict(), batch_size=batch.obs.shape[:-1], device=self.device)
 
     def state_dict(self) -> dict[str, object]:
         return {"data": self.data[..., : self.size, :].clone(), "ptr": self.ptr, "size": self.size}

@@ -52,8 +52,7 @@ class ProbeRecorder:
 
     def _draw(self, trainer: Any) -> None:
         if self.states is None and len(trainer.buffer) >= max(self.probe_n, self.batch_size):
-            buf = trainer.buffer  # the rows `ReplayBuffer.sample` draws, without building a TensorDict
-            self.states = buf.as_batch(buf.sample_rows(1, self.probe_n, self.generator)[0]).obs.clone()
+            self.states = trainer.buffer.sample_batch(self.probe_n, self.generator).obs.clone()
             self.bucket = self._episodes(trainer) // self.every_episodes
 
     def _episodes(self, trainer: Any) -> int:
