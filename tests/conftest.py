@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -47,6 +50,18 @@ def pytest_configure(config):
     # cores among themselves (fastddpg.core.threads), unaffected by other fastddpg runs on the machine
     if not os.environ.get("FASTDDPG_LEASE_DIR"):
         os.environ["FASTDDPG_LEASE_DIR"] = config._fastddpg_lease_dir = tempfile.mkdtemp(prefix="fastddpg-leases-")
+    from fastddpg.core import threads
+
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is not None:
+        # one of -n N test processes: its share of the cores for the tests that build no Trainer (an update, verify),
+        # so that N processes with torch's default threads each do not oversubscribe the cores; OpenMP's spinning
+        # threads made a 1,500-update eager run 5x slower beside another busy test process
+        torch.set_num_threads(threads.fair_share(threads.usable_cores(), int(workers)))
+    elif getattr(config.option, "numprocesses", None):
+        # the xdist controller runs no test but holds a lease for the session, so that every Trainer (auto threads)
+        # and every `fastddpg run` the tests start counts at least two runs here and takes no more than its share
+        threads.take_lease()
 
 
 def pytest_unconfigure(config):
@@ -54,9 +69,35 @@ def pytest_unconfigure(config):
         shutil.rmtree(config._fastddpg_lease_dir, ignore_errors=True)
 
 
+_TRAINED: dict[tuple[str, ...], Path] = {}  # `fastddpg run` arguments -> the run directory they trained
+
+
+def trained_copy(args: Sequence[str], dest: Path) -> Path:
+    """A finished ``fastddpg run ARGS`` (in process) copied to ``dest``: the run is trained by the first caller in
+    this test process and copied for every caller, so the modules that need the same short run (to read, plot,
+    evaluate, export or record it) share one training, and each may write into its own copy. The copy's
+    JSON and HTML files name ``dest`` (checkpoints still name the directory they were trained in)."""
+    from fastddpg.cli import main
+
+    key = tuple(args)
+    if key not in _TRAINED:
+        source = Path(tempfile.mkdtemp(prefix="fastddpg-trained-")) / dest.name  # the report labels a run by it
+        atexit.register(shutil.rmtree, source.parent, ignore_errors=True)
+        assert main(["run", *key, "--run-dir", str(source)]) == 0
+        _TRAINED[key] = source
+    shutil.copytree(_TRAINED[key], dest)
+    for text in (f for f in dest.rglob("*") if f.suffix in (".json", ".html")):  # the copy is the run trained there
+        text.write_text(text.read_text().replace(str(_TRAINED[key]), str(dest)))
+    return dest
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch():
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:  # a Trainer with auto threads sets them process-wide; the next test
+        torch.set_num_threads(threads)  # gets its process's share again
 
 
 def hyper(gamma=0.99, tau=0.005, clip=1.0, actor_lr=1e-3, critic_lr=1e-3, policy_noise=0.2, noise_clip=0.5):
