@@ -17,6 +17,7 @@ import torch
 from fastddpg import load_checkpoint
 from fastddpg.cli import main
 from fastddpg.runs.evaluate import load_actor
+from tests.conftest import trained_copy
 
 # torch 2.13 deprecates TorchScript in favour of torch.export; the issue asks for TorchScript, still loadable
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -30,8 +31,7 @@ TINY_RUN = ["--env", "Pendulum-v1", "--num-envs", "2", "--total-steps", "400", "
 def run(request, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("export") / "run"
     extra = ["--layer-norm"] if request.param == "layer-norm" else []
-    assert main(["run", *TINY_RUN, "--run-dir", str(path), *extra]) == 0
-    return path
+    return trained_copy([*TINY_RUN, *extra], path)
 
 
 def observations(batch: int, seed: int = 0) -> torch.Tensor:

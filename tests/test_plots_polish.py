@@ -17,14 +17,14 @@ from fastddpg import Config, ConfigError, load_run
 from fastddpg.cli import main
 from fastddpg.envs.vector import make_gym_vector_env
 from fastddpg.reports.plots import learning_curve, probe_heatmap, q_vs_target, throughput
+from tests.conftest import trained_copy
 from tests.test_export import TINY_RUN
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("polish") / "run"
-    assert main(["run", *TINY_RUN, "--run-dir", str(path)]) == 0
-    return path
+    return trained_copy(TINY_RUN, path)
 
 
 def updates(rows: list[tuple[int, int, float]], **extra: list[float]) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from fastddpg import ConfigError, load_policy
 from fastddpg.cli import main
 from fastddpg.runs.evaluate import load_actor
 from fastddpg.runs.export import export_policy
+from tests.conftest import trained_copy
 from tests.test_export import TINY_RUN, observations
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -84,6 +85,6 @@ def test_load_policy_errors_are_one_line(run, tmp_path):
     with pytest.raises(ConfigError, match="not a fastddpg run directory"):
         load_policy(tmp_path)
     plain = tmp_path / "plain"
-    assert main(["run", *TINY_RUN, "--run-dir", str(plain)]) == 0
+    trained_copy(TINY_RUN, plain)
     with pytest.raises(ConfigError, match=r"has no best_actor\.pt.*--eval-every N"):
         load_policy(plain, which="best")

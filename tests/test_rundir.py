@@ -15,6 +15,7 @@ from fastddpg import Config, ConfigError, Trainer, load_run
 from fastddpg.cli import build_parser, config_from_args, main
 from fastddpg.runs import rundir as rundir_mod
 from fastddpg.runs.rundir import RunWriter, default_run_dir, sanitize
+from tests.conftest import trained_copy
 
 # A short Pendulum run: 2 envs, 800 env steps (4 episodes, ending at steps 400 and 800), a flush every 200 env
 # steps, 150 updates, probe snapshots at the flushes where an episode ended and at the end.
@@ -32,8 +33,7 @@ PROBE_DTYPES = {"snapshot": "int64", "episode": "int64", "global_step": "int64",
 
 def short_run(run_dir: Path, *extra: str) -> Path:
     """Train the short run into ``run_dir`` through the CLI (in process) and return the directory."""
-    assert main(["run", *SHORT_RUN, "--quiet", "--run-dir", str(run_dir), *extra]) == 0
-    return run_dir
+    return trained_copy(["--quiet", *SHORT_RUN, *extra], run_dir)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 from fastddpg import load_run
 from fastddpg.cli import main
 from fastddpg.runs.evaluate import load_actor
+from tests.conftest import trained_copy
 from tests.test_export import TINY_RUN
 
 pytest.importorskip("pygame", reason="pygame not installed (pip install 'fastddpg[video]')")
@@ -22,8 +23,7 @@ from fastddpg.runs import video  # noqa: E402
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("video") / "run"
-    assert main(["run", *TINY_RUN, "--run-dir", str(path)]) == 0
-    return path
+    return trained_copy(TINY_RUN, path)
 
 
 def frame_count(path: Path) -> int:
