@@ -94,6 +94,24 @@ ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
              # 0.005, gamma 0.99, net_arch [256, 256] and train_freq 1 / gradient_steps 1 are the shared defaults
              defaults={"actor_lr": 3e-4, "critic_lr": 3e-4, "batch_size": 256, "replay_size": 1_000_000,
                        "start_steps": 100, "update_after": 100, "grad_clip_norm": 0.0}),
+    AlgoSpec("crossq", "fastddpg.algos.crossq:CrossQ", "SAC's actor and temperature without target networks, "
+             "BatchRenorm in actor and critics, one joint critic forward over (s, a) and (s', a'); see "
+             "--critic-width, --renorm-momentum, --renorm-warmup, --policy-delay", "CrossQ", (
+                 HyperField("critic_width", 1024, "CrossQ: the width of each of the critics' hidden layers (they have "
+                            "as many as --hidden-sizes, the actor's); sb3-contrib's qf [1024, 1024] (the paper: "
+                            "2048).", 1, "use a width of 1 or more"),
+                 HyperField("renorm_momentum", 0.01, "CrossQ: BatchRenorm's running statistics move this fraction "
+                            "toward each training batch's.", 1e-12, "use a momentum in (0, 1]"),
+                 HyperField("renorm_warmup", 100_000, "CrossQ: training forwards of each BatchRenorm layer that "
+                            "normalise with the batch statistics alone, before renormalising toward the running "
+                            "ones (sb3-contrib's renorm_warmup_steps).", 0, "use 0 or more forwards")),
+             refuses=("noise", "noise_sigma", "ou_theta", "ou_dt", "tau", "layer_norm"),
+             why="explores by sampling its own Gaussian policy (no exploration noise), has no target networks (no "
+                 "--tau) and normalises with BatchRenorm (no --layer-norm)",
+             # sb3-contrib's CrossQ: learning_rate 1e-3, batch_size 256, buffer_size 1e6, learning_starts 100,
+             # policy_delay 3, no gradient clipping; gamma 0.99 and net_arch pi [256, 256] are the shared defaults
+             defaults={"actor_lr": 1e-3, "critic_lr": 1e-3, "batch_size": 256, "replay_size": 1_000_000,
+                       "start_steps": 100, "update_after": 100, "grad_clip_norm": 0.0, "policy_delay": 3}),
 )}
 
 
