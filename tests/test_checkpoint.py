@@ -59,10 +59,11 @@ def assert_same(a, b, path: str = "state") -> None:
         assert a == b, (path, a, b)
 
 
-VARIANTS = [dict(noise="gaussian"), dict(noise="ou", layer_norm=True), dict(algo="td3"), dict(algo="sac")]
+VARIANTS = [dict(noise="gaussian"), dict(noise="ou", layer_norm=True), dict(algo="td3"), dict(algo="sac"),
+            dict(algo="crossq", critic_width=16, renorm_warmup=20)]
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=["ddpg", "ou-layernorm", "td3", "sac"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=["ddpg", "ou-layernorm", "td3", "sac", "crossq"])
 def test_resume_restores_every_tensor_and_counter(tmp_path, variant):
     a = trained(tmp_path, **variant)
     assert a.num_updates > 50 and a.num_episodes > 10 and a.probes.states is not None
@@ -207,7 +208,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     assert state["format"] == "fastddpg-checkpoint" and state["config"]["env"] == COUNTING_ID
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=["ddpg", "ou-layernorm", "td3", "sac"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=["ddpg", "ou-layernorm", "td3", "sac", "crossq"])
 def test_load_checkpoint_gives_a_plain_actor(tmp_path, variant):
     t = trained(tmp_path, **variant)
     for where in (tmp_path, latest_checkpoint(tmp_path)):

@@ -182,7 +182,7 @@ def test_config_choices_match_the_algorithm_registry():
     from fastddpg.core.registry import CORE_METRICS
 
     found = algorithms()
-    assert tuple(found) == ALGOS == ("ddpg", "td3", "sac")
+    assert tuple(found) == ALGOS == ("ddpg", "td3", "sac", "crossq")
     assert {"policy_noise", "noise_clip"} <= set(GRID_FIELDS) and "policy_delay" not in GRID_FIELDS
     assert "init_alpha" in GRID_FIELDS
     for name, cls in found.items():

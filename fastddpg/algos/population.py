@@ -69,13 +69,26 @@ class Population(Algorithm):
         c = self.num_critics if group.endswith("critic") else 1
         return slice(k * c, (k + 1) * c)
 
+    def _buffers_of(self, name: str, single: Algorithm) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(this population's, ``single``'s) buffers of module ``name``, pairwise: a member's running statistics
+        (stacked like parameters: member k's rows are `_rows`) or a buffer every member shares (the action
+        bounds: the same shape in both)."""
+        mine, theirs = dict(getattr(self, name).named_buffers()), dict(getattr(single, name).named_buffers())
+        return [(mine[b], t) for b, t in theirs.items()]
+
     @torch.no_grad()
     def load_member_(self, k: int, single: Algorithm) -> None:
-        """Make member k a copy of ``single`` (weights, targets, Adam moments and step count), in place."""
+        """Make member k a copy of ``single`` (weights, targets, buffers such as running statistics, Adam moments and
+        step count), in place."""
         for name in self.module_names:
             rows = self._rows(name, k)
             for mine, theirs in zip(self.state[name].values(), single.state[name].values(), strict=True):
                 mine[rows].copy_(to_stacked(theirs))
+            for mine, theirs in self._buffers_of(name, single):
+                if mine.shape == theirs.shape:  # shared by every member (the action bounds)
+                    mine.copy_(theirs)
+                else:
+                    mine[rows].copy_(to_stacked(theirs))
         for group, opt in self.state["optim"].items():
             theirs_opt, rows = single.state["optim"][group], self._rows(group, k)
             opt["step"][k].copy_(theirs_opt["step"])
@@ -92,6 +105,8 @@ class Population(Algorithm):
             rows = self._rows(name, k)
             for mine, theirs in zip(self.state[name].values(), single.state[name].values(), strict=True):
                 theirs.copy_(from_stacked(mine[rows], theirs))
+            for mine, theirs in self._buffers_of(name, single):
+                theirs.copy_(mine if mine.shape == theirs.shape else from_stacked(mine[rows], theirs))
         for group, opt in self.state["optim"].items():
             theirs_opt, rows = single.state["optim"][group], self._rows(group, k)
             theirs_opt["step"].copy_(opt["step"][k])

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from ..core.config import GROUPS, Config
+from ..core.config import GROUPS, RECORD_GROUP, Config, algorithm_defaults_help
 
 
 def _flag(name: str) -> str:
@@ -19,7 +19,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
     groups: dict[str, argparse._ArgumentGroup] = {}
     defaults = Config()
     for f in dataclasses.fields(Config):
-        if f.name in exclude:
+        if f.name in exclude or f.metadata["group"] == RECORD_GROUP:  # the record is no option
             continue
         group_name = f.metadata.get("group", "training")
         if group_name not in groups:
@@ -40,7 +40,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, exclude: tuple[str, ..
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
         shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        kwargs["help"] = f"{helptext} (default: {shown if shown != '' else 'none' if f.name == 'grid' else 'auto'})"
+        shown = shown if shown != '' else 'none' if f.name == 'grid' else 'auto'
+        kwargs["help"] = f"{helptext} (default: {shown}{algorithm_defaults_help(f.name)})"
         group.add_argument(_flag(f.name), **kwargs)
 
 

@@ -8,6 +8,7 @@ help text in ``metadata["help"]``; the CLI builds its flags from these fields, a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import numbers
@@ -15,12 +16,13 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .registry import ALGORITHMS, algo_help, algo_names, grid_fields, hyper_fields
+from .registry import ALGORITHMS, algo_help, algo_names, algorithm_defaulted, grid_fields, hyper_fields
 from .threads import AUTO_MAX_THREADS
 
 if TYPE_CHECKING:
     import torch
 
+RECORD_GROUP = "record"  # Config fields that are no option: the record of which values the user gave
 TORCH_ENV_IDS = ("Pendulum-v1",)  # env ids with a torch-native implementation (--env-backend torch)
 ENV_BACKENDS = ("auto", "gymnasium", "torch")
 ALGOS = algo_names()  # the --algo choices: fastddpg.core.registry's algorithms, in its order
@@ -31,7 +33,8 @@ GRID_FIELDS = grid_fields()
 # (fastddpg.core.configfile) accept the names as TOML tables.
 GROUPS: dict[str, tuple[str, str]] = {
     "environment": ("environment", "What to train on, where, and for how long."),
-    "training": ("training", "The algorithm (DDPG or TD3) and the notebook's hyperparameters, shared by both."),
+    "training": ("training", "The algorithm and the hyperparameters every algorithm shares. Their defaults are the "
+                 "notebook's, except where an algorithm has its own (listed as '--algo sac: ...')."),
     # each algorithm with hyperparameters of its own (fastddpg.core.registry): its group, after the shared ones
     **{spec.name: (spec.title, f"Used with --algo {spec.name} only.") for spec, _ in hyper_fields()},
     "diagnostics": ("diagnostics", "The probe states behind the policy and Q heatmaps of the report."),
@@ -182,10 +185,48 @@ class Config:
                          "0 = off.", group="evaluation")
     eval_episodes: int = _f(10, "Episodes per evaluation (--eval-every).", group="evaluation")
 
+    # --- the record of per-algorithm defaults (no flags; kept in config.json, see _resolve_algorithm_defaults) ---
+    # (compare=False: two Configs with the same settings are equal however they were given)
+    user_set: tuple[str, ...] = field(default=(), compare=False, metadata={
+        "help": "The per-algorithm-defaulted fields the user gave; the others hold the defaults of --algo "
+                "defaults_of.", "group": RECORD_GROUP})
+    defaults_of: str = field(default="", compare=False, metadata={
+        "help": "The algorithm whose defaults the per-algorithm-defaulted fields not in user_set hold ('' in "
+                "configs saved before the record: every value counts as given).", "group": RECORD_GROUP})
+
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
         self.grid = tuple(str(g) for g in self.grid)
+        self.user_set = tuple(str(n) for n in self.user_set)
+        self._resolve_algorithm_defaults()
         self.validate()
+
+    # --- per-algorithm defaults ---------------------------------------------------------------------------------
+    def _resolve_algorithm_defaults(self) -> None:
+        """Give every field that some algorithm defaults differently (`fastddpg.core.registry.AlgoSpec.defaults`)
+        this ``algo``'s default, unless the user gave it; then record which ones the user gave (``user_set``) and
+        whose defaults the others are (``defaults_of``).
+
+        Given means passed to the constructor (a flag, a config file, a keyword, a ``from_dict`` key) and not a
+        carried-over default: `dataclasses.replace` and ``from_dict({**cfg.to_dict(), ...})`` pass every field
+        again, so a value counts as a carried-over default when the record says so (not in ``user_set``, and
+        equal to the default of ``defaults_of``, the algorithm it was resolved under). Such a value follows the
+        algorithm: ``from_dict({**sac_cfg.to_dict(), "algo": "ddpg"})`` gets DDPG's learning rates unless the user
+        had set them, while anything changed along the way (a --grid point, an override) is kept. A config saved
+        before the record (``defaults_of`` '') loads with every value as given, exactly as it was; so does a
+        config whose algorithm's defaults changed since (its values differ from the new defaults: kept)."""
+        given = self.__dict__.pop("_given", None)
+        previous = ALGORITHMS.get(self.defaults_of) if self.defaults_of else None
+        user = set()
+        for name in sorted(algorithm_defaulted()):
+            value = getattr(self, name)
+            carried = (previous is not None and name not in self.user_set
+                       and value == algorithm_default(previous.name, name))
+            if (given is not None and name not in given) or carried:
+                setattr(self, name, algorithm_default(self.algo, name))
+            else:
+                user.add(name)
+        self.user_set, self.defaults_of = tuple(sorted(user)), self.algo
 
     # --- validation -----------------------------------------------------------------------------------------
     def validate(self) -> None:
@@ -202,8 +243,8 @@ class Config:
                 need(getattr(self, f.name) in choices, f.name, "choose one of " + ", ".join(choices))
         spec = ALGORITHMS[self.algo]
         for name in spec.refuses:  # a field this algorithm would ignore, set by the user
-            need(getattr(self, name) == _FIELD_DEFAULTS[name], name, f"--algo {self.algo} {spec.why}; leave "
-                 f"{flag_of(name)} out")
+            need(getattr(self, name) == algorithm_default(self.algo, name), name,
+                 f"--algo {self.algo} {spec.why}; leave {flag_of(name)} out")
         need(bool(self.env), "env", "give a Gymnasium id such as Pendulum-v1")
         need(self.env_backend != "torch" or self.env in TORCH_ENV_IDS, "env_backend",
              f"the torch backend implements {', '.join(TORCH_ENV_IDS)} only, not {self.env}; "
@@ -334,7 +375,40 @@ class Config:
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
-_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Config) if f.default is not dataclasses.MISSING}
+_FIELD_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                   for f in dataclasses.fields(Config)}
+RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Config) if f.metadata["group"] == RECORD_GROUP)
+
+
+def _init_recording_given(init: Callable[..., None]) -> Callable[..., None]:
+    """Config's generated ``__init__``, which first notes the names of the fields passed (for
+    `Config._resolve_algorithm_defaults`: a field not passed takes its algorithm's default)."""
+    names = [f.name for f in dataclasses.fields(Config)]
+
+    @functools.wraps(init)
+    def __init__(self: Config, *args: Any, **kwargs: Any) -> None:
+        self.__dict__["_given"] = frozenset(names[:len(args)]) | frozenset(kwargs)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+Config.__init__ = _init_recording_given(Config.__init__)  # type: ignore[method-assign]
+
+
+def algorithm_default(algo: str, name: str) -> Any:
+    """Field ``name``'s default with ``--algo algo``: the algorithm's own (`AlgoSpec.defaults`), else the field's."""
+    spec = ALGORITHMS.get(algo)
+    value = spec.defaults.get(name, _FIELD_DEFAULTS[name]) if spec is not None else _FIELD_DEFAULTS[name]
+    return tuple(value) if isinstance(value, list) else value
+
+
+def algorithm_defaults_help(name: str) -> str:
+    """'; --algo sac: 0.0003, --algo crossq: 256' for a field some algorithms default differently ('' if none):
+    the per-algorithm defaults ``--help`` shows beside the field's own."""
+    shown = [f"--algo {spec.name}: {format_hyper(spec.defaults[name])}" for spec in ALGORITHMS.values()
+             if name in spec.defaults]
+    return "; " + ", ".join(shown) if shown else ""
 
 
 # --- --grid: one parser for `fastddpg run --grid` (members of one population) and `fastddpg sweep --grid` (trials) ----

@@ -120,7 +120,7 @@ def _check_type(name: str, value: Any, path: Path) -> Any:
     elif isinstance(default, float):
         ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
         value = float(value) if ok else value
-    elif name == "grid":
+    elif name in ("grid", "user_set"):  # lists of strings (user_set: a run's config.json's record)
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         want = 'a list of strings, e.g. ["actor_lr=1e-3,3e-4"]'
         value = tuple(value) if ok else value

@@ -18,7 +18,9 @@ Adding an algorithm: one file ``fastddpg/algos/NAME.py`` and one `AlgoSpec` entr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 # Every algorithm's update metrics start with these four (the report's and the console's core: loss curves, Q and
 # its target); an algorithm may add more after them (TD3's q1_mean, ...), which the report shows as they come.
@@ -51,7 +53,12 @@ class AlgoSpec:
 
     ``refuses``: shared Config fields the algorithm has no use for (a stochastic policy: the exploration noise
     options of a deterministic actor). `Config.validate` refuses one set to anything but its default with one line
-    saying ``why`` (a flag that would be silently ignored is bad input)."""
+    saying ``why`` (a flag that would be silently ignored is bad input).
+
+    ``defaults``: Config fields (shared ones such as ``actor_lr``, or another algorithm's, such as TD3's
+    ``policy_delay``) whose default differs for this algorithm, {field: value}. A Config with this ``--algo`` takes
+    them for every such field the user did not give (flag, config file, keyword); ``--help`` lists them beside each
+    field's default (see `fastddpg.core.config.Config`, "per-algorithm defaults")."""
 
     name: str
     target: str  # "module:Class", e.g. "fastddpg.algos.td3:TD3"
@@ -60,6 +67,7 @@ class AlgoSpec:
     hyper: tuple[HyperField, ...] = ()
     refuses: tuple[str, ...] = ()
     why: str = ""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
@@ -80,7 +88,30 @@ ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
                             "(Stable-Baselines3's ent_coef='auto').", 1e-8, "use a positive temperature",
                             per_member=True),),
              refuses=("noise", "noise_sigma", "ou_theta", "ou_dt"),
-             why="explores by sampling its own Gaussian policy and adds no exploration noise"),
+             why="explores by sampling its own Gaussian policy and adds no exploration noise",
+             # Stable-Baselines3's SAC: learning_rate 3e-4 (all three optimizers), batch_size 256, buffer_size 1e6,
+             # learning_starts 100 (uniform random actions and no update before it), no gradient clipping; tau
+             # 0.005, gamma 0.99, net_arch [256, 256] and train_freq 1 / gradient_steps 1 are the shared defaults
+             defaults={"actor_lr": 3e-4, "critic_lr": 3e-4, "batch_size": 256, "replay_size": 1_000_000,
+                       "start_steps": 100, "update_after": 100, "grad_clip_norm": 0.0}),
+    AlgoSpec("crossq", "fastddpg.algos.crossq:CrossQ", "SAC's actor and temperature without target networks, "
+             "BatchRenorm in actor and critics, one joint critic forward over (s, a) and (s', a'); see "
+             "--critic-width, --renorm-momentum, --renorm-warmup, --policy-delay", "CrossQ", (
+                 HyperField("critic_width", 1024, "CrossQ: the width of each of the critics' hidden layers (they have "
+                            "as many as --hidden-sizes, the actor's); sb3-contrib's qf [1024, 1024] (the paper: "
+                            "2048).", 1, "use a width of 1 or more"),
+                 HyperField("renorm_momentum", 0.01, "CrossQ: BatchRenorm's running statistics move this fraction "
+                            "toward each training batch's.", 1e-12, "use a momentum in (0, 1]"),
+                 HyperField("renorm_warmup", 100_000, "CrossQ: training forwards of each BatchRenorm layer that "
+                            "normalise with the batch statistics alone, before renormalising toward the running "
+                            "ones (sb3-contrib's renorm_warmup_steps).", 0, "use 0 or more forwards")),
+             refuses=("noise", "noise_sigma", "ou_theta", "ou_dt", "tau", "layer_norm"),
+             why="explores by sampling its own Gaussian policy (no exploration noise), has no target networks (no "
+                 "--tau) and normalises with BatchRenorm (no --layer-norm)",
+             # sb3-contrib's CrossQ: learning_rate 1e-3, batch_size 256, buffer_size 1e6, learning_starts 100,
+             # policy_delay 3, no gradient clipping; gamma 0.99 and net_arch pi [256, 256] are the shared defaults
+             defaults={"actor_lr": 1e-3, "critic_lr": 1e-3, "batch_size": 256, "replay_size": 1_000_000,
+                       "start_steps": 100, "update_after": 100, "grad_clip_norm": 0.0, "policy_delay": 3}),
 )}
 
 
@@ -96,6 +127,11 @@ def register(spec: AlgoSpec) -> None:
 def algo_names() -> tuple[str, ...]:
     """The ``--algo`` choices, in registry order."""
     return tuple(ALGORITHMS)
+
+
+def algorithm_defaulted() -> frozenset[str]:
+    """The Config fields some algorithm gives a default of its own (`AlgoSpec.defaults`)."""
+    return frozenset(name for spec in ALGORITHMS.values() for name in spec.defaults)
 
 
 def hyper_fields() -> list[tuple[AlgoSpec, HyperField]]:

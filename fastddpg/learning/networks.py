@@ -256,6 +256,15 @@ def actor_from_state_dict(state: dict[str, torch.Tensor], hidden_sizes: Sequence
     return actor.eval()
 
 
+def policy_obs_dim(policy: nn.Module) -> int:
+    """The observation size a policy module takes: its ``obs_dim`` attribute if it declares one (a policy whose
+    layers are no ``nn.Linear``), else the ``in_features`` of its first ``nn.Linear``."""
+    declared = getattr(policy, "obs_dim", None)
+    if isinstance(declared, int):
+        return declared
+    return next(m for m in policy.modules() if isinstance(m, nn.Linear)).in_features
+
+
 def member_state_dict(stacked: dict[str, torch.Tensor], k: int, members: int,
                       like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Member k's state_dict, in the layout of ``like`` (a single module's state_dict), from the state_dict

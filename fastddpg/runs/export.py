@@ -27,6 +27,7 @@ from torch import nn
 
 from ..core.config import ConfigError
 from ..core.fileio import atomic_path, atomic_write
+from ..learning.networks import policy_obs_dim
 
 FORMATS = {"torchscript": "actor.ts.pt", "onnx": "actor.onnx"}
 EXPORT_HINT = "pip install 'fastddpg[export]'"
@@ -59,7 +60,7 @@ def _export_onnx(policy: nn.Module, out: Path) -> None:
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"ONNX export needs {e.name}: {EXPORT_HINT}") from None
-    obs_dim = next(m for m in policy.modules() if isinstance(m, nn.Linear)).in_features
+    obs_dim = policy_obs_dim(policy)
     example = torch.zeros(2, obs_dim)  # batch 2: a batch of 1 would be specialised, not kept dynamic
     batch = torch.export.Dim("batch")
     # the dynamo exporter prints its progress, logs warnings about torchvision ops and emits deprecation

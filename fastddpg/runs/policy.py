@@ -24,6 +24,7 @@ from ..core.config import Config, ConfigError, check_member, check_which, resolv
 from .evaluate import no_best_model
 from .rundir import load_run
 from ..core.schema import ACTOR_FILE, BEST_ACTOR_FILE
+from ..learning.networks import policy_obs_dim
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Policy:
 
     @property
     def obs_dim(self) -> int:
-        return next(m for m in self.actor.modules() if isinstance(m, nn.Linear)).in_features
+        return policy_obs_dim(self.actor)
 
     @property
     def act_dim(self) -> int:

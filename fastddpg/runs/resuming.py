@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import latest_checkpoint, read_checkpoint
-from ..core.config import Config, ConfigError, resolve_device
+from ..core.config import RECORD_FIELDS, Config, ConfigError, resolve_device
 from ..core.fileio import write_json
 from .rundir import RunWriter, probe_writable, read_table, truncate_tables
 from ..core.schema import (
@@ -90,7 +90,8 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
     # the checkpoint must belong to this config (a field newer than the checkpoint takes its default, as in
     # config.json)
     saved = {**Config().to_dict(), **state["config"]}
-    differ = [k for k, v in cfg.to_dict().items() if k not in RESUME_OVERRIDABLE and saved.get(k) != v]
+    differ = [k for k, v in cfg.to_dict().items()  # (the record of given fields: not a setting of the run)
+              if k not in RESUME_OVERRIDABLE and k not in RECORD_FIELDS and saved.get(k) != v]
     if differ:
         shown = ", ".join(f"{k} ({saved.get(k)!r} in the checkpoint, {getattr(cfg, k)!r} in {CONFIG_FILE})"
                           for k in differ)

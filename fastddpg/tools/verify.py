@@ -228,12 +228,15 @@ class DeviationTracker:
         self.rows.append(torch.stack(cols, dim=1))
 
     def result(self, groups: tuple[str, ...]) -> dict[str, Deviation]:
-        """Per group (tensor names are ``group.rest``): the largest |diff|, and the worst tensor and update."""
+        """Per group (tensor names are ``group.rest``): the largest |diff|, and the worst tensor and update; a group
+        the learner has no tensor of (``targets`` of an algorithm without target networks) is left out."""
         assert self.names is not None, "nothing compared"
         stats = torch.stack(self.rows).cpu()  # (U, 2, T)
         out = {}
         for g in groups:
             cols = [i for i, n in enumerate(self.names) if n.split(".", 1)[0] == g]
+            if not cols:
+                continue
             s = stats[:, :, cols]
             u, t = divmod(int(s[:, 1].argmax()), len(cols))
             out[g] = Deviation(float(s[:, 0].max()), float(s[u, 1, t]), self.names[cols[t]].split(".", 1)[1], u + 1)
