@@ -340,3 +340,28 @@ def test_a_retry_is_one_progress_line(capsys):
         "sweep: 1 running, 0 finished, 0 failed",
         "sweep: trial t1 failed (1 so far); retrying it from its last checkpoint"]
     assert progress.status == {"t1": "running"}
+
+
+def test_a_reused_worker_keeps_its_compiled_graphs_only_for_the_same_threads(monkeypatch):
+    """`trial.keep_or_reset_graphs` before each trial in a worker: dynamo's graphs stay while the thread count is
+    the one they were compiled for and few graphs have piled up; another thread count, auto threads, or graphs
+    nearing dynamo's recompile limit reset them."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from fastddpg.tools.sweeps import trial
+
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(trial, "_graphs", {"threads": 1, "graphs": counters["stats"]["unique_graphs"]})
+    monkeypatch.setitem(counters["stats"], "unique_graphs", counters["stats"]["unique_graphs"])
+    assert trial.keep_or_reset_graphs(Config(threads=1)) and not resets
+    assert not trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 1
+    assert trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 1
+    counters["stats"]["unique_graphs"] += torch._dynamo.config.recompile_limit // 2
+    assert trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 1  # up to half the limit: kept
+    counters["stats"]["unique_graphs"] += 1
+    assert not trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 2
+    assert trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 2  # counted from the reset
+    assert not trial.keep_or_reset_graphs(Config(threads=0)) and len(resets) == 3  # auto: the count may change
+    assert not trial.keep_or_reset_graphs(Config(threads=0)) and len(resets) == 4
