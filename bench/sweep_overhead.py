@@ -9,7 +9,12 @@ processes:
 - `sweep`: `fastddpg sweep --grid seed=0..3 --cpus-per-trial 1` (a private local Ray, one trial per core).
 
 Also Ray's start-up (`ray.init` of a private local Ray, in a fresh process) and the per-trial overhead of the
-sweep: (sweep wall time - Ray start-up - its trials' own wall times / trials at once) per trial at once. Writes
+sweep: (sweep wall time - Ray start-up - its trials' own wall times / trials at once) per trial at once. A sweep
+reuses its workers (one per trial at once: torch and fastddpg imported once, compiled graphs kept), so that figure
+is mostly the sweep's start-up spread over the trials; two more split it: `sweep_startup_s`, from the command's
+start to the first trial's run directory (Python, Ray, Tune, a worker process, its imports, the first Trainer),
+and `reused_worker_gap_s`, the median time between one trial's end (its report.html written) and the next
+trial's run directory in the same worker (Tune handing the worker on, the next Trainer built). Writes
 bench/results/sweep_overhead.{json,md}.
 
     python bench/sweep_overhead.py --quick      # 2,000 env steps per run: the overheads, in about 2 minutes
@@ -19,8 +24,10 @@ bench/results/sweep_overhead.{json,md}.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +47,23 @@ def run(cmd: list[str]) -> float:
     if p.returncode != 0:
         raise RuntimeError(f"{cmd[3:]} failed: {p.stderr.strip().splitlines()[-3:]}")
     return time.perf_counter() - t
+
+
+def worker_split(sweep_dir: Path, started: float) -> dict[str, object]:
+    """From a finished sweep's files: seconds from ``started`` (the command's start, epoch) to the first trial's
+    config.json; trials per worker process (Tune's result.json pids); the median gap between one trial's
+    report.html and the next trial's config.json in the same worker (nan with one trial per worker)."""
+    trials = []
+    for d in (sweep_dir / "trials").iterdir():
+        pid = json.loads((sweep_dir / "tune" / d.name / "result.json").read_text().splitlines()[0])["pid"]
+        trials.append((pid, (d / "config.json").stat().st_mtime, (d / "report.html").stat().st_mtime))
+    gaps = []
+    for pid in {t[0] for t in trials}:
+        mine = sorted(t[1:] for t in trials if t[0] == pid)
+        gaps += [nxt[0] - prev[1] for prev, nxt in itertools.pairwise(mine)]
+    return {"sweep_startup_s": min(t[1] for t in trials) - started,
+            "trials_per_worker": len(trials) / len({t[0] for t in trials}),
+            "reused_worker_gap_s": statistics.median(gaps) if gaps else float("nan"), "reused_worker_gaps_s": gaps}
 
 
 def main() -> None:
@@ -70,9 +94,11 @@ def main() -> None:
     res["jobs2_s"] = time.perf_counter() - t
 
     sweep_dir = work / "sweep"
+    started = time.time()
     res["sweep_s"] = run([*CLI, "sweep", *base, "--grid", f"seed=0..{a.seeds - 1}", "--cpus-per-trial", "1",
                           "--out", str(sweep_dir)])
     trial_walls = [json.loads(p.read_text())["wall_time_s"] for p in sweep_dir.glob("trials/*/summary.json")]
+    res.update(worker_split(sweep_dir, started))
     at_once = min(2, os.cpu_count() or 1)
     res["sweep_trial_wall_s"] = trial_walls
     res["per_trial_overhead_s"] = (res["sweep_s"] - res["ray_start_s"] - sum(trial_walls) / at_once) / (
@@ -83,7 +109,11 @@ def main() -> None:
     lines = ["| way | wall s | vs sequential |", "| --- | --- | --- |"]
     for k in ("sequential_s", "jobs2_s", "sweep_s"):
         lines.append(f"| {k[:-2]} | {res[k]:.1f} | {res['sequential_s'] / res[k]:.2f}x |")
-    lines.append(f"\nRay start-up {res['ray_start_s']:.1f} s; per-trial overhead {res['per_trial_overhead_s']:.1f} s")
+    lines.append(f"\nsweep / jobs2: {res['sweep_s'] / res['jobs2_s']:.2f}x")
+    lines.append(f"Ray start-up {res['ray_start_s']:.1f} s; per-trial overhead {res['per_trial_overhead_s']:.1f} s "
+                 f"(sweep start-up to the first trial {res['sweep_startup_s']:.1f} s; "
+                 f"{res['trials_per_worker']:g} trials per worker, {res['reused_worker_gap_s']:.1f} s between two "
+                 "trials in one worker)")
     (out / "sweep_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -106,7 +106,8 @@ def test_storage_must_be_seen_by_every_node(tmp_path):
              {"NodeID": "b", "NodeManagerAddress": "10.0.0.2", "Alive": True}]
     check_shared_storage(tmp_path / "ok", nodes, lambda n, p: Path(p).exists(), given=True)
     check_shared_storage(tmp_path / "one", nodes[:1], lambda n, p: False, given=True)  # one node: nothing to share
-    with pytest.raises(ConfigError, match=r"--storage .* is not shared storage: .* 10\.0\.0\.2 cannot see it"):
+    blind = r"--storage .* is not shared storage: .* 10\.0\.0\.2 \(node b\) cannot see it"  # nodes may share an address
+    with pytest.raises(ConfigError, match=blind):
         check_shared_storage(tmp_path / "local", nodes, lambda n, p: n["NodeID"] == "a" and Path(p).exists(),
                              given=True)
     assert not any(p.name.startswith(".shared-check") for p in (tmp_path / "local").iterdir())
@@ -340,3 +341,28 @@ def test_a_retry_is_one_progress_line(capsys):
         "sweep: 1 running, 0 finished, 0 failed",
         "sweep: trial t1 failed (1 so far); retrying it from its last checkpoint"]
     assert progress.status == {"t1": "running"}
+
+
+def test_a_reused_worker_keeps_its_compiled_graphs_only_for_the_same_threads(monkeypatch):
+    """`trial.keep_or_reset_graphs` before each trial in a worker: dynamo's graphs stay while the thread count is
+    the one they were compiled for and few graphs have piled up; another thread count, auto threads, or graphs
+    nearing dynamo's recompile limit reset them."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from fastddpg.tools.sweeps import trial
+
+    resets = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    monkeypatch.setattr(trial, "_graphs", {"threads": 1, "graphs": counters["stats"]["unique_graphs"]})
+    monkeypatch.setitem(counters["stats"], "unique_graphs", counters["stats"]["unique_graphs"])
+    assert trial.keep_or_reset_graphs(Config(threads=1)) and not resets
+    assert not trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 1
+    assert trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 1
+    counters["stats"]["unique_graphs"] += torch._dynamo.config.recompile_limit // 2
+    assert trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 1  # up to half the limit: kept
+    counters["stats"]["unique_graphs"] += 1
+    assert not trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 2
+    assert trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 2  # counted from the reset
+    assert not trial.keep_or_reset_graphs(Config(threads=0)) and len(resets) == 3  # auto: the count may change
+    assert not trial.keep_or_reset_graphs(Config(threads=0)) and len(resets) == 4

@@ -1,22 +1,29 @@
-"""`fastddpg sweep` as a user runs it, each in its own processes: Ctrl-C part way then `--resume`, and a
-two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`) reached with `--address`."""
+"""`fastddpg sweep` as a user runs it, each in its own processes: Ctrl-C part way then `--resume`, a two-node Ray
+cluster on this machine (`ray.cluster_utils.Cluster`) reached with `--address`, and two nodes started with `ray
+start` whose worker node is stopped part way (slow)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 pytest.importorskip("ray.tune", reason="Ray Tune is not installed (pip install -e '.[sweep]')")
 
-from fastddpg import load_sweep
+from fastddpg import load_run, load_sweep
+from fastddpg.tools.sweeps import REPORTS_FILE
 
 TINY = dict(env="Pendulum-v1", num_envs=2, log_every=200, batch_size=32, start_steps=200, update_after=200,
             updates_per_step=0.25, probe_n=8, probe_every_episodes=1, device="cpu", compile="off")
@@ -166,3 +173,118 @@ def test_a_two_node_cluster_runs_the_trials_by_address(tmp_path):
     assert len(result.trials) == 2 and (result.trials["status"] == "finished").all()
     nodes = set(result.reports["node"])
     assert len(nodes) == 2  # one trial per 1-CPU node: both nodes ran one
+
+
+RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command of this Python
+
+
+@pytest.mark.slow
+def test_a_cluster_started_with_ray_start_loses_its_worker_node_and_the_trial_continues_on_the_head(tmp_path):
+    """Two nodes as a user starts them (README "Sweeps and scaling out"): `ray start --head` and `ray start
+    --address`, each with its own temp dir, on 127.0.0.1, one CPU each, token authentication on both. A sweep of
+    two trials runs through `--address`, one trial per node; once both have a checkpoint, the worker node is
+    stopped as `ray stop` stops a node (SIGTERM, then SIGKILL) but only its own processes: on one machine `ray
+    stop` would stop every node. Its trial is retried on the head from its last fastddpg checkpoint and both
+    trials finish with continuous tables."""
+    short = Path(tempfile.mkdtemp(prefix="fd-ray-", dir="/tmp"))  # Ray's socket paths must stay short
+    head_dir, worker_dir = short / "head", short / "worker"
+    port, client_port = _free_port(), _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    out = tmp_path / "cluster"
+    sweep = None
+    try:
+        for args in (["--head", f"--port={port}", f"--ray-client-server-port={client_port}",
+                      "--include-dashboard=false", f"--temp-dir={head_dir}"],
+                     [f"--address=127.0.0.1:{port}", f"--temp-dir={worker_dir}"]):
+            p = subprocess.run([*RAY_CLI, "start", *args, "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                                "--disable-usage-stats"], capture_output=True, text=True, env=env, timeout=180)
+            assert p.returncode == 0, p.stderr[-3000:]
+        sweep = subprocess.Popen([*CLI, "sweep", *FLAGS, "--total-steps", "2400", "--checkpoint-every", "400",
+                                  "--grid", "seed=0,1", "--address", f"127.0.0.1:{port}", "--out", str(out)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and sweep.poll() is None and not (
+                len(list(out.glob("trials/*/checkpoints/*.pt"))) >= 2 and len(_nodes(out)) == 2):
+            time.sleep(0.2)
+        if sweep.poll() is not None or len(_nodes(out)) != 2:
+            sweep.kill()
+            pytest.fail(f"no trial on each node: {sweep.communicate()[1][-3000:]}")
+        assert _stop_node(worker_dir)
+        stdout, err = sweep.communicate(timeout=400)
+        assert sweep.returncode == 0, err[-3000:]
+    finally:
+        if sweep is not None and sweep.poll() is None:
+            sweep.kill()
+            sweep.communicate()
+        for node_dir in (worker_dir, head_dir):
+            _stop_node(node_dir)
+        shutil.rmtree(short, ignore_errors=True)
+    assert "retrying it from its last checkpoint" in stdout
+    result = load_sweep(out)
+    assert len(result.trials) == 2 and (result.trials["status"] == "finished").all()
+    assert (result.trials["env_steps"] == 2400).all()
+    reports = {run_dir: pd.read_csv(Path(run_dir) / REPORTS_FILE) for run_dir in result.trials["run_dir"]}
+    moved = [run_dir for run_dir, r in reports.items() if r["node"].nunique() == 2]
+    assert len(moved) == 1  # the worker node's trial went on on the head; the head's trial stayed there
+    (whole,) = set(reports) - set(moved)
+    r = reports[moved[0]]
+    at = r.index[r["event"].fillna("").str.startswith("resume@")][0]
+    step = int(r.loc[at, "event"].split("@")[1])
+    assert step >= 400 and step % 400 == 0  # from a checkpoint, not from the start
+    assert r.loc[at:, "node"].nunique() == 1 and r.loc[at, "node"] != r.loc[0, "node"]
+    assert r["node"].iloc[-1] == reports[whole]["node"].iloc[0]  # the head
+    assert r["env_steps"].tolist() == reports[whole]["env_steps"].tolist()  # each report once
+    killed, ref = load_run(moved[0]), load_run(whole)
+    assert [x["global_step"] for x in killed.meta["resumes"]] == [step]
+    same = ["episode", "env", "global_step", "length"]  # Pendulum's episodes: the same steps for both seeds
+    pd.testing.assert_frame_equal(killed.episodes[same], ref.episodes[same])
+    assert killed.episodes["episode"].tolist() == list(range(1, len(killed.episodes) + 1))  # none lost or twice
+    for table, key in (("updates", ["global_step"]), ("probes", ["snapshot", "probe"])):
+        rows = getattr(killed, table)
+        assert not rows.duplicated(key).any() and rows["global_step"].is_monotonic_increasing, table
+        assert rows[[*key, "global_step"]].values.tolist() == getattr(ref, table)[[*key, "global_step"]].values \
+            .tolist(), table
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _nodes(out: Path) -> set[str]:
+    """The Ray nodes the sweep's trials have reported from so far (reports.csv's node column)."""
+    nodes: set[str] = set()
+    for path in out.glob(f"trials/*/{REPORTS_FILE}"):
+        with contextlib.suppress(OSError, ValueError, pd.errors.EmptyDataError):
+            nodes |= set(pd.read_csv(path)["node"].dropna())
+    return nodes
+
+
+def _node_processes(temp_dir: Path) -> list[int]:
+    """The processes of the Ray node started with ``--temp-dir temp_dir``: those naming it on their command line
+    or holding a file under it open (its raylet, GCS, agents, workers, and Ray Client server, which log there)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if str(temp_dir) in (d / "cmdline").read_bytes().decode(errors="replace") or any(
+                    os.readlink(f).startswith(str(temp_dir)) for f in (d / "fd").iterdir()):
+                found.append(int(d.name))
+    return found
+
+
+def _stop_node(temp_dir: Path) -> list[int]:
+    """Stop one Ray node as `ray stop` stops a node (SIGTERM, then SIGKILL after a grace period), only its own
+    processes; returns their pids."""
+    pids = _node_processes(temp_dir)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _node_processes(temp_dir) if sig == signal.SIGKILL else pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        if sig == signal.SIGTERM:
+            deadline = time.monotonic() + 10
+            while _node_processes(temp_dir) and time.monotonic() < deadline:
+                time.sleep(0.5)
+    return pids

@@ -6,6 +6,8 @@ in-process Ray test of the run; the resume test runs the CLI in its own processe
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from fastddpg.tools.sweeps import REPORTS_FILE, TRIALS_FILE  # noqa: E402
 TINY = dict(env="Pendulum-v1", num_envs=2, total_steps=800, log_every=200, hidden_sizes=(16,), batch_size=32,
             start_steps=200, update_after=200, updates_per_step=0.25, probe_n=8, probe_every_episodes=1,
             device="cpu", compile="off")
+CLI = [sys.executable, "-c", "import sys; from fastddpg.cli import main; sys.exit(main(sys.argv[1:]))"]
 TIMING = ["env_steps_per_sec", "updates_per_sec", "wall_time"]
 TRIAL_COLUMNS = ["trial", "status", "env_steps", "episodes", "final_return_10", "best_return_10", "exploits",
                  "wall_time_s", "run_dir"]
@@ -114,12 +117,61 @@ def test_asha_stops_the_worst_trial(tmp_path, local_ray):
             metrics["return_10"] = -1e9
 
     out = tmp_path / "asha"
-    result = sweep(Config(**{**TINY, "total_steps": 1200}), {"actor_lr": [1e-3, 3e-4]}, out=out, scheduler="asha",
-                   grace_period=400, max_concurrent=1, report_hook=rig)
+    result = sweep(Config(**{**TINY, "total_steps": 1200}), {"actor_lr": [1e-3, 3e-4, 1e-4]}, out=out,
+                   scheduler="asha", grace_period=400, max_concurrent=1, report_hook=rig)
     t = result.trials.set_index("actor_lr")
-    assert t.loc[3e-4, "status"] == "stopped" and t.loc[3e-4, "env_steps"] < 1200
     assert t.loc[1e-3, "status"] == "finished" and t.loc[1e-3, "env_steps"] == 1200
-    assert (Path(t.loc[3e-4, "run_dir"]) / "report.html").is_file()  # written for the stopped trial too
+    for lr in (3e-4, 1e-4):
+        assert t.loc[lr, "status"] == "stopped" and t.loc[lr, "env_steps"] < 1200
+        assert (Path(t.loc[lr, "run_dir"]) / "report.html").is_file()  # written for a stopped trial too
+    # one worker ran the three trials (Tune's actor reuse with ASHA): the 1e-4 trial took the worker of the
+    # stopped 3e-4 trial, whose thread had finished its run directory (its summary) before the worker was handed on
+    pids = {json.loads(line)["pid"] for d in (out / "trials").iterdir()
+            for line in (out / "tune" / d.name / "result.json").read_text().splitlines()}
+    assert len(pids) == 1, pids
+    summary = json.loads((Path(t.loc[3e-4, "run_dir"]) / "summary.json").read_text())
+    assert summary["env_steps"] == t.loc[3e-4, "env_steps"]
+
+
+@pytest.mark.slow
+def test_a_reused_worker_keeps_its_compiled_update_and_each_trial_is_its_fresh_process_run(tmp_path, local_ray):
+    """Four compiled trials in one worker, in this order: seed 0 and seed 1 on 1 thread (seed 1 runs the graph
+    seed 0 compiled: the same shapes and hyperparameters), then seeds 0 and 1 on 2 threads (the graphs are reset:
+    inductor's kernels keep the thread count they were compiled with). Each trial runs on its own thread count
+    and its tables are exactly those of `fastddpg run` of its config.json in a fresh process."""
+
+    def threads_seen(trainer, metrics):
+        from torch._dynamo.utils import counters
+
+        metrics["torch_threads"] = torch.get_num_threads()
+        metrics["graphs"] = counters["stats"]["unique_graphs"]  # graphs dynamo compiled in this worker so far
+
+    out = tmp_path / "compiled"
+    cfg = Config(**{**TINY, "compile": "default", "total_steps": 600})
+    sweep(cfg, {"seed": [0, 1], "threads": [1, 2]}, out=out, max_concurrent=1, report_hook=threads_seen)
+    dirs = sorted((out / "trials").iterdir())  # trial ids in the order Tune made them: seed varies fastest
+    reports = {d.name: [json.loads(line) for line in (out / "tune" / d.name / "result.json").read_text().splitlines()]
+               for d in dirs}
+    assert len({r["pid"] for rows in reports.values() for r in rows}) == 1  # one worker ran the four
+    summaries = [json.loads((d / "summary.json").read_text()) for d in dirs]
+    assert [(load_run(d).config.seed, s["threads"]) for d, s in zip(dirs, summaries, strict=True)] == [
+        (0, 1), (1, 1), (0, 2), (1, 2)]
+    for d, s in zip(dirs, summaries, strict=True):
+        assert {r["torch_threads"] for r in reports[d.name]} == {s["threads"]}
+        assert s["compile"] == "default"
+    graphs = [reports[d.name][-1]["graphs"] for d in dirs]
+    assert graphs[1] == graphs[0] and graphs[3] == graphs[2] > graphs[1]  # seed 1 reran seed 0's graph
+    for d in dirs:
+        fresh = tmp_path / f"fresh-{d.name}"
+        p = subprocess.run([*CLI, "run", "--config", str(d / "config.json"), "--run-dir", str(fresh), "--quiet"],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        trial, again = load_run(d), load_run(fresh)
+        pd.testing.assert_frame_equal(trial.episodes.drop(columns="wall_time"),
+                                      again.episodes.drop(columns="wall_time"), check_exact=True)
+        pd.testing.assert_frame_equal(trial.updates.drop(columns=TIMING), again.updates.drop(columns=TIMING),
+                                      check_exact=True)
+        pd.testing.assert_frame_equal(trial.probes, again.probes, check_exact=True)
 
 
 def test_a_population_trial_reports_its_members_returns_to_tune(tmp_path, local_ray):

@@ -95,7 +95,9 @@ def check_shared_storage(root: Path, nodes: Sequence[dict[str, Any]], sees: Call
     marker = root / f".shared-check-{os.getpid()}-{time.time_ns()}"
     marker.write_text("fastddpg")
     try:
-        blind = [str(n.get("NodeManagerAddress", n.get("NodeID", "?"))) for n in alive if not sees(n, str(marker))]
+        # address and node id: nodes on one machine share the address
+        blind = [f"{n.get('NodeManagerAddress', '?')} (node {str(n.get('NodeID', '?'))[:12]})" for n in alive
+                 if not sees(n, str(marker))]
     finally:
         with contextlib.suppress(OSError):
             marker.unlink()

@@ -131,13 +131,13 @@ def run_sweep(spec: SweepSpec, *, hook: Callable[..., None] | None = None, verbo
         pbt = spec.scheduler == "pbt"
         return tune.Tuner(
             trainable, param_space=_param_space(spec),
-            # reuse_actors: a finished trial's worker takes the next trial, so torch and fastddpg are imported
-            # once per worker, not once per trial; each trial still builds its own Trainer (threads, seeds,
-            # run directory). Only without an early-stopping scheduler: ASHA's stop and PBT's exploit would
-            # reuse a worker whose trial is still training, and Tune errors that trial unless its thread ends
-            # within 2 s (TUNE_FUNCTION_THREAD_TIMEOUT_S), which a loaded machine or a long report misses.
+            # reuse_actors: a finished (or stopped, or exploiting) trial's worker takes the next trial, so torch
+            # and fastddpg are imported once per worker, not once per trial, and a graph compiled before is kept
+            # (`trial.keep_or_reset_graphs`); each trial still builds its own Trainer (threads, seeds, run
+            # directory). A stopped trial's thread finishes its run directory before the worker is handed on
+            # (run_trial raises Tune's wait for it, TUNE_FUNCTION_THREAD_TIMEOUT_S).
             tune_config=tune.TuneConfig(metric=spec.metric, mode="max", scheduler=_scheduler(spec),
-                                        num_samples=spec.num_samples, reuse_actors=spec.scheduler == "none",
+                                        num_samples=spec.num_samples, reuse_actors=True,
                                         search_alg=_search_alg(spec),
                                         max_concurrent_trials=spec.max_concurrent or None,
                                         trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname),

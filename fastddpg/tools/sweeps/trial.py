@@ -63,14 +63,46 @@ def trial_config(spec: SweepSpec, params: dict[str, Any], run_dir: Path) -> Conf
     return Config.from_dict(values)
 
 
+REUSE_WAIT_S = 300  # TUNE_FUNCTION_THREAD_TIMEOUT_S: see run_trial
+_graphs: dict[str, int] = {}  # this worker process's compiled graphs: the torch threads they were made for, and
+#                              dynamo's unique_graphs count when they were last reset
+
+
+def keep_or_reset_graphs(cfg: Config) -> bool:
+    """Before each trial in a worker (Tune reuses a worker for trial after trial): keep dynamo's compiled graphs of
+    the trials before when this trial runs on the thread count they were compiled for, else reset them; returns
+    whether they were kept.
+
+    Kept, an update whose graph is the same as an earlier trial's (same shapes, same hyperparameters: a grid over
+    seeds) is not compiled again: dynamo's guards find it, and a trial whose graph differs compiles its own beside
+    it. Those are the kernels a fresh process would compile for the trial (inductor's cache key holds what they
+    depend on), so the numbers are the same (tested). Two things dynamo does not guard on force a reset: the
+    thread count (inductor's CPU kernels keep the count they were compiled with: `fastddpg.core.threads`), so a
+    trial with other threads (or auto threads, which vary) compiles for its own; and dynamo's recompile limit,
+    beyond which a function would run eager, so the graphs are dropped well before a function could reach it."""
+    if "torch" not in sys.modules:  # the worker's first trial: nothing compiled yet
+        _graphs.update(threads=cfg.threads, graphs=0)
+        return False
+    import torch
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    same_threads = cfg.threads > 0 and _graphs.get("threads") == cfg.threads
+    if same_threads and graphs - _graphs.get("graphs", 0) <= torch._dynamo.config.recompile_limit // 2:
+        return True
+    torch._dynamo.reset()
+    _graphs.update(threads=cfg.threads, graphs=graphs)
+    return False
+
+
 def run_trial(params: dict[str, Any], spec: dict[str, Any], hook: Callable[..., None] | None = None) -> None:
     """Tune's function trainable: one fastddpg run in ``ROOT/trials/<trial id>``, reporting at every report."""
     sweep = SweepSpec(**spec)
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(max(1, int(sweep.cpus_per_trial))))
-    if "torch" in sys.modules:  # an actor Tune reuses (reuse_actors): the last trial's compiled graphs go, so
-        import torch  # they never count toward dynamo's recompile limit (its on-disk kernel cache stays)
-
-        torch._dynamo.reset()
+    # Tune hands this worker to the next trial (reuse_actors) once this trial's thread has ended; a trial that ASHA
+    # stopped or PBT exploited ends by finishing its run directory (summary, report.html), which takes longer than
+    # Tune's default wait of 2 s on a loaded machine, and a reset that times out errors the next trial
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(REUSE_WAIT_S))
     from ray import tune
 
     from ...api import run_to_end
@@ -78,6 +110,7 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any], hook: Callable[..., 
     trial_id = tune.get_context().get_trial_id()
     run_dir = sweep.root / TRIALS_DIR / trial_id
     cfg = trial_config(sweep, params, run_dir)
+    keep_or_reset_graphs(cfg)  # a worker may have run trials before (Tune's actor reuse)
     opened = open_trial(sweep, cfg, run_dir, trial_id, tune.get_checkpoint())
     if opened is None:  # finished before (a sweep resumed after the trial's last checkpoint): report it, done
         tune.report(final_metrics(run_dir, sweep))
