@@ -35,7 +35,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 # file's env). fastddpg's defaults are the reference notebook's, tuned for Pendulum-v1.
 DEFAULTS_ENV = "Pendulum-v1"
 TUNED_CONFIGS = {
-    "Pendulum-v1": ("configs/pendulum_ddpg.toml", "configs/pendulum_sac.toml", "configs/pendulum_td3.toml"),
+    "Pendulum-v1": ("configs/pendulum_crossq.toml", "configs/pendulum_ddpg.toml", "configs/pendulum_sac.toml",
+                    "configs/pendulum_td3.toml"),
     "InvertedPendulum-v5": ("configs/inverted_pendulum_td3.toml",),
     "HalfCheetah-v5": ("configs/halfcheetah_td3.toml",),
     "Hopper-v5": ("configs/hopper_td3.toml",),
