@@ -199,27 +199,41 @@ def test_a_population_trial_reports_its_members_returns_to_tune(tmp_path, local_
             reports[-1]["return_10"], rel=1e-9)
 
 
-def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, local_ray):
-    """Trial seed 1's worker process is killed (SIGKILL, once) at env step 1000, after its checkpoint at 800.
-    Tune starts the trial again (--max-failures), it resumes from that checkpoint, and its tables end continuous:
-    the same episodes, update and probe steps as seed 0's uninterrupted trial (Pendulum's episodes are 200 steps,
-    so the envs' restart at 800 falls on episode ends), nothing duplicated or lost."""
+def test_a_killed_worker_is_retried_from_its_checkpoint_and_a_trial_that_always_fails_ends_as_error(tmp_path,
+                                                                                                     local_ray):
+    """One sweep of three trials (one sweep, not two: each costs Ray workers' start-up).
+
+    Seed 1's worker process is killed (SIGKILL, once) at env step 1000, after its checkpoint at 800. Tune starts
+    the trial again (--max-failures), it resumes from that checkpoint, and its tables end continuous: the same
+    episodes, update and probe steps as seed 0's uninterrupted trial (Pendulum's episodes are 200 steps, so the
+    envs' restart at 800 falls on episode ends), nothing duplicated or lost.
+
+    Seed 2 raises at env step 600 on every attempt: it ends as ``error`` after the first try and max_failures
+    retries, with its error in trials.csv, the result and the report, each retry resumed from its checkpoint at 400
+    (no episode twice), and the other trials finish."""
     import os
     import signal
 
-    marker = tmp_path / "killed"
+    marker, attempts = tmp_path / "killed", tmp_path / "attempts"
+    attempts.mkdir()
 
-    def kill_once(trainer, metrics):
+    def kill_once_or_fail(trainer, metrics):
         if trainer.cfg.seed == 1 and trainer.global_step == 1000 and not marker.exists():
             marker.write_text(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
+        if trainer.cfg.seed == 2 and trainer.global_step == 600:
+            (attempts / f"{time.time_ns()}").touch()
+            raise RuntimeError("rigged failure at step 600")
 
-    out = tmp_path / "killed-sweep"
+    out = tmp_path / "crashes"
     cfg = Config(**{**TINY, "total_steps": 1200, "checkpoint_every": 400})
-    result = sweep(cfg, {"seed": [0, 1]}, out=out, report_hook=kill_once, max_failures=1)
+    result = sweep(cfg, {"seed": [0, 1, 2]}, out=out, report_hook=kill_once_or_fail, max_failures=1)
     assert marker.exists()
     t = result.trials.set_index("seed")
-    assert (t["status"] == "finished").all() and (t["env_steps"] == 1200).all() and not result.errors
+    assert (t.loc[[0, 1], "status"] == "finished").all() and (t.loc[[0, 1], "env_steps"] == 1200).all()
+    assert list(result.errors) == [t.loc[2, "trial"]]
+
+    # the killed trial
     killed, whole = load_run(t.loc[1, "run_dir"]), load_run(t.loc[0, "run_dir"])
     assert [r["global_step"] for r in killed.meta["resumes"]] == [800]  # the retry went through the resume path
     pids = {json.loads(line)["pid"] for line in (out / "tune" / t.loc[1, "trial"] / "result.json").read_text()
@@ -237,26 +251,13 @@ def test_a_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, local_ra
     assert reports["env_steps"].tolist() == pd.read_csv(Path(t.loc[0, "run_dir"]) / REPORTS_FILE)["env_steps"].tolist()
     assert reports["event"].fillna("").tolist().count("resume@800") == 1
 
-
-def test_a_trial_that_always_fails_ends_as_error_after_its_retries(tmp_path, local_ray):
-    attempts = tmp_path / "attempts"
-    attempts.mkdir()
-
-    def fail(trainer, metrics):
-        if trainer.cfg.seed == 1 and trainer.global_step == 600:
-            (attempts / f"{time.time_ns()}").touch()
-            raise RuntimeError("rigged failure at step 600")
-
-    out = tmp_path / "failing"
-    cfg = Config(**{**TINY, "checkpoint_every": 400})
-    result = sweep(cfg, {"seed": [0, 1]}, out=out, report_hook=fail, max_failures=1)
+    # the trial that always fails
     assert len(list(attempts.iterdir())) == 2  # the first try and max_failures retries
     trials = pd.read_csv(out / TRIALS_FILE).set_index("seed")
-    assert trials.loc[0, "status"] == "finished" and trials.loc[0, "env_steps"] == 800
-    assert trials.loc[1, "status"] == "error" and "rigged failure at step 600" in trials.loc[1, "error"]
-    assert "rigged failure at step 600" in result.errors[trials.loc[1, "trial"]]
+    assert trials.loc[2, "status"] == "error" and "rigged failure at step 600" in trials.loc[2, "error"]
+    assert "rigged failure at step 600" in result.errors[trials.loc[2, "trial"]]
     assert "rigged failure at step 600" in (out / "report.html").read_text()
-    episodes = load_run(trials.loc[1, "run_dir"]).episodes  # each retry resumed at 400: no episode twice
+    episodes = load_run(trials.loc[2, "run_dir"]).episodes  # each retry resumed at 400: no episode twice
     assert not episodes.duplicated(["global_step", "env"]).any()
     assert episodes["episode"].tolist() == list(range(1, len(episodes) + 1))
 
