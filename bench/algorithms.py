@@ -28,8 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import moving_mean
-from bench.fidelity import machine
+from bench.fidelity import machine, steps_to_threshold
 from bench.time_to_threshold import (
     ROOT,
     THRESHOLD,
@@ -101,12 +100,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.seeds, args.total_steps = 1, 2_000
     return args
-
-
-def steps_to_threshold(steps_returns: list[tuple[int, float]], threshold: float) -> int | None:
-    """The env step at which the moving mean of the last 10 returns first reaches ``threshold`` (None: never)."""
-    curve = moving_mean([r for _, r in steps_returns])
-    return next((s for (s, _), m in zip(steps_returns, curve, strict=True) if m >= threshold), None)
 
 
 def run_one(side: str, seed: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
