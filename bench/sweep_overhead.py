@@ -8,8 +8,12 @@ processes:
   (bench/workers.py);
 - `sweep`: `fastddpg sweep --grid seed=0..3 --cpus-per-trial 1` (a private local Ray, one trial per core).
 
-Also Ray's start-up (`ray.init` of a private local Ray, in a fresh process) and the per-trial overhead of the
-sweep: (sweep wall time - Ray start-up - its trials' own wall times / trials at once) per trial at once. A sweep
+Also Ray's start-up (`ray.init` of a private local Ray, in a fresh process) and two per-trial overheads of the
+sweep. `per_trial_overhead_s`, what a trial costs in a sweep beyond what the same run costs on its own two at a
+time: (sweep wall time - jobs2 wall time) per trial at once (negative: the sweep is quicker). And the older
+`per_trial_overhead_in_run_s`: (sweep wall time - Ray start-up - its trials' own wall times / trials at once) per
+trial at once, where a trial's own wall time is what its Trainer measured (the runs of `jobs2` pay Python's and
+torch's imports outside theirs too: `jobs2_outside_run_s`, the median of a process's wall time less its run's). A sweep
 reuses its workers (one per trial at once: torch and fastddpg imported once, compiled graphs kept), so that figure
 is mostly the sweep's start-up spread over the trials; two more split it: `sweep_startup_s`, from the command's
 start to the first trial's run directory (Python, Ray, Tune, a worker process, its imports, the first Trainer),
@@ -18,6 +22,7 @@ trial's run directory in the same worker (Tune handing the worker on, the next T
 bench/results/sweep_overhead.{json,md}.
 
     python bench/sweep_overhead.py --quick      # 2,000 env steps per run: the overheads, in about 2 minutes
+    python bench/sweep_overhead.py --quick --skip-sequential   # jobs2 and the sweep only
     python bench/sweep_overhead.py              # the notebook's config (10k env steps per run)
 """
 
@@ -72,6 +77,7 @@ def main() -> None:
     ap.add_argument("--total-steps", type=int, default=0, help="override the config's (0: keep it)")
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--quick", action="store_true", help="2,000 env steps per run")
+    ap.add_argument("--skip-sequential", action="store_true", help="leave out the one-at-a-time runs")
     ap.add_argument("--out", default="bench/results")
     a = ap.parse_args()
     steps = ["--total-steps", str(2_000 if a.quick else a.total_steps)] if a.quick or a.total_steps else []
@@ -82,16 +88,20 @@ def main() -> None:
 
     res["ray_start_s"] = float(subprocess.run([sys.executable, "-c", RAY_START], capture_output=True, text=True,
                                               check=True).stdout.strip().splitlines()[-1])
-    t = time.perf_counter()
-    for s in seeds:
-        run([*CLI, "run", *base, "--seed", str(s), "--run-dir", str(work / f"seq{s}")])
-    res["sequential_s"] = time.perf_counter() - t
+    if not a.skip_sequential:
+        t = time.perf_counter()
+        for s in seeds:
+            run([*CLI, "run", *base, "--seed", str(s), "--run-dir", str(work / f"seq{s}")])
+        res["sequential_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(lambda s: run([*CLI, "run", *base, "--threads", "1", "--seed", str(s), "--run-dir",
-                                     str(work / f"jobs{s}")]), seeds))
+        walls = list(pool.map(lambda s: run([*CLI, "run", *base, "--threads", "1", "--seed", str(s), "--run-dir",
+                                             str(work / f"jobs{s}")]), seeds))
     res["jobs2_s"] = time.perf_counter() - t
+    res["jobs2_outside_run_s"] = statistics.median(
+        w - json.loads((work / f"jobs{s}" / "summary.json").read_text())["wall_time_s"]
+        for w, s in zip(walls, seeds, strict=True))
 
     sweep_dir = work / "sweep"
     started = time.time()
@@ -101,17 +111,23 @@ def main() -> None:
     res.update(worker_split(sweep_dir, started))
     at_once = min(2, os.cpu_count() or 1)
     res["sweep_trial_wall_s"] = trial_walls
-    res["per_trial_overhead_s"] = (res["sweep_s"] - res["ray_start_s"] - sum(trial_walls) / at_once) / (
+    res["per_trial_overhead_s"] = (res["sweep_s"] - res["jobs2_s"]) / (len(trial_walls) / at_once)
+    res["per_trial_overhead_in_run_s"] = (res["sweep_s"] - res["ray_start_s"] - sum(trial_walls) / at_once) / (
         len(trial_walls) / at_once)
     out = ROOT / a.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep_overhead.json").write_text(json.dumps(res, indent=2))
-    lines = ["| way | wall s | vs sequential |", "| --- | --- | --- |"]
+    ref = "sequential_s" if "sequential_s" in res else "jobs2_s"
+    lines = [f"| way | wall s | vs {ref[:-2]} |", "| --- | --- | --- |"]
     for k in ("sequential_s", "jobs2_s", "sweep_s"):
-        lines.append(f"| {k[:-2]} | {res[k]:.1f} | {res['sequential_s'] / res[k]:.2f}x |")
+        if k in res:
+            lines.append(f"| {k[:-2]} | {res[k]:.1f} | {res[ref] / res[k]:.2f}x |")
     lines.append(f"\nsweep / jobs2: {res['sweep_s'] / res['jobs2_s']:.2f}x")
-    lines.append(f"Ray start-up {res['ray_start_s']:.1f} s; per-trial overhead {res['per_trial_overhead_s']:.1f} s "
-                 f"(sweep start-up to the first trial {res['sweep_startup_s']:.1f} s; "
+    lines.append(f"Ray start-up {res['ray_start_s']:.1f} s; per-trial overhead against jobs2 "
+                 f"{res['per_trial_overhead_s']:.1f} s; beyond the trials' own run time "
+                 f"{res['per_trial_overhead_in_run_s']:.1f} s (a jobs2 process spends "
+                 f"{res['jobs2_outside_run_s']:.1f} s outside its run; "
+                 f"sweep start-up to the first trial {res['sweep_startup_s']:.1f} s; "
                  f"{res['trials_per_worker']:g} trials per worker, {res['reused_worker_gap_s']:.1f} s between two "
                  "trials in one worker)")
     (out / "sweep_overhead.md").write_text("\n".join(lines) + "\n")
