@@ -14,7 +14,7 @@ from .registry import algo_names
 if TYPE_CHECKING:
     import torch
 
-# Tolerance, float32, per update (each path steps from eager's state, see `verify_updates`): compiled kernels
+# Tolerance, float32, per update (each path steps from eager's state, see `verify_updates`), reported: compiled kernels
 # fuse and reorder float operations, so bit-identity is not expected. On a 2-core CPU (torch 2.13) the worst
 # honest deviation over 50 updates of DDPG and TD3 was 0.008 of this tolerance (|diff| <= 6e-8 in weights,
 # 6e-6 in metrics of magnitude ~30); injected bugs went 14x (gamma 0.98 instead of 0.99) to 6e5x beyond it
@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 # tests/test_verify.py injects such bugs and checks that verify fails and names the tensor.
 ATOL = 1e-5
 RTOL = 1e-4
+# The verdict on an update path is taken in float64 (fastddpg.tools.verify.verify_updates: each path also runs from
+# a float64 copy of the state on float64 rows). At verify's default sizes CrossQ's compiled update came within
+# 0.1 of this tolerance (|diff| <= 9e-9, in an actor Adam moment: the 0-dim tensors kept in float32, log alpha
+# among them, set that floor; the rest agrees to ~1e-12), while float32 itself is off by up to ~1e-3 there; injected
+# bugs go 1e5x and more beyond it. ATOL and RTOL above are the float32 run's, reported beside the verdict.
+ATOL64 = 1e-8
+RTOL64 = 1e-5
 ACT_ATOL = 1e-5  # the acting step is one forward pass: no accumulation over updates
 ACT_RTOL = 1e-5
 
