@@ -9,16 +9,16 @@ target networks, both Adam states (exp_avg, exp_avg_sq, step) and each metric.
 The verdict is taken in float64: every path is also built over a float64 copy of the learner (`in_float64`) and run
 on the same rows in float64, and passes when every element of every tensor satisfies ``|x - x_eager| <= ATOL64 +
 RTOL64 |x_eager|`` against eager in float64 (and is finite); the report names the tensor (and update) furthest out
-of tolerance. In float64 a compiled update that computes the same equations agrees with eager to ~1e-8 relative
-(the float32 0-dim tensors `in_float64` keeps set that floor), and a wrong equation is orders of magnitude beyond.
+of tolerance. In float64 a compiled update that computes the same equations agrees with eager to ~1e-11 (CrossQ
+at the default sizes: |diff| <= 6e-12), and a wrong equation is orders of magnitude beyond.
 The float32 paths, which the trainer runs, are reported alongside (largest |x - x_eager| per group, its excess over
 ``ATOL + RTOL |x_eager|``, and the largest distance from the float64 update) but not judged: float32 cannot
-resolve every update. CrossQ's is the case in point: BatchRenorm centres the pre-activations, so in a batch of 2 x
-256 rows through 1024-wide critics a few of them lie within float32 rounding of a ReLU's kink each update, and a
-path that rounds otherwise (compiled, or eager on the same rows in another order) may take the other side there,
-which moves one row's contribution to a weight's gradient and Adam moments by ~1e-3; and the bias of a unit active
+resolve every update. CrossQ's is the case in point: a path that rounds otherwise (compiled, or eager on the same
+rows in another order) sometimes moves the critics' Adam moments by ~1e-3 in one update, a discrete step (as when
+a pre-activation within float32 rounding of zero takes the other side of a ReLU: BatchRenorm centres them, and a
+batch of 2 x 256 rows through 1024-wide critics has millions); and the bias of a unit active
 on every row has a gradient that is zero up to rounding, which Adam turns into a step of up to lr either way. Eager
-float32 is itself ~1e-3 away from float64 at such places, while float64 paths agree to ~1e-8.
+float32 is itself ~1e-3 away from float64 at such places.
 
 Each path's updates/s is measured on its float32 update after the comparison run (which is its warm-up:
 compilation and graph capture happen there), with a device synchronize before the clock is read.
@@ -163,11 +163,13 @@ def in_float64(learner: Algorithm) -> Algorithm:
 
 
 def _float64(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in float64, but a 0-dim tensor (Adam's step count, a single agent's log alpha) stays float32: with
-    torch 2.13 on the CPU, a compiled function (any backend, even "eager") loses in-place updates of a 0-dim float64
-    tensor it is given (``s.add_(1.0)`` leaves s as it was, and reads of s see the old value), and these values are
-    exact (a count) or well conditioned in float32."""
-    return t.double() if t.is_floating_point() and t.dim() > 0 else t
+    """``t`` in float64; a 0-dim tensor (a single agent's Adam step count) as shape (1,), which broadcasts alike
+    (`fastddpg.learning.update.per_tensor` reads it as a per-member value of one member): with torch 2.13 on the CPU,
+    a compiled function (any backend, even "eager") loses in-place updates of a 0-dim float64 tensor it is given
+    (``s.add_(1.0)`` leaves s as it was, and reads of s see the old value)."""
+    if not t.is_floating_point():
+        return t
+    return t.double() if t.dim() else t.double().reshape(1)
 
 
 def _float64_fields(record: Any) -> Any:
