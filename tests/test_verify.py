@@ -70,7 +70,11 @@ def test_verify_ddpg_passes_on_cpu_with_graph_logic(tmp_path, capsys, fresh_dyna
         assert p["rate_per_sec"] > 0 and p["worst_excess"] < 1
     assert [p["name"] for p in report["acting_paths"]] == ["eager", "compiled"]
     assert report["tolerance"] == {"atol": verify.ATOL, "rtol": verify.RTOL, "acting_atol": verify.ACT_ATOL,
-                                   "acting_rtol": verify.ACT_RTOL}
+                                   "acting_rtol": verify.ACT_RTOL, "float64_atol": verify.ATOL64,
+                                   "float64_rtol": verify.RTOL64}
+    for p in report["update_paths"]:  # the float32 run, reported: DDPG's is well within the float32 tolerance
+        assert p["float32"]["worst_excess"] < 1 and set(p["float32"]["deviations"]) == set(p["deviations"])
+        assert p["float32"]["max_abs_diff_float64"] > 0
 
 
 def test_verify_td3_passes_on_cpu(fresh_dynamo):
@@ -147,6 +151,34 @@ def test_non_finite_is_never_close():
     dev = t.result(("metrics", "params"))
     assert dev["metrics"].excess == float("inf") and dev["metrics"].update == 1
     assert dev["params"].max_abs == 2.5 and dev["params"].excess == 2.5 and dev["params"].update == 2
+
+
+def test_tracker_reports_the_distance_from_the_float64_update():
+    t = DeviationTracker(1e-5, 1e-4)
+    ref = {"params.w": torch.tensor([1.0, -2.0], dtype=torch.float64)}
+    t.add({"params.w": torch.tensor([1.0, -2.003])}, {"params.w": torch.tensor([1.0, -2.001])}, ref)
+    dev = t.result(("params",))["params"]
+    assert dev.max_abs == pytest.approx(2e-3, rel=1e-3) and dev.max_abs_float64 == pytest.approx(3e-3, rel=1e-3)
+    assert dev.excess == pytest.approx(2e-3 / (1e-5 + 1e-4 * 2.001), rel=1e-3)
+
+
+@pytest.mark.parametrize("algo", ["td3", "crossq"])
+def test_in_float64_is_the_same_learner_in_double(algo):
+    """Every tensor of the learner (weights, running statistics, Adam states and step counts) has eager's value in
+    float64 (a 0-dim one as shape (1,), see `in_float64`), and its update runs in float64."""
+    setup = verify.build_setup(algo, torch.device("cpu"), 2, 16, (8, 8), warmup=2)
+    double = verify.in_float64(setup.learner)
+    single, twin = verify.learner_state(setup.learner), verify.learner_state(double)
+    assert single.keys() == twin.keys()
+    for name, t in single.items():
+        assert twin[name].dtype == torch.float64 and twin[name].shape == (t.shape or (1,)), name
+        assert torch.equal(twin[name].float().reshape(t.shape), t), name
+    rows = setup.rows.double()
+    setup64 = verify.VerifySetup(algo, setup.device, double, setup.buffer, rows, setup.cfg, setup.first_update)
+    metrics = verify.eager_path(setup64, double)[True](rows[0])
+    assert metrics.dtype == torch.float64 and metrics.shape == (len(double.metric_names),)
+    assert float(twin["optimizer.critic_opt.step"]) == float(single["optimizer.critic_opt.step"]) + 1
+    assert all(twin[n].dtype == torch.float64 for n in twin)
 
 
 def test_default_paths():

@@ -11,7 +11,7 @@ from ..core.config import ALGOS, ConfigError
 
 def add_parser(sub: Any) -> None:
     """``fastddpg verify``: its flags mirror `fastddpg.tools.verify.VerifyOptions`."""
-    from ..core.verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, RTOL, VerifyOptions
+    from ..core.verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, ATOL64, RTOL, RTOL64, VerifyOptions
 
     d = VerifyOptions()
     v = sub.add_parser(
@@ -19,9 +19,11 @@ def add_parser(sub: Any) -> None:
         description="From one initial state and one fixed sequence of batches, run the update eager, compiled and "
         "(on CUDA) compiled inside the CUDA graph, and the acting step eager and compiled. After every update, "
         "compare each path's parameters, target networks, Adam state and metrics with eager's; print the largest "
-        f"difference per group and each path's rate. Tolerance: |x - eager| <= {ATOL:g} + {RTOL:g} |eager| per "
-        f"update (acting: {ACT_ATOL:g} + {ACT_RTOL:g} |eager|). Exit 0 when every path is within it, 1 otherwise "
-        "(the tensor that differs is named), 2 on bad input.")
+        "difference per group and each path's rate. Each update path is judged in float64 (every path run again "
+        f"from a float64 copy of the state): |x - eager| <= {ATOL64:g} + {RTOL64:g} |eager| per update; its float32 "
+        f"run is reported against {ATOL:g} + {RTOL:g} |eager| and the float64 update (float32 cannot resolve every "
+        f"update: CrossQ's). Acting: {ACT_ATOL:g} + {ACT_RTOL:g} |eager| in float32. Exit 0 when every path is "
+        "within it, 1 otherwise (the tensor that differs is named), 2 on bad input.")
     v.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: auto)")
     v.add_argument("--algo", default=d.algo, choices=ALGOS, help=f"which update (default: {d.algo})")
     v.add_argument("--num-seeds", type=int, default=d.num_seeds, metavar="K",

@@ -4,9 +4,23 @@ From one initial learner (`fastddpg.algos`) and one fixed sequence of minibatche
 (``torch.compile(fullgraph=True)``, as the trainer runs it on the CPU) and, on CUDA, compiled inside the CUDA
 graph (`CudaGraphUpdate`, as the trainer runs it on CUDA); the acting step likewise eager and compiled. After
 every update, every tensor of every path is compared with eager's: the actor's and critic's parameters, the
-target networks, both Adam states (exp_avg, exp_avg_sq, step) and each metric. A path passes when every element
-satisfies ``|x - x_eager| <= ATOL + RTOL * |x_eager|`` (and is finite); the report names the tensor (and update)
-furthest out of tolerance. Each path's updates/s is measured after the comparison run (which is its warm-up:
+target networks, both Adam states (exp_avg, exp_avg_sq, step) and each metric.
+
+The verdict is taken in float64: every path is also built over a float64 copy of the learner (`in_float64`) and run
+on the same rows in float64, and passes when every element of every tensor satisfies ``|x - x_eager| <= ATOL64 +
+RTOL64 |x_eager|`` against eager in float64 (and is finite); the report names the tensor (and update) furthest out
+of tolerance. In float64 a compiled update that computes the same equations agrees with eager to ~1e-11 (CrossQ
+at the default sizes: |diff| <= 6e-12), and a wrong equation is orders of magnitude beyond.
+The float32 paths, which the trainer runs, are reported alongside (largest |x - x_eager| per group, its excess over
+``ATOL + RTOL |x_eager|``, and the largest distance from the float64 update) but not judged: float32 cannot
+resolve every update. CrossQ's is the case in point: a path that rounds otherwise (compiled, or eager on the same
+rows in another order) sometimes moves the critics' Adam moments by ~1e-3 in one update, a discrete step (as when
+a pre-activation within float32 rounding of zero takes the other side of a ReLU: BatchRenorm centres them, and a
+batch of 2 x 256 rows through 1024-wide critics has millions); and the bias of a unit active
+on every row has a gradient that is zero up to rounding, which Adam turns into a step of up to lr either way. Eager
+float32 is itself ~1e-3 away from float64 at such places.
+
+Each path's updates/s is measured on its float32 update after the comparison run (which is its warm-up:
 compilation and graph capture happen there), with a device synchronize before the clock is read.
 
 With ``--num-seeds K`` the learner is a population of K members (seeds seed .. seed+K-1, each with its own
@@ -38,7 +52,7 @@ from ..algos import Algorithm, algorithm_class
 from ..algos.population import Population
 from ..core import fileio
 from ..core.config import Config
-from ..core.verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, RTOL, VerifyOptions
+from ..core.verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, ATOL64, RTOL, RTOL64, VerifyOptions
 from ..learning.compile import CudaGraphUpdate, compile_explore, compile_update
 from ..learning.replay import ReplayBuffer
 
@@ -134,6 +148,39 @@ def pendulum_obs(n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.stack([theta.cos(), theta.sin(), speed], dim=-1)
 
 
+def in_float64(learner: Algorithm) -> Algorithm:
+    """A float64 copy of ``learner``: its modules (parameters and buffers: running statistics, action bounds), Adam
+    states and tensor hyperparameters (a population's (K,) values) in double precision, the same values."""
+    new = copy.deepcopy(learner)
+    for name in new.module_names:
+        getattr(new, name)._apply(_float64)
+    new.action_low, new.action_high = new.action_low.double(), new.action_high.double()
+    optim = {g: {k: [_float64(t) for t in v] if isinstance(v, list) else _float64(v) for k, v in opt.items()}
+             for g, opt in new.state["optim"].items()}
+    new._bind_state(optim=optim)
+    new.hyper = _float64_fields(new.hyper)
+    return new
+
+
+def _float64(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float64; a 0-dim tensor (a single agent's Adam step count) as shape (1,), which broadcasts alike
+    (`fastddpg.learning.update.per_tensor` reads it as a per-member value of one member): with torch 2.13 on the CPU,
+    a compiled function (any backend, even "eager") loses in-place updates of a 0-dim float64 tensor it is given
+    (``s.add_(1.0)`` leaves s as it was, and reads of s see the old value)."""
+    if not t.is_floating_point():
+        return t
+    return t.double() if t.dim() else t.double().reshape(1)
+
+
+def _float64_fields(record: Any) -> Any:
+    """A hyperparameter record (nested NamedTuples) with every floating tensor field in float64."""
+    if isinstance(record, torch.Tensor):
+        return record.double() if record.is_floating_point() else record
+    if isinstance(record, tuple) and hasattr(record, "_fields"):
+        return record._replace(**{f: _float64_fields(getattr(record, f)) for f in record._fields})
+    return record
+
+
 # --- the paths ----------------------------------------------------------------------------------------------------
 
 def eager_path(setup: VerifySetup, learner: Algorithm) -> dict[bool, UpdateCall]:
@@ -195,12 +242,14 @@ def learner_state(learner: Algorithm) -> dict[str, torch.Tensor]:
 class Deviation:
     """The largest deviation of one tensor group from eager over all updates: ``max_abs`` |x - x_eager|, and
     ``excess``, the largest |x - x_eager| / (atol + rtol |x_eager|) (> 1: out of tolerance; inf: non-finite),
-    with the tensor and the verified update (1-based; 0 for the acting step) where it occurs."""
+    with the tensor and the verified update (1-based; 0 for the acting step) where it occurs; ``max_abs_float64``
+    |x - x64|, the distance from the float64 update where it was given (else nan)."""
 
     max_abs: float
     excess: float
     tensor: str
     update: int = 0
+    max_abs_float64: float = float("nan")
 
 
 class DeviationTracker:
@@ -209,9 +258,12 @@ class DeviationTracker:
     def __init__(self, atol: float, rtol: float) -> None:
         self.atol, self.rtol = atol, rtol
         self.names: list[str] | None = None
-        self.rows: list[torch.Tensor] = []  # per comparison: (2, T) max |diff| and max excess of each tensor
+        self.rows: list[torch.Tensor] = []  # per comparison: (3, T) max |x - eager|, max excess, max |x - x64|
 
-    def add(self, got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:
+    def add(self, got: dict[str, torch.Tensor], want: dict[str, torch.Tensor],
+            float64: dict[str, torch.Tensor] | None = None) -> None:
+        """Compare ``got`` with eager's ``want`` (and, given, measure its distance from the float64 update
+        ``float64``); the same tensor names in each."""
         if self.names is None:
             self.names = list(want)
         if list(got) != self.names or list(want) != self.names:
@@ -219,19 +271,23 @@ class DeviationTracker:
         cols = []
         for n in self.names:
             g, w = got[n].double().reshape(-1), want[n].double().reshape(-1)
+            if not g.numel():
+                cols.append(g.new_zeros(3))
+                continue
             d = (g - w).abs()
             excess = d / (self.atol + self.rtol * w.abs())
             bad = ~(torch.isfinite(g) & torch.isfinite(w))  # NaN or inf on either side is never "close"
             excess = torch.where(bad, torch.inf, excess)
-            cols.append(torch.stack([d.nan_to_num(nan=torch.inf).max(), excess.max()]) if d.numel()
-                        else d.new_zeros(2))
+            far = (g - float64[n].reshape(-1)).abs().nan_to_num(nan=torch.inf).max() if float64 is not None \
+                else d.new_full((), torch.nan)
+            cols.append(torch.stack([d.nan_to_num(nan=torch.inf).max(), excess.max(), far]))
         self.rows.append(torch.stack(cols, dim=1))
 
     def result(self, groups: tuple[str, ...]) -> dict[str, Deviation]:
         """Per group (tensor names are ``group.rest``): the largest |diff|, and the worst tensor and update; a group
         the learner has no tensor of (``targets`` of an algorithm without target networks) is left out."""
         assert self.names is not None, "nothing compared"
-        stats = torch.stack(self.rows).cpu()  # (U, 2, T)
+        stats = torch.stack(self.rows).cpu()  # (U, 3, T)
         out = {}
         for g in groups:
             cols = [i for i, n in enumerate(self.names) if n.split(".", 1)[0] == g]
@@ -239,13 +295,15 @@ class DeviationTracker:
                 continue
             s = stats[:, :, cols]
             u, t = divmod(int(s[:, 1].argmax()), len(cols))
-            out[g] = Deviation(float(s[:, 0].max()), float(s[u, 1, t]), self.names[cols[t]].split(".", 1)[1], u + 1)
+            out[g] = Deviation(float(s[:, 0].max()), float(s[u, 1, t]), self.names[cols[t]].split(".", 1)[1], u + 1,
+                               float(s[:, 2].max()))
         return out
 
 
 @dataclass
 class PathResult:
-    """One path: its deviation per group from eager (eager's own is 0), its rate, and whether it passed."""
+    """One path: its deviation per group from eager (eager's own is 0; an update path's in float64, which judges
+    it, and in float32 in ``float32``, reported), its rate, and whether it passed."""
 
     name: str
     deviations: dict[str, Deviation]
@@ -253,6 +311,7 @@ class PathResult:
     ratio_to_eager: float = 1.0
     passed: bool = True
     worst: Deviation = field(default_factory=lambda: Deviation(0.0, 0.0, "-"))
+    float32: dict[str, Deviation] = field(default_factory=dict)
 
     def judge(self, eager_rate: float) -> None:
         self.worst = max(self.deviations.values(), key=lambda d: d.excess)
@@ -287,29 +346,44 @@ def verify_updates(setup: VerifySetup, paths: dict[str, PathFactory], timed_upda
     valid) to eager's state before update u, so what is compared is one update of each path from the same state
     and batch. Free-running copies would drift apart chaotically (ReLU kinks and Adam's normalisation amplify
     1e-7 rounding into ~1e-3 weight differences after 50 TD3 updates), which says nothing about correctness.
-    Update u is an actor step iff u % policy_delay == 0 (`Algorithm.is_actor_step`)."""
+    Update u is an actor step iff u % policy_delay == 0 (`Algorithm.is_actor_step`).
+
+    Each path runs twice per update from that state: built over a float64 copy of the learner (`in_float64`) on the
+    rows in float64, judged against eager in float64 (ATOL64, RTOL64), and as the trainer runs it, in float32,
+    reported against eager in float32 (ATOL, RTOL) and the float64 update (see the module docstring)."""
     names = setup.learner.metric_names
-    eager = copy.deepcopy(setup.learner)
-    eager_step = eager_path(setup, eager)
-    learners = {name: copy.deepcopy(setup.learner) for name in paths}
-    fns = {name: make(setup, learners[name]) for name, make in paths.items()}
-    states = {name: learner_state(lr) for name, lr in learners.items()}
-    trackers = {name: DeviationTracker(ATOL, RTOL) for name in paths}
-    eager_state = learner_state(eager)
+    setup64 = copy.copy(setup)
+    setup64.learner, setup64.rows = in_float64(setup.learner), setup.rows.double()
+    runs = {32: (setup, copy.deepcopy), 64: (setup64, in_float64)}
+    eager = {bits: copy.deepcopy(s.learner) for bits, (s, _) in runs.items()}
+    eager_steps = {bits: eager_path(s, eager[bits]) for bits, (s, _) in runs.items()}
+    eager_states = {bits: learner_state(lr) for bits, lr in eager.items()}
+    fns, states, trackers = {}, {}, {}
+    for bits, (s, convert) in runs.items():
+        for name, make in paths.items():
+            learner = convert(setup.learner)
+            fns[bits, name], states[bits, name] = make(s, learner), learner_state(learner)
+            trackers[bits, name] = DeviationTracker(*((ATOL, RTOL) if bits == 32 else (ATOL64, RTOL64)))
     for i in range(setup.rows.shape[0]):
         actor_step = setup.is_actor_step(setup.first_update + i)
-        before = {n: t.clone() for n, t in eager_state.items()}
-        want = {**eager_state, **metric_dict(eager_step[actor_step](setup.rows[i]), names)}
-        for name in paths:
-            for n, t in states[name].items():
+        before = {n: t.clone() for n, t in eager_states[32].items()}
+        want = {}
+        for bits in (64, 32):
+            for n, t in eager_states[bits].items():
                 t.copy_(before[n])
-            got = {**states[name], **metric_dict(fns[name][actor_step](setup.rows[i]), names)}
-            trackers[name].add(got, want)
+            rows = runs[bits][0].rows[i]
+            want[bits] = {**eager_states[bits], **metric_dict(eager_steps[bits][actor_step](rows), names)}
+            for name in paths:
+                for n, t in states[bits, name].items():
+                    t.copy_(before[n])
+                got = {**states[bits, name], **metric_dict(fns[bits, name][actor_step](rows), names)}
+                trackers[bits, name].add(got, want[bits], want[64] if bits == 32 else None)
     results = []
     for name in paths:
-        rate = time_updates(fns[name], setup.rows, setup.learner.policy_delay, setup.first_update + setup.rows.shape[0],
-                            timed_updates, repeats, setup.device)
-        results.append(PathResult(name, trackers[name].result(GROUPS), rate))
+        rate = time_updates(fns[32, name], setup.rows, setup.learner.policy_delay,
+                            setup.first_update + setup.rows.shape[0], timed_updates, repeats, setup.device)
+        results.append(PathResult(name, trackers[64, name].result(GROUPS), rate,
+                                  float32=trackers[32, name].result(GROUPS)))
     for r in results:
         r.judge(results[0].updates_per_sec)
     return results
@@ -393,36 +467,58 @@ def run_verify(opts: VerifyOptions, paths: dict[str, PathFactory] | None = None)
         "updates": opts.updates,
         "batch_size": opts.batch_size, "hidden_sizes": list(opts.hidden_sizes), "seed": opts.seed,
         "compile_mode": opts.compile_mode, "timed_updates": opts.timed_updates, "repeats": opts.repeats,
-        "tolerance": {"atol": ATOL, "rtol": RTOL, "acting_atol": ACT_ATOL, "acting_rtol": ACT_RTOL},
+        "tolerance": {"atol": ATOL, "rtol": RTOL, "acting_atol": ACT_ATOL, "acting_rtol": ACT_RTOL,
+                      "float64_atol": ATOL64, "float64_rtol": RTOL64},
         "update_paths": [_as_dict(r) for r in update_results], "acting_paths": [_as_dict(r) for r in acting],
         "passed": all(r.passed for r in update_results + acting), "seconds": time.perf_counter() - t0,
     }
 
 
 def _as_dict(r: PathResult) -> dict[str, Any]:
-    return {"name": r.name, "passed": r.passed, "rate_per_sec": r.updates_per_sec, "ratio_to_eager": r.ratio_to_eager,
-            "worst_tensor": r.worst.tensor, "worst_update": r.worst.update, "worst_excess": r.worst.excess,
-            "deviations": {g: {"max_abs_diff": d.max_abs, "excess": d.excess, "tensor": d.tensor, "update": d.update}
-                           for g, d in r.deviations.items()}}
+    """A path's JSON: its verdict and, for an update path, ``float32``: how its float32 run compares (reported)."""
+    out = {"name": r.name, "passed": r.passed, "rate_per_sec": r.updates_per_sec, "ratio_to_eager": r.ratio_to_eager,
+           "worst_tensor": r.worst.tensor, "worst_update": r.worst.update, "worst_excess": r.worst.excess,
+           "deviations": _groups_dict(r.deviations)}
+    if r.float32:
+        worst = max(r.float32.values(), key=lambda d: d.excess)
+        out["float32"] = {"worst_tensor": worst.tensor, "worst_update": worst.update, "worst_excess": worst.excess,
+                          "max_abs_diff": max(d.max_abs for d in r.float32.values()),
+                          "max_abs_diff_float64": max(d.max_abs_float64 for d in r.float32.values()),
+                          "deviations": _groups_dict(r.float32)}
+    return out
+
+
+def _groups_dict(deviations: dict[str, Deviation]) -> dict[str, dict[str, Any]]:
+    return {g: {"max_abs_diff": d.max_abs, "excess": d.excess, "tensor": d.tensor, "update": d.update,
+                **({} if d.max_abs_float64 != d.max_abs_float64 else {"max_abs_diff_float64": d.max_abs_float64})}
+            for g, d in deviations.items()}
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A compact table: per path the max |diff| from eager per group, the worst tensor, rate and ratio; then a
-    FAIL line naming the tensor for each failing path, and the verdict."""
+    """A compact table: per path the max |diff| from eager per group in float64 (the verdict's), the float32 run's
+    max |diff| from eager, its excess over the float32 tolerance and its max |diff| from the float64 update, the
+    worst tensor, rate and ratio; then a FAIL line naming the tensor for each failing path, and the verdict."""
     where = report.get("gpu") or report["cpu"]
     who = report["algo"] + (f" population of {report['num_seeds']}" if report.get("num_seeds", 1) > 1 else "")
     lines = [f"fastddpg verify: {who} on {report['device']} ({where}), torch {report['torch']}; "
              f"{report['updates']} updates of batch {report['batch_size']}, hidden {report['hidden_sizes']}",
-             f"tolerance |x - eager| <= {ATOL:g} + {RTOL:g} |eager| (acting: {ACT_ATOL:g} + {ACT_RTOL:g} |eager|)",
+             f"tolerance, each update in float64: |x - eager| <= {ATOL64:g} + {RTOL64:g} |eager| (acting, float32: "
+             f"{ACT_ATOL:g} + {ACT_RTOL:g} |eager|); the float32 update is reported against {ATOL:g} + {RTOL:g} "
+             f"|eager| and the float64 update (f32 columns)",
              ""]
-    head = f"{'path':<28}" + "".join(f"{g:>11}" for g in GROUPS) + f"  {'rate/s':>9} {'x eager':>7}  ok  worst"
+    head = (f"{'path':<28}" + "".join(f"{g:>11}" for g in GROUPS) + f"{'f32 diff':>10}{'f32 tol':>9}{'f32-f64':>9}"
+            f"  {'rate/s':>9} {'x eager':>7}  ok  worst")
     lines.append(head)
     for kind, key in (("update", "update_paths"), ("acting", "acting_paths")):
         for r in report[key]:
             devs = r["deviations"]
-            cells = "".join(f"{devs[g]['max_abs_diff']:>11.2e}" if g in devs else f"{'':>11}" for g in GROUPS)
             if kind == "acting":
-                cells = f"{'actions':>33}{devs['actions']['max_abs_diff']:>11.2e}"
+                cells = f"{'actions':>33}{devs['actions']['max_abs_diff']:>11.2e}{'':>28}"
+            else:
+                f32 = r.get("float32", {})
+                cells = "".join(f"{devs[g]['max_abs_diff']:>11.2e}" if g in devs else f"{'':>11}" for g in GROUPS)
+                cells += (f"{f32['max_abs_diff']:>10.1e}{f32['worst_excess']:>8.2g}x{f32['max_abs_diff_float64']:>9.1e}"
+                          if f32 else f"{'':>28}")
             worst = "-" if r["worst_excess"] == 0 else r["worst_tensor"] + (
                 f" @{r['worst_update']}" if r["worst_update"] else "") + f" ({r['worst_excess']:.2g} of tol)"
             lines.append(f"{kind + ' ' + r['name']:<28}{cells}  {r['rate_per_sec']:>9,.0f} {r['ratio_to_eager']:>6.2f}x"
@@ -431,8 +527,9 @@ def format_report(report: dict[str, Any]) -> str:
     for r in report["update_paths"] + report["acting_paths"]:
         if not r["passed"]:
             at = f" at update {r['worst_update']}" if r["worst_update"] else ""
+            bits = ", in float64" if "float32" in r else ""
             lines.append(f"FAIL {r['name']}: {r['worst_tensor']} differs from eager{at} "
-                         f"({r['worst_excess']:.3g}x the tolerance)")
+                         f"({r['worst_excess']:.3g}x the tolerance{bits})")
     lines.append("PASS: every path matches eager within tolerance" if report["passed"] else
                  "FAIL: a fast path does not compute what the eager update computes")
     return "\n".join(lines)
