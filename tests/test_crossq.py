@@ -443,11 +443,12 @@ def test_export_is_the_deterministic_policy_in_eval_mode(tmp_path, capsys):
 @pytest.mark.slow  # ~40 s of compiling, float32 and float64; the default suite's float64 verdict on CrossQ is below
 @pytest.mark.parametrize("num_seeds", [1, 2])  # 2: ~2 min of compiling
 def test_verify_crossq_passes_on_cpu(num_seeds):
-    """fastddpg verify --algo crossq at small sizes (1024-wide critics, verify's default): the acting step and the
-    compiled update pass. Judged against eager instead of the float64 update, the bias of a hidden unit active on
-    every row could not: the next BatchRenorm subtracts the batch mean, so its gradient is zero up to float32
-    rounding and Adam's m / (sqrt(v) + eps) turns that rounding into a step of up to lr either way, in eager as in
-    compiled; float32 eager's own distance from float64 there widens that tensor's tolerance (see verify.py)."""
+    """fastddpg verify --algo crossq, compiled, at a small batch and actor (the critics at their default width,
+    1024): the acting step and the compiled update pass. Judged against eager in float32 alone, the bias of a hidden
+    unit active on every row could not: the next BatchRenorm subtracts the batch mean, so its gradient is zero up to
+    float32 rounding and Adam's m / (sqrt(v) + eps) turns that rounding into a step of up to lr either way, in eager
+    as in compiled. The float64 run judges it; float32 is held to its tolerance only where eager on the rows in
+    reverse order is (verify.py)."""
     from fastddpg.tools.verify import VerifyOptions, format_report, run_verify
 
     torch._dynamo.reset()

@@ -71,9 +71,10 @@ def test_verify_ddpg_passes_on_cpu_with_graph_logic(tmp_path, capsys, fresh_dyna
     assert [p["name"] for p in report["acting_paths"]] == ["eager", "compiled"]
     assert report["tolerance"] == {"atol": verify.ATOL, "rtol": verify.RTOL, "acting_atol": verify.ACT_ATOL,
                                    "acting_rtol": verify.ACT_RTOL, "float64_atol": verify.ATOL64,
-                                   "float64_rtol": verify.RTOL64}
-    for p in report["update_paths"]:  # the float32 run, reported: DDPG's is well within the float32 tolerance
+                                   "float64_rtol": verify.RTOL64, "float32_resolved_below": verify.F32_RESOLVED}
+    for p in report["update_paths"]:  # the float32 run: DDPG's is resolved, so held to the float32 tolerance
         assert p["float32"]["worst_excess"] < 1 and set(p["float32"]["deviations"]) == set(p["deviations"])
+        assert p["float32"]["unresolved_groups"] == [] and p["float32"]["failed_groups"] == []
         assert p["float32"]["max_abs_diff_float64"] > 0
 
 
@@ -129,6 +130,38 @@ def test_verify_fails_on_a_wrong_update(algo, path, group):
     assert not report["passed"] and not bad["passed"] and report["update_paths"][0]["passed"]
     assert bad["deviations"][group]["excess"] > 5  # by a margin: the honest paths stay below 0.01 (verify.py)
     assert f"FAIL broken: {bad['worst_tensor']} differs from eager" in format_report(report)
+
+
+def bfloat16_in_float32() -> verify.PathFactory:
+    """Eager, but a float32 learner's critic weights are rounded through bfloat16 after every update: arithmetic that
+    is wrong in float32 only (as a kernel computing at a lower precision would be), right in float64."""
+    def make(setup: VerifySetup, learner: Algorithm):
+        fns = eager_path(setup, learner)
+        state = verify.learner_state(learner)
+        critic = [t for n, t in state.items() if n.startswith("params.critic") and t.dtype == torch.float32]
+
+        def wrap(fn):
+            def step(rows: torch.Tensor) -> torch.Tensor:
+                out = fn(rows)
+                for t in critic:
+                    t.copy_(t.bfloat16().float())
+                return out
+            return step
+        return {k: wrap(fn) for k, fn in fns.items()}
+    return make
+
+
+def test_verify_fails_a_path_wrong_in_float32_only():
+    """The float64 run cannot see it; the float32 run's check does, by far more than float32's own spread."""
+    report = run_verify(VerifyOptions(device="cpu", algo="ddpg", updates=6, batch_size=64, hidden_sizes=(32, 32),
+                                      timed_updates=1, repeats=1, acting=False),
+                        paths={"eager": eager_path, "lossy": bfloat16_in_float32()})
+    eager, lossy = report["update_paths"]
+    assert eager["passed"] and not report["passed"] and not lossy["passed"]
+    assert lossy["worst_excess"] <= 1.0  # its float64 twin computes eager's equations
+    assert lossy["float32"]["failed_groups"] == ["params"] and lossy["float32"]["unresolved_groups"] == []
+    assert lossy["float32"]["deviations"]["params"]["excess"] > 10
+    assert "FAIL lossy: in float32, params.critic." in format_report(report)
 
 
 def test_verify_names_the_perturbed_tensor(monkeypatch, capsys):

@@ -21,8 +21,9 @@ def add_parser(sub: Any) -> None:
         "compare each path's parameters, target networks, Adam state and metrics with eager's; print the largest "
         "difference per group and each path's rate. Each update path is judged in float64 (every path run again "
         f"from a float64 copy of the state): |x - eager| <= {ATOL64:g} + {RTOL64:g} |eager| per update; its float32 "
-        f"run is reported against {ATOL:g} + {RTOL:g} |eager| and the float64 update (float32 cannot resolve every "
-        f"update: CrossQ's). Acting: {ACT_ATOL:g} + {ACT_RTOL:g} |eager| in float32. Exit 0 when every path is "
+        f"run must be within {ATOL:g} + {RTOL:g} |eager| of eager float32 wherever float32 resolves the update that "
+        f"finely (eager on the rows in reverse order stays within it; CrossQ's critics do not). Acting: "
+        f"{ACT_ATOL:g} + {ACT_RTOL:g} |eager| in float32. Exit 0 when every path is "
         "within it, 1 otherwise (the tensor that differs is named), 2 on bad input.")
     v.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: auto)")
     v.add_argument("--algo", default=d.algo, choices=ALGOS, help=f"which update (default: {d.algo})")

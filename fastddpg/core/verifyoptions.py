@@ -26,9 +26,17 @@ RTOL = 1e-4
 # a float64 copy of the state on float64 rows). At verify's default sizes CrossQ's compiled update came within
 # 1.3e-4 of this tolerance (|diff| <= 5.4e-12), DDPG's, TD3's and SAC's within 3e-7, though float32 itself is off by
 # up to ~2e-3 there; injected bugs go 1.9e3x (gamma 0.98) to 1e10x beyond it. ATOL and RTOL above are the float32
-# run's, reported beside the verdict.
+# run's.
 ATOL64 = 1e-10
 RTOL64 = 1e-7
+# The float32 run, which is what the trainer runs, is held to ATOL + RTOL |eager| too, in each tensor group that
+# float32 resolves well within that: where eager on the same batch with its rows in reverse order stays within
+# F32_RESOLVED of it. Honest float32 paths of DDPG, TD3 and SAC sit below 0.01 of the tolerance; CrossQ's reversed
+# rows reach 71x in its critic groups, and another rounding (compiled) lands up to a few times further than a
+# reordering does, so a group is judged in float32 only with that factor of 10 to spare. A fast path whose float32
+# arithmetic alone is wrong (a lower precision, a miscompiled float32 kernel) then still fails there, though its
+# float64 twin passes.
+F32_RESOLVED = 0.1
 ACT_ATOL = 1e-5  # the acting step is one forward pass: no accumulation over updates
 ACT_RTOL = 1e-5
 
