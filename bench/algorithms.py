@@ -95,10 +95,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sb3-python", default="/tmp/vsb3/bin/python", help="a venv's python with stable-baselines3 "
                    "and sb3-contrib")
     p.add_argument("--quick", action="store_true", help="1 seed x 2,000 env steps")
-    p.add_argument("--out", default=str(OUT))
+    p.add_argument("--out", default=str(OUT), help="the JSON file (the table goes beside it as .md), or a folder for "
+                   f"{OUT.name}")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.total_steps = 1, 2_000
+    if Path(args.out).is_dir():  # a folder: the usual file name in it (found before the first run, not after)
+        args.out = str(Path(args.out) / OUT.name)
     return args
 
 
@@ -188,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             records.append(rec)
             if "version" in rec:
                 meta["peer_version"] = rec["version"]
+            to, steps = rec["seconds_to_threshold"], rec["steps_to_threshold"]
+            reached = "never" if to is None else f"{to:.1f} s / {steps:,} steps"
             print(f"{side:<16} seed {seed}: {rec['seconds']:6.1f} s, {rec['steps_per_s']:6.0f} steps/s, to -200: "
-                  f"{rec['seconds_to_threshold']} s / {rec['steps_to_threshold']} steps, final "
-                  f"{rec['last10_return']:.0f}", flush=True)
+                  f"{reached}, final {rec['last10_return']:.0f}", flush=True)
             table = summarize(records, sides)
             out.write_text(json.dumps({"meta": meta, "table": table, "runs": records}, indent=1))
             out.with_suffix(".md").write_text(markdown(table, meta))
