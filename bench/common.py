@@ -31,11 +31,14 @@ def moving_mean(values: list[float], window: int = WINDOW) -> list[float]:
 
 
 def sb3_python(path: Path = SB3_VENV) -> Path:
-    """The python of a virtual environment with torch 2.13.0 (CPU), stable-baselines3 and gymnasium[mujoco], made at
-    ``path`` (bench/.sb3-venv) on first use: SB3 runs there, apart from fastddpg's environment."""
+    """The python of a virtual environment with torch 2.13.0 (CPU), stable-baselines3, sb3-contrib and
+    gymnasium[mujoco], made at ``path`` (bench/.sb3-venv) on first use: the peers run there, apart from fastddpg's
+    environment. A venv made before sb3-contrib was on the list gets it added."""
     python = path / "bin" / "python"
     if not python.exists():
         venv.create(path, with_pip=True)
-        for req in (["torch==2.13.0"], ["stable-baselines3", "gymnasium[mujoco]"]):
+        for req in (["torch==2.13.0"], ["stable-baselines3", "sb3-contrib", "gymnasium[mujoco]"]):
             subprocess.run([str(python), "-m", "pip", "install", "-q", *req], check=True)
+    elif subprocess.run([str(python), "-c", "import sb3_contrib"], capture_output=True, check=False).returncode:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "sb3-contrib"], check=True)
     return python
