@@ -3,6 +3,7 @@
     python bench/loop_profile.py                       # the defaults (Pendulum-v1, 4 envs, compiled, batch 128)
     python bench/loop_profile.py --num-envs 16 --threads 2
     python bench/loop_profile.py --compile off
+    python bench/loop_profile.py --algo sac --env HalfCheetah-v5 --num-envs 1 --batch-size 256 --threads 1
 
 One `Trainer` at the given settings first runs past its first update (so the compile, if any, is done) and a
 little further, then runs ``--steps`` env steps under cProfile and reports each part of a step as a share of the
@@ -32,13 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from fastddpg import Config, Trainer
+from fastddpg.core.registry import ALGORITHMS
 
 # part of a step -> the functions whose cumulative time it is (file suffix, function name)
 PARTS: dict[str, list[tuple[str, str]]] = {
     "update calls (all)": [("training/trainer.py", "run_updates")],
     "  the compiled update itself": [("output_code.py", "__call__")],
     "  draw batch indices (sample_rows)": [("learning/replay.py", "sample_rows")],
-    "  extra random inputs": [("algos/td3.py", "extra_inputs"), ("algos/base.py", "extra_inputs")],
+    "  extra random inputs": [("/algos/", "extra_inputs")],
     "  device log (record_update)": [("training/devicelog.py", "record_update")],
     "acting (act)": [("training/trainer.py", "act")],
     "env step": [("envs/vector.py", "step")],
@@ -53,7 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-envs", type=int, default=Config.num_envs)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default 0: fastddpg's auto)")
     p.add_argument("--compile", default="default", choices=("default", "off"))
-    p.add_argument("--algo", default="ddpg", choices=("ddpg", "td3"))
+    p.add_argument("--algo", default="ddpg", choices=tuple(ALGORITHMS))
+    p.add_argument("--env", default=Config.env)
+    p.add_argument("--batch-size", type=int, default=Config.batch_size)
+    p.add_argument("--hidden-sizes", type=int, nargs="+", default=list(Config().hidden_sizes))
     p.add_argument("--steps", type=int, default=2_000, help="env steps per measured pass (default: 2,000)")
     p.add_argument("--passes", type=int, default=3, help="unprofiled loop/update pass pairs (default: 3)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "loop_profile.json"))
@@ -61,10 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def cumulative(stats: pstats.Stats, keys: list[tuple[str, str]]) -> float:
-    """Summed cumulative seconds of the functions matching (file suffix, name); recursion counted once."""
+    """Summed cumulative seconds of the functions matching (a part of the file's path ending it or inside it, name);
+    recursion counted once."""
     total = 0.0
     for (file, _, name), (_, _, _, cum, _) in stats.stats.items():  # type: ignore[attr-defined]
-        if any(file.endswith(suffix) and name == fn for suffix, fn in keys):
+        if any((file.endswith(part) or (part.endswith("/") and part in file)) and name == fn for part, fn in keys):
             total += cum
     return total
 
@@ -100,8 +106,9 @@ def update_pass(trainer: Trainer, updates: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     a = parse_args(argv)
-    cfg = Config(num_envs=a.num_envs, threads=a.threads, compile=a.compile, algo=a.algo, device="cpu", quiet=True,
-                 total_steps=10**9, log_every=1_000)
+    cfg = Config(env=a.env, num_envs=a.num_envs, threads=a.threads, compile=a.compile, algo=a.algo, device="cpu",
+                 quiet=True, total_steps=10**9, log_every=1_000, batch_size=a.batch_size,
+                 hidden_sizes=tuple(a.hidden_sizes))
     trainer = Trainer(cfg)
     while trainer.num_updates < 200:  # past the compile and the first updates
         trainer.step()
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
     loop_rate, update_rate = statistics.median(loops), statistics.median(updates)
-    res = {"cpu": cpu, "torch": torch.__version__, "threads": trainer.threads, "num_envs": a.num_envs,
+    res = {"cpu": cpu, "torch": torch.__version__, "threads": trainer.threads, "env": a.env, "num_envs": a.num_envs,
+           "batch_size": a.batch_size, "hidden_sizes": a.hidden_sizes,
            "compile": trainer.compile_mode, "algo": a.algo, "steps_per_pass": a.steps,
            "loop_updates_per_s": loops, "isolated_updates_per_s": updates,
            "loop_over_isolated": loop_rate / update_rate, "profiled_shares": parts}

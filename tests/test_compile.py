@@ -152,3 +152,50 @@ def test_compiled_acting_equals_eager():
         torch.testing.assert_close(comp(obs, noise), want)
     assert (want.abs() == 2.0).any() and want.abs().max() <= 2.0
     torch.testing.assert_close(want, torch.clamp(learner.actor(obs) + noise, -2.0, 2.0))
+
+
+def test_a_cpu_compile_is_one_cpp_file_and_cuda_keeps_inductors_defaults():
+    from fastddpg.learning.compile import CPU_ONE_FILE, inductor_options
+
+    cpu = inductor_options("default", torch.device("cpu"))
+    assert cpu["cpp_wrapper"] is True and cpu["cpp_cache_precompile_headers"] is False
+    assert inductor_options("max-autotune", torch.device("cpu")) == {**CPU_ONE_FILE, "max_autotune": True,
+                                                                     "triton.cudagraphs": True,
+                                                                     "coordinate_descent_tuning": True}
+    assert inductor_options("default", torch.device("cuda")) == {}
+
+
+def aten_ops_of(fn) -> set[str]:
+    """The aten overloads ``fn()`` dispatches, eagerly."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: set[str] = set()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.add(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return seen
+
+
+@pytest.mark.parametrize("members", [0, 3])
+def test_the_update_uses_no_op_a_cpu_cpp_wrapper_lacks(members):
+    """A CPU compile's C++ wrapper calls each op through a direct C shim; _foreach_norm and _foreach_lerp with tensor
+    weights have none (inductor warns and takes a slow generic path), so clipping and a population's soft update avoid
+    them."""
+    from fastddpg.learning.update import clip_grad_norm_, soft_update_
+
+    rows = max(members, 1)
+    grads = [torch.randn(rows, 4, 3), torch.randn(rows, 3)] if members else [torch.randn(4, 3), torch.randn(3)]
+    targets = [g.clone() for g in grads]
+    tau = torch.full((members,), 0.01) if members else 0.01
+    limit = torch.full((members,), 0.5) if members else 0.5
+    ops = aten_ops_of(lambda: (clip_grad_norm_(grads, limit, stacked=bool(members)),
+                               soft_update_(targets, grads, tau)))
+    names = {tuple(op.split(".")[1:]) for op in ops}  # (name, overload): ("_foreach_lerp_", "List"), ...
+    assert not {(n, o) for n, o in names if n.rstrip("_") == "_foreach_norm"
+                or (n.rstrip("_") == "_foreach_lerp" and o == "List")}, ops
+    assert any(n.rstrip("_") in ("lerp", "_foreach_lerp") for n, _ in names)  # the recorder sees the soft update

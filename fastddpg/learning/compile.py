@@ -34,7 +34,8 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bo
     - ``off``: eager.
     - ``default`` / ``max-autotune``: ``torch.compile(fullgraph=True)``: the critic step, actor step and soft
       update become one graph; a graph break or a recompilation would be a bug (tested with fullgraph and
-      ``error_on_recompile``). Inductor's on-disk FX graph cache is on, so a second run reuses the kernels.
+      ``error_on_recompile``). Inductor's on-disk FX graph cache is on, so a second run reuses the kernels. On a
+      CPU the graph becomes one C++ file (`inductor_options`).
     - on CUDA, the compiled update is also captured in a CUDA graph (`CudaGraphUpdate`), so an update costs one
       input copy and one graph launch. ``cuda_graph=False`` leaves the graph out (`fastddpg verify` checks
       compiled and compiled-in-a-graph apart).
@@ -54,10 +55,30 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bo
     for name in ("size_asserts", "scalar_asserts"):
         if f"TORCHINDUCTOR_{name.upper()}" not in os.environ:
             setattr(inductor_config, name, False)
-    compiled = torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode, dynamic=False)
+    compiled = torch.compile(fn, fullgraph=True, dynamic=False, options=inductor_options(mode, device))
     if device.type == "cuda" and cuda_graph:
         return CudaGraphUpdate(compiled)
     return GuardFreeCall(compiled)
+
+
+# A CPU update compiles to one C++ file: inductor's C++ wrapper, with its kernels, instead of a Python wrapper that
+# loads each fused kernel from a C++ file of its own. Every C++ file parses inductor's vectorised headers (~1.5 s of a
+# 2-core CPU each), so one file instead of ~15 cuts a cold compile by a quarter; the generated kernels and the
+# matrix products they call are the same, and so are the numbers and the speed (CONTRIBUTING, "Compile options").
+# The headers' precompiled form is then built for that one file only, which costs more than it saves.
+CPU_ONE_FILE = {"cpp_wrapper": True, "cpp_cache_precompile_headers": False}
+
+
+def inductor_options(mode: str, device: torch.device) -> dict[str, Any]:
+    """The inductor options of ``torch.compile`` for ``mode`` (``default`` or ``max-autotune``) on ``device``: the
+    mode's own options, plus `CPU_ONE_FILE` on a CPU (those this torch knows)."""
+    import torch._inductor as inductor
+    import torch._inductor.config as inductor_config
+
+    options = dict(inductor.list_mode_options(mode))
+    if device.type == "cpu":
+        options |= {k: v for k, v in CPU_ONE_FILE.items() if hasattr(inductor_config, k)}
+    return options
 
 
 def trust_cpu_vector_isa() -> None:

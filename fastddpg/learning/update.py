@@ -222,7 +222,9 @@ def clip_grad_norm_(grads: list[torch.Tensor], max_norm: Scalar, stacked: bool =
     if stacked:
         norm = torch.stack([g.square().flatten(1).sum(dim=1) for g in grads]).sum(dim=0).sqrt()  # (R,)
     else:
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        # per tensor, not torch._foreach_norm: the same norms, and a CPU compile's C++ wrapper has no direct call for
+        # _foreach_norm (it would warn and go through a slower generic path)
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     limit = per_member(max_norm, norm)
     coef = torch.clamp(limit / (norm + 1e-6), max=1.0)
     if isinstance(limit, torch.Tensor):
@@ -250,8 +252,16 @@ def adam_step_(params: list[torch.Tensor], opt: AdamState, grads: list[torch.Ten
 
 
 def soft_update_(targets: list[torch.Tensor], online: list[torch.Tensor], tau: Scalar) -> None:
-    """theta' <- tau theta + (1 - tau) theta' for every target tensor at once (one foreach lerp)."""
-    torch._foreach_lerp_(targets, online, per_tensor(tau, targets))
+    """theta' <- tau theta + (1 - tau) theta' for every target tensor at once (one foreach lerp; a population's
+    per-member tau, one lerp per tensor)."""
+    weights = per_tensor(tau, targets)
+    if isinstance(weights, list):
+        # _foreach_lerp with tensor weights is no op inductor generates code for (a CPU compile's C++ wrapper would
+        # warn and call it through a slower generic path); per-tensor lerps fuse into its kernels
+        for target, source, weight in zip(targets, online, weights, strict=True):
+            target.lerp_(source, weight)
+    else:
+        torch._foreach_lerp_(targets, online, weights)
 
 
 def stacked(module: nn.Module) -> bool:
