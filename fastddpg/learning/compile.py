@@ -15,12 +15,14 @@ from typing import Any
 import torch
 
 UpdateFn = Callable[[Any, torch.Tensor], torch.Tensor]
-AUTO_COMPILE_MIN_UPDATES_CPU = 5_000  # break-even: ~25 s compile / (1/100 - 1/230) s per update
+# break-even on a 2-core CPU: a 10-15 s cold compile / (1/280 - 1/600) s saved per update = 5,000-8,000 updates;
+# with a warm cache (2 s) about 1,000
+AUTO_COMPILE_MIN_UPDATES_CPU = 5_000
 
 
 def resolve_compile_mode(mode: str, device: torch.device, planned_updates: int) -> str:
     """``auto``: compile on CUDA always; on CPU only when the run has enough updates to pay back the one-off
-    compile time (on a 2-core CPU: about 5 s with a warm inductor cache, 20-40 s cold; see bench/update.py)."""
+    compile time (on a 2-core CPU: about 2 s with a warm inductor cache, 10-15 s cold; see bench/update.py)."""
     if mode != "auto":
         return mode
     if device.type == "cuda":
@@ -63,7 +65,7 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bo
 
 # A CPU update compiles to one C++ file: inductor's C++ wrapper, with its kernels, instead of a Python wrapper that
 # loads each fused kernel from a C++ file of its own. Every C++ file parses inductor's vectorised headers (~1.5 s of a
-# 2-core CPU each), so one file instead of ~15 cuts a cold compile by a quarter; the generated kernels and the
+# 2-core CPU each), so one file instead of ~15 cuts a cold compile by a third; the generated kernels and the
 # matrix products they call are the same, and so are the numbers and the speed (CONTRIBUTING, "Compile options").
 # The headers' precompiled form is then built for that one file only, which costs more than it saves.
 CPU_ONE_FILE = {"cpp_wrapper": True, "cpp_cache_precompile_headers": False}
