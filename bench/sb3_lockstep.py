@@ -19,6 +19,16 @@ Two fastddpg variants, side by side:
   first-layer action columns are divided by the action scale, so it starts as the same function as SB3's critic;
   from there Adam's steps differ (a reparametrisation is not Adam-invariant), and this measures by how much.
 
+``--algo sac``: SB3's SAC (automatic temperature from 1.0) against fastddpg's, the normalized variant only (SB3's
+SAC acts in [-1, 1]). Both draw their Gaussian noise from torch's global RNG re-seeded before each update, in SB3's
+order (the sample at s, then at s'). One difference is by design: fastddpg's tanh correction is the exact
+log(1 - tanh(u)^2) where SB3 adds 1e-6 inside the log (`fastddpg.algos.sac`), so SAC's drift is not at float
+rounding but at the size of that epsilon's effect (amplified by Adam, whose first steps move every parameter by
+about the learning rate whatever its gradient's size); alpha's drift is reported too. SB3 also halves SAC's critic
+loss, which Adam undoes up to its eps. ``--match-sb3`` takes both differences away on fastddpg's side (SB3's
+epsilon in the correction; the critic's Adam eps doubled, the same step as a halved loss): with ``--double`` the
+drift must then stay at float64 rounding, which shows that every other line of the two updates computes the same.
+
 Prints one JSON line with the per-checkpoint drifts.
 """
 
@@ -30,12 +40,14 @@ import json
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3 import DDPG, TD3
+from stable_baselines3 import DDPG, SAC, TD3
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
 from fastddpg.algos import DDPG as FastDDPG
+from fastddpg.algos import SAC as FastSAC
 from fastddpg.algos import TD3 as FastTD3
+from fastddpg.algos.sac import SACHyper, sac_update
 from fastddpg.learning.update import AdamHyper, Batch, Hyper, ddpg_update, td3_update
 
 CHECKPOINTS = (1, 2, 10, 50, 100, 200, 300, 500, 1000, 2000)
@@ -59,12 +71,18 @@ def collect(env_id: str, steps: int, seed: int) -> dict[str, torch.Tensor]:
 def copy_weights(model, fast, scale: torch.Tensor, obs_dim: int) -> None:
     """SB3's actor, critics and targets into fastddpg's modules. ``scale`` (act_dim,): the critic's action input
     columns are divided by it (1 for the normalized variant)."""
-    sb_layers = [m for m in model.actor.mu if isinstance(m, torch.nn.Linear)]
+    if isinstance(model, SAC):  # latent_pi, then the mu and log_std heads: fastddpg's last Linear is [mu | log_std]
+        sb_layers = [m for m in model.actor.latent_pi if isinstance(m, torch.nn.Linear)]
+        heads = (model.actor.mu, model.actor.log_std)
+        sb_params = [(m.weight, m.bias) for m in sb_layers] + [(torch.cat([h.weight for h in heads]),
+                                                                torch.cat([h.bias for h in heads]))]
+    else:
+        sb_params = [(m.weight, m.bias) for m in model.actor.mu if isinstance(m, torch.nn.Linear)]
     fast_layers = [m for m in fast.actor.net if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
-        for s, f in zip(sb_layers, fast_layers, strict=True):
-            f.weight.copy_(s.weight)
-            f.bias.copy_(s.bias)
+        for (weight, bias), f in zip(sb_params, fast_layers, strict=True):
+            f.weight.copy_(weight)
+            f.bias.copy_(bias)
         qnets = model.critic.q_networks
         for c, q in enumerate(qnets):
             sb = [m for m in q if isinstance(m, torch.nn.Linear)]
@@ -79,7 +97,8 @@ def copy_weights(model, fast, scale: torch.Tensor, obs_dim: int) -> None:
                 else:
                     f.weight.copy_(w)
                     f.bias.copy_(s.bias)
-        fast.target_actor.load_state_dict(fast.actor.state_dict())
+        if "target_actor" in fast.modules():
+            fast.target_actor.load_state_dict(fast.actor.state_dict())
         fast.target_critic.load_state_dict(fast.critic.state_dict())
 
 
@@ -89,6 +108,8 @@ def to_double(model, fast) -> None:
 
     sb3_policies.preprocess_obs = lambda obs, space, normalize_images=True: obs
     model.policy.double()
+    if getattr(model, "log_ent_coef", None) is not None:  # SAC's temperature lives outside the policy
+        model.log_ent_coef.data = model.log_ent_coef.data.double()
     for m in fast.modules().values():
         m.double()
     fast.action_low, fast.action_high = fast.action_low.double(), fast.action_high.double()
@@ -104,18 +125,22 @@ def drift(model, fast, data: dict[str, torch.Tensor], scale: torch.Tensor, bias:
         a_norm = (data["action"] - bias) / scale
         q_sb = model.critic.q1_forward(data["obs"], a_norm)
         q_fast = fast.q1(data["obs"], a_norm if normalized else data["action"])
-        mu_sb = model.actor(data["obs"])
+        mu_sb = model.actor(data["obs"], deterministic=True) if isinstance(model, SAC) else model.actor(data["obs"])
         mu_fast = fast.actor(data["obs"])
         if not normalized:
             mu_fast = (mu_fast - bias) / scale
-        return {"q_rel": float((q_sb - q_fast).abs().max() / q_sb.abs().mean().clamp_min(1e-8)),
-                "mu_abs": float((mu_sb - mu_fast).abs().max()),
-                "q_sb3_mean": float(q_sb.mean()), "q_fast_mean": float(q_fast.mean())}
+        out = {"q_rel": float((q_sb - q_fast).abs().max() / q_sb.abs().mean().clamp_min(1e-8)),
+               "mu_abs": float((mu_sb - mu_fast).abs().max()),
+               "q_sb3_mean": float(q_sb.mean()), "q_fast_mean": float(q_fast.mean())}
+        if isinstance(model, SAC):
+            alpha_sb, alpha_fast = model.log_ent_coef.exp(), fast.state["alpha"]["log_alpha"].exp()
+            out["alpha_rel"] = float(((alpha_sb - alpha_fast).abs() / alpha_sb).max())
+        return out
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--algo", choices=("td3", "ddpg"), default="td3")
+    p.add_argument("--algo", choices=("td3", "ddpg", "sac"), default="td3")
     p.add_argument("--env-id", default="InvertedPendulum-v5")
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--data", type=int, default=5000, help="random-action transitions to sample batches from")
@@ -124,6 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--grad-clip-norm", type=float, default=0.0, help="fastddpg's (SB3 has none)")
     p.add_argument("--double", action="store_true",
                    help="both sides in float64: rounding then cannot explain a drift of more than ~1e-12")
+    p.add_argument("--match-sb3", action="store_true",
+                   help="sac: SB3's 1e-6 inside the tanh correction and its halved critic loss, on fastddpg's side")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -132,16 +159,29 @@ def main(argv: list[str] | None = None) -> None:
     high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
     scale, bias = (high - low) / 2, (high + low) / 2
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    cls = TD3 if a.algo == "td3" else DDPG
+    if a.algo == "sac" and a.variant != "normalized":
+        p.error("--algo sac: only --variant normalized (SB3's SAC acts in [-1, 1])")
+    cls = {"td3": TD3, "ddpg": DDPG, "sac": SAC}[a.algo]
     model = cls("MlpPolicy", env, learning_rate=1e-3, batch_size=128, tau=0.005, gamma=0.99, learning_starts=0,
-                policy_kwargs={"net_arch": [256, 256]}, seed=a.seed, device="cpu")
+                policy_kwargs={"net_arch": [256, 256]}, seed=a.seed, device="cpu",
+                **({"ent_coef": "auto_1.0"} if a.algo == "sac" else {}))
     model.set_logger(configure(None, []))
     normalized = a.variant == "normalized"
     lo, hi = (-torch.ones(act_dim), torch.ones(act_dim)) if normalized else (low, high)
-    hyper = Hyper(0.99, 0.005, a.grad_clip_norm, AdamHyper(1e-3), AdamHyper(1e-3), 0.2, 0.5)
-    fast_cls = FastTD3 if a.algo == "td3" else FastDDPG
-    fast = fast_cls(obs_dim, act_dim, (256, 256), lo, hi, torch.device("cpu"), hyper,
-                    **({"policy_delay": 2} if a.algo == "td3" else {}))
+    if a.algo == "sac":
+        critic_eps = 2e-8 if a.match_sb3 else 1e-8  # Adam on L/2 with eps = Adam on L with 2 eps
+        hyper = SACHyper(0.99, 0.005, a.grad_clip_norm, AdamHyper(1e-3), AdamHyper(1e-3, eps=critic_eps),
+                         AdamHyper(1e-3))
+        if a.match_sb3:
+            import fastddpg.algos.sac as fast_sac
+
+            fast_sac.tanh_log_det = lambda u: torch.log(1.0 - torch.tanh(u).square() + 1e-6)
+        fast = FastSAC(obs_dim, act_dim, (256, 256), lo, hi, torch.device("cpu"), hyper, init_alpha=1.0)
+    else:
+        hyper = Hyper(0.99, 0.005, a.grad_clip_norm, AdamHyper(1e-3), AdamHyper(1e-3), 0.2, 0.5)
+        fast_cls = FastTD3 if a.algo == "td3" else FastDDPG
+        fast = fast_cls(obs_dim, act_dim, (256, 256), lo, hi, torch.device("cpu"), hyper,
+                        **({"policy_delay": 2} if a.algo == "td3" else {}))
     copy_weights(model, fast, torch.ones(act_dim) if normalized else scale, obs_dim)
     data = collect(a.env_id, a.data, a.seed)
     if a.double:
@@ -150,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         scale, bias = scale.double(), bias.double()
     gen = torch.Generator().manual_seed(a.seed)
     out = {"algo": a.algo, "env_id": a.env_id, "variant": a.variant, "grad_clip_norm": a.grad_clip_norm,
+           "double": a.double, "match_sb3": a.match_sb3,
            "at_start": drift(model, fast, data, scale, bias, normalized), "after": {}}
     policy_noise = model.target_policy_noise if a.algo == "td3" else 0.0
     for u in range(1, a.updates + 1):
@@ -161,7 +202,12 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(10_000 + u)
         model.train(gradient_steps=1, batch_size=128)
         batch = Batch(b["obs"], a_norm if normalized else b["action"], b["reward"], b["next_obs"], b["terminated"])
-        if a.algo == "td3":
+        if a.algo == "sac":
+            torch.manual_seed(10_000 + u)  # SB3 samples pi(.|s) first, then pi(.|s'): normal_() on (B, act_dim) each
+            eps_now = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_()
+            eps_next = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_()
+            sac_update(fast.nets, fast.state, batch, torch.cat([eps_next, eps_now], dim=-1), hyper, -float(act_dim))
+        elif a.algo == "td3":
             torch.manual_seed(10_000 + u)  # SB3 draws normal_(0, policy_noise) on a (B, act_dim) tensor
             eps = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_(0, policy_noise) / policy_noise
             td3_update(fast.nets, fast.state, batch, eps, hyper, actor_step=fast.is_actor_step(u))
