@@ -29,6 +29,11 @@ loss, which Adam undoes up to its eps. ``--match-sb3`` takes both differences aw
 epsilon in the correction; the critic's Adam eps doubled, the same step as a halved loss): with ``--double`` the
 drift must then stay at float64 rounding, which shows that every other line of the two updates computes the same.
 
+``--algo crossq``: sb3-contrib's CrossQ against fastddpg's the same way (critics ``--crossq-width`` wide, policy
+delay 3, Adam betas (0.5, 0.999), the BatchRenorm layers' weights, scales, shifts and running statistics copied, and
+their warm-up shortened to ``--renorm-warmup`` training forwards on both sides so that the renormalising branch
+runs too). sb3-contrib's CrossQ shares SAC's two differences by design, and ``--match-sb3`` takes them away.
+
 Prints one JSON line with the per-checkpoint drifts.
 """
 
@@ -47,6 +52,8 @@ from stable_baselines3.common.type_aliases import ReplayBufferSamples
 from fastddpg.algos import DDPG as FastDDPG
 from fastddpg.algos import SAC as FastSAC
 from fastddpg.algos import TD3 as FastTD3
+from fastddpg.algos import CrossQ as FastCrossQ
+from fastddpg.algos.crossq import ADAM_BETAS, crossq_update
 from fastddpg.algos.sac import SACHyper, sac_update
 from fastddpg.learning.update import AdamHyper, Batch, Hyper, ddpg_update, td3_update
 
@@ -102,6 +109,33 @@ def copy_weights(model, fast, scale: torch.Tensor, obs_dim: int) -> None:
         fast.target_critic.load_state_dict(fast.critic.state_dict())
 
 
+def copy_renorm(sb_modules: list[torch.nn.Module], net, row: int) -> None:
+    """sb3-contrib's [BatchRenorm1d, Linear, ReLU, ...] (the heads already joined into the last Linear) into row
+    ``row`` of fastddpg's `RenormMLP` ``net``."""
+    bns = [m for m in sb_modules if type(m).__name__ == "BatchRenorm1d"]
+    linears = [m for m in sb_modules if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for layer, bn, lin in zip(net.layers, bns, linears, strict=True):
+            layer.scale[row, 0].copy_(bn.scale)
+            layer.shift[row, 0].copy_(bn.bias)
+            layer.ra_mean[row, 0].copy_(bn.ra_mean)
+            layer.ra_var[row, 0].copy_(bn.ra_var)
+            layer.steps[row].fill_(float(bn.steps))
+            layer.weight[row].copy_(lin.weight.T)
+            layer.bias[row, 0].copy_(lin.bias)
+
+
+def copy_crossq_weights(model, fast) -> None:
+    """sb3-contrib's CrossQ actor (latent_pi, then the mu and log_std heads) and its critics into fastddpg's."""
+    heads = torch.nn.Linear(model.actor.mu.in_features, 2 * model.actor.mu.out_features)
+    with torch.no_grad():
+        heads.weight.copy_(torch.cat([model.actor.mu.weight, model.actor.log_std.weight]))
+        heads.bias.copy_(torch.cat([model.actor.mu.bias, model.actor.log_std.bias]))
+    copy_renorm([*model.actor.latent_pi, heads], fast.actor.net, 0)
+    for c, q in enumerate(model.critic.q_networks):
+        copy_renorm(list(q), fast.critic.net, c)
+
+
 def to_double(model, fast) -> None:
     """Both sides in float64 (SB3's observation preprocessing casts to float32, so it is bypassed)."""
     import stable_baselines3.common.policies as sb3_policies
@@ -121,18 +155,21 @@ def to_double(model, fast) -> None:
 def drift(model, fast, data: dict[str, torch.Tensor], scale: torch.Tensor, bias: torch.Tensor,
           normalized: bool) -> dict[str, float]:
     """max |Q1_sb3 - Q1_fast| / mean |Q1_sb3| and max |mu_sb3 - mu_fast| (normalized units) on the data set."""
+    model.policy.set_training_mode(False)  # BatchRenorm: the running statistics, as fastddpg's eval-mode modules
     with torch.no_grad():
         a_norm = (data["action"] - bias) / scale
-        q_sb = model.critic.q1_forward(data["obs"], a_norm)
+        q_sb = (model.critic(data["obs"], a_norm)[0] if type(model).__name__ == "CrossQ"
+                else model.critic.q1_forward(data["obs"], a_norm))
         q_fast = fast.q1(data["obs"], a_norm if normalized else data["action"])
-        mu_sb = model.actor(data["obs"], deterministic=True) if isinstance(model, SAC) else model.actor(data["obs"])
+        stochastic = hasattr(model, "log_ent_coef")  # SAC, CrossQ
+        mu_sb = model.actor(data["obs"], deterministic=True) if stochastic else model.actor(data["obs"])
         mu_fast = fast.actor(data["obs"])
         if not normalized:
             mu_fast = (mu_fast - bias) / scale
         out = {"q_rel": float((q_sb - q_fast).abs().max() / q_sb.abs().mean().clamp_min(1e-8)),
                "mu_abs": float((mu_sb - mu_fast).abs().max()),
                "q_sb3_mean": float(q_sb.mean()), "q_fast_mean": float(q_fast.mean())}
-        if isinstance(model, SAC):
+        if stochastic:
             alpha_sb, alpha_fast = model.log_ent_coef.exp(), fast.state["alpha"]["log_alpha"].exp()
             out["alpha_rel"] = float(((alpha_sb - alpha_fast).abs() / alpha_sb).max())
         return out
@@ -140,7 +177,7 @@ def drift(model, fast, data: dict[str, torch.Tensor], scale: torch.Tensor, bias:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--algo", choices=("td3", "ddpg", "sac"), default="td3")
+    p.add_argument("--algo", choices=("td3", "ddpg", "sac", "crossq"), default="td3")
     p.add_argument("--env-id", default="InvertedPendulum-v5")
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--data", type=int, default=5000, help="random-action transitions to sample batches from")
@@ -151,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="both sides in float64: rounding then cannot explain a drift of more than ~1e-12")
     p.add_argument("--match-sb3", action="store_true",
                    help="sac: SB3's 1e-6 inside the tanh correction and its halved critic loss, on fastddpg's side")
+    p.add_argument("--crossq-width", type=int, default=256, help="crossq: the critics' width, both sides")
+    p.add_argument("--renorm-warmup", type=int, default=100, help="crossq: BatchRenorm's warm-up, both sides")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -159,30 +198,47 @@ def main(argv: list[str] | None = None) -> None:
     high = torch.as_tensor(env.action_space.high, dtype=torch.float32)
     scale, bias = (high - low) / 2, (high + low) / 2
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    if a.algo == "sac" and a.variant != "normalized":
-        p.error("--algo sac: only --variant normalized (SB3's SAC acts in [-1, 1])")
-    cls = {"td3": TD3, "ddpg": DDPG, "sac": SAC}[a.algo]
-    model = cls("MlpPolicy", env, learning_rate=1e-3, batch_size=128, tau=0.005, gamma=0.99, learning_starts=0,
-                policy_kwargs={"net_arch": [256, 256]}, seed=a.seed, device="cpu",
-                **({"ent_coef": "auto_1.0"} if a.algo == "sac" else {}))
+    stochastic = a.algo in ("sac", "crossq")
+    if stochastic and a.variant != "normalized":
+        p.error(f"--algo {a.algo}: only --variant normalized (SB3's SAC and CrossQ act in [-1, 1])")
+    if a.algo == "crossq":
+        from sb3_contrib import CrossQ
+
+        model = CrossQ("MlpPolicy", env, learning_rate=1e-3, batch_size=128, gamma=0.99, learning_starts=0,
+                       policy_delay=3, ent_coef="auto_1.0", seed=a.seed, device="cpu",
+                       policy_kwargs={"net_arch": {"pi": [256, 256], "qf": [a.crossq_width] * 2},
+                                      "renorm_warmup_steps": a.renorm_warmup})
+    else:
+        cls = {"td3": TD3, "ddpg": DDPG, "sac": SAC}[a.algo]
+        model = cls("MlpPolicy", env, learning_rate=1e-3, batch_size=128, tau=0.005, gamma=0.99, learning_starts=0,
+                    policy_kwargs={"net_arch": [256, 256]}, seed=a.seed, device="cpu",
+                    **({"ent_coef": "auto_1.0"} if a.algo == "sac" else {}))
     model.set_logger(configure(None, []))
     normalized = a.variant == "normalized"
     lo, hi = (-torch.ones(act_dim), torch.ones(act_dim)) if normalized else (low, high)
-    if a.algo == "sac":
+    if stochastic:
         critic_eps = 2e-8 if a.match_sb3 else 1e-8  # Adam on L/2 with eps = Adam on L with 2 eps
-        hyper = SACHyper(0.99, 0.005, a.grad_clip_norm, AdamHyper(1e-3), AdamHyper(1e-3, eps=critic_eps),
-                         AdamHyper(1e-3))
+        betas = ADAM_BETAS if a.algo == "crossq" else (0.9, 0.999)
+        hyper = SACHyper(0.99, 0.005, a.grad_clip_norm, AdamHyper(1e-3, betas),
+                         AdamHyper(1e-3, betas, eps=critic_eps), AdamHyper(1e-3))
         if a.match_sb3:
             import fastddpg.algos.sac as fast_sac
 
             fast_sac.tanh_log_det = lambda u: torch.log(1.0 - torch.tanh(u).square() + 1e-6)
-        fast = FastSAC(obs_dim, act_dim, (256, 256), lo, hi, torch.device("cpu"), hyper, init_alpha=1.0)
+        if a.algo == "crossq":
+            fast = FastCrossQ(obs_dim, act_dim, (256, 256), lo, hi, torch.device("cpu"), hyper, init_alpha=1.0,
+                              policy_delay=3, critic_width=a.crossq_width, renorm_warmup=a.renorm_warmup)
+        else:
+            fast = FastSAC(obs_dim, act_dim, (256, 256), lo, hi, torch.device("cpu"), hyper, init_alpha=1.0)
     else:
         hyper = Hyper(0.99, 0.005, a.grad_clip_norm, AdamHyper(1e-3), AdamHyper(1e-3), 0.2, 0.5)
         fast_cls = FastTD3 if a.algo == "td3" else FastDDPG
         fast = fast_cls(obs_dim, act_dim, (256, 256), lo, hi, torch.device("cpu"), hyper,
                         **({"policy_delay": 2} if a.algo == "td3" else {}))
-    copy_weights(model, fast, torch.ones(act_dim) if normalized else scale, obs_dim)
+    if a.algo == "crossq":
+        copy_crossq_weights(model, fast)
+    else:
+        copy_weights(model, fast, torch.ones(act_dim) if normalized else scale, obs_dim)
     data = collect(a.env_id, a.data, a.seed)
     if a.double:
         to_double(model, fast)
@@ -207,6 +263,12 @@ def main(argv: list[str] | None = None) -> None:
             eps_now = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_()
             eps_next = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_()
             sac_update(fast.nets, fast.state, batch, torch.cat([eps_next, eps_now], dim=-1), hyper, -float(act_dim))
+        elif a.algo == "crossq":
+            torch.manual_seed(10_000 + u)  # sb3-contrib samples pi(.|s') first, then (actor steps) pi(.|s)
+            eps_next = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_()
+            eps_now = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_()
+            crossq_update(fast.nets, fast.state, batch, torch.cat([eps_next, eps_now], dim=-1), hyper,
+                          -float(act_dim), actor_step=fast.is_actor_step(u))
         elif a.algo == "td3":
             torch.manual_seed(10_000 + u)  # SB3 draws normal_(0, policy_noise) on a (B, act_dim) tensor
             eps = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_(0, policy_noise) / policy_noise
