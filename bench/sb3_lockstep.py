@@ -75,14 +75,18 @@ def collect(env_id: str, steps: int, seed: int) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(np.stack(v)) for k, v in rows.items()}
 
 
+def joined_heads(actor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SB3's mu and log_std heads (SAC, CrossQ) as fastddpg's one last Linear [mu | log_std]: (weight, bias)."""
+    heads = (actor.mu, actor.log_std)
+    return torch.cat([h.weight for h in heads]), torch.cat([h.bias for h in heads])
+
+
 def copy_weights(model, fast, scale: torch.Tensor, obs_dim: int) -> None:
     """SB3's actor, critics and targets into fastddpg's modules. ``scale`` (act_dim,): the critic's action input
     columns are divided by it (1 for the normalized variant)."""
-    if isinstance(model, SAC):  # latent_pi, then the mu and log_std heads: fastddpg's last Linear is [mu | log_std]
+    if isinstance(model, SAC):  # latent_pi, then the heads
         sb_layers = [m for m in model.actor.latent_pi if isinstance(m, torch.nn.Linear)]
-        heads = (model.actor.mu, model.actor.log_std)
-        sb_params = [(m.weight, m.bias) for m in sb_layers] + [(torch.cat([h.weight for h in heads]),
-                                                                torch.cat([h.bias for h in heads]))]
+        sb_params = [(m.weight, m.bias) for m in sb_layers] + [joined_heads(model.actor)]
     else:
         sb_params = [(m.weight, m.bias) for m in model.actor.mu if isinstance(m, torch.nn.Linear)]
     fast_layers = [m for m in fast.actor.net if isinstance(m, torch.nn.Linear)]
@@ -129,8 +133,9 @@ def copy_crossq_weights(model, fast) -> None:
     """sb3-contrib's CrossQ actor (latent_pi, then the mu and log_std heads) and its critics into fastddpg's."""
     heads = torch.nn.Linear(model.actor.mu.in_features, 2 * model.actor.mu.out_features)
     with torch.no_grad():
-        heads.weight.copy_(torch.cat([model.actor.mu.weight, model.actor.log_std.weight]))
-        heads.bias.copy_(torch.cat([model.actor.mu.bias, model.actor.log_std.bias]))
+        weight, bias = joined_heads(model.actor)
+        heads.weight.copy_(weight)
+        heads.bias.copy_(bias)
     copy_renorm([*model.actor.latent_pi, heads], fast.actor.net, 0)
     for c, q in enumerate(model.critic.q_networks):
         copy_renorm(list(q), fast.critic.net, c)
@@ -187,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--double", action="store_true",
                    help="both sides in float64: rounding then cannot explain a drift of more than ~1e-12")
     p.add_argument("--match-sb3", action="store_true",
-                   help="sac: SB3's 1e-6 inside the tanh correction and its halved critic loss, on fastddpg's side")
+                   help="sac, crossq: SB3's 1e-6 inside the tanh correction and its halved critic loss, on "
+                        "fastddpg's side")
     p.add_argument("--crossq-width", type=int, default=256, help="crossq: the critics' width, both sides")
     p.add_argument("--renorm-warmup", type=int, default=100, help="crossq: BatchRenorm's warm-up, both sides")
     a = p.parse_args(argv)
@@ -258,17 +264,18 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(10_000 + u)
         model.train(gradient_steps=1, batch_size=128)
         batch = Batch(b["obs"], a_norm if normalized else b["action"], b["reward"], b["next_obs"], b["terminated"])
-        if a.algo == "sac":
-            torch.manual_seed(10_000 + u)  # SB3 samples pi(.|s) first, then pi(.|s'): normal_() on (B, act_dim) each
-            eps_now = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_()
-            eps_next = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_()
-            sac_update(fast.nets, fast.state, batch, torch.cat([eps_next, eps_now], dim=-1), hyper, -float(act_dim))
-        elif a.algo == "crossq":
-            torch.manual_seed(10_000 + u)  # sb3-contrib samples pi(.|s') first, then (actor steps) pi(.|s)
-            eps_next = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_()
-            eps_now = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_()
-            crossq_update(fast.nets, fast.state, batch, torch.cat([eps_next, eps_now], dim=-1), hyper,
-                          -float(act_dim), actor_step=fast.is_actor_step(u))
+        if stochastic:
+            # normal_() on (B, act_dim) per sample, in the peer's order: SB3's SAC samples pi(.|s) first, then
+            # pi(.|s'); sb3-contrib's CrossQ pi(.|s') first, then (on actor steps) pi(.|s)
+            torch.manual_seed(10_000 + u)
+            first, second = (torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_() for _ in range(2))
+            eps_now, eps_next = (first, second) if a.algo == "sac" else (second, first)
+            eps = torch.cat([eps_next, eps_now], dim=-1)
+            if a.algo == "sac":
+                sac_update(fast.nets, fast.state, batch, eps, hyper, -float(act_dim))
+            else:
+                crossq_update(fast.nets, fast.state, batch, eps, hyper, -float(act_dim),
+                              actor_step=fast.is_actor_step(u))
         elif a.algo == "td3":
             torch.manual_seed(10_000 + u)  # SB3 draws normal_(0, policy_noise) on a (B, act_dim) tensor
             eps = torch.empty(128, act_dim, dtype=b["obs"].dtype).normal_(0, policy_noise) / policy_noise
