@@ -157,13 +157,13 @@ def test_compiled_acting_equals_eager():
 def test_a_cpu_compile_is_one_cpp_file_and_cuda_keeps_inductors_defaults():
     from fastddpg.learning.compile import CPU_ONE_FILE, inductor_options
 
-    cpu = inductor_options("default", torch.device("cpu"))
+    cpu = inductor_options("default", torch.device("cpu"), cpu_matmul="mkl")
     assert cpu["cpp_wrapper"] is True and cpu["cpp_cache_precompile_headers"] is False
     import torch._inductor as inductor
 
     autotune = inductor.list_mode_options("max-autotune")  # whatever this torch's mode sets
     assert autotune["max_autotune"] is True
-    assert inductor_options("max-autotune", torch.device("cpu")) == {**autotune, **CPU_ONE_FILE}
+    assert inductor_options("max-autotune", torch.device("cpu"), cpu_matmul="mkl") == {**autotune, **CPU_ONE_FILE}
     assert inductor_options("max-autotune", torch.device("cuda")) == autotune
     assert inductor_options("default", torch.device("cuda")) == {}
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from .cpu_matmul import cpu_matmul_options, resolve_cpu_matmul
+
 UpdateFn = Callable[[Any, torch.Tensor], torch.Tensor]
 # break-even on a 2-core CPU: a 10-15 s cold compile / (1/280 - 1/600) s saved per update = 5,000-8,000 updates;
 # with a warm cache (2 s) about 1,000
@@ -30,7 +32,8 @@ def resolve_compile_mode(mode: str, device: torch.device, planned_updates: int) 
     return "default" if planned_updates >= AUTO_COMPILE_MIN_UPDATES_CPU else "off"
 
 
-def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bool = True) -> UpdateFn:
+def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bool = True,
+                   cpu_matmul: str = "auto") -> UpdateFn:
     """Wrap an update ``fn(state, rows) -> metrics`` for speed; the numbers do not change (tested).
 
     - ``off``: eager.
@@ -41,7 +44,8 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bo
     - on CUDA, the compiled update is also captured in a CUDA graph (`CudaGraphUpdate`), so an update costs one
       input copy and one graph launch. ``cuda_graph=False`` leaves the graph out (`fastddpg verify` checks
       compiled and compiled-in-a-graph apart).
-    ``auto`` must be resolved by the caller (`resolve_compile_mode`).
+    ``auto`` must be resolved by the caller (`resolve_compile_mode`). ``cpu_matmul`` (``auto``, ``mkl``,
+    ``onednn``) routes a CPU update's matrix products (`fastddpg.learning.cpu_matmul`).
     """
     if mode == "off":
         return fn
@@ -57,7 +61,7 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bo
     for name in ("size_asserts", "scalar_asserts"):
         if f"TORCHINDUCTOR_{name.upper()}" not in os.environ:
             setattr(inductor_config, name, False)
-    compiled = torch.compile(fn, fullgraph=True, dynamic=False, options=inductor_options(mode, device))
+    compiled = torch.compile(fn, fullgraph=True, dynamic=False, options=inductor_options(mode, device, cpu_matmul))
     if device.type == "cuda" and cuda_graph:
         return CudaGraphUpdate(compiled)
     return GuardFreeCall(compiled)
@@ -71,15 +75,17 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bo
 CPU_ONE_FILE = {"cpp_wrapper": True, "cpp_cache_precompile_headers": False}
 
 
-def inductor_options(mode: str, device: torch.device) -> dict[str, Any]:
+def inductor_options(mode: str, device: torch.device, cpu_matmul: str = "auto") -> dict[str, Any]:
     """The inductor options of ``torch.compile`` for ``mode`` (``default`` or ``max-autotune``) on ``device``: the
-    mode's own options, plus `CPU_ONE_FILE` on a CPU (those this torch knows)."""
+    mode's own options, plus on a CPU `CPU_ONE_FILE` (those this torch knows) and the products' routing
+    (``cpu_matmul``, `fastddpg.learning.cpu_matmul`)."""
     import torch._inductor as inductor
     import torch._inductor.config as inductor_config
 
     options = dict(inductor.list_mode_options(mode))
     if device.type == "cpu":
         options |= {k: v for k, v in CPU_ONE_FILE.items() if hasattr(inductor_config, k)}
+        options |= cpu_matmul_options(resolve_cpu_matmul(cpu_matmul))
     return options
 
 

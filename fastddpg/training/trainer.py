@@ -69,6 +69,7 @@ from ..core.schema import (
 from ..core.threads import apply_threads, rebalance, release_lease
 from ..envs.vector import VecEnv, make_env
 from ..learning.compile import compile_explore, compile_update, resolve_compile_mode
+from ..learning.cpu_matmul import resolve_cpu_matmul
 from ..learning.replay import ReplayBuffer
 from .devicelog import DeviceLog, Pulled, episode_rows, metric_means
 from .failsafe import (
@@ -162,7 +163,10 @@ class Trainer:
         self.compile_seconds = 0.0
         self.first_update_s: float | None = None  # seconds from the trainer's start to its first update's end
         self.eval_seconds = 0.0  # evaluation during training (a callback adds its time): not training time
-        self.update_fns = {key: compile_update(fn, self.compile_mode, self.device)
+        # which kernels a compiled CPU update's matrix products run (fastddpg.learning.cpu_matmul); None otherwise
+        compiled_on_cpu = self.compile_mode != "off" and self.device.type == "cpu"
+        self.cpu_matmul = resolve_cpu_matmul(cfg.cpu_matmul) if compiled_on_cpu else None
+        self.update_fns = {key: compile_update(fn, self.compile_mode, self.device, cpu_matmul=cfg.cpu_matmul)
                            for key, fn in self.algo.update_fns(self.buffer.as_batch, self.buffer.width).items()}
         self._untimed = set(self.update_fns) if self.compile_mode != "off" else set()  # first calls compile
         # acting is compiled too where it pays (CUDA: one fused kernel chain instead of ~10 launches per step)
@@ -359,7 +363,8 @@ class Trainer:
         """The first call of each update function compiles; say so and time it (a one-off sync)."""
         what = "the update" if len(self.update_fns) == 1 else ("the full update" if actor_step else
                                                                "the critic-only update")
-        self.log(f"compiling {what} (torch.compile, mode={self.compile_mode}) ...")
+        products = f", products: {self.cpu_matmul}" if self.cpu_matmul else ""
+        self.log(f"compiling {what} (torch.compile, mode={self.compile_mode}{products}) ...")
         t0 = time.perf_counter()
         metrics = self.update_fns[actor_step](self.algo.state, rows)
         self.device_log.record_update(metrics, actor_step)
@@ -595,6 +600,7 @@ class Trainer:
             "device": str(self.device),
             "compile": self.compile_mode,
             "compile_seconds": self.compile_seconds,
+            "cpu_matmul": self.cpu_matmul,
             "first_update_s": self.first_update_s,
             "num_envs": self.num_envs,
             "threads": self.threads,
