@@ -438,23 +438,30 @@ def update_flops(obs_dim: int, act_dim: int, hidden: tuple[int, ...], batch_size
     return float(4 * fa - actor[0] + 7 * fc - critic[0] + 10 * n_params)
 
 
-def matmul_rate(batch_size: int, hidden: int = 256, device: str = "cpu", min_seconds: float = 0.3) -> float:
+def matmul_rate(batch_size: int, hidden: int = 256, device: str = "cpu", min_seconds: float = 0.3,
+                library: str = "default") -> float:
     """FLOP/s of a ``(batch_size x hidden) @ (hidden x hidden)`` float32 matmul on this machine.
 
     The iteration count is calibrated so that each of 5 timed chunks lasts about ``min_seconds / 5``; the
-    best chunk is reported (the attainable peak for this shape). ``2*B*H*H`` FLOPs per matmul.
+    best chunk is reported (the attainable peak for this shape). ``2*B*H*H`` FLOPs per matmul. ``library``:
+    ``default`` is ``torch.mm`` (MKL on an x86 CPU), ``onednn`` oneDNN's linear (the product a compiled CPU
+    update runs with ``--cpu-matmul onednn``).
     """
     dev = torch.device(device)
     a = torch.randn(batch_size, hidden, device=dev)
     w = torch.randn(hidden, hidden, device=dev)
     out = torch.empty(batch_size, hidden, device=dev)
+    w_t = w.t().contiguous()
     flops = 2.0 * batch_size * hidden * hidden
 
     def chunk(iters: int) -> float:
         _sync(dev)
         t = time.perf_counter()
         for _ in range(iters):
-            torch.mm(a, w, out=out)
+            if library == "onednn":
+                torch.ops.mkldnn._linear_pointwise.default(a, w_t, None, "none", [], "")
+            else:
+                torch.mm(a, w, out=out)
         _sync(dev)
         return time.perf_counter() - t
 

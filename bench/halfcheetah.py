@@ -160,7 +160,8 @@ def fastddpg_run(algo: str, h: dict[str, Any], seed: int, steps: int, threads: i
     wall = time.perf_counter() - t0
     ev = evaluate_actor(result.actor.cpu().eval(), ENV_ID, EVAL_EPISODES, seed + 10_000)
     return {"side": "fastddpg", "seed": seed, "wall_s": wall, "eval_return": ev.mean,
-            "compile": result.summary["compile"]}
+            "compile": result.summary["compile"],
+            "cpu_matmul": result.summary.get("cpu_matmul")}
 
 
 def ensure_sb3_venv(python: str = "") -> Path:

@@ -9,7 +9,8 @@ Each point: warm-up excluded (compile time reported separately), then `--updates
 `--repeats` times; the median is reported with min-max. fastddpg is driven the way the trainer drives it: all
 batch indices of a group of updates drawn at once on the device, metrics summed on the device, one sync at
 the end of the timed section. The compute limit is the measured (batch x 256) @ (256 x 256) matmul rate
-divided by the FLOPs of one update.
+divided by the FLOPs of one update: on a CPU the faster of MKL's (``torch.mm``) and oneDNN's product, both
+recorded (``--cpu-matmul`` chooses which the compiled update runs, `fastddpg.learning.cpu_matmul`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench.baseline import matmul_rate, notebook_update_rate, update_flops
 from bench.common import sync
 from fastddpg.algos import DDPG
 from fastddpg.learning.compile import compile_update
+from fastddpg.learning.cpu_matmul import CPU_MATMUL_CHOICES, onednn_available, resolve_cpu_matmul
 from fastddpg.learning.replay import ReplayBuffer
 from fastddpg.learning.update import AdamHyper, Hyper
 
@@ -37,7 +39,7 @@ OBS_DIM, ACT_DIM, HIDDEN = 3, 1, (256, 256)
 
 
 def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_updates: int, repeats: int,
-                         group: int = 16, seed: int = 0) -> dict:
+                         group: int = 16, seed: int = 0, cpu_matmul: str = "auto") -> dict:
     """Updates/s of fastddpg's update (mode 'off' = eager, else a compile mode), median over repeats."""
     torch.manual_seed(seed)
     learner = DDPG(OBS_DIM, ACT_DIM, HIDDEN, torch.tensor([-2.0]), torch.tensor([2.0]), device,
@@ -48,7 +50,7 @@ def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_upd
             -torch.rand(n, device=device) * 16, torch.randn(n, OBS_DIM, device=device), torch.zeros(n, device=device))
     gen = torch.Generator(device=device).manual_seed(seed)
 
-    fn = compile_update(learner.update_fns(buf.as_batch, buf.width)[True], mode, device)
+    fn = compile_update(learner.update_fns(buf.as_batch, buf.width)[True], mode, device, cpu_matmul=cpu_matmul)
     state = learner.state
     acc = torch.zeros(4, device=device)
     t0 = time.perf_counter()
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--updates", type=int, default=300, help="timed updates per repetition")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--compile-mode", default="default", choices=("default", "max-autotune"))
+    p.add_argument("--cpu-matmul", default="auto", choices=CPU_MATMUL_CHOICES,
+                   help="the compiled update's products on a CPU (fastddpg run's --cpu-matmul)")
     p.add_argument("--quick", action="store_true", help="100 updates x 2 repeats per point")
     p.add_argument("--out", default="bench/results", help="folder for update.json")
     args = p.parse_args(argv)
@@ -91,23 +95,30 @@ def main(argv: list[str] | None = None) -> dict:
         nb = [notebook_update_rate(b, n_updates=args.updates, warmup=20, device=args.device, seed=r)["updates_per_sec"]
               for r in range(args.repeats)]
         eager = fastddpg_update_rate(b, "off", device, args.updates, args.repeats)
-        comp = fastddpg_update_rate(b, args.compile_mode, device, args.updates, args.repeats)
+        comp = fastddpg_update_rate(b, args.compile_mode, device, args.updates, args.repeats,
+                                    cpu_matmul=args.cpu_matmul)
         flops = update_flops(OBS_DIM, ACT_DIM, HIDDEN, b)
-        limit = matmul_rate(b, HIDDEN[0], args.device) / flops
+        limits = {"mkl" if device.type == "cpu" else "torch": matmul_rate(b, HIDDEN[0], args.device) / flops}
+        if device.type == "cpu" and onednn_available():
+            limits["onednn"] = matmul_rate(b, HIDDEN[0], args.device, library="onednn") / flops
+        limit = max(limits.values())
         nb_med = statistics.median(nb)
         row = {"batch_size": b, "notebook": nb_med, "notebook_min": min(nb), "notebook_max": max(nb),
                "eager": eager["updates_per_sec"], "eager_min": eager["min"], "eager_max": eager["max"],
                "compiled": comp["updates_per_sec"], "compiled_min": comp["min"], "compiled_max": comp["max"],
                "compile_warmup_seconds": comp["warmup_seconds"], "eager_ratio": eager["updates_per_sec"] / nb_med,
                "compiled_ratio": comp["updates_per_sec"] / nb_med, "flops_per_update": flops,
-               "compute_limit_updates_per_sec": limit}
+               "compute_limit_updates_per_sec": limit, "compute_limits_by_library": limits,
+               "limit_fraction": comp["updates_per_sec"] / limit}
         rows.append(row)
         print(f"batch {b:5d} | notebook {nb_med:8.0f}/s | eager {row['eager']:8.0f}/s ({row['eager_ratio']:.2f}x) | "
               f"compiled {row['compiled']:8.0f}/s ({row['compiled_ratio']:.2f}x, "
-              f"warm-up {comp['warmup_seconds']:.0f} s) | compute limit {limit:8.0f}/s", flush=True)
+              f"warm-up {comp['warmup_seconds']:.0f} s) | compute limit {limit:8.0f}/s "
+              f"({row['limit_fraction']:.0%} of it)", flush=True)
     result = {"benchmark": "update", "device": str(device), "torch": torch.__version__,
               "machine": platform.machine(), "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
               "updates_per_point": args.updates, "repeats": args.repeats, "compile_mode": args.compile_mode,
+              "cpu_matmul": resolve_cpu_matmul(args.cpu_matmul) if device.type == "cpu" else None,
               "rows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

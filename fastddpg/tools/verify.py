@@ -57,6 +57,7 @@ from ..core import fileio
 from ..core.config import Config
 from ..core.verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, ATOL64, F32_RESOLVED, RTOL, RTOL64, VerifyOptions
 from ..learning.compile import CudaGraphUpdate, compile_explore, compile_update
+from ..learning.cpu_matmul import resolve_cpu_matmul
 from ..learning.replay import ReplayBuffer
 
 GROUPS = ("params", "targets", "optimizer", "metrics")
@@ -458,6 +459,8 @@ def device_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
                             "machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
                             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if device.type == "cpu":
+        info["cpu_matmul"] = resolve_cpu_matmul("auto")  # the compiled paths' products (the trainer's default)
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)
@@ -526,7 +529,8 @@ def format_report(report: dict[str, Any]) -> str:
     """A compact table: per path the max |diff| from eager per group in float64 (the verdict's), the float32 run's
     max |diff| from eager, its excess over the float32 tolerance and its max |diff| from the float64 update, the
     worst tensor, rate and ratio; then a FAIL line naming the tensor for each failing path, and the verdict."""
-    where = report.get("gpu") or report["cpu"]
+    where = report.get("gpu") or report["cpu"] + (f", compiled products: {report['cpu_matmul']}"
+                                                   if report.get("cpu_matmul") else "")
     who = report["algo"] + (f" population of {report['num_seeds']}" if report.get("num_seeds", 1) > 1 else "")
     unresolved = report["update_paths"][0].get("float32", {}).get("unresolved_groups", []) if report["update_paths"] \
         else []
