@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", default="default", choices=("default", "off"))
     p.add_argument("--cpu-matmul", default=Config.cpu_matmul, choices=("auto", "mkl", "onednn"),
                    help="the compiled update's products (fastddpg run's --cpu-matmul)")
+    p.add_argument("--flush-denormal", default="on", choices=("on", "off"),
+                   help="fastddpg run's --flush-denormal / --no-flush-denormal")
     p.add_argument("--algo", default="ddpg", choices=tuple(ALGORITHMS))
     p.add_argument("--env", default=Config.env)
     p.add_argument("--batch-size", type=int, default=Config.batch_size)
@@ -110,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     a = parse_args(argv)
     cfg = Config(env=a.env, num_envs=a.num_envs, threads=a.threads, compile=a.compile, algo=a.algo, device="cpu",
                  quiet=True, total_steps=10**9, log_every=1_000, batch_size=a.batch_size,
-                 hidden_sizes=tuple(a.hidden_sizes), cpu_matmul=a.cpu_matmul)
+                 hidden_sizes=tuple(a.hidden_sizes), cpu_matmul=a.cpu_matmul,
+                 flush_denormal=a.flush_denormal == "on")
     trainer = Trainer(cfg)
     while trainer.num_updates < 200:  # past the compile and the first updates
         trainer.step()
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> dict:
     loop_rate, update_rate = statistics.median(loops), statistics.median(updates)
     res = {"cpu": cpu, "torch": torch.__version__, "threads": trainer.threads, "env": a.env, "num_envs": a.num_envs,
            "batch_size": a.batch_size, "hidden_sizes": a.hidden_sizes,
-           "compile": trainer.compile_mode, "cpu_matmul": trainer.cpu_matmul, "algo": a.algo, "steps_per_pass": a.steps,
+           "compile": trainer.compile_mode, "cpu_matmul": trainer.cpu_matmul,
+           "flush_denormal": trainer.flush_denormal, "algo": a.algo, "steps_per_pass": a.steps,
            "loop_updates_per_s": loops, "isolated_updates_per_s": updates,
            "loop_over_isolated": loop_rate / update_rate, "profiled_shares": parts}
     print(f"{cpu}, torch {torch.__version__}, {trainer.threads} thread(s), {a.num_envs} envs, {a.algo}, "

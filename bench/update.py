@@ -34,6 +34,7 @@ from fastddpg.learning.compile import compile_update
 from fastddpg.learning.cpu_matmul import CPU_MATMUL_CHOICES, onednn_available, resolve_cpu_matmul
 from fastddpg.learning.replay import ReplayBuffer
 from fastddpg.learning.update import AdamHyper, Hyper
+from fastddpg.training.denormals import apply_flush_denormal
 
 OBS_DIM, ACT_DIM, HIDDEN = 3, 1, (256, 256)
 
@@ -84,9 +85,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--compile-mode", default="default", choices=("default", "max-autotune"))
     p.add_argument("--cpu-matmul", default="auto", choices=CPU_MATMUL_CHOICES,
                    help="the compiled update's products on a CPU (fastddpg run's --cpu-matmul)")
+    p.add_argument("--flush-denormal", default="on", choices=("on", "off"),
+                   help="flush float32 subnormals to zero for the whole process, the notebook's update included "
+                        "(on: what fastddpg run does by default, fastddpg.training.denormals)")
     p.add_argument("--quick", action="store_true", help="100 updates x 2 repeats per point")
     p.add_argument("--out", default="bench/results", help="folder for update.json")
     args = p.parse_args(argv)
+    flush = apply_flush_denormal(args.flush_denormal == "on")  # before the first parallel region
     if args.quick:
         args.updates, args.repeats = 100, 2
     device = torch.device(args.device)
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
               "machine": platform.machine(), "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
               "updates_per_point": args.updates, "repeats": args.repeats, "compile_mode": args.compile_mode,
               "cpu_matmul": resolve_cpu_matmul(args.cpu_matmul) if device.type == "cpu" else None,
-              "rows": rows}
+              "flush_denormal": flush, "rows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "update.json").write_text(json.dumps(result, indent=2))

@@ -49,7 +49,7 @@ from ..training.trainer import Trainer, probe_counters
 # Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
 # learns); every other field is the run's own, from its config.json.
 RESUME_OVERRIDABLE = ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "quiet", "device",
-                      "compile", "cpu_matmul", "vector_mode", "threads", "tensorboard", "eval_every")
+                      "compile", "cpu_matmul", "flush_denormal", "vector_mode", "threads", "tensorboard", "eval_every")
 
 
 def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, argv: list[str] | None = None

@@ -71,6 +71,7 @@ from ..envs.vector import VecEnv, make_env
 from ..learning.compile import compile_explore, compile_update, resolve_compile_mode
 from ..learning.cpu_matmul import resolve_cpu_matmul
 from ..learning.replay import ReplayBuffer
+from .denormals import apply_flush_denormal
 from .devicelog import DeviceLog, Pulled, episode_rows, metric_means
 from .failsafe import (
     Interval,
@@ -130,6 +131,8 @@ class Trainer:
                  checkpointer: CheckpointWriter | None = None) -> None:
         cfg.validate()
         self.cfg = cfg
+        # before the first parallel region, so that OpenMP's worker threads inherit the modes (training.denormals)
+        self.flush_denormal = apply_flush_denormal(cfg.flush_denormal)
         self.device = resolve_device(cfg.device)
         self.threads = apply_threads(cfg.threads)
         self.thread_changes: list[dict[str, int]] = []  # auto threads re-divided at reports (core.threads)
@@ -601,6 +604,7 @@ class Trainer:
             "compile": self.compile_mode,
             "compile_seconds": self.compile_seconds,
             "cpu_matmul": self.cpu_matmul,
+            "flush_denormal": self.flush_denormal,
             "first_update_s": self.first_update_s,
             "num_envs": self.num_envs,
             "threads": self.threads,
