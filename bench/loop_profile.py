@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from fastddpg import Config, Trainer
+from fastddpg.core.config import CPU_MATMUL_CHOICES
 from fastddpg.core.registry import ALGORITHMS
 
 # part of a step -> the functions whose cumulative time it is (file suffix, function name)
@@ -55,9 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-envs", type=int, default=Config.num_envs)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default 0: fastddpg's auto)")
     p.add_argument("--compile", default="default", choices=("default", "off"))
-    p.add_argument("--cpu-matmul", default=Config.cpu_matmul, choices=("auto", "mkl", "onednn"),
+    p.add_argument("--cpu-matmul", default=Config.cpu_matmul, choices=CPU_MATMUL_CHOICES,
                    help="the compiled update's products (fastddpg run's --cpu-matmul)")
-    p.add_argument("--flush-denormal", default="on", choices=("on", "off"),
+    p.add_argument("--flush-denormal", default="on" if Config.flush_denormal else "off", choices=("on", "off"),
                    help="fastddpg run's --flush-denormal / --no-flush-denormal")
     p.add_argument("--algo", default="ddpg", choices=tuple(ALGORITHMS))
     p.add_argument("--env", default=Config.env)

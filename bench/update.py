@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.baseline import matmul_rate, notebook_update_rate, update_flops
 from bench.common import sync
 from fastddpg.algos import DDPG
+from fastddpg.core.config import CPU_MATMUL_CHOICES, Config
 from fastddpg.learning.compile import compile_update
-from fastddpg.learning.cpu_matmul import CPU_MATMUL_CHOICES, onednn_available, resolve_cpu_matmul
+from fastddpg.learning.cpu_matmul import onednn_available, resolve_cpu_matmul
 from fastddpg.learning.replay import ReplayBuffer
 from fastddpg.learning.update import AdamHyper, Hyper
 from fastddpg.training.denormals import apply_flush_denormal
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--compile-mode", default="default", choices=("default", "max-autotune"))
     p.add_argument("--cpu-matmul", default="auto", choices=CPU_MATMUL_CHOICES,
                    help="the compiled update's products on a CPU (fastddpg run's --cpu-matmul)")
-    p.add_argument("--flush-denormal", default="on", choices=("on", "off"),
+    p.add_argument("--flush-denormal", default="on" if Config.flush_denormal else "off", choices=("on", "off"),
                    help="flush float32 subnormals to zero for the whole process, the notebook's update included "
                         "(on: what fastddpg run does by default, fastddpg.training.denormals)")
     p.add_argument("--quick", action="store_true", help="100 updates x 2 repeats per point")

@@ -12,15 +12,18 @@ import torch
 
 from fastddpg.training.denormals import apply_flush_denormal
 
-SUBNORMAL = 1e-40  # float32 subnormal: 0 < x < 1.18e-38
+SUBNORMAL_BITS = 0x116C2  # the float32 1e-40, a subnormal (0 < x < 1.18e-38), as its bit pattern
+
+
+def subnormals(n: int) -> torch.Tensor:
+    """n float32 subnormals made from their bits: converting a Python float would itself be flushed under the mode."""
+    return torch.full((n,), SUBNORMAL_BITS, dtype=torch.int32).view(torch.float32)
 
 
 def test_the_mode_flushes_subnormals_on_this_thread_and_clears() -> None:
-    # cleared first: a Trainer built earlier in this process left the mode on, and a subnormal literal would
-    # be flushed already when it becomes a float32 tensor
     if not torch.set_flush_denormal(False):
         pytest.skip("this CPU has no flush-to-zero mode")
-    x = torch.tensor([SUBNORMAL])
+    x = subnormals(1)
     assert x.item() > 0.0
     assert apply_flush_denormal(True) is True
     assert (x * 1.5).item() == 0.0
@@ -37,8 +40,8 @@ def test_a_trainer_sets_it_for_every_openmp_thread(flush: bool) -> None:
         import json, torch
         from fastddpg import Config, Trainer
         trainer = Trainer(Config(threads=2, total_steps=200, flush_denormal={flush}, compile="off", quiet=True))
-        x = torch.full((1 << 22,), {SUBNORMAL})
-        nonzero = int(((x * 1.5) != 0).sum())
+        x = torch.full((1 << 22,), {SUBNORMAL_BITS}, dtype=torch.int32).view(torch.float32)
+        nonzero = int(((x * 1.5).view(torch.int32) != 0).sum())
         print(json.dumps({{"nonzero": nonzero, "threads": torch.get_num_threads(),
                            "flag": trainer.summary()["flush_denormal"], "supported": torch.set_flush_denormal(False)}}))
     """)

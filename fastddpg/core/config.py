@@ -54,6 +54,10 @@ def format_hyper(value: Any) -> str:
     return str(value)
 
 
+# --cpu-matmul's choices (fastddpg.learning.cpu_matmul): here, so that the config's flag and the module share them
+CPU_MATMUL_CHOICES = ("auto", "mkl", "onednn")
+
+
 class ConfigError(ValueError):
     """A user-facing error: one line saying what is wrong and what to do. The CLI prints it and exits 2."""
 
@@ -145,12 +149,12 @@ class Config:
     cpu_matmul: str = _f("auto", "Matrix products of a compiled update on a CPU: 'mkl' (PyTorch's default), "
                          "'onednn' (oneDNN's kernels, which use AVX-512 where MKL runs AVX2: on AMD CPUs 1.9x faster "
                          "products, the same equations), 'auto' (onednn on an AMD CPU with AVX-512, mkl elsewhere).",
-                         choices=("auto", "mkl", "onednn"), group="performance")
-    flush_denormal: bool = _f(True, "Flush float32 subnormals (|x| < 1.2e-38) to zero on the CPU, as XLA and "
-                              "TensorFlow do: x86 cores compute them on a slow path, and Adam's moments of weights "
-                              "whose gradients vanish decay into them (the CPU training loop 1.15x faster on an AMD "
-                              "EPYC). False keeps IEEE subnormals. Process-wide, set when the run starts.",
-                              group="performance")
+                         choices=CPU_MATMUL_CHOICES, group="performance")
+    flush_denormal: bool = _f(True, "Flush subnormal floats (float32: |x| < 1.2e-38; float64's too) to zero on the "
+                              "CPU, as TensorFlow does: x86 cores compute them on a slow path, and Adam's moments "
+                              "of weights whose gradients vanish decay into them (the CPU training loop 1.15x faster "
+                              "on an AMD EPYC). False keeps IEEE subnormals. Process-wide, set when the run starts "
+                              "(OpenMP threads started earlier in the process keep their mode).", group="performance")
     threads: int = _f(0, "torch CPU threads of this process (intra-op; also the compiled CPU kernels'). 0 = auto: "
                       "the usable cores divided among the fastddpg runs on this machine (at most "
                       f"{AUTO_MAX_THREADS}), re-divided at each report as runs start and end, so runs side by side "

@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-CPU_MATMUL_CHOICES = ("auto", "mkl", "onednn")
+from ..core.config import ConfigError
+
 # oneDNN's call costs ~13 us whatever the size (its primitive cache lookup), MKL's ~4 us: below ~0.5M
 # multiply-adds, or with an inner or output size that small, MKL's product is as fast or faster
 # (measured: 256x256x1 13.8 vs 4.1 us, 256x6x256 14.3 vs 10.1, 64x64x64 13.8 vs 6.5; 256x256x12 21 vs 41)
@@ -60,9 +61,21 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return vendor, flags
 
 
+@functools.cache
 def onednn_available() -> bool:
-    """Whether this torch carries oneDNN's linear (``mkldnn._linear_pointwise``) for the CPU."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """Whether this torch carries oneDNN's linear (``mkldnn._linear_pointwise``) for the CPU, and the inductor node
+    (``mkldnn_ir.LinearUnary.create``) and pass hook that the lowering uses: internal APIs, so checked rather than
+    assumed (``auto`` then falls back to MKL)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    try:
+        from torch._inductor import config as inductor_config
+        from torch._inductor import mkldnn_ir
+        from torch._inductor.custom_graph_pass import CustomGraphPass  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(mkldnn_ir, "LinearUnary") and hasattr(mkldnn_ir.LinearUnary, "create") and hasattr(
+        inductor_config, "post_grad_custom_post_pass")
 
 
 def resolve_cpu_matmul(choice: str) -> str:
@@ -81,7 +94,8 @@ def resolve_cpu_matmul(choice: str) -> str:
 def _linear(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     # oneDNN takes a row-major input and weight at full speed; any other stride sends it to its reference kernel
     # (a 256 x 256 x 17 product with a column slice of the replay rows as its weight: 26 ms instead of 0.05)
-    return torch.ops.mkldnn._linear_pointwise.default(a.contiguous(), b.t().contiguous(), bias, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise.default(a.contiguous(), b.t().contiguous(),
+                                                      None if bias is None else bias.contiguous(), "none", [], "")
 
 
 @functools.cache
@@ -171,7 +185,13 @@ def onednn_matmul_pass() -> Any:
             replace_products(graph)
 
         def uuid(self) -> Any:
-            return f"fastddpg-onednn-matmul-{_PASS_VERSION}-{MIN_MACS}-{MIN_INNER}-{MIN_OUT}"
+            # this file's hash: any edit to the pass or its lowering keys inductor's cache anew
+            try:
+                from torch._inductor.custom_graph_pass import get_hash_for_files
+                digest = get_hash_for_files((__file__,)).hex()[:16]
+            except ImportError:
+                digest = _PASS_VERSION
+            return f"fastddpg-onednn-matmul-{digest}-{MIN_MACS}-{MIN_INNER}-{MIN_OUT}"
 
     return OneDNNMatmulPass()
 
@@ -181,6 +201,7 @@ def cpu_matmul_options(choice: str) -> dict[str, Any]:
     none (MKL, inductor's default)."""
     if choice == "onednn":
         if not onednn_available():
-            raise RuntimeError("--cpu-matmul onednn: this torch has no oneDNN linear; use --cpu-matmul mkl")
+            raise ConfigError(f"--cpu-matmul onednn: torch {torch.__version__} has no oneDNN linear (or not the "
+                              "inductor hooks fastddpg lowers it with); use --cpu-matmul mkl or auto")
         return {"post_grad_custom_post_pass": onednn_matmul_pass()}
     return {}
