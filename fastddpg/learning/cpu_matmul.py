@@ -122,18 +122,34 @@ def _register_lowering(op: Any) -> None:
     """Lower the op to inductor's own oneDNN linear node, so the generated C++ calls oneDNN directly (through a
     Python op each product cost ~60 us more, half of what oneDNN saves)."""
     from torch._inductor import ir, mkldnn_ir
-    from torch._inductor.lowering import cat, permute, register_lowering, select, unsqueeze
+    from torch._inductor.lowering import permute, register_lowering, select
+    from torch._inductor.virtualized import ops
 
     def linear(a: Any, b: Any, bias: Any) -> Any:
         return ir.TensorBox.create(mkldnn_ir.LinearUnary.create(a, permute(b, [1, 0]), bias, "none", [], ""))
+
+    def stack(slices: list[Any]) -> Any:
+        # a pointwise select over the slices rather than inductor's cat lowering, which reads the FX node it lowers
+        # (torch 2.11 asserts that node is a cat); the consumer kernel can fuse the select and skip the copy
+        loaders = [s.make_loader() for s in slices]
+
+        def inner_fn(index: Any) -> Any:
+            which = ops.index_expr(index[0], torch.int64)
+            out = loaders[-1](index[1:])
+            for i in range(len(loaders) - 2, -1, -1):
+                out = ops.where(ops.eq(which, ops.constant(i, torch.int64)), loaders[i](index[1:]), out)
+            return out
+
+        return ir.Pointwise.create(device=slices[0].get_device(), dtype=slices[0].get_dtype(), inner_fn=inner_fn,
+                                   ranges=[len(slices), *slices[0].get_size()])
 
     @register_lowering(op)
     def _lower(bias: Any, a: Any, b: Any) -> Any:
         if len(a.get_size()) == 2:
             return linear(a, b, bias)
-        slices = [linear(select(a, 0, i), select(b, 0, i), None if bias is None else select(select(bias, 0, i), 0, 0))
-                  for i in range(int(a.get_size()[0]))]
-        return cat([unsqueeze(s, 0) for s in slices], 0)
+        return stack([linear(select(a, 0, i), select(b, 0, i),
+                             None if bias is None else select(select(bias, 0, i), 0, 0))
+                      for i in range(int(a.get_size()[0]))])
 
 
 # --- the pass -----------------------------------------------------------------------------------------------------
