@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .cpu_matmul import cpu_matmul_options, resolve_cpu_matmul
+from .realize import register_lowering as register_realize_lowering
 
 UpdateFn = Callable[[Any, torch.Tensor], torch.Tensor]
 # break-even on a 2-core CPU: a 10-15 s cold compile / (1/280 - 1/600) s saved per update = 5,000-8,000 updates;
@@ -54,6 +55,7 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bo
     import torch._inductor.config as inductor_config
 
     inductor_config.fx_graph_cache = True
+    register_realize_lowering()
     trust_cpu_vector_isa()
     # The generated wrapper checks each buffer's size and each scalar input at every call: ~100 checks per update,
     # 3-12% of a 2-core CPU's update. The shapes are static and checked once by the guards at the first call, so

@@ -50,6 +50,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from ..core.registry import CORE_METRICS
+from .realize import realized
 
 Params = dict[str, torch.Tensor]
 AdamState = dict  # {"step": float tensor, 0-d or (K,), "exp_avg": list of tensors, "exp_avg_sq": list of tensors}
@@ -229,6 +230,7 @@ def clip_grad_norm_(grads: list[torch.Tensor], max_norm: Scalar, stacked: bool =
     coef = torch.clamp(limit / (norm + 1e-6), max=1.0)
     if isinstance(limit, torch.Tensor):
         coef = torch.where(limit > 0, coef, 1.0)
+    coef = realized(coef)  # once, not per vector of the fused kernels that scale the grads (`realized`)
     torch._foreach_mul_(grads, per_tensor(coef, grads) if stacked else coef)
 
 
@@ -244,10 +246,12 @@ def adam_step_(params: list[torch.Tensor], opt: AdamState, grads: list[torch.Ten
     torch._foreach_addcmul_(opt["exp_avg_sq"], grads, grads, value=1.0 - beta2)
     bias1 = 1.0 - beta1 ** step
     bias2_sqrt = torch.sqrt(1.0 - beta2 ** step)
+    # once per step, not per vector of the fused Adam kernel (`realized`)
+    bias2_sqrt, step_size = realized(bias2_sqrt), realized(-hp.lr / bias1)
     denom = torch._foreach_div(torch._foreach_sqrt(opt["exp_avg_sq"]), per_tensor(bias2_sqrt, params))
     torch._foreach_add_(denom, hp.eps)
     steps = torch._foreach_div(opt["exp_avg"], denom)
-    torch._foreach_mul_(steps, per_tensor(-hp.lr / bias1, params))
+    torch._foreach_mul_(steps, per_tensor(step_size, params))
     torch._foreach_add_(params, steps)
 
 
