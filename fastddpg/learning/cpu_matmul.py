@@ -5,7 +5,9 @@ kernels by CPU vendor: on an AMD CPU with AVX-512 (Zen 4, Zen 5) it runs its AVX
 CPU has. oneDNN, which the same build carries, picks its kernels by the instructions the CPU reports and runs
 AVX-512 there. Measured on a 2-core AMD EPYC (Zen 5, family 26), 1 thread: a 256 x 256 x 256 product in 176 us
 against MKL's 347 us (1.97x); 128 x 256 x 256 in 88 against 168 us; SAC's whole update at HalfCheetah's sizes,
-batch 256, 218 against 113 updates/s (CONTRIBUTING, "Compile options").
+batch 256, 218 against 113 updates/s (CONTRIBUTING, "Compile options"). A Zen 4 (family 25) runs AVX-512 on 256-bit
+units, so there the two are equal (128 x 256 x 256: 174 against 172 us; 256 x 256 x 256: 325 against 338 us), and
+``auto``'s oneDNN costs nothing.
 
 How: a post-grad pass of the compiled update (`onednn_matmul_pass`) replaces each float32 CPU product large enough
 to gain (`worth_onednn`) with ``fastddpg::onednn_matmul``, a custom op whose inductor lowering is oneDNN's linear
