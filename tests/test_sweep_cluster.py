@@ -58,10 +58,12 @@ def test_ctrl_c_then_resume_finishes_the_sweep_without_rerunning_a_finished_tria
 
 @pytest.mark.slow
 def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_path):
-    """Ctrl-C part way, --resume, kill -9 of that driver part way, --resume again: every trial finished once. The
-    last trial is ten times longer, so that it is still running when the kill lands."""
+    """Ctrl-C part way, --resume, kill -9 of that driver part way, --resume again: every trial finished once. Each
+    trial is several times longer than the one before, so that the next is still running when the Ctrl-C and the
+    kill land (with the second as short as the first, both could finish before the Ctrl-C; the kill would then wait
+    for the third)."""
     out = tmp_path / "resume"
-    cmd = [*CLI, "sweep", *FLAGS, "--grid", "total_steps=800,1600,16000", "--cpus-per-trial", "2",
+    cmd = [*CLI, "sweep", *FLAGS, "--grid", "total_steps=800,6000,20000", "--cpus-per-trial", "2",
            "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     _interrupt_after_first_trial(cmd, out, env)
@@ -92,7 +94,7 @@ def test_resume_finishes_a_stopped_sweep_without_rerunning_finished_trials(tmp_p
     assert "finished" in p.stdout.splitlines()[-3]
     result = load_sweep(out)
     assert len(result.trials) == 3 and (result.trials["status"] == "finished").all()
-    assert sorted(result.trials["env_steps"]) == [800, 1600, 16000]
+    assert sorted(result.trials["env_steps"]) == [800, 6000, 20000]
     for name, (summary, episodes) in finished.items():  # not run again
         d = out / "trials" / name
         assert (d / "summary.json").stat().st_mtime_ns == summary
