@@ -202,3 +202,48 @@ def test_the_update_uses_no_op_a_cpu_cpp_wrapper_lacks(members):
     assert not {(n, o) for n, o in names if n.rstrip("_") == "_foreach_norm"
                 or (n.rstrip("_") == "_foreach_lerp" and o == "List")}, ops
     assert any(n.rstrip("_") in ("lerp", "_foreach_lerp") for n, _ in names)  # the recorder sees the soft update
+
+
+def test_the_compile_cache_lives_in_the_users_cache_dir_unless_torch_is_told(monkeypatch, tmp_path):
+    import os
+
+    from fastddpg.learning.compile_cache import persistent_compile_cache
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert persistent_compile_cache() == str(tmp_path / "xdg" / "fastddpg" / "torchinductor")
+    assert (tmp_path / "xdg" / "fastddpg" / "torchinductor").is_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "xdg" / "fastddpg" / "torchinductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's choice wins
+    assert persistent_compile_cache() == str(tmp_path / "mine")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # no directory can be made there: torch's default stays
+    assert persistent_compile_cache() is None and "TORCHINDUCTOR_CACHE_DIR" not in os.environ
+
+
+def test_a_compiling_trainer_in_a_fresh_process_keeps_its_compiles_in_the_users_cache_dir(tmp_path):
+    """End to end, in the order a run takes its steps (the products' check imports inductor, which fixes its cache
+    directory, before the update is compiled): a compiled function's graph and C++ library land under the user's
+    cache dir, nothing under torch's default in the temp dir."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env |= {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    code = ("import torch\n"
+            "from fastddpg import Config, Trainer\n"
+            "from fastddpg.learning.compile import compile_update\n"
+            "Trainer(Config(num_envs=1, total_steps=6000, hidden_sizes=(8,), device='cpu', compile='default',"
+            " quiet=True))\n"
+            "fn = compile_update(lambda state, rows: (rows * state).relu().sum(0), 'default', torch.device('cpu'),"
+            " cpu_matmul='mkl')\n"
+            "print(fn(torch.ones(3), torch.randn(4, 3)).shape)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    cache = tmp_path / "xdg" / "fastddpg" / "torchinductor"
+    assert list(cache.rglob("*.so")) and (cache / "fxgraph").is_dir(), sorted(p.name for p in cache.rglob("*"))
+    assert not list((tmp_path / "tmp").glob("torchinductor_*"))

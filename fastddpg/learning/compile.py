@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .compile_cache import persistent_compile_cache
 from .cpu_matmul import cpu_matmul_options, resolve_cpu_matmul
 from .realize import register_lowering as register_realize_lowering
 
@@ -52,6 +53,7 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bo
         return fn
     if mode not in ("default", "max-autotune"):
         raise ValueError(f"unresolved compile mode {mode!r}")
+    persistent_compile_cache()
     import torch._inductor.config as inductor_config
 
     inductor_config.fx_graph_cache = True
@@ -180,4 +182,5 @@ def compile_explore(explore: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The acting step ``explore(obs, noise) -> action``, compiled as one fullgraph (a fused kernel chain on CUDA
     instead of ~10 launches per step)."""
+    persistent_compile_cache()
     return torch.compile(explore, fullgraph=True, dynamic=False)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ..core.config import ConfigError
+from .compile_cache import persistent_compile_cache
 
 # oneDNN's call costs ~13 us whatever the size (its primitive cache lookup), MKL's ~4 us: below ~0.5M
 # multiply-adds, or with an inner or output size that small, MKL's product is as fast or faster
@@ -70,6 +71,7 @@ def onednn_available() -> bool:
     assumed (``auto`` then falls back to MKL)."""
     if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
         return False
+    persistent_compile_cache()  # importing inductor fixes its cache directory
     try:
         from torch._inductor import config as inductor_config
         from torch._inductor import mkldnn_ir
