@@ -514,8 +514,11 @@ def test_verify_catches_batch_renorm_left_in_training_mode_when_acting(monkeypat
         return real(explore)
 
     monkeypatch.setattr(verify, "compile_explore", training_mode_explore)
+    # the acting step is the subject: the update is verified on its eager path only, which compiles nothing (the
+    # compiled update's verdicts are other tests')
     report = run_verify(VerifyOptions(device="cpu", algo="crossq", updates=2, batch_size=32, hidden_sizes=(16, 16),
-                                      timed_updates=1, repeats=1))
+                                      timed_updates=1, repeats=1), paths={"eager": verify.eager_path})
+    assert [r["name"] for r in report["update_paths"]] == ["eager"], format_report(report)
     eager, bad = report["acting_paths"]
     assert eager["passed"] and not bad["passed"] and not report["passed"], format_report(report)
 
