@@ -155,7 +155,7 @@ def test_compiled_acting_equals_eager():
 
 
 def test_a_cpu_compile_is_one_cpp_file_and_cuda_keeps_inductors_defaults():
-    from fastddpg.learning.compile import CPU_ONE_FILE, inductor_options
+    from fastddpg.learning.compile import CPU_CPP_WRAPPER, inductor_options
 
     cpu = inductor_options("default", torch.device("cpu"), cpu_matmul="mkl")
     assert cpu["cpp_wrapper"] is True and cpu["cpp_cache_precompile_headers"] is False
@@ -163,7 +163,7 @@ def test_a_cpu_compile_is_one_cpp_file_and_cuda_keeps_inductors_defaults():
 
     autotune = inductor.list_mode_options("max-autotune")  # whatever this torch's mode sets
     assert autotune["max_autotune"] is True
-    assert inductor_options("max-autotune", torch.device("cpu"), cpu_matmul="mkl") == {**autotune, **CPU_ONE_FILE}
+    assert inductor_options("max-autotune", torch.device("cpu"), cpu_matmul="mkl") == {**autotune, **CPU_CPP_WRAPPER}
     assert inductor_options("max-autotune", torch.device("cuda")) == autotune
     assert inductor_options("default", torch.device("cuda")) == {}
 
@@ -247,3 +247,43 @@ def test_a_compiling_trainer_in_a_fresh_process_keeps_its_compiles_in_the_users_
     cache = tmp_path / "xdg" / "fastddpg" / "torchinductor"
     assert list(cache.rglob("*.so")) and (cache / "fxgraph").is_dir(), sorted(p.name for p in cache.rglob("*"))
     assert not list((tmp_path / "tmp").glob("torchinductor_*"))
+
+
+class FakeBuilder:
+    """A CppBuilder stand-in: ``build()`` takes 0.3 s and records when it ran; its target exists once built."""
+
+    def __init__(self, path, log):
+        self.path, self.log = path, log
+
+    def get_target_file_path(self):
+        return str(self.path)
+
+    def build(self):
+        import time
+
+        start = time.monotonic()
+        time.sleep(0.3)
+        self.path.write_text("")
+        self.log[self.path.name] = (start, time.monotonic())
+
+
+def test_the_wrapper_and_the_kernels_compile_side_by_side_then_link(tmp_path):
+    from fastddpg.learning.compile import build_cpp_side_by_side, build_wrapper_and_kernels_side_by_side
+
+    log = {}
+    main, kernels, link = (FakeBuilder(tmp_path / n, log) for n in ("main.o", "kernels.o", "main.so"))
+    build_cpp_side_by_side(str(tmp_path / "lock"), [main, kernels, link])
+    (m0, m1), (k0, k1), (l0, _) = log["main.o"], log["kernels.o"], log["main.so"]
+    assert max(m0, k0) < min(m1, k1), log  # the two object files at once
+    assert l0 >= max(m1, k1), log  # the link after both
+    log.clear()
+    build_cpp_side_by_side(str(tmp_path / "lock"), [main, kernels, link])  # all on disk: nothing built again
+    assert not log
+    (tmp_path / "kernels.o").unlink()
+    (tmp_path / "main.so").unlink()
+    build_cpp_side_by_side(str(tmp_path / "lock"), [main, kernels, link])  # a partial build: the missing ones, in turn
+    assert list(log) == ["kernels.o", "main.so"] and log["main.so"][0] >= log["kernels.o"][1]
+    # installed over inductor's own, which has this form in the torch the project pins
+    import torch._inductor.codecache as codecache
+
+    assert build_wrapper_and_kernels_side_by_side() and codecache._worker_compile_cpp is build_cpp_side_by_side
