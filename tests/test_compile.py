@@ -154,7 +154,7 @@ def test_compiled_acting_equals_eager():
     torch.testing.assert_close(want, torch.clamp(learner.actor(obs) + noise, -2.0, 2.0))
 
 
-def test_a_cpu_compile_is_one_cpp_file_and_cuda_keeps_inductors_defaults():
+def test_a_cpu_compile_is_a_cpp_wrapper_built_in_two_files_and_cuda_keeps_inductors_defaults():
     from fastddpg.learning.compile import CPU_CPP_WRAPPER, inductor_options
 
     cpu = inductor_options("default", torch.device("cpu"), cpu_matmul="mkl")

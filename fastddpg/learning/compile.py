@@ -45,7 +45,7 @@ def compile_update(fn: UpdateFn, mode: str, device: torch.device, cuda_graph: bo
     - ``default`` / ``max-autotune``: ``torch.compile(fullgraph=True)``: the critic step, actor step and soft
       update become one graph; a graph break or a recompilation would be a bug (tested with fullgraph and
       ``error_on_recompile``). Inductor's on-disk FX graph cache is on, so a second run reuses the kernels. On a
-      CPU the graph becomes one C++ file (`inductor_options`).
+      CPU the graph becomes C++ wrapper and kernels, two files built side by side (`CPU_CPP_WRAPPER`).
     - on CUDA, the compiled update is also captured in a CUDA graph (`CudaGraphUpdate`), so an update costs one
       input copy and one graph launch. ``cuda_graph=False`` leaves the graph out (`fastddpg verify` checks
       compiled and compiled-in-a-graph apart).
