@@ -1,5 +1,6 @@
-"""Updates/s of one DDPG gradient step: the notebook's update as the notebook runs it, fastddpg eager, and
-fastddpg compiled (torch.compile fullgraph; plus a CUDA graph on CUDA), all measured in this one run.
+"""Updates/s of one DDPG gradient step: the notebook's update as the notebook runs it, fastddpg eager, fastddpg's
+hand-derived update (``--compile analytic``, no compile) and fastddpg compiled (torch.compile fullgraph; plus a
+CUDA graph on CUDA), all measured in this one run.
 
     python bench/update.py                 # batch 32, 128, 256, 1024 on the default device
     python bench/update.py --quick         # fewer updates per point
@@ -42,7 +43,8 @@ OBS_DIM, ACT_DIM, HIDDEN = 3, 1, (256, 256)
 
 def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_updates: int, repeats: int,
                          group: int = 16, seed: int = 0, cpu_matmul: str = "auto") -> dict:
-    """Updates/s of fastddpg's update (mode 'off' = eager, else a compile mode), median over repeats."""
+    """Updates/s of fastddpg's update (mode 'off' = eager, 'analytic' = the hand-derived update, else a compile
+    mode), median over repeats."""
     torch.manual_seed(seed)
     learner = DDPG(OBS_DIM, ACT_DIM, HIDDEN, torch.tensor([-2.0]), torch.tensor([2.0]), device,
                    Hyper(0.99, 0.005, 1.0, AdamHyper(1e-3), AdamHyper(1e-3)))
@@ -52,7 +54,10 @@ def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_upd
             -torch.rand(n, device=device) * 16, torch.randn(n, OBS_DIM, device=device), torch.zeros(n, device=device))
     gen = torch.Generator(device=device).manual_seed(seed)
 
-    fn = compile_update(learner.update_fns(buf.as_batch, buf.width)[True], mode, device, cpu_matmul=cpu_matmul)
+    if mode == "analytic":
+        fn = learner.analytic_update_fns(buf.as_batch, buf.width)[True]
+    else:
+        fn = compile_update(learner.update_fns(buf.as_batch, buf.width)[True], mode, device, cpu_matmul=cpu_matmul)
     state = learner.state
     acc = torch.zeros(4, device=device)
     t0 = time.perf_counter()
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
         nb = [notebook_update_rate(b, n_updates=args.updates, warmup=20, device=args.device, seed=r)["updates_per_sec"]
               for r in range(args.repeats)]
         eager = fastddpg_update_rate(b, "off", device, args.updates, args.repeats)
+        analytic = fastddpg_update_rate(b, "analytic", device, args.updates, args.repeats)
         comp = fastddpg_update_rate(b, args.compile_mode, device, args.updates, args.repeats,
                                     cpu_matmul=args.cpu_matmul)
         flops = update_flops(OBS_DIM, ACT_DIM, HIDDEN, b)
@@ -111,6 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
         nb_med = statistics.median(nb)
         row = {"batch_size": b, "notebook": nb_med, "notebook_min": min(nb), "notebook_max": max(nb),
                "eager": eager["updates_per_sec"], "eager_min": eager["min"], "eager_max": eager["max"],
+               "analytic": analytic["updates_per_sec"], "analytic_min": analytic["min"],
+               "analytic_max": analytic["max"], "analytic_ratio": analytic["updates_per_sec"] / nb_med,
+               "analytic_limit_fraction": analytic["updates_per_sec"] / limit,
                "compiled": comp["updates_per_sec"], "compiled_min": comp["min"], "compiled_max": comp["max"],
                "compile_warmup_seconds": comp["warmup_seconds"], "eager_ratio": eager["updates_per_sec"] / nb_med,
                "compiled_ratio": comp["updates_per_sec"] / nb_med, "flops_per_update": flops,
@@ -118,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
                "limit_fraction": comp["updates_per_sec"] / limit}
         rows.append(row)
         print(f"batch {b:5d} | notebook {nb_med:8.0f}/s | eager {row['eager']:8.0f}/s ({row['eager_ratio']:.2f}x) | "
+              f"analytic {row['analytic']:8.0f}/s ({row['analytic_ratio']:.2f}x, "
+              f"{row['analytic_limit_fraction']:.0%} of the limit) | "
               f"compiled {row['compiled']:8.0f}/s ({row['compiled_ratio']:.2f}x, "
               f"warm-up {comp['warmup_seconds']:.0f} s) | compute limit {limit:8.0f}/s "
               f"({row['limit_fraction']:.0%} of it)", flush=True)

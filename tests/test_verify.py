@@ -55,16 +55,17 @@ def fresh_dynamo():
 
 
 def test_verify_ddpg_passes_on_cpu_with_graph_logic(tmp_path, capsys, fresh_dynamo):
-    """The CLI end to end: eager, compiled (GuardFreeCall) and CudaGraphUpdate's static-buffer logic around the
-    compiled update (capture=False), and the acting step; exit 0, JSON written."""
+    """The CLI end to end: eager, compiled (GuardFreeCall), CudaGraphUpdate's static-buffer logic around the
+    compiled update (capture=False) and DDPG's hand-derived update, and the acting step; exit 0, JSON written."""
     out = tmp_path / "v.json"
     assert main(["verify", *SMALL, "--graph-logic-on-cpu", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "PASS" in text and "update compiled+graph-logic" in text and "acting compiled" in text
+    assert "update analytic" in text
     report = json.loads(out.read_text())
     assert report["passed"] and report["algo"] == "ddpg"
     names = [p["name"] for p in report["update_paths"]]
-    assert names == ["eager", "compiled", "compiled+graph-logic"]
+    assert names == ["eager", "compiled", "compiled+graph-logic", "analytic"]
     for p in report["update_paths"][1:]:
         assert set(p["deviations"]) == {"params", "targets", "optimizer", "metrics"}
         assert p["rate_per_sec"] > 0 and p["worst_excess"] < 1

@@ -126,6 +126,12 @@ class Algorithm:
         functions serve both. ``as_batch`` splits a replay row's first ``width`` columns."""
         raise NotImplementedError
 
+    def analytic_update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns | None:
+        """This learner's update functions with hand-derived gradients (`fastddpg.learning.analytic`: eager, no
+        autograd, no compile; ``--compile analytic``), keyed like `update_fns`; None where the algorithm or its
+        networks have none (here: every algorithm but DDPG)."""
+        return None
+
     # --- state ------------------------------------------------------------------------------------------------
     def _bind_state(self, optim: dict[str, Any] | None, members: int = 0) -> None:
         """``state`` over the modules' parameter storage (aliases, updated in place) and Adam states (fresh, or

@@ -55,8 +55,8 @@ from ..learning.update import (
     Params,
     adam_step_,
     batch_mean,
+    bellman_target,
     clip_grad_norm_,
-    per_member,
     stacked,
 )
 from .base import UpdateFns
@@ -254,7 +254,7 @@ def crossq_critic_loss(critic: RenormCritic, critic_params: Params, batch: Batch
     q_all = critic.shaped(out, obs)
     q, q_next = q_all[..., :n, :], q_all[..., n:, :].detach()
     soft_value = q_next.amin(dim=-3) - alpha * next_log_prob
-    y = batch.reward + per_member(gamma, soft_value) * (1.0 - batch.terminated) * soft_value
+    y = bellman_target(batch, soft_value, gamma)
     per_critic = batch_mean((q - y.unsqueeze(-3)).square())
     return per_critic.sum(), (per_critic.detach(), q.detach(), y, new_stats)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..learning.analytic import ddpg_update_analytic
 from ..learning.update import METRIC_NAMES, Batch, LearnerState, Nets, ddpg_update
 from .base import Algorithm, UpdateFns
 
@@ -25,3 +26,15 @@ class DDPG(Algorithm):
             return ddpg_update(nets, state, as_batch(rows), hyper)
 
         return {True: ddpg_step}
+
+    def analytic_update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns | None:
+        """``{True: fn(state, rows) -> ddpg_update_analytic(...)}`` for networks without LayerNorm (whose reverse
+        mode `fastddpg.learning.analytic` writes out); None with LayerNorm."""
+        if self.layer_norm:
+            return None
+        nets, hyper = self.nets, self.hyper
+
+        def ddpg_analytic_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
+            return ddpg_update_analytic(nets, state, as_batch(rows), hyper)
+
+        return {True: ddpg_analytic_step}

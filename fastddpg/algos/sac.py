@@ -56,9 +56,9 @@ from ..learning.update import (
     Scalar,
     adam_step_,
     batch_mean,
+    bellman_target,
     clip_grad_norm_,
     critic_step_,
-    per_member,
     soft_update_,
     stacked,
 )
@@ -164,7 +164,7 @@ def soft_target(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor
         next_action, next_log_prob = sample_action(nets.actor, state["actor"], batch.next_obs, eps)
         q_next = functional_call(nets.critic, state["target_critic"], (batch.next_obs, next_action)).amin(dim=-3)
         soft_value = q_next - alpha * next_log_prob
-        return batch.reward + per_member(gamma, soft_value) * (1.0 - batch.terminated) * soft_value
+        return bellman_target(batch, soft_value, gamma)
 
 
 def sac_actor_loss(actor: GaussianActor, actor_params: Params, critic: nn.Module, critic_params: Params,

@@ -142,9 +142,11 @@ class Config:
                                    "episodes (summed over envs) have finished (PROBE_EVERY_EPISODES).",
                                    group="diagnostics")
 
-    compile: str = _f("auto", "Compile the update: 'off' (eager), 'default' or 'max-autotune' (torch.compile, "
-                      "fullgraph; plus a CUDA graph on CUDA), 'auto' (compile on CUDA, and on CPU only for runs long "
-                      "enough to repay the compile time).", choices=("auto", "off", "default", "max-autotune"),
+    compile: str = _f("auto", "How the update runs: 'off' (eager), 'analytic' (DDPG without --layer-norm, one agent: "
+                      "eager with hand-derived gradients, no compile), 'default' or 'max-autotune' (torch.compile, "
+                      "fullgraph; plus a CUDA graph on CUDA), 'auto' (compile on CUDA; on CPU 'analytic' where it "
+                      "applies for runs under 30,000 updates, else compile for runs long enough to repay the compile "
+                      "time).", choices=("auto", "off", "analytic", "default", "max-autotune"),
                       group="performance")
     cpu_matmul: str = _f("auto", "Matrix products of a compiled update on a CPU: 'mkl' (PyTorch's default), "
                          "'onednn' (oneDNN's kernels, which use AVX-512 where MKL runs AVX2: on AMD CPUs 1.9x faster "
@@ -298,6 +300,8 @@ class Config:
             value = getattr(self, h.name)
             need(_finite(value) and value >= h.minimum, h.name, h.fix)
         need(self.num_seeds >= 1, "num_seeds", "use 1 (a single agent) or more members")
+        need(self.compile != "analytic" or (self.algo == "ddpg" and not self.layer_norm), "compile",
+             "the hand-derived update is DDPG's without --layer-norm; use --compile auto or default")
         self.grid_points()  # a malformed or refused --grid is a ConfigError
         if self.grid:  # the rest of the config is valid: what fails now is a --grid value
             try:
@@ -305,6 +309,9 @@ class Config:
                     member.validate()
             except ConfigError as e:  # the line `fastddpg sweep --grid` gives for the same value
                 raise ConfigError(f"--grid: {e}") from None
+        need(self.compile != "analytic" or self.num_members == 1, "compile",
+             "the hand-derived update trains one agent, not a population (--num-seeds, --grid); use --compile auto "
+             "or default")
 
     # --- populations --------------------------------------------------------------------------------------------
     def grid_points(self) -> list[dict[str, float]]:

@@ -181,12 +181,18 @@ def adam_state(params: Params, members: int = 0) -> AdamState:
 
 # --- the equations -------------------------------------------------------------------------------------------
 
+def bellman_target(batch: Batch, q_next: torch.Tensor, gamma: Scalar) -> torch.Tensor:
+    """y = r + gamma (1 - d) q_next for the next state's value q_next (*M, B, 1): (*M, B, 1). d is ``terminated``
+    only: a truncated episode bootstraps."""
+    return batch.reward + per_member(gamma, q_next) * (1.0 - batch.terminated) * q_next
+
+
 def td_target(nets: Nets, state: LearnerState, batch: Batch, gamma: Scalar) -> torch.Tensor:
     """y = r + gamma (1 - d) Q_phi'(s', mu_theta'(s')), shape (*M, B, 1); no gradient flows through it."""
     with torch.no_grad():
         next_action = functional_call(nets.actor, state["target_actor"], (batch.next_obs,))
         q_next = functional_call(nets.critic, state["target_critic"], (batch.next_obs, next_action))
-        return batch.reward + per_member(gamma, q_next) * (1.0 - batch.terminated) * q_next
+        return bellman_target(batch, q_next, gamma)
 
 
 def critic_loss(critic: nn.Module, critic_params: Params, batch: Batch, y: torch.Tensor
@@ -349,7 +355,7 @@ def td3_target(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor,
         q_next = functional_call(nets.critic, state["target_critic"],
                                  (batch.next_obs, next_action))  # (*M, C, B, 1): all target critics, one call
         q_min = q_next.amin(dim=-3)
-        return batch.reward + per_member(gamma, q_min) * (1.0 - batch.terminated) * q_min, q_min
+        return bellman_target(batch, q_min, gamma), q_min
 
 
 def td3_update(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor, hp: Hyper,

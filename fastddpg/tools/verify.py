@@ -1,8 +1,9 @@
 """`fastddpg verify`: proof that the fast paths compute what the eager update computes, on this machine.
 
 From one initial learner (`fastddpg.algos`) and one fixed sequence of minibatches, the update is run eager, compiled
-(``torch.compile(fullgraph=True)``, as the trainer runs it on the CPU) and, on CUDA, compiled inside the CUDA
-graph (`CudaGraphUpdate`, as the trainer runs it on CUDA); the acting step likewise eager and compiled. After
+(``torch.compile(fullgraph=True)``, as the trainer runs it on the CPU), on CUDA compiled inside the CUDA
+graph (`CudaGraphUpdate`, as the trainer runs it on CUDA), and where the algorithm has one (DDPG) with hand-derived
+gradients (`fastddpg.learning.analytic`, ``--compile analytic``); the acting step eager and compiled. After
 every update, every tensor of every path is compared with eager's: the actor's and critic's parameters, the
 target networks, both Adam states (exp_avg, exp_avg_sq, step) and each metric.
 
@@ -209,6 +210,14 @@ def cuda_graph_path(mode: str) -> PathFactory:
         return {k: functools.partial(CudaGraphUpdate(compile_update(fn, mode, setup.device), capture=False),
                                      learner.state) for k, fn in fns}
     return make
+
+
+def analytic_path(setup: VerifySetup, learner: Algorithm) -> dict[bool, UpdateCall]:
+    """The hand-derived update (`fastddpg.learning.analytic`), as the trainer runs it with ``--compile analytic``."""
+    fns = learner.analytic_update_fns(setup.buffer.as_batch, setup.buffer.width)
+    if fns is None:
+        raise ValueError(f"--algo {setup.algo} has no hand-derived update")
+    return {k: functools.partial(fn, learner.state) for k, fn in fns.items()}
 
 
 def default_paths(device: torch.device, mode: str = "default", graph_logic_on_cpu: bool = False
@@ -488,7 +497,10 @@ def run_verify(opts: VerifyOptions, paths: dict[str, PathFactory] | None = None)
     setup = build_setup(opts.algo, device, opts.updates, opts.batch_size, tuple(opts.hidden_sizes), opts.seed,
                         members=opts.num_seeds)
     t0 = time.perf_counter()
-    paths = paths if paths is not None else default_paths(device, opts.compile_mode, opts.graph_logic_on_cpu)
+    if paths is None:
+        paths = default_paths(device, opts.compile_mode, opts.graph_logic_on_cpu)
+        if setup.learner.analytic_update_fns(setup.buffer.as_batch, setup.buffer.width) is not None:
+            paths["analytic"] = analytic_path
     update_results = verify_updates(setup, paths, opts.timed_updates, opts.repeats)
     acting = verify_acting(setup, 256, opts.timed_updates, opts.repeats) if opts.acting else []
     return {

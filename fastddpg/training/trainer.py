@@ -55,7 +55,7 @@ import torch
 
 from ..algos import Algorithm, make_algorithm
 from ..algos.population import Population
-from ..core.config import Config, format_hyper, resolve_device
+from ..core.config import Config, ConfigError, format_hyper, resolve_device
 from ..core.schema import (
     EPISODE_COLUMNS,
     PROBE_COLUMNS,
@@ -162,18 +162,27 @@ class Trainer:
                  torch.tensor(sigmas, device=self.device).repeat_interleave(self.num_envs).reshape(-1, 1))
         self.noise = self.algo.make_noise(cfg, n, self.gen, sigma, repeats=g)  # the algorithm's way to explore
 
-        self.compile_mode = resolve_compile_mode(cfg.compile, self.device, self.planned_updates())
+        as_batch, width = self.buffer.as_batch, self.buffer.width
+        analytic_fns = self.algo.analytic_update_fns(as_batch, width)
+        self.compile_mode = resolve_compile_mode(cfg.compile, self.device, self.planned_updates(),
+                                                 analytic=analytic_fns is not None)
         self.compile_seconds = 0.0
         self.first_update_s: float | None = None  # seconds from the trainer's start to its first update's end
         self.eval_seconds = 0.0  # evaluation during training (a callback adds its time): not training time
         # which kernels a compiled CPU update's matrix products run (fastddpg.learning.cpu_matmul); None otherwise
-        compiled_on_cpu = self.compile_mode != "off" and self.device.type == "cpu"
-        self.cpu_matmul = resolve_cpu_matmul(cfg.cpu_matmul) if compiled_on_cpu else None
-        self.update_fns = {key: compile_update(fn, self.compile_mode, self.device, cpu_matmul=cfg.cpu_matmul)
-                           for key, fn in self.algo.update_fns(self.buffer.as_batch, self.buffer.width).items()}
-        self._untimed = set(self.update_fns) if self.compile_mode != "off" else set()  # first calls compile
+        compiled = self.compile_mode not in ("off", "analytic")
+        self.cpu_matmul = resolve_cpu_matmul(cfg.cpu_matmul) if compiled and self.device.type == "cpu" else None
+        if self.compile_mode == "analytic":
+            if analytic_fns is None:
+                raise ConfigError(f"--compile analytic: --algo {cfg.algo} has no hand-derived update here; use "
+                                  "--compile auto or default")
+            self.update_fns = analytic_fns
+        else:
+            self.update_fns = {key: compile_update(fn, self.compile_mode, self.device, cpu_matmul=cfg.cpu_matmul)
+                               for key, fn in self.algo.update_fns(as_batch, width).items()}
+        self._untimed = set(self.update_fns) if compiled else set()  # first calls compile
         # acting is compiled too where it pays (CUDA: one fused kernel chain instead of ~10 launches per step)
-        compiled_acting = self.compile_mode != "off" and self.device.type == "cuda"
+        compiled_acting = compiled and self.device.type == "cuda"
         self.explore = compile_explore(self.algo.explore) if compiled_acting else self.algo.explore
 
         # the probes draw from a generator of their own, so diagnostics never change what is learned

@@ -1,0 +1,187 @@
+"""The hand-derived DDPG update (fastddpg.learning.analytic) against the eager update it restates."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from fastddpg.algos import DDPG
+from fastddpg.core.config import Config, ConfigError
+from fastddpg.learning.analytic import fused_adam_step_, mlp_forward, mlp_vjp
+from fastddpg.learning.compile import AUTO_ANALYTIC_MAX_UPDATES_CPU, resolve_compile_mode
+from fastddpg.learning.networks import mlp
+from fastddpg.learning.replay import ReplayBuffer
+from fastddpg.learning.update import AdamHyper, Hyper, adam_state, adam_step_
+
+CPU = torch.device("cpu")
+
+
+def _learner(hidden: tuple[int, ...], low: list[float], high: list[float], clip: float, obs_dim: int = 3,
+             seed: int = 0) -> tuple[DDPG, ReplayBuffer]:
+    torch.manual_seed(seed)
+    act_dim = len(low)
+    hyper = Hyper(0.99, 0.05, clip, AdamHyper(3e-3), AdamHyper(1e-2))
+    learner = DDPG(obs_dim, act_dim, hidden, torch.tensor(low), torch.tensor(high), CPU, hyper)
+    buf = ReplayBuffer(512, obs_dim, act_dim, CPU)
+    gen = torch.Generator().manual_seed(seed)
+    n = 512
+    low_t, high_t = torch.tensor(low), torch.tensor(high)
+    buf.add(torch.randn(n, obs_dim, generator=gen), low_t + (high_t - low_t) * torch.rand(n, act_dim, generator=gen),
+            -16 * torch.rand(n, generator=gen), torch.randn(n, obs_dim, generator=gen),
+            (torch.rand(n, generator=gen) < 0.2).float())  # a fifth of the rows terminal: d matters in y
+    return learner, buf
+
+
+def _tensors(learner: DDPG) -> dict[str, torch.Tensor]:
+    out = {f"{g}.{k}": t for g in ("actor", "critic", "target_actor", "target_critic") for k, t in
+           learner.state[g].items()}
+    for g, opt in learner.state["optim"].items():
+        out[f"{g}.step"] = opt["step"]
+        for key in ("exp_avg", "exp_avg_sq"):
+            out.update({f"{g}.{key}.{i}": t for i, t in enumerate(opt[key])})
+    return out
+
+
+@pytest.mark.parametrize("hidden, low, high, clip", [
+    ((64, 64), [-2.0], [2.0], 1.0),  # Pendulum's shape, the notebook's clipping
+    ((32, 48, 16), [-1.0, 0.0], [3.0, 2.0], 0.05),  # 3 hidden layers, 2 asymmetric actions, clipping on every step
+    ((40,), [-0.5, -0.5], [0.5, 1.5], 0.0),  # one hidden layer, no clipping
+])
+def test_analytic_update_matches_the_eager_update_in_float64(hidden, low, high, clip):
+    """From the same state and batch, one update of each path; every parameter, target, Adam moment, step and metric
+    agrees to float64 rounding, over 12 updates (each from eager's state, as `fastddpg verify` steps them)."""
+    learner, buf = _learner(hidden, low, high, clip)
+    learner = copy.deepcopy(learner)
+    for m in learner.modules().values():
+        m.double()
+    learner._bind_state(optim={g: {"step": o["step"].double(), "exp_avg": [t.double() for t in o["exp_avg"]],
+                                   "exp_avg_sq": [t.double() for t in o["exp_avg_sq"]]}
+                               for g, o in learner.state["optim"].items()})
+    learner.nets = learner.nets._replace(action_low=learner.action_low.double(),
+                                         action_high=learner.action_high.double())
+    twin = copy.deepcopy(learner)
+    eager = learner.update_fns(buf.as_batch, buf.width)[True]
+    analytic = twin.analytic_update_fns(buf.as_batch, buf.width)[True]
+    rows = buf.data.double()[torch.randint(0, 512, (12, 64), generator=torch.Generator().manual_seed(1))]
+    mine, theirs = _tensors(twin), _tensors(learner)
+    for u in range(12):
+        for name, t in mine.items():
+            t.copy_(theirs[name])
+        want = eager(learner.state, rows[u])
+        got = analytic(twin.state, rows[u])
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+        for name, t in mine.items():
+            torch.testing.assert_close(t, theirs[name], rtol=1e-9, atol=1e-10, msg=f"{name} after update {u + 1}")
+    assert float(mine["critic.step"]) == 12.0
+
+
+def test_analytic_update_stays_close_in_float32():
+    """As the trainer runs it, in float32: the same metrics and weights as eager after one update to float32
+    rounding."""
+    learner, buf = _learner((64, 64), [-2.0], [2.0], 1.0)
+    twin = copy.deepcopy(learner)
+    rows = buf.sample_rows(1, 128, torch.Generator().manual_seed(3))[0]
+    want = learner.update_fns(buf.as_batch, buf.width)[True](learner.state, rows)
+    got = twin.analytic_update_fns(buf.as_batch, buf.width)[True](twin.state, rows)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    for name, t in _tensors(twin).items():
+        torch.testing.assert_close(t, _tensors(learner)[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_mlp_vjp_is_autograds_gradient():
+    torch.manual_seed(0)
+    net = mlp([5, 32, 16, 3]).double()
+    params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
+    x = torch.randn(20, 5, dtype=torch.float64, requires_grad=True)
+    d_out = torch.randn(20, 3, dtype=torch.float64)
+    out = torch.func.functional_call(net, params, (x,))
+    want = torch.autograd.grad(out, [*params.values(), x], d_out)
+    got_out, tape = mlp_forward({k: p.detach() for k, p in params.items()}, x.detach(), keep=True)
+    grads, d_x = mlp_vjp(params, tape, d_out, input_grad=True)
+    torch.testing.assert_close(got_out, out.detach())
+    for g, w in zip([*grads, d_x], want, strict=True):
+        torch.testing.assert_close(g, w)
+    no_params, d_x_only = mlp_vjp(params, tape, d_out, param_grads=False, input_grad=True)
+    assert no_params == [] and torch.equal(d_x_only, d_x)
+
+
+def test_fused_adam_step_is_adam_step():
+    torch.manual_seed(0)
+    params = {"w": torch.randn(7, 5, dtype=torch.float64), "b": torch.randn(7, dtype=torch.float64)}
+    twin = {k: t.clone() for k, t in params.items()}
+    opt, opt_twin = adam_state(params), adam_state(twin)
+    opt["step"], opt_twin["step"] = opt["step"].double(), opt_twin["step"].double()
+    hp = AdamHyper(1e-2)
+    for _ in range(5):
+        grads = [torch.randn_like(t) for t in params.values()]
+        adam_step_(list(params.values()), opt, [g.clone() for g in grads], hp)
+        fused_adam_step_(twin, opt_twin, [g.clone() for g in grads], hp)
+    for k in params:
+        torch.testing.assert_close(twin[k], params[k], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(opt_twin["exp_avg_sq"][0], opt["exp_avg_sq"][0], rtol=1e-12, atol=1e-14)
+    assert float(opt_twin["step"]) == 5.0
+
+
+def test_auto_takes_the_analytic_update_on_a_cpu_for_short_runs():
+    assert resolve_compile_mode("auto", CPU, 9_000, analytic=True) == "analytic"
+    assert resolve_compile_mode("auto", CPU, 1_000, analytic=True) == "analytic"
+    assert resolve_compile_mode("auto", CPU, AUTO_ANALYTIC_MAX_UPDATES_CPU, analytic=True) == "default"
+    assert resolve_compile_mode("auto", CPU, 9_000, analytic=False) == "default"
+    assert resolve_compile_mode("auto", torch.device("cuda"), 9_000, analytic=True) == "default"
+    assert resolve_compile_mode("off", CPU, 9_000, analytic=True) == "off"
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"algo": "td3"}, "DDPG's"),
+    ({"layer_norm": True}, "--layer-norm"),
+    ({"num_seeds": 2}, "one agent"),
+])
+def test_compile_analytic_refuses_what_it_cannot_run(kwargs, says):
+    with pytest.raises(ConfigError, match="--compile") as e:
+        Config(compile="analytic", **kwargs).validate()
+    assert says in str(e.value)
+
+
+def test_the_algorithms_that_have_an_analytic_update():
+    learner, buf = _learner((16,), [-1.0], [1.0], 1.0)
+    assert set(learner.analytic_update_fns(buf.as_batch, buf.width)) == {True}
+    torch.manual_seed(0)
+    ln = DDPG(3, 1, (16,), torch.tensor([-1.0]), torch.tensor([1.0]), CPU, learner.hyper, layer_norm=True)
+    assert ln.analytic_update_fns(buf.as_batch, buf.width) is None
+
+
+def test_a_short_default_cpu_run_trains_with_the_analytic_update():
+    from fastddpg.training.trainer import Trainer
+    from tests.test_checkpoint import small
+
+    trainer = Trainer(small(compile="auto", quiet=True))
+    summary = trainer.train().summary
+    assert trainer.compile_mode == "analytic" and summary["compile"] == "analytic"
+    assert summary["updates"] > 0 and summary["compile_seconds"] == 0.0
+    assert float(trainer.algo.state["optim"]["critic"]["step"]) == summary["updates"]
+    with pytest.raises(ConfigError, match="--compile"):
+        Trainer(small(compile="analytic", algo="td3", quiet=True))
+
+
+def test_verify_catches_a_wrong_derivative_in_the_analytic_update(monkeypatch):
+    """`fastddpg verify`'s analytic path fails when a derivative is wrong (the tanh factor of the actor's chain rule
+    left out), and passes without the bug."""
+    from fastddpg.learning import analytic
+    from fastddpg.tools.verify import VerifyOptions, analytic_path, eager_path, run_verify
+
+    opts = VerifyOptions(device="cpu", updates=4, batch_size=32, hidden_sizes=(16, 16), timed_updates=2, repeats=1,
+                         acting=False)
+    paths = {"eager": eager_path, "analytic": analytic_path}
+    assert run_verify(opts, paths=paths)["passed"]
+
+    def no_tanh_factor(nets, params, obs, keep):  # u = 0 makes the chain rule's (1 - u^2) a 1
+        pre, tape = analytic.mlp_forward(params, obs, keep)
+        u = torch.tanh(pre)
+        return nets.actor.action_scale * u + nets.actor.action_bias, torch.zeros_like(u), tape
+
+    monkeypatch.setattr(analytic, "actor_forward", no_tanh_factor)
+    report = run_verify(opts, paths=paths)
+    assert not report["passed"]
+    assert [p["passed"] for p in report["update_paths"]] == [True, False]
