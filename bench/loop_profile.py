@@ -3,6 +3,7 @@
     python bench/loop_profile.py                       # the defaults (Pendulum-v1, 4 envs, compiled, batch 128)
     python bench/loop_profile.py --num-envs 16 --threads 2
     python bench/loop_profile.py --compile off
+    python bench/loop_profile.py --compile analytic --num-envs 1
     python bench/loop_profile.py --algo sac --env HalfCheetah-v5 --num-envs 1 --batch-size 256 --threads 1
 
 One `Trainer` at the given settings first runs past its first update (so the compile, if any, is done) and a
@@ -40,6 +41,7 @@ from fastddpg.core.registry import ALGORITHMS
 PARTS: dict[str, list[tuple[str, str]]] = {
     "update calls (all)": [("training/trainer.py", "run_updates")],
     "  the compiled update itself": [("output_code.py", "__call__")],
+    "  the hand-derived update itself": [("learning/analytic.py", "ddpg_update_analytic")],
     "  draw batch indices (sample_rows)": [("learning/replay.py", "sample_rows")],
     "  extra random inputs": [("/algos/", "extra_inputs")],
     "  device log (record_update)": [("training/devicelog.py", "record_update")],
@@ -55,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--num-envs", type=int, default=Config.num_envs)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default 0: fastddpg's auto)")
-    p.add_argument("--compile", default="default", choices=("default", "off"))
+    p.add_argument("--compile", default="default", choices=("default", "off", "analytic"),
+                   help="how the update runs (analytic: DDPG's hand-derived update, what a short default CPU run "
+                        "takes; this loop's planned length would compile under auto)")
     p.add_argument("--cpu-matmul", default=Config.cpu_matmul, choices=CPU_MATMUL_CHOICES,
                    help="the compiled update's products (fastddpg run's --cpu-matmul)")
     p.add_argument("--flush-denormal", default="on" if Config.flush_denormal else "off", choices=("on", "off"),

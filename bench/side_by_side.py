@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settings", nargs="+", default=["lease", "threads1", "threads2"],
                    choices=list(SETTINGS), help="thread settings to compare (default: lease threads1 threads2); "
                    "'together / in sequence' is against the first")
-    p.add_argument("--compile", nargs="+", default=None, choices=["default", "off"],
+    p.add_argument("--compile", nargs="+", default=None, choices=["default", "off", "analytic", "auto"],
                    help="update compile modes (default: default off; --quick: default)")
     p.add_argument("--rounds", type=int, default=None,
                    help="interleaved rounds; medians are over rounds (default: 3; --quick: 2)")
