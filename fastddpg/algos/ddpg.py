@@ -6,8 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..learning.analytic import ddpg_update_analytic
+from ..learning.analytic import ddpg_update_analytic, hand_derivable
+from ..learning.networks import Actor, Critic
 from ..learning.update import METRIC_NAMES, Batch, LearnerState, Nets, ddpg_update
 from .base import Algorithm, UpdateFns
 
@@ -28,9 +30,9 @@ class DDPG(Algorithm):
         return {True: ddpg_step}
 
     def analytic_update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns | None:
-        """``{True: fn(state, rows) -> ddpg_update_analytic(...)}`` for networks without LayerNorm (whose reverse
-        mode `fastddpg.learning.analytic` writes out); None with LayerNorm."""
-        if self.layer_norm:
+        """``{True: fn(state, rows) -> ddpg_update_analytic(...)}`` where the actor and critic are the plain MLPs whose
+        reverse mode `fastddpg.learning.analytic` writes out (`hand_derivable`); None otherwise (LayerNorm)."""
+        if not (hand_derivable(self.actor, Actor, nn.Tanh) and hand_derivable(self.critic, Critic, nn.Identity)):
             return None
         nets, hyper = self.nets, self.hyper
 

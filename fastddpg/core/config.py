@@ -143,10 +143,10 @@ class Config:
                                    group="diagnostics")
 
     compile: str = _f("auto", "How the update runs: 'off' (eager), 'analytic' (DDPG without --layer-norm, one agent: "
-                      "eager with hand-derived gradients, no compile), 'default' or 'max-autotune' (torch.compile, "
-                      "fullgraph; plus a CUDA graph on CUDA), 'auto' (compile on CUDA; on CPU 'analytic' where it "
-                      "applies for runs under 30,000 updates, else compile for runs long enough to repay the compile "
-                      "time).", choices=("auto", "off", "analytic", "default", "max-autotune"),
+                      "eager with hand-derived gradients, no compile; on any device), 'default' or 'max-autotune' "
+                      "(torch.compile, fullgraph; plus a CUDA graph on CUDA), 'auto' (compile on CUDA; on CPU "
+                      "'analytic' where it applies for runs under 30,000 updates, else compile for runs long enough "
+                      "to repay the compile time).", choices=("auto", "off", "analytic", "default", "max-autotune"),
                       group="performance")
     cpu_matmul: str = _f("auto", "Matrix products of a compiled update on a CPU: 'mkl' (PyTorch's default), "
                          "'onednn' (oneDNN's kernels, which use AVX-512 where MKL runs AVX2: on AMD CPUs 1.9x faster "
@@ -300,8 +300,11 @@ class Config:
             value = getattr(self, h.name)
             need(_finite(value) and value >= h.minimum, h.name, h.fix)
         need(self.num_seeds >= 1, "num_seeds", "use 1 (a single agent) or more members")
-        need(self.compile != "analytic" or (self.algo == "ddpg" and not self.layer_norm), "compile",
-             "the hand-derived update is DDPG's without --layer-norm; use --compile auto or default")
+        analytic_algos = ", ".join(name for name, a in ALGORITHMS.items() if a.hand_derived)
+        need(self.compile != "analytic" or spec.hand_derived, "compile",
+             f"--algo {self.algo} has no hand-derived update (only {analytic_algos}); use --compile auto or default")
+        need(self.compile != "analytic" or not self.layer_norm, "compile",
+             "the hand-derived update has no LayerNorm; leave out --layer-norm or use --compile auto or default")
         self.grid_points()  # a malformed or refused --grid is a ConfigError
         if self.grid:  # the rest of the config is valid: what fails now is a --grid value
             try:

@@ -55,6 +55,9 @@ class AlgoSpec:
     options of a deterministic actor). `Config.validate` refuses one set to anything but its default with one line
     saying ``why`` (a flag that would be silently ignored is bad input).
 
+    ``hand_derived``: the algorithm has an update with hand-derived gradients (``--compile analytic``,
+    `Algorithm.analytic_update_fns`) for one agent without LayerNorm.
+
     ``defaults``: Config fields (shared ones such as ``actor_lr``, or another algorithm's, such as TD3's
     ``policy_delay``) whose default differs for this algorithm, {field: value}. A Config with this ``--algo`` takes
     them for every such field the user did not give (flag, config file, keyword); ``--help`` lists them beside each
@@ -68,10 +71,11 @@ class AlgoSpec:
     refuses: tuple[str, ...] = ()
     why: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    hand_derived: bool = False
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
-    AlgoSpec("ddpg", "fastddpg.algos.ddpg:DDPG", "the notebook's"),
+    AlgoSpec("ddpg", "fastddpg.algos.ddpg:DDPG", "the notebook's", hand_derived=True),
     AlgoSpec("td3", "fastddpg.algos.td3:TD3", "twin critics with the min in the target, target policy smoothing, "
              "delayed actor and target updates; see --policy-noise, --noise-clip, --policy-delay", "TD3", (
                  HyperField("policy_noise", 0.2, "TD3 target policy smoothing: std of the noise added to mu'(s') in "

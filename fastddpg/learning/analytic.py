@@ -10,15 +10,15 @@ out here: each network's forward keeps the inputs of its layers (`MLPTape`), and
 on a 2-core AMD EPYC (Zen 4), 1 thread, batch 128: about 0.9x the compiled update's updates/s and 1.9x the eager
 update's, from the first update on (README, Performance).
 
-What is reused as it is: the TD target (`bellman_target`), the gradient clipping (`clip_grad_norm_`), the soft update
-(`soft_update_targets_`) and the metrics of `fastddpg.learning.update`; Adam is its equation (`adam_step_`) run by
-torch's fused CPU kernel (`fused_adam_step_`), one pass over each tensor instead of nine foreach ops. What is derived
-here, and nowhere else: the gradients of the two losses with respect to the critic's output (`critic_loss_grad`,
-`actor_loss_grad`) and the chain rule through the networks. ``fastddpg verify`` and tests/test_analytic.py hold it
-to the eager update's numbers (float64: to ~1e-12).
+What is reused as it is: the TD target (`bellman_target`), the critic's loss value (`td_mse`), the gradient
+clipping (`clip_grad_norm_`) and the soft update (`soft_update_targets_`) of `fastddpg.learning.update`; Adam is its
+equation (`adam_step_`) run by torch's fused CPU kernel (`fused_adam_step_`), one pass over each tensor instead of
+nine foreach ops. What is derived here, and nowhere else: the gradients of the two losses with respect to the
+critic's output (`critic_loss_grad`, `actor_loss_grad`) and the chain rule through the networks. ``fastddpg
+verify`` and tests/test_analytic.py hold it to the eager update's numbers (float64: to ~1e-12).
 
-Scope: one agent (not a population), DDPG's `Critic` and `Actor` without LayerNorm. Other algorithms and networks
-compile (`Algorithm.analytic_update_fns` returns None for them).
+Scope: one agent (not a population), DDPG's `Critic` and `Actor` without LayerNorm (`hand_derivable`). Other
+algorithms and networks compile (`Algorithm.analytic_update_fns` returns None for them).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 from .update import (
     AdamHyper,
@@ -39,6 +40,7 @@ from .update import (
     bellman_target,
     clip_grad_norm_,
     soft_update_targets_,
+    td_mse,
 )
 
 _relu_backward = torch.ops.aten.threshold_backward.default  # d * (h > 0): ReLU's backward, one kernel
@@ -51,6 +53,19 @@ class MLPTape(NamedTuple):
     inputs: list[torch.Tensor]
 
 
+def hand_derivable(module: nn.Module, kind: type[nn.Module], output: type[nn.Module]) -> bool:
+    """Whether ``module`` is a ``kind`` (`Actor`, `Critic`) whose ``net`` is exactly what `mlp_forward` and
+    `mlp_vjp` assume: Linear layers (2-d weights, 1-d biases) with ReLU between them and ``output`` after the last."""
+    if type(module) is not kind:
+        return False
+    layers = list(module.net)
+    linears, activations = layers[0::2], layers[1::2]
+    return (len(layers) % 2 == 0 and all(type(m) is nn.Linear for m in linears)
+            and all(type(m) is nn.ReLU for m in activations[:-1]) and type(activations[-1]) is output
+            and [name for name, _ in module.net.named_parameters()] == [
+                f"{i}.{p}" for i in range(0, len(layers), 2) for p in ("weight", "bias")])
+
+
 def layer_params(params: Params) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(weight (out, in), bias (out,)) of each Linear layer of an MLP's parameters, in order (an ``nn.Sequential`` of
     Linear and activation modules names them ``net.0.weight``, ``net.0.bias``, ``net.2.weight``, ...)."""
@@ -61,7 +76,7 @@ def layer_params(params: Params) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def mlp_forward(params: Params, x: torch.Tensor, keep: bool) -> tuple[torch.Tensor, MLPTape]:
     """Linear layers with ReLU between them and none after the last: x (B, in) -> (B, out). With ``keep`` the tape
     holds each layer's input for `mlp_vjp`."""
-    inputs = []
+    inputs: list[torch.Tensor] = []
     layers = layer_params(params)
     h = x
     for i, (w, b) in enumerate(layers):
@@ -125,6 +140,8 @@ def fused_adam_step_(params: Params, opt: AdamState, grads: list[torch.Tensor], 
     step = opt["step"]
     step.add_(1.0)
     beta1, beta2 = hp.betas
+    # the kernel reads each tensor's step count and never writes it (torch.optim increments it before the call), so
+    # the one shared count can stand for every tensor's
     torch._fused_adam_(list(params.values()), grads, opt["exp_avg"], opt["exp_avg_sq"], [], [step] * len(grads),
                        lr=hp.lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=hp.eps, amsgrad=False,
                        maximize=False)
@@ -140,11 +157,11 @@ def ddpg_update_analytic(nets: Nets, state: LearnerState, batch: Batch, hp: Hype
 
     q, tape = critic_forward(state["critic"], batch.obs, batch.action, keep=True)
     grads, _ = mlp_vjp(state["critic"], tape, critic_loss_grad(q, y))
-    loss_q = batch_mean((q - y).square())
+    loss_q = td_mse(q, y)
     clip_grad_norm_(grads, hp.grad_clip_norm)
     fused_adam_step_(state["critic"], state["optim"]["critic"], grads, hp.critic)
 
-    # the deterministic policy gradient: dL/dtheta = dL/dQ dQ/da da/dtheta, the critic's parameters constant
+    # the critic's parameters enter as constants: only the action columns of its input gradient are needed
     action, u, actor_tape = actor_forward(nets, state["actor"], batch.obs, keep=True)
     q_pi, tape = critic_forward(state["critic"], batch.obs, action, keep=True)
     _, d_input = mlp_vjp(state["critic"], tape, actor_loss_grad(q_pi), param_grads=False, input_grad=True)
@@ -155,4 +172,5 @@ def ddpg_update_analytic(nets: Nets, state: LearnerState, batch: Batch, hp: Hype
     fused_adam_step_(state["actor"], state["optim"]["actor"], grads, hp.actor)
 
     soft_update_targets_(state, hp.tau)
-    return torch.stack([loss_q, -batch_mean(q_pi), batch_mean(q), batch_mean(y)])
+    loss_pi = -batch_mean(q_pi)  # actor_loss's value: the actor's loss before its step
+    return torch.stack([loss_q, loss_pi, batch_mean(q), batch_mean(y)], dim=-1)

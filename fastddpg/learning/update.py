@@ -200,8 +200,14 @@ def critic_loss(critic: nn.Module, critic_params: Params, batch: Batch, y: torch
     """L(phi) = sum over critics of mean_b (Q_phi(s, a) - y)^2: each of a member's C critics regresses to the same
     y (*M, B, 1). Returns (the sum, (each critic's MSE (*M) or (*M, C), Q), detached)."""
     q = functional_call(critic, critic_params, (batch.obs, batch.action))
-    per_critic = batch_mean((q - (y.unsqueeze(-3) if critic.num_critics > 1 else y)).square())
+    per_critic = td_mse(q, y, critic.num_critics)
     return per_critic.sum(), (per_critic.detach(), q.detach())
+
+
+def td_mse(q: torch.Tensor, y: torch.Tensor, num_critics: int = 1) -> torch.Tensor:
+    """mean_b (Q - y)^2 of each critic: Q (*M, B, 1), or (*M, C, B, 1) with ``num_critics`` C > 1, against the same
+    y (*M, B, 1). Returns (*M) or (*M, C)."""
+    return batch_mean((q - (y.unsqueeze(-3) if num_critics > 1 else y)).square())
 
 
 def first_critic(params: Params, num_critics: int) -> Params:
