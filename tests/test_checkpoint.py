@@ -103,13 +103,13 @@ def test_resume_restores_every_tensor_and_counter(tmp_path, variant):
         assert torch.count_nonzero(noise["state"]) == 0 and torch.count_nonzero(saved["trainer"]["noise"]["state"])
 
 
-@pytest.mark.parametrize("algo", ["ddpg", "sac"])
-def test_resume_from_the_file_continues_like_the_live_trainer(tmp_path, algo):
+@pytest.mark.parametrize("algo, compile_mode", [("ddpg", "off"), ("sac", "off"), ("ddpg", "analytic")])
+def test_resume_from_the_file_continues_like_the_live_trainer(tmp_path, algo, compile_mode):
     """A trainer restored from the file and the live trainer that wrote it, both with their episodes restarted
     the same way, train on bit-identically: everything that shapes the future (RNG streams, replay-ratio credit,
     optimizer states, SAC's temperature and its Adam, buffer) is in the file, nothing is left to the fresh
     trainer's own state."""
-    cfg = small(env="Pendulum-v1", num_envs=2, total_steps=100, start_steps=40, algo=algo)
+    cfg = small(env="Pendulum-v1", num_envs=2, total_steps=100, start_steps=40, algo=algo, compile=compile_mode)
     live = Trainer(cfg, checkpointer=Checkpointer(tmp_path))
     while live.global_step < 100:
         live.step()
