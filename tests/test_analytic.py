@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from fastddpg.algos import DDPG
+from fastddpg.algos import DDPG, TD3
 from fastddpg.core.config import Config, ConfigError
 from fastddpg.learning.analytic import fused_adam_step_, mlp_forward, mlp_vjp
-from fastddpg.learning.compile import AUTO_ANALYTIC_MAX_UPDATES_CPU, resolve_compile_mode
+from fastddpg.learning.compile import resolve_compile_mode
 from fastddpg.learning.networks import mlp
 from fastddpg.learning.replay import ReplayBuffer
 from fastddpg.learning.update import AdamHyper, Hyper, adam_state, adam_step_
@@ -19,11 +19,13 @@ CPU = torch.device("cpu")
 
 
 def _learner(hidden: tuple[int, ...], low: list[float], high: list[float], clip: float, obs_dim: int = 3,
-             seed: int = 0) -> tuple[DDPG, ReplayBuffer]:
+             seed: int = 0, algo: str = "ddpg") -> tuple[DDPG | TD3, ReplayBuffer]:
     torch.manual_seed(seed)
     act_dim = len(low)
-    hyper = Hyper(0.99, 0.05, clip, AdamHyper(3e-3), AdamHyper(1e-2))
-    learner = DDPG(obs_dim, act_dim, hidden, torch.tensor(low), torch.tensor(high), CPU, hyper)
+    hyper = Hyper(0.99, 0.05, clip, AdamHyper(3e-3), AdamHyper(1e-2), policy_noise=0.3, noise_clip=0.4)
+    low_bound, high_bound = torch.tensor(low), torch.tensor(high)
+    learner = (DDPG(obs_dim, act_dim, hidden, low_bound, high_bound, CPU, hyper) if algo == "ddpg" else
+               TD3(obs_dim, act_dim, hidden, low_bound, high_bound, CPU, hyper, policy_delay=2))
     buf = ReplayBuffer(512, obs_dim, act_dim, CPU)
     gen = torch.Generator().manual_seed(seed)
     n = 512
@@ -44,15 +46,26 @@ def _tensors(learner: DDPG) -> dict[str, torch.Tensor]:
     return out
 
 
+def _rows(learner: DDPG | TD3, buf: ReplayBuffer, updates: int, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """Replay rows of ``updates`` batches, with TD3's standard normal smoothing noise appended."""
+    gen = torch.Generator().manual_seed(1)
+    rows = buf.data.to(dtype)[torch.randint(0, buf.size, (updates, batch_size), generator=gen)]
+    if learner.eps_dim:
+        rows = torch.cat([rows, torch.randn(updates, batch_size, learner.eps_dim, generator=gen, dtype=dtype)], -1)
+    return rows
+
+
+@pytest.mark.parametrize("algo", ["ddpg", "td3"])
 @pytest.mark.parametrize("hidden, low, high, clip", [
     ((64, 64), [-2.0], [2.0], 1.0),  # Pendulum's shape, the notebook's clipping
     ((32, 48, 16), [-1.0, 0.0], [3.0, 2.0], 0.05),  # 3 hidden layers, 2 asymmetric actions, clipping on every step
     ((40,), [-0.5, -0.5], [0.5, 1.5], 0.0),  # one hidden layer, no clipping
 ])
-def test_analytic_update_matches_the_eager_update_in_float64(hidden, low, high, clip):
+def test_analytic_update_matches_the_eager_update_in_float64(algo, hidden, low, high, clip):
     """From the same state and batch, one update of each path; every parameter, target, Adam moment, step and metric
-    agrees to float64 rounding, over 12 updates (each from eager's state, as `fastddpg verify` steps them)."""
-    learner, buf = _learner(hidden, low, high, clip)
+    agrees to float64 rounding, over 12 updates (each from eager's state, as `fastddpg verify` steps them); TD3's
+    alternate critic-only and full updates (policy delay 2)."""
+    learner, buf = _learner(hidden, low, high, clip, algo=algo)
     learner = copy.deepcopy(learner)
     for m in learner.modules().values():
         m.double()
@@ -62,36 +75,41 @@ def test_analytic_update_matches_the_eager_update_in_float64(hidden, low, high, 
     learner.nets = learner.nets._replace(action_low=learner.action_low.double(),
                                          action_high=learner.action_high.double())
     twin = copy.deepcopy(learner)
-    eager = learner.update_fns(buf.as_batch, buf.width)[True]
-    analytic = twin.analytic_update_fns(buf.as_batch, buf.width)[True]
-    rows = buf.data.double()[torch.randint(0, 512, (12, 64), generator=torch.Generator().manual_seed(1))]
+    eager = learner.update_fns(buf.as_batch, buf.width)
+    analytic = twin.analytic_update_fns(buf.as_batch, buf.width)
+    assert set(analytic) == set(eager)
+    rows = _rows(learner, buf, 12, 64, torch.float64)
     mine, theirs = _tensors(twin), _tensors(learner)
     for u in range(12):
+        actor_step = learner.is_actor_step(u + 1)
         for name, t in mine.items():
             t.copy_(theirs[name])
-        want = eager(learner.state, rows[u])
-        got = analytic(twin.state, rows[u])
+        want = eager[actor_step](learner.state, rows[u])
+        got = analytic[actor_step](twin.state, rows[u])
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
         for name, t in mine.items():
             torch.testing.assert_close(t, theirs[name], rtol=1e-9, atol=1e-10, msg=f"{name} after update {u + 1}")
     assert float(mine["critic.step"]) == 12.0
+    assert float(mine["actor.step"]) == (12.0 if algo == "ddpg" else 6.0)
 
 
-def test_analytic_update_stays_close_in_float32():
+@pytest.mark.parametrize("algo", ["ddpg", "td3"])
+def test_analytic_update_stays_close_in_float32(algo):
     """As the trainer runs it, in float32: 10 updates in lockstep with eager (each from eager's state), every tensor
     within float32 rounding of eager's, relative to the scale of its group (a network's parameters, one Adam moment
     of one network: Adam's second moments are ~1e-3 g^2, and a single bias can pass through zero)."""
-    learner, buf = _learner((64, 64), [-2.0], [2.0], 1.0)
+    learner, buf = _learner((64, 64), [-2.0], [2.0], 1.0, algo=algo)
     twin = copy.deepcopy(learner)
-    eager = learner.update_fns(buf.as_batch, buf.width)[True]
-    analytic = twin.analytic_update_fns(buf.as_batch, buf.width)[True]
-    rows = buf.sample_rows(10, 128, torch.Generator().manual_seed(3))
+    eager = learner.update_fns(buf.as_batch, buf.width)
+    analytic = twin.analytic_update_fns(buf.as_batch, buf.width)
+    rows = _rows(learner, buf, 10, 128, torch.float32)
     mine, theirs = _tensors(twin), _tensors(learner)
     for u in range(10):
+        actor_step = learner.is_actor_step(u + 1)
         for name, t in mine.items():
             t.copy_(theirs[name])
-        want = eager(learner.state, rows[u])
-        torch.testing.assert_close(analytic(twin.state, rows[u]), want, rtol=1e-4, atol=1e-5)
+        want = eager[actor_step](learner.state, rows[u])
+        torch.testing.assert_close(analytic[actor_step](twin.state, rows[u]), want, rtol=1e-4, atol=1e-5)
         scales: dict[str, float] = {}
         for name, t in theirs.items():
             scales[_group(name)] = max(scales.get(_group(name), 0.0), float(t.abs().max()))
@@ -144,16 +162,19 @@ def test_fused_adam_step_is_adam_step(dtype, tol):
 
 
 def test_auto_takes_the_analytic_update_on_a_cpu_for_short_runs():
-    assert resolve_compile_mode("auto", CPU, 9_000, analytic=True) == "analytic"
-    assert resolve_compile_mode("auto", CPU, 1_000, analytic=True) == "analytic"
-    assert resolve_compile_mode("auto", CPU, AUTO_ANALYTIC_MAX_UPDATES_CPU, analytic=True) == "default"
-    assert resolve_compile_mode("auto", CPU, 9_000, analytic=False) == "default"
-    assert resolve_compile_mode("auto", torch.device("cuda"), 9_000, analytic=True) == "default"
-    assert resolve_compile_mode("off", CPU, 9_000, analytic=True) == "off"
+    assert resolve_compile_mode("auto", CPU, 9_000, DDPG.analytic_auto_max_updates) == "analytic"
+    assert resolve_compile_mode("auto", CPU, 1_000, DDPG.analytic_auto_max_updates) == "analytic"
+    assert resolve_compile_mode("auto", CPU, 30_000, DDPG.analytic_auto_max_updates) == "default"
+    assert resolve_compile_mode("auto", CPU, 14_999, TD3.analytic_auto_max_updates) == "analytic"
+    assert resolve_compile_mode("auto", CPU, 15_000, TD3.analytic_auto_max_updates) == "default"
+    assert resolve_compile_mode("auto", CPU, 9_000) == "default"  # no hand-derived update
+    assert resolve_compile_mode("auto", CPU, 1_000) == "off"
+    assert resolve_compile_mode("auto", torch.device("cuda"), 9_000, 30_000) == "default"
+    assert resolve_compile_mode("off", CPU, 9_000, 30_000) == "off"
 
 
 @pytest.mark.parametrize("kwargs, says", [
-    ({"algo": "td3"}, "--algo td3 has no hand-derived update (only ddpg)"),
+    ({"algo": "sac"}, "--algo sac has no hand-derived update (only ddpg, td3)"),
     ({"layer_norm": True}, "has no LayerNorm"),
     ({"num_seeds": 2}, "one agent, not a population"),
 ])
@@ -164,7 +185,7 @@ def test_compile_analytic_refuses_what_it_cannot_run(kwargs, says):
 
 
 def test_the_algorithms_that_have_an_analytic_update():
-    from fastddpg.algos import TD3
+    from fastddpg.algos import SAC
     from fastddpg.algos.population import Population
 
     learner, buf = _learner((16,), [-1.0], [1.0], 1.0)
@@ -173,7 +194,13 @@ def test_the_algorithms_that_have_an_analytic_update():
     ln = DDPG(3, 1, (16,), low, high, CPU, learner.hyper, layer_norm=True)
     assert ln.analytic_update_fns(buf.as_batch, buf.width) is None
     td3 = TD3(3, 1, (16,), low, high, CPU, learner.hyper, policy_delay=2)
-    assert td3.analytic_update_fns(buf.as_batch, buf.width) is None
+    assert set(td3.analytic_update_fns(buf.as_batch, buf.width)) == {False, True}
+    td3_every = TD3(3, 1, (16,), low, high, CPU, learner.hyper, policy_delay=1)
+    assert set(td3_every.analytic_update_fns(buf.as_batch, buf.width)) == {True}
+    assert TD3(3, 1, (16,), low, high, CPU, learner.hyper, layer_norm=True).analytic_update_fns(
+        buf.as_batch, buf.width) is None
+    sac = SAC.from_config(Config(algo="sac", hidden_sizes=(16,)), 3, 1, low, high, CPU)
+    assert sac.analytic_update_fns(buf.as_batch, buf.width) is None
     pop = Population([copy.deepcopy(learner), copy.deepcopy(learner)])
     assert pop.analytic_update_fns(buf.as_batch, buf.width) is None
 

@@ -80,11 +80,12 @@ def test_verify_ddpg_passes_on_cpu_with_graph_logic(tmp_path, capsys, fresh_dyna
 
 
 def test_verify_td3_passes_on_cpu(fresh_dynamo):
-    """TD3: both compiled functions (critic only, and critic + actor + targets) in the policy-delay order."""
+    """TD3: both compiled functions (critic only, and critic + actor + targets) in the policy-delay order, and both
+    hand-derived ones."""
     report = run_verify(VerifyOptions(device="cpu", algo="td3", updates=6, batch_size=64, hidden_sizes=(32, 32),
                                       timed_updates=4, repeats=1, acting=False, graph_logic_on_cpu=True))
     assert report["passed"], format_report(report)
-    assert [p["name"] for p in report["update_paths"]] == ["eager", "compiled", "compiled+graph-logic"]
+    assert [p["name"] for p in report["update_paths"]] == ["eager", "compiled", "compiled+graph-logic", "analytic"]
     assert report["acting_paths"] == []
 
 

@@ -60,6 +60,8 @@ class Algorithm:
     actor_step_metrics: ClassVar[frozenset[str]] = frozenset({"actor_loss"})  # averaged over actor steps only
     num_critics: ClassVar[int] = 1
     optimizer_groups: ClassVar[tuple[str, ...]] = ("actor", "critic")  # modules Adam steps, one Adam state each
+    # `analytic_update_fns`' runs under ``--compile auto`` on a CPU: those of fewer updates than this (0: never)
+    analytic_auto_max_updates: ClassVar[int] = 0
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int], action_low: torch.Tensor,
                  action_high: torch.Tensor, device: torch.device, hyper: Any, layer_norm: bool = False,

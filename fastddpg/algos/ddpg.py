@@ -18,6 +18,10 @@ class DDPG(Algorithm):
     name = "ddpg"
     metric_names = METRIC_NAMES
     num_critics = 1
+    # the hand-derived update runs at ~0.9x the compiled one on a 2-core CPU (README, Performance): a compile pays for
+    # itself after 11 s / (1/350 - 1/390) s = ~37,000 updates from a cold cache, ~7,000 from a warm one, and a
+    # machine's first run is cold
+    analytic_auto_max_updates = 30_000
 
     def make_update_fns(self, nets: Nets, hyper: Any, as_batch: Callable[[torch.Tensor], Batch],
                         width: int) -> UpdateFns:

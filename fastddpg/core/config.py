@@ -142,12 +142,12 @@ class Config:
                                    "episodes (summed over envs) have finished (PROBE_EVERY_EPISODES).",
                                    group="diagnostics")
 
-    compile: str = _f("auto", "How the update runs: 'off' (eager), 'analytic' (DDPG without --layer-norm, one agent: "
-                      "eager with hand-derived gradients, no compile; on any device), 'default' or 'max-autotune' "
-                      "(torch.compile, fullgraph; plus a CUDA graph on CUDA), 'auto' (compile on CUDA; on CPU "
-                      "'analytic' where it applies for runs under 30,000 updates, else compile for runs long enough "
-                      "to repay the compile time).", choices=("auto", "off", "analytic", "default", "max-autotune"),
-                      group="performance")
+    compile: str = _f("auto", "How the update runs: 'off' (eager), 'analytic' (DDPG and TD3 without --layer-norm, "
+                      "one agent: eager with hand-derived gradients, no compile; on any device), 'default' or "
+                      "'max-autotune' (torch.compile, fullgraph; plus a CUDA graph on CUDA), 'auto' (compile on CUDA; "
+                      "on CPU 'analytic' where it applies for runs too short to repay a cold compile (DDPG: under "
+                      "30,000 updates, TD3: 15,000), else compile for runs long enough to repay it).",
+                      choices=("auto", "off", "analytic", "default", "max-autotune"), group="performance")
     cpu_matmul: str = _f("auto", "Matrix products of a compiled update on a CPU: 'mkl' (PyTorch's default), "
                          "'onednn' (oneDNN's kernels, which use AVX-512 where MKL runs AVX2: on AMD CPUs 1.9x faster "
                          "products, the same equations), 'auto' (onednn on an AMD CPU with AVX-512, mkl elsewhere).",

@@ -84,7 +84,7 @@ ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
                  HyperField("noise_clip", 0.5, "TD3: the smoothing noise is clipped to +-noise_clip, in units of the "
                             "action scale (high - low) / 2.", 0.0, "use a clip of 0 or more", per_member=True),
                  HyperField("policy_delay", 2, "TD3: one actor step and soft target update every this many critic "
-                            "updates.", 1, "use 1 (actor step every critic update) or more"))),
+                            "updates.", 1, "use 1 (actor step every critic update) or more")), hand_derived=True),
     AlgoSpec("sac", "fastddpg.algos.sac:SAC", "soft actor-critic: a tanh-squashed Gaussian policy that explores by "
              "sampling itself, twin critics, an entropy temperature learned toward -|A|; see --init-alpha", "SAC", (
                  HyperField("init_alpha", 1.0, "SAC: the entropy temperature alpha's initial value; alpha is then "

@@ -1,24 +1,25 @@
-"""The DDPG update with its gradients derived by hand: the same equations as `fastddpg.learning.update`, eager, with
-no autograd and no compile.
+"""The DDPG and TD3 updates with their gradients derived by hand: the same equations as `fastddpg.learning.update`,
+eager, with no autograd and no compile.
 
 Why: on a CPU the eager update (``torch.func`` over ``functional_call``) spends most of its time outside the
 products: function transforms, parameter swapping, ~150 small ops. A compiled update removes that overhead but
 costs 10-15 s of compile on a fresh 2-core machine, most of a 10k-step run's start-up. The networks of a plain DDPG
-are MLPs (Linear and ReLU, the actor ending in tanh), whose reverse mode is a handful of products, so it is written
-out here: each network's forward keeps the inputs of its layers (`MLPTape`), and its vector-Jacobian product
-(`mlp_vjp`) returns the parameter gradients and, for the actor step, the gradient with respect to the action. Measured
-on a 2-core AMD EPYC (Zen 4), 1 thread, batch 128: about 0.9x the compiled update's updates/s and 1.9x the eager
-update's, from the first update on (README, Performance).
+are MLPs (Linear and ReLU, the actor ending in tanh; TD3's twin critics stacked), whose reverse mode is a handful
+of products, so it is written out here: each network's forward keeps the inputs of its layers (`MLPTape`), and its
+vector-Jacobian product (`mlp_vjp`) returns the parameter gradients and, for the actor step, the gradient with
+respect to the action. Measured on a 2-core AMD EPYC (Zen 4), 1 thread, batch 128: about 0.9x the compiled
+update's updates/s and 1.9x the eager update's, from the first update on (README, Performance).
 
-What is reused as it is: the TD target (`bellman_target`), the critic's loss value (`td_mse`), the gradient
-clipping (`clip_grad_norm_`) and the soft update (`soft_update_targets_`) of `fastddpg.learning.update`; Adam is its
-equation (`adam_step_`) run by torch's fused CPU kernel (`fused_adam_step_`), one pass over each tensor instead of
-nine foreach ops. What is derived here, and nowhere else: the gradients of the two losses with respect to the
-critic's output (`critic_loss_grad`, `actor_loss_grad`) and the chain rule through the networks. ``fastddpg
-verify`` and tests/test_analytic.py hold it to the eager update's numbers (float64: to ~1e-12).
+What is reused as it is: the TD target (`bellman_target`; TD3's smoothing and clipped double Q), the critic's loss value
+(`td_mse`), the gradient clipping (`clip_grad_norm_`), the soft update (`soft_update_targets_`) and the metrics
+(`ddpg_metrics`, `td3_metrics`) of `fastddpg.learning.update`; Adam is its equation (`adam_step_`) run by torch's
+fused CPU kernel (`fused_adam_step_`), one pass over each tensor instead of nine foreach ops. What is derived here,
+and nowhere else: the gradients of the two losses with respect to the critic's output (`critic_loss_grad`,
+`actor_loss_grad`) and the chain rule through the networks. ``fastddpg verify`` and tests/test_analytic.py hold it
+to the eager update's numbers (float64: to ~1e-12).
 
-Scope: one agent (not a population), DDPG's `Critic` and `Actor` without LayerNorm (`hand_derivable`). Other
-algorithms and networks compile (`Algorithm.analytic_update_fns` returns None for them).
+Scope: one agent (not a population), DDPG's and TD3's `Actor`, `Critic` and `TwinCritic` without LayerNorm
+(`hand_derivable`). Other algorithms and networks compile (`Algorithm.analytic_update_fns` returns None for them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .networks import StackedLinear, TwinCritic
 from .update import (
     AdamHyper,
     AdamState,
@@ -39,7 +41,13 @@ from .update import (
     batch_mean,
     bellman_target,
     clip_grad_norm_,
+    clipped_double_q_target,
+    ddpg_metrics,
+    first_critic,
+    smoothed,
     soft_update_targets_,
+    stacked,
+    td3_metrics,
     td_mse,
 )
 
@@ -54,35 +62,51 @@ class MLPTape(NamedTuple):
 
 
 def hand_derivable(module: nn.Module, kind: type[nn.Module], output: type[nn.Module]) -> bool:
-    """Whether ``module`` is a ``kind`` (`Actor`, `Critic`) whose ``net`` is exactly what `mlp_forward` and
-    `mlp_vjp` assume: Linear layers (2-d weights, 1-d biases) with ReLU between them and ``output`` after the last."""
+    """Whether ``module`` is a ``kind`` (`Actor`, `Critic`, `TwinCritic`) whose ``net`` is exactly what `mlp_forward`
+    and `mlp_vjp` assume: Linear layers (``nn.Linear``, or `StackedLinear` in a `TwinCritic`) with ReLU between them
+    and ``output`` after the last."""
     if type(module) is not kind:
         return False
     layers = list(module.net)
     linears, activations = layers[0::2], layers[1::2]
-    return (len(layers) % 2 == 0 and all(type(m) is nn.Linear for m in linears)
+    linear = StackedLinear if kind is TwinCritic else nn.Linear
+    return (len(layers) % 2 == 0 and all(type(m) is linear for m in linears)
             and all(type(m) is nn.ReLU for m in activations[:-1]) and type(activations[-1]) is output
             and [name for name, _ in module.net.named_parameters()] == [
                 f"{i}.{p}" for i in range(0, len(layers), 2) for p in ("weight", "bias")])
 
 
 def layer_params(params: Params) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(weight (out, in), bias (out,)) of each Linear layer of an MLP's parameters, in order (an ``nn.Sequential`` of
-    Linear and activation modules names them ``net.0.weight``, ``net.0.bias``, ``net.2.weight``, ...)."""
+    """(weight, bias) of each Linear layer of an MLP's parameters, in order (an ``nn.Sequential`` of Linear and
+    activation modules names them ``net.0.weight``, ``net.0.bias``, ``net.2.weight``, ...): an ``nn.Linear``'s
+    (out, in) and (out,), or C stacked layers' (`StackedLinear`) (C, in, out) and (C, 1, out)."""
     tensors = list(params.values())
     return list(zip(tensors[0::2], tensors[1::2], strict=True))
 
 
+def _bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(bias +) a @ b for C stacked products, a (C, m, k), b (C, k, n), bias (C, 1, n): ``torch.baddbmm``/``bmm``
+    except where n or m is 1, for which ATen's batched product takes a slow path (72 us for (2, 128, 256) @ (2, 256, 1)
+    against 2 x 4 us a slice at a time, 1 thread), and k = 1, an outer product."""
+    if a.shape[-1] == 1:
+        out = a * b
+    elif b.shape[-1] == 1 or a.shape[-2] == 1:
+        out = torch.stack([a[c] @ b[c] for c in range(a.shape[0])])
+    else:
+        return torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
+    return out if bias is None else out + bias
+
+
 def mlp_forward(params: Params, x: torch.Tensor, keep: bool) -> tuple[torch.Tensor, MLPTape]:
-    """Linear layers with ReLU between them and none after the last: x (B, in) -> (B, out). With ``keep`` the tape
-    holds each layer's input for `mlp_vjp`."""
+    """Linear layers with ReLU between them and none after the last: x (B, in) -> (B, out), or for C stacked
+    networks x (C, B, in) -> (C, B, out). With ``keep`` the tape holds each layer's input for `mlp_vjp`."""
     inputs: list[torch.Tensor] = []
     layers = layer_params(params)
     h = x
     for i, (w, b) in enumerate(layers):
         if keep:
             inputs.append(h)
-        h = torch.addmm(b, h, w.t())
+        h = _bmm(h, w, b) if w.dim() == 3 else torch.addmm(b, h, w.t())
         if i < len(layers) - 1:
             h = torch.relu(h)
     return h, MLPTape(inputs)
@@ -90,22 +114,27 @@ def mlp_forward(params: Params, x: torch.Tensor, keep: bool) -> tuple[torch.Tens
 
 def mlp_vjp(params: Params, tape: MLPTape, d_out: torch.Tensor, param_grads: bool = True,
             input_grad: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Reverse mode of `mlp_forward` for an output gradient d_out (B, out): for each layer h_out = h_in W^T + b,
-    dL/dW = d^T h_in (out, in), dL/db = sum_b d (out,), and d for the layer below is (d W) * (h_in > 0).
+    """Reverse mode of `mlp_forward` for an output gradient d_out (B, out) or (C, B, out): for each layer
+    h_out = h_in W^T + b, dL/dW = d^T h_in (out, in), dL/db = sum_b d (out,), and d for the layer below is
+    (d W) * (h_in > 0); stacked, h_out = h_in W + b per network: dL/dW = h_in^T d (C, in, out), dL/db (C, 1, out).
 
-    Returns (the gradients in the order of ``params``, or [] without ``param_grads``; dL/dx (B, in) with
-    ``input_grad``, else None)."""
+    Returns (the gradients in the order of ``params``, or [] without ``param_grads``; dL/dx (B, in) or (C, B, in)
+    with ``input_grad``, else None)."""
     layers = layer_params(params)
     grads: list[torch.Tensor] = []
     d, d_input = d_out, None
     for i in range(len(layers) - 1, -1, -1):
         w, h_in = layers[i][0], tape.inputs[i]
+        stacked = w.dim() == 3
         if param_grads:
-            grads[:0] = [d.t() @ h_in, d.sum(dim=0)]
-        if i > 0:
-            d = _relu_backward(d @ w, h_in, 0)
-        elif input_grad:
-            d_input = d @ w
+            grads[:0] = ([_bmm(h_in.transpose(1, 2), d), d.sum(dim=1, keepdim=True)] if stacked
+                         else [d.t() @ h_in, d.sum(dim=0)])
+        if i > 0 or input_grad:
+            d_in = _bmm(d, w.transpose(1, 2)) if stacked else d @ w
+            if i > 0:
+                d = _relu_backward(d_in, h_in, 0)
+            else:
+                d_input = d_in
     return grads, d_input
 
 
@@ -120,18 +149,24 @@ def actor_forward(nets: Nets, params: Params, obs: torch.Tensor, keep: bool
 
 def critic_forward(params: Params, obs: torch.Tensor, action: torch.Tensor, keep: bool
                    ) -> tuple[torch.Tensor, MLPTape]:
-    """Q_phi(s, a) = net([s, a]) (`fastddpg.learning.networks.Critic`): (B, 1), and the net's tape."""
-    return mlp_forward(params, torch.cat([obs, action], dim=-1), keep)
+    """Q_phi(s, a) = net([s, a]): a `Critic`'s (B, 1), or C stacked critics' (`TwinCritic`, each on the same input)
+    (C, B, 1); and the net's tape."""
+    x = torch.cat([obs, action], dim=-1)
+    first = next(iter(params.values()))
+    if first.dim() == 3:
+        x = x.unsqueeze(0).expand(first.shape[0], *x.shape)
+    return mlp_forward(params, x, keep)
 
 
 def critic_loss_grad(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """dL(phi)/dQ for L(phi) = mean_b (Q - y)^2 (`fastddpg.learning.update.critic_loss`): 2 (Q - y) / B, (B, 1)."""
-    return (q - y) * (2.0 / q.shape[0])
+    """dL(phi)/dQ for L(phi) = sum over critics of mean_b (Q - y)^2 (`fastddpg.learning.update.critic_loss`):
+    2 (Q - y) / B, Q (B, 1) or (C, B, 1) against y (B, 1)."""
+    return (q - y) * (2.0 / q.shape[-2])
 
 
 def actor_loss_grad(q: torch.Tensor) -> torch.Tensor:
-    """dL(theta)/dQ for L(theta) = -mean_b Q (`fastddpg.learning.update.actor_loss`): -1 / B, (B, 1)."""
-    return torch.full_like(q, -1.0 / q.shape[0])
+    """dL(theta)/dQ for L(theta) = -mean_b Q (`fastddpg.learning.update.actor_loss`): -1 / B, the shape of Q."""
+    return torch.full_like(q, -1.0 / q.shape[-2])
 
 
 def fused_adam_step_(params: Params, opt: AdamState, grads: list[torch.Tensor], hp: AdamHyper) -> None:
@@ -147,6 +182,35 @@ def fused_adam_step_(params: Params, opt: AdamState, grads: list[torch.Tensor], 
                        maximize=False)
 
 
+def critic_step_(nets: Nets, state: LearnerState, batch: Batch, y: torch.Tensor, hp: Hyper
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One critic step on y (B, 1), every critic regressing to it (`fastddpg.learning.update.critic_step_`).
+    Returns (each critic's MSE, () or (C,); Q (B, 1) or (C, B, 1)), before the step."""
+    q, tape = critic_forward(state["critic"], batch.obs, batch.action, keep=True)
+    grads, _ = mlp_vjp(state["critic"], tape, critic_loss_grad(q, y))
+    per_critic = td_mse(q, y, nets.critic.num_critics)
+    clip_grad_norm_(grads, hp.grad_clip_norm, stacked(nets.critic))
+    fused_adam_step_(state["critic"], state["optim"]["critic"], grads, hp.critic)
+    return per_critic, q
+
+
+def actor_step_(nets: Nets, state: LearnerState, obs: torch.Tensor, hp: Hyper) -> torch.Tensor:
+    """One actor step on L(theta) = -mean_b Q_1(s, mu_theta(s)) against the freshly updated critic, the critic's
+    parameters constants (`fastddpg.learning.update.actor_step_`). Returns the loss before the step, ()."""
+    action, u, actor_tape = actor_forward(nets, state["actor"], obs, keep=True)
+    q1_params = first_critic(state["critic"], nets.critic.num_critics)
+    q_pi, tape = critic_forward(q1_params, obs, action, keep=True)
+    _, d_input = mlp_vjp(q1_params, tape, actor_loss_grad(q_pi), param_grads=False, input_grad=True)
+    if d_input.dim() == 3:  # Q_1 of a stacked critic: (1, B, in)
+        d_input = d_input[0]
+    # only the action columns of the critic's input gradient; then through a = scale * tanh(pre) + bias
+    d_pre = d_input[:, obs.shape[-1]:] * nets.actor.action_scale * (1.0 - u.square())
+    grads, _ = mlp_vjp(state["actor"], actor_tape, d_pre)
+    clip_grad_norm_(grads, hp.grad_clip_norm)
+    fused_adam_step_(state["actor"], state["optim"]["actor"], grads, hp.actor)
+    return -batch_mean(q_pi).reshape(())  # actor_loss's value
+
+
 @torch.no_grad()
 def ddpg_update_analytic(nets: Nets, state: LearnerState, batch: Batch, hp: Hyper) -> torch.Tensor:
     """`fastddpg.learning.update.ddpg_update` with hand-derived gradients: critic step, actor step against the
@@ -154,23 +218,26 @@ def ddpg_update_analytic(nets: Nets, state: LearnerState, batch: Batch, hp: Hype
     next_action, _, _ = actor_forward(nets, state["target_actor"], batch.next_obs, keep=False)
     q_next, _ = critic_forward(state["target_critic"], batch.next_obs, next_action, keep=False)
     y = bellman_target(batch, q_next, hp.gamma)
-
-    q, tape = critic_forward(state["critic"], batch.obs, batch.action, keep=True)
-    grads, _ = mlp_vjp(state["critic"], tape, critic_loss_grad(q, y))
-    loss_q = td_mse(q, y)
-    clip_grad_norm_(grads, hp.grad_clip_norm)
-    fused_adam_step_(state["critic"], state["optim"]["critic"], grads, hp.critic)
-
-    # the critic's parameters enter as constants: only the action columns of its input gradient are needed
-    action, u, actor_tape = actor_forward(nets, state["actor"], batch.obs, keep=True)
-    q_pi, tape = critic_forward(state["critic"], batch.obs, action, keep=True)
-    _, d_input = mlp_vjp(state["critic"], tape, actor_loss_grad(q_pi), param_grads=False, input_grad=True)
-    d_action = d_input[:, batch.obs.shape[-1]:]
-    d_pre = d_action * nets.actor.action_scale * (1.0 - u.square())  # through a = scale * tanh(pre) + bias
-    grads, _ = mlp_vjp(state["actor"], actor_tape, d_pre)
-    clip_grad_norm_(grads, hp.grad_clip_norm)
-    fused_adam_step_(state["actor"], state["optim"]["actor"], grads, hp.actor)
-
+    loss_q, q = critic_step_(nets, state, batch, y, hp)
+    loss_pi = actor_step_(nets, state, batch.obs, hp)
     soft_update_targets_(state, hp.tau)
-    loss_pi = -batch_mean(q_pi)  # actor_loss's value: the actor's loss before its step
-    return torch.stack([loss_q, loss_pi, batch_mean(q), batch_mean(y)], dim=-1)
+    return ddpg_metrics(loss_q, loss_pi, q, y)
+
+
+@torch.no_grad()
+def td3_update_analytic(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor, hp: Hyper,
+                        actor_step: bool) -> torch.Tensor:
+    """`fastddpg.learning.update.td3_update` with hand-derived gradients: the twin critic step always, with
+    ``actor_step`` also the actor step on Q_1 and the soft update; the target's smoothing (`smoothed`) and clipped
+    double Q (`clipped_double_q_target`) are `td3_target`'s. Returns metrics (7,) = TD3_METRIC_NAMES."""
+    next_action, _, _ = actor_forward(nets, state["target_actor"], batch.next_obs, keep=False)
+    next_action = smoothed(nets, next_action, eps, hp.policy_noise, hp.noise_clip)
+    q_next, _ = critic_forward(state["target_critic"], batch.next_obs, next_action, keep=False)
+    y, q_min = clipped_double_q_target(batch, q_next, hp.gamma)
+    per_critic, q = critic_step_(nets, state, batch, y, hp)
+    if actor_step:
+        loss_pi = actor_step_(nets, state, batch.obs, hp)
+        soft_update_targets_(state, hp.tau)
+    else:
+        loss_pi = torch.zeros((), device=y.device, dtype=y.dtype)
+    return td3_metrics(per_critic, loss_pi, q, y, q_min)

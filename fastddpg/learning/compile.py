@@ -25,22 +25,18 @@ UpdateFn = Callable[[Any, torch.Tensor], torch.Tensor]
 # break-even on a 2-core CPU: a 10-15 s cold compile / (1/280 - 1/600) s saved per update = 5,000-8,000 updates;
 # with a warm cache (2 s) about 1,000
 AUTO_COMPILE_MIN_UPDATES_CPU = 5_000
-# where the algorithm has a hand-derived update (`fastddpg.learning.analytic`, ~0.9x the compiled update's rate on a
-# 2-core CPU, no compile): a compile pays for itself after 11 s / (1/350 - 1/390) s = ~37,000 updates from a cold
-# cache and ~7,000 from a warm one; a machine's first run is cold, so auto compiles from 30,000 on
-AUTO_ANALYTIC_MAX_UPDATES_CPU = 30_000
 
 
-def resolve_compile_mode(mode: str, device: torch.device, planned_updates: int, analytic: bool = False) -> str:
-    """``auto``: compile on CUDA always; on a CPU, for a run shorter than `AUTO_ANALYTIC_MAX_UPDATES_CPU` updates the
-    hand-derived update where the algorithm has one (``analytic``), else compile when the run has enough updates to
-    pay back the one-off compile time (on a 2-core CPU: about 2 s with a warm inductor cache, 10-15 s cold; see
-    bench/update.py), else eager."""
+def resolve_compile_mode(mode: str, device: torch.device, planned_updates: int, analytic_max_updates: int = 0) -> str:
+    """``auto``: compile on CUDA always; on a CPU, for a run of fewer than ``analytic_max_updates`` updates the
+    algorithm's hand-derived update (`Algorithm.analytic_auto_max_updates`, 0 where it has none: how long a run it
+    outpaces a cold compile over), else compile when the run has enough updates to pay back the one-off compile time
+    (on a 2-core CPU: about 2 s with a warm inductor cache, 10-15 s cold; see bench/update.py), else eager."""
     if mode != "auto":
         return mode
     if device.type == "cuda":
         return "default"
-    if analytic and planned_updates < AUTO_ANALYTIC_MAX_UPDATES_CPU:
+    if planned_updates < analytic_max_updates:
         return "analytic"
     return "default" if planned_updates >= AUTO_COMPILE_MIN_UPDATES_CPU else "off"
 

@@ -320,6 +320,12 @@ def ddpg_update(nets: Nets, state: LearnerState, batch: Batch, hp: Hyper) -> tor
     loss_q, q = critic_step_(nets, state, batch, y, hp)
     loss_pi = actor_step_(nets, state, batch.obs, hp)
     soft_update_targets_(state, hp.tau)
+    return ddpg_metrics(loss_q, loss_pi, q, y)
+
+
+def ddpg_metrics(loss_q: torch.Tensor, loss_pi: torch.Tensor, q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """DDPG's metrics (*M, 4) = METRIC_NAMES: the critic's MSE and the actor's loss (*M), mean Q and mean y of the
+    batch (Q, y (*M, B, 1))."""
     return torch.stack([loss_q, loss_pi, batch_mean(q), batch_mean(y)], dim=-1)
 
 
@@ -346,9 +352,16 @@ def smoothed_target_action(nets: Nets, state: LearnerState, next_obs: torch.Tens
 
     ``eps`` (*M, B, act_dim) is standard normal; scale = (high - low) / 2 (scale > 0, so clipping before scaling is
     clipping at +-noise_clip * scale)."""
+    next_action = functional_call(nets.actor, state["target_actor"], (next_obs,))
+    return smoothed(nets, next_action, eps, policy_noise, noise_clip)
+
+
+def smoothed(nets: Nets, next_action: torch.Tensor, eps: torch.Tensor, policy_noise: Scalar,
+             noise_clip: Scalar) -> torch.Tensor:
+    """a~ of `smoothed_target_action` from mu'(s') (*M, B, act_dim): the clipped noise added, the sum clipped to the
+    action bounds."""
     clip = per_member(noise_clip, eps)
     noise = torch.clamp(per_member(policy_noise, eps) * eps, -clip, clip) * nets.actor.action_scale
-    next_action = functional_call(nets.actor, state["target_actor"], (next_obs,))
     return torch.clamp(next_action + noise, nets.action_low, nets.action_high)
 
 
@@ -360,8 +373,14 @@ def td3_target(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor,
         next_action = smoothed_target_action(nets, state, batch.next_obs, eps, policy_noise, noise_clip)
         q_next = functional_call(nets.critic, state["target_critic"],
                                  (batch.next_obs, next_action))  # (*M, C, B, 1): all target critics, one call
-        q_min = q_next.amin(dim=-3)
-        return bellman_target(batch, q_min, gamma), q_min
+        return clipped_double_q_target(batch, q_next, gamma)
+
+
+def clipped_double_q_target(batch: Batch, q_next: torch.Tensor, gamma: Scalar) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = r + gamma (1 - d) min_i q_next_i from the C target critics' values q_next (*M, C, B, 1). Returns (y,
+    the min), (*M, B, 1) each."""
+    q_min = q_next.amin(dim=-3)
+    return bellman_target(batch, q_min, gamma), q_min
 
 
 def td3_update(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor, hp: Hyper,
@@ -376,6 +395,13 @@ def td3_update(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor,
         soft_update_targets_(state, hp.tau)
     else:
         loss_pi = torch.zeros(y.shape[:-2], device=y.device)
+    return td3_metrics(per_critic, loss_pi, q, y, q_min)
+
+
+def td3_metrics(per_critic: torch.Tensor, loss_pi: torch.Tensor, q: torch.Tensor, y: torch.Tensor,
+                q_min: torch.Tensor) -> torch.Tensor:
+    """TD3's metrics (*M, 7) = TD3_METRIC_NAMES from each critic's MSE (*M, C), the actor's loss (*M), Q (*M, C, B, 1),
+    y and min_i Q'_i(s', a~) (*M, B, 1)."""
     q_means = batch_mean(q)  # (*M, C)
     q1 = q_means[..., 0]
     return torch.stack([per_critic.mean(dim=-1), loss_pi, q1, batch_mean(y), q1, q_means[..., 1],

@@ -2,7 +2,7 @@
 
 From one initial learner (`fastddpg.algos`) and one fixed sequence of minibatches, the update is run eager, compiled
 (``torch.compile(fullgraph=True)``, as the trainer runs it on the CPU), on CUDA compiled inside the CUDA
-graph (`CudaGraphUpdate`, as the trainer runs it on CUDA), and where the algorithm has one (DDPG) with hand-derived
+graph (`CudaGraphUpdate`, as the trainer runs it on CUDA), and where the algorithm has one (DDPG, TD3) with hand-derived
 gradients (`fastddpg.learning.analytic`, ``--compile analytic``); the acting step eager and compiled. After
 every update, every tensor of every path is compared with eager's: the actor's and critic's parameters, the
 target networks, both Adam states (exp_avg, exp_avg_sq, step) and each metric.

@@ -165,7 +165,7 @@ class Trainer:
         as_batch, width = self.buffer.as_batch, self.buffer.width
         analytic_fns = self.algo.analytic_update_fns(as_batch, width)
         self.compile_mode = resolve_compile_mode(cfg.compile, self.device, self.planned_updates(),
-                                                 analytic=analytic_fns is not None)
+                                                 self.algo.analytic_auto_max_updates if analytic_fns else 0)
         self.compile_seconds = 0.0
         self.first_update_s: float | None = None  # seconds from the trainer's start to its first update's end
         self.eval_seconds = 0.0  # evaluation during training (a callback adds its time): not training time
