@@ -241,3 +241,19 @@ def test_verify_catches_a_wrong_derivative_in_the_analytic_update(monkeypatch):
     report = run_verify(opts, paths=paths)
     assert not report["passed"]
     assert [p["passed"] for p in report["update_paths"]] == [True, False]
+
+
+def test_a_default_cpu_run_imports_no_compiler(tmp_path):
+    """A short default DDPG run on the CPU trains with the hand-derived update and never imports dynamo or inductor:
+    no compile, no C++ compiler, none of their import time at start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from fastddpg.cli.main import main; "
+            f"main(['run', '--total-steps', '300', '--start-steps', '100', '--update-after', '100', '--batch-size', "
+            f"'16', '--hidden-sizes', '16', '--device', 'cpu', '--quiet', '--run-dir', {str(tmp_path / 'run')!r}]); "
+            "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "[]", p.stdout
+    assert '"compile": "analytic"' in (tmp_path / "run" / "summary.json").read_text()
