@@ -7,8 +7,9 @@ costs 10-15 s of compile on a fresh 2-core machine, most of a 10k-step run's sta
 are MLPs (Linear and ReLU, the actor ending in tanh; TD3's twin critics stacked), whose reverse mode is a handful
 of products, so it is written out here: each network's forward keeps the inputs of its layers (`MLPTape`), and its
 vector-Jacobian product (`mlp_vjp`) returns the parameter gradients and, for the actor step, the gradient with
-respect to the action. Measured on a 2-core AMD EPYC (Zen 4), 1 thread, batch 128: about 0.9x the compiled
-update's updates/s and 1.9x the eager update's, from the first update on (README, Performance).
+respect to the action. Measured on a 2-core AMD EPYC (Zen 4), 1 thread, batch 128: DDPG's at about 0.9x the
+compiled update's updates/s and 1.9x the eager update's, TD3's at 0.8-0.9x and 1.7x, from the first update on
+(README, Performance).
 
 What is reused as it is: the TD target (`bellman_target`; TD3's smoothing and clipped double Q), the critic's loss value
 (`td_mse`), the gradient clipping (`clip_grad_norm_`), the soft update (`soft_update_targets_`) and the metrics
