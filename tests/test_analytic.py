@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from fastddpg.learning.compile import resolve_compile_mode
 from fastddpg.learning.networks import mlp
 from fastddpg.learning.replay import ReplayBuffer
 from fastddpg.learning.update import AdamHyper, Hyper, adam_state, adam_step_
+from fastddpg.tools.verify import in_float64, learner_state
 
 CPU = torch.device("cpu")
 
@@ -36,16 +38,6 @@ def _learner(hidden: tuple[int, ...], low: list[float], high: list[float], clip:
     return learner, buf
 
 
-def _tensors(learner: DDPG) -> dict[str, torch.Tensor]:
-    out = {f"{g}.{k}": t for g in ("actor", "critic", "target_actor", "target_critic") for k, t in
-           learner.state[g].items()}
-    for g, opt in learner.state["optim"].items():
-        out[f"{g}.step"] = opt["step"]
-        for key in ("exp_avg", "exp_avg_sq"):
-            out.update({f"{g}.{key}.{i}": t for i, t in enumerate(opt[key])})
-    return out
-
-
 def _rows(learner: DDPG | TD3, buf: ReplayBuffer, updates: int, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
     """Replay rows of ``updates`` batches, with TD3's standard normal smoothing noise appended."""
     gen = torch.Generator().manual_seed(1)
@@ -66,31 +58,15 @@ def test_analytic_update_matches_the_eager_update_in_float64(algo, hidden, low, 
     agrees to float64 rounding, over 12 updates (each from eager's state, as `fastddpg verify` steps them); TD3's
     alternate critic-only and full updates (policy delay 2)."""
     learner, buf = _learner(hidden, low, high, clip, algo=algo)
-    learner = copy.deepcopy(learner)
-    for m in learner.modules().values():
-        m.double()
-    learner._bind_state(optim={g: {"step": o["step"].double(), "exp_avg": [t.double() for t in o["exp_avg"]],
-                                   "exp_avg_sq": [t.double() for t in o["exp_avg_sq"]]}
-                               for g, o in learner.state["optim"].items()})
-    learner.nets = learner.nets._replace(action_low=learner.action_low.double(),
-                                         action_high=learner.action_high.double())
-    twin = copy.deepcopy(learner)
-    eager = learner.update_fns(buf.as_batch, buf.width)
-    analytic = twin.analytic_update_fns(buf.as_batch, buf.width)
-    assert set(analytic) == set(eager)
-    rows = _rows(learner, buf, 12, 64, torch.float64)
-    mine, theirs = _tensors(twin), _tensors(learner)
-    for u in range(12):
-        actor_step = learner.is_actor_step(u + 1)
-        for name, t in mine.items():
-            t.copy_(theirs[name])
-        want = eager[actor_step](learner.state, rows[u])
-        got = analytic[actor_step](twin.state, rows[u])
+
+    def check(u: int, got: torch.Tensor, want: torch.Tensor, mine: dict, theirs: dict) -> None:
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
         for name, t in mine.items():
-            torch.testing.assert_close(t, theirs[name], rtol=1e-9, atol=1e-10, msg=f"{name} after update {u + 1}")
-    assert float(mine["critic.step"]) == 12.0
-    assert float(mine["actor.step"]) == (12.0 if algo == "ddpg" else 6.0)
+            torch.testing.assert_close(t, theirs[name], rtol=1e-9, atol=1e-10, msg=f"{name} after update {u}")
+
+    mine = _lockstep(in_float64(learner), buf, 12, 64, torch.float64, check)
+    assert float(mine["optimizer.critic_opt.step"]) == 12.0
+    assert float(mine["optimizer.actor_opt.step"]) == (12.0 if algo == "ddpg" else 6.0)
 
 
 @pytest.mark.parametrize("algo", ["ddpg", "td3"])
@@ -99,29 +75,44 @@ def test_analytic_update_stays_close_in_float32(algo):
     within float32 rounding of eager's, relative to the scale of its group (a network's parameters, one Adam moment
     of one network: Adam's second moments are ~1e-3 g^2, and a single bias can pass through zero)."""
     learner, buf = _learner((64, 64), [-2.0], [2.0], 1.0, algo=algo)
-    twin = copy.deepcopy(learner)
-    eager = learner.update_fns(buf.as_batch, buf.width)
-    analytic = twin.analytic_update_fns(buf.as_batch, buf.width)
-    rows = _rows(learner, buf, 10, 128, torch.float32)
-    mine, theirs = _tensors(twin), _tensors(learner)
-    for u in range(10):
-        actor_step = learner.is_actor_step(u + 1)
-        for name, t in mine.items():
-            t.copy_(theirs[name])
-        want = eager[actor_step](learner.state, rows[u])
-        torch.testing.assert_close(analytic[actor_step](twin.state, rows[u]), want, rtol=1e-4, atol=1e-5)
+
+    def check(u: int, got: torch.Tensor, want: torch.Tensor, mine: dict, theirs: dict) -> None:
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
         scales: dict[str, float] = {}
         for name, t in theirs.items():
             scales[_group(name)] = max(scales.get(_group(name), 0.0), float(t.abs().max()))
         for name, t in mine.items():
             torch.testing.assert_close(t, theirs[name], rtol=1e-4, atol=1e-5 * scales[_group(name)],
-                                       msg=f"{name} @ {u + 1}")
+                                       msg=f"{name} @ {u}")
+
+    _lockstep(learner, buf, 10, 128, torch.float32, check)
+
+
+def _lockstep(learner: DDPG | TD3, buf: ReplayBuffer, updates: int, batch_size: int, dtype: torch.dtype,
+              check: Callable[[int, torch.Tensor, torch.Tensor, dict, dict], None]) -> dict[str, torch.Tensor]:
+    """``updates`` updates of ``learner`` (eager) and of a copy (hand-derived), each from eager's state, on the same
+    rows; ``check(update number, analytic metrics, eager metrics, the copy's tensors, eager's)`` after each (the
+    tensors of `fastddpg.tools.verify.learner_state`). Returns the copy's tensors."""
+    twin = copy.deepcopy(learner)
+    eager = learner.update_fns(buf.as_batch, buf.width)
+    analytic = twin.analytic_update_fns(buf.as_batch, buf.width)
+    assert set(analytic) == set(eager)
+    rows = _rows(learner, buf, updates, batch_size, dtype)
+    mine, theirs = learner_state(twin), learner_state(learner)
+    for u in range(updates):
+        actor_step = learner.is_actor_step(u + 1)
+        for name, t in mine.items():
+            t.copy_(theirs[name])
+        want = eager[actor_step](learner.state, rows[u])
+        check(u + 1, analytic[actor_step](twin.state, rows[u]), want, mine, theirs)
+    return mine
 
 
 def _group(name: str) -> str:
-    """'actor.net.4.bias' -> 'actor'; 'actor.exp_avg_sq.3' -> 'actor.exp_avg_sq'."""
+    """'params.actor.net.4.bias' -> 'params.actor'; 'optimizer.actor_opt.exp_avg_sq.net.0.weight' ->
+    'optimizer.actor_opt.exp_avg_sq'."""
     parts = name.split(".")
-    return ".".join(parts[:2]) if parts[1] in ("exp_avg", "exp_avg_sq") else parts[0]
+    return ".".join(parts[:3] if parts[0] == "optimizer" else parts[:2])
 
 
 def test_mlp_vjp_is_autograds_gradient():
