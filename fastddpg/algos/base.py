@@ -131,7 +131,7 @@ class Algorithm:
     def analytic_update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns | None:
         """This learner's update functions with hand-derived gradients (`fastddpg.learning.analytic`: eager, no
         autograd, no compile; ``--compile analytic``), keyed like `update_fns`; None where the algorithm or its
-        networks have none (here: every algorithm but DDPG)."""
+        networks have none (here; DDPG and TD3 have one)."""
         return None
 
     # --- state ------------------------------------------------------------------------------------------------

@@ -126,12 +126,12 @@ def mlp_vjp(params: Params, tape: MLPTape, d_out: torch.Tensor, param_grads: boo
     d, d_input = d_out, None
     for i in range(len(layers) - 1, -1, -1):
         w, h_in = layers[i][0], tape.inputs[i]
-        stacked = w.dim() == 3
+        per_network = w.dim() == 3  # C stacked networks
         if param_grads:
-            grads[:0] = ([_bmm(h_in.transpose(1, 2), d), d.sum(dim=1, keepdim=True)] if stacked
+            grads[:0] = ([_bmm(h_in.transpose(1, 2), d), d.sum(dim=1, keepdim=True)] if per_network
                          else [d.t() @ h_in, d.sum(dim=0)])
         if i > 0 or input_grad:
-            d_in = _bmm(d, w.transpose(1, 2)) if stacked else d @ w
+            d_in = _bmm(d, w.transpose(1, 2)) if per_network else d @ w
             if i > 0:
                 d = _relu_backward(d_in, h_in, 0)
             else:
