@@ -124,12 +124,14 @@ def test_mlp_vjp_is_autograds_gradient():
     out = torch.func.functional_call(net, params, (x,))
     want = torch.autograd.grad(out, [*params.values(), x], d_out)
     got_out, tape = mlp_forward({k: p.detach() for k, p in params.items()}, x.detach(), keep=True)
-    grads, d_x = mlp_vjp(params, tape, d_out, input_grad=True)
+    grads, d_x = mlp_vjp(params, tape, d_out, input_cols=slice(None))
     torch.testing.assert_close(got_out, out.detach())
     for g, w in zip([*grads, d_x], want, strict=True):
         torch.testing.assert_close(g, w)
-    no_params, d_x_only = mlp_vjp(params, tape, d_out, param_grads=False, input_grad=True)
-    assert no_params == [] and torch.equal(d_x_only, d_x)
+    no_params, d_x_cols = mlp_vjp(params, tape, d_out, param_grads=False, input_cols=slice(3, None))
+    assert no_params == [] and d_x_cols.shape == (20, 2)
+    torch.testing.assert_close(d_x_cols, want[-1][:, 3:])
+    assert mlp_vjp(params, tape, d_out)[1] is None
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])

@@ -21,7 +21,6 @@ from fastddpg.core.threads import (
     apply_threads,
     fair_share,
     live_leases,
-    rebalance,
     resolve_threads,
     take_lease,
     usable_cores,
@@ -130,7 +129,6 @@ def test_auto_threads_are_the_fair_share_and_explicit_threads_are_kept(leases, o
     write_lease(leases, other_run)
     assert resolve_threads(0) == 1 and apply_threads(0) == 1 == torch.get_num_threads()
     assert resolve_threads(3) == 3 and apply_threads(2) == 2 == torch.get_num_threads()  # never overridden
-    assert rebalance(2) is None and torch.get_num_threads() == 2
     monkeypatch.setattr(th, "usable_cores", lambda: 64)
     assert resolve_threads(0) == fair_share(64, 2) == AUTO_MAX_THREADS
     with pytest.raises(ConfigError, match="--threads"):
@@ -161,8 +159,8 @@ def test_a_run_follows_other_runs_at_its_reports(leases, other_run, monkeypatch)
     auto = run(0)
     assert not (leases / str(os.getpid())).exists()  # given back when training ends
     assert len(steps_at) >= 4
-    assert auto.thread_changes == [{"global_step": steps_at[1], "threads": 1},
-                                   {"global_step": steps_at[3], "threads": 2}]
+    assert auto.thread_changes == [{"global_step": steps_at[1], "threads": 1, "why": "share"},
+                                   {"global_step": steps_at[3], "threads": 2, "why": "share"}]
     summary = auto.summary()
     assert summary["threads"] == 2 == torch.get_num_threads() and summary["thread_changes"] == auto.thread_changes
     fixed = run(1)

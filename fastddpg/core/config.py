@@ -161,7 +161,10 @@ class Config:
                       "the usable cores divided among the fastddpg runs on this machine (at most "
                       f"{AUTO_MAX_THREADS}), re-divided at each report as runs start and end, so runs side by side "
                       "do not oversubscribe the cores (OpenMP's spinning threads slowed two 2-thread runs on 2 cores "
-                      "13x). N > 0: N, never changed. Process-wide.", group="performance")
+                      "13x); within that share a CPU run whose update is not compiled trains on 1 thread or on the "
+                      "share, whichever it measures faster, re-measured every 2,000 updates (runs of 2,000 updates "
+                      "or more). N > 0: N, never changed (for runs that must repeat bit for bit: torch does not "
+                      "promise the same floats on every thread count). Process-wide.", group="performance")
 
     # --- population ---------------------------------------------------------------------------------------
     num_seeds: int = _f(1, "Population size K: members with seeds seed + s*num_envs (s = 0..K-1: no two members "

@@ -18,16 +18,18 @@ AMD EPYC, 1.3x on a 2-core Intel machine. So ``Config.threads`` = 0 (auto) divid
   removed by the next run that counts the leases;
 - as late as it can (when the `Trainer` is built, after the imports) it sets its threads to
   ``usable_cores() // live leases`` (its own included), at least 1 and at most `AUTO_MAX_THREADS` (`fair_share`);
-- at every report the trainer calls `rebalance`, which re-divides the cores: a run that started alone with two
-  threads drops to one when a second starts, and goes back to two when that one ends.
+- at every report the trainer re-divides the cores (`resolve_threads` again): a run that started alone with two
+  threads drops to one when a second starts, and goes back to two when that one ends;
+- within its share, a CPU run with a hand-derived or eager update trains on 1 thread or on the share, whichever
+  it measures faster (`fastddpg.training.thread_tuner`).
 
 Every run takes a lease, so an auto run counts runs with ``--threads N`` too; ``--threads N`` itself is never
 changed (launchers that start several processes, bench/curve.py, bench/workers.py, sweeps with Ray's
-``cpus_per_trial``, choose their threads per process). A rebalance reaches the matrix products (torch's own
+``cpus_per_trial``, choose their threads per process). A re-division reaches the matrix products (torch's own
 kernels, which read the thread count at each call) but not the elementwise kernels ``torch.compile`` wrote, which
 keep the count they were compiled with; inductor's ``cpp.dynamic_threads`` would make them follow, but it cost
 the compiled update 5-10% on a 2-core AMD EPYC (bench/update.py's batch-128 rate, three interleaved pairs at 1 and at
-2 threads), so it is left off: after a rebalance only those small kernels run on the old count.
+2 threads), so it is left off: after a re-division only those small kernels run on the old count.
 
 This module imports no torch at module level: ``fastddpg run`` takes its lease before importing torch.
 """
@@ -217,16 +219,3 @@ def apply_threads(threads: int) -> int:
         torch.set_num_threads(n)
     return n
 
-
-def rebalance(threads: int) -> int | None:
-    """Under auto (``threads`` 0): re-divide the cores among the runs here now, and set torch's threads to the new
-    share where it changed; returns the new count, or None where nothing changed (always for ``threads`` > 0)."""
-    if threads > 0:
-        return None
-    import torch
-
-    n = resolve_threads(threads)
-    if torch.get_num_threads() == n:
-        return None
-    torch.set_num_threads(n)
-    return n

@@ -66,7 +66,7 @@ from ..core.schema import (
     update_columns,
     with_member,
 )
-from ..core.threads import apply_threads, rebalance, release_lease
+from ..core.threads import apply_threads, release_lease, resolve_threads
 from ..envs.vector import VecEnv, make_env
 from ..learning.compile import compile_explore, compile_update, resolve_compile_mode
 from ..learning.cpu_matmul import resolve_cpu_matmul
@@ -81,6 +81,7 @@ from .failsafe import (
     health_tensor,
 )
 from .probes import ProbeRecorder
+from .thread_tuner import TUNE_MIN_UPDATES, ThreadTuner
 
 
 @dataclass
@@ -135,7 +136,8 @@ class Trainer:
         self.flush_denormal = apply_flush_denormal(cfg.flush_denormal)
         self.device = resolve_device(cfg.device)
         self.threads = apply_threads(cfg.threads)
-        self.thread_changes: list[dict[str, int]] = []  # auto threads re-divided at reports (core.threads)
+        # auto threads changed: re-divided at reports (core.threads) or measured (training.thread_tuner)
+        self.thread_changes: list[dict[str, Any]] = []
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.members = k = cfg.num_members
@@ -181,6 +183,11 @@ class Trainer:
             self.update_fns = {key: compile_update(fn, self.compile_mode, self.device, cpu_matmul=cfg.cpu_matmul)
                                for key, fn in self.algo.update_fns(as_batch, width).items()}
         self._untimed = set(self.update_fns) if compiled else set()  # first calls compile
+        # auto threads on a CPU: 1 thread or the share, whichever trains faster (not for a compiled update, whose
+        # C++ kernels keep the thread count they were compiled for)
+        tuned = (cfg.threads == 0 and self.device.type == "cpu" and not compiled
+                 and self.planned_updates() >= TUNE_MIN_UPDATES)
+        self.thread_tuner = ThreadTuner(self.threads) if tuned else None
         # acting is compiled too where it pays (CUDA: one fused kernel chain instead of ~10 launches per step)
         compiled_acting = compiled and self.device.type == "cuda"
         self.explore = compile_explore(self.algo.explore) if compiled_acting else self.algo.explore
@@ -349,6 +356,8 @@ class Trainer:
             if k:
                 self.update_credit -= k
                 self.run_updates(k)
+                if self.thread_tuner is not None:
+                    self._run_on(self.thread_tuner.observe(self.num_updates), "measured")
         if self.device_log.full:
             self.flush()
 
@@ -386,6 +395,16 @@ class Trainer:
         self.log(f"compiled in {seconds:.1f} s")
         self._untimed.discard(actor_step)
 
+    def _run_on(self, threads: int, why: str) -> None:
+        """Set torch's threads to ``threads`` where they differ; a change of the run's count (the share's, or the
+        tuner's choice, not a probe's window) goes into ``thread_changes`` with ``why``."""
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        chosen = threads if self.thread_tuner is None else self.thread_tuner.chosen
+        if chosen != self.threads:
+            self.threads = chosen
+            self.thread_changes.append({"global_step": self.global_step, "threads": chosen, "why": why})
+
     # --- report: the one place device data comes to the host ----------------------------------------------------
     def flush(self) -> Report:
         """Pull the device log and the health check to the host (one transfer), turn them into episode rows and
@@ -414,9 +433,10 @@ class Trainer:
                         compile_seconds=self.compile_seconds)
         self.last_report = report
         self._reports += 1
-        if (threads := rebalance(self.cfg.threads)) is not None:  # other runs started or ended
-            self.threads = threads
-            self.thread_changes.append({"global_step": self.global_step, "threads": threads})
+        if self.cfg.threads == 0:  # other runs may have started or ended: re-divide the cores
+            share = resolve_threads(0)
+            self._run_on(share if self.thread_tuner is None else self.thread_tuner.set_share(share, self.num_updates),
+                         "share")
         for cb in self.callbacks:
             cb(self, report)
         # after the callbacks, so the run directory shows the interval that went bad
@@ -618,6 +638,7 @@ class Trainer:
             "num_envs": self.num_envs,
             "threads": self.threads,
             **({"thread_changes": self.thread_changes} if self.thread_changes else {}),
+            **({"thread_probes": self.thread_tuner.probes} if self.thread_tuner and self.thread_tuner.probes else {}),
         }
 
     def tables(self) -> dict[str, pd.DataFrame]:
