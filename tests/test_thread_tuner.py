@@ -76,6 +76,16 @@ def test_follows_the_machine_when_its_state_changes():
     assert m.tuner.chosen == 2
 
 
+def test_a_window_slower_than_its_probe_measured_starts_a_probe_at_once():
+    m = Machine({1: 1.0, 2: 0.7}, window=40, every=10**9)  # no scheduled re-check in this run
+    m.run(2000)
+    assert m.tuner.chosen == 2 and len(m.tuner.probes) == 1  # a steady machine: no probe after the first
+    m.cost[2] = 1.3  # another process takes the second core
+    m.run(40 + 2 * 40 + 4)  # one window at the chosen count, then the probe's two
+    assert m.tuner.chosen == 1
+    assert m.tuner.probes[-1]["after"] == "slower" and m.tuner.probes[0]["after"] == "scheduled"
+
+
 def test_one_core_or_a_new_share():
     alone = Machine({1: 1.0}, share=1, window=40)
     alone.run(1000)

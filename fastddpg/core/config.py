@@ -162,9 +162,10 @@ class Config:
                       f"{AUTO_MAX_THREADS}), re-divided at each report as runs start and end, so runs side by side "
                       "do not oversubscribe the cores (OpenMP's spinning threads slowed two 2-thread runs on 2 cores "
                       "13x); within that share a CPU run whose update is not compiled trains on 1 thread or on the "
-                      "share, whichever it measures faster, re-measured every 2,000 updates (runs of 2,000 updates "
-                      "or more). N > 0: N, never changed (for runs that must repeat bit for bit: torch does not "
-                      "promise the same floats on every thread count). Process-wide.", group="performance")
+                      "share, whichever it measures faster, re-measured every 2,000 updates and when the chosen count "
+                      "slows down (runs of 2,000 updates or more). N > 0: N, never changed (for runs that must "
+                      "repeat bit for bit: torch does not promise the same floats on every thread count). "
+                      "Process-wide.", group="performance")
 
     # --- population ---------------------------------------------------------------------------------------
     num_seeds: int = _f(1, "Population size K: members with seeds seed + s*num_envs (s = 0..K-1: no two members "

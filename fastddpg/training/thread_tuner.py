@@ -13,6 +13,8 @@ Which count wins is a property of the moment, so it is measured, the way FFTW or
 - the other count is taken if its mean seconds per update is at least ``margin`` below the current one's (a
   tie keeps what runs);
 - every ``every`` updates a shorter probe (other, current) checks again: the machine's state drifts;
+- between probes the chosen count's windows are timed too, and one that runs ``drift`` slower than the last probe
+  measured (another process took a core, the VM's second core turned slow) starts that shorter probe at once;
 - a new share (runs started or ended) resets the choice to the share and probes again soon.
 
 What it costs: the windows at the slower count, 3 of every ``every`` updates at the defaults, a probe's worth per
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 TUNE_WINDOW = 100  # updates per measured window: ~0.2-0.3 s at batch 128 on a 2-core CPU
 TUNE_EVERY = 2000  # updates between re-checks
 TUNE_MARGIN = 0.03  # the other count must be this much faster per update to be taken
+TUNE_DRIFT = 0.15  # a window at the chosen count this much slower than its probe measured starts a probe
 TUNE_MIN_UPDATES = 2000  # a run planning fewer updates keeps its share: a probe would not pay back
 
 
@@ -50,6 +53,7 @@ class ThreadTuner:
     window: int = TUNE_WINDOW
     every: int = TUNE_EVERY
     margin: float = TUNE_MARGIN
+    drift: float = TUNE_DRIFT
     chosen: int = 0  # the count chosen by the last probe (the share until then)
     probes: list[dict[str, object]] = field(default_factory=list)  # one record per finished probe, for summary.json
     _schedule: list[int] = field(default_factory=list)  # counts of the probe's windows still to time
@@ -57,6 +61,8 @@ class ThreadTuner:
     _window_start: tuple[int, float] | None = None  # (update count, clock) where the timed window began
     _next_probe: int = 0  # update count at which the next probe starts
     _first: bool = True  # the first probe times two windows of each count
+    _baseline: float | None = None  # seconds per update the last probe measured at the chosen count
+    _reason: str = "scheduled"  # what started the probe under way: "scheduled" or "slower"
 
     def __post_init__(self) -> None:
         self.chosen = self.chosen or self.share
@@ -74,11 +80,12 @@ class ThreadTuner:
         if self.share <= 1:
             return 1
         if not self._schedule:
-            if updates < self._next_probe:
+            slowed = self._slowed(updates)
+            if updates < self._next_probe and not slowed:
                 return self.chosen
             other, current = self._other(), self.chosen
             self._schedule = [other, current, other, current] if self._first else [other, current]
-            self._seconds = {}
+            self._seconds, self._reason = {}, "slower" if slowed else "scheduled"
             self._window_start = (updates, self.clock())
             return self._schedule[0]
         start_updates, start_time = self._window_start  # type: ignore[misc]
@@ -92,13 +99,26 @@ class ThreadTuner:
         self._decide(updates)
         return self.chosen
 
+    def _slowed(self, updates: int) -> bool:
+        """Between probes: time windows of ``window`` updates at the chosen count; whether the one that just ended
+        ran ``drift`` slower per update than the last probe measured."""
+        if self._baseline is None or self._window_start is None:
+            return False
+        start_updates, start_time = self._window_start
+        if updates - start_updates < self.window:
+            return False
+        now = self.clock()
+        self._window_start = (updates, now)
+        return (now - start_time) / (updates - start_updates) > self._baseline * (1.0 + self.drift)
+
     def _decide(self, updates: int) -> None:
         mean = {n: sum(s) / len(s) for n, s in self._seconds.items()}
         other = self._other()
         if mean[other] < mean[self.chosen] * (1.0 - self.margin):
             self.chosen = other
-        self.probes.append({"update": updates, "threads": self.chosen,
+        self.probes.append({"update": updates, "threads": self.chosen, "after": self._reason,
                             "seconds_per_update": {str(n): round(s, 7) for n, s in sorted(mean.items())}})
+        self._baseline = mean[self.chosen]
         self._first = False
         self._next_probe = updates + self.every
 
@@ -108,6 +128,6 @@ class ThreadTuner:
         ``window`` more updates."""
         if share != self.share:
             self.share, self.chosen = share, share
-            self._schedule, self._first = [], True
+            self._schedule, self._first, self._baseline = [], True, None
             self._next_probe = updates + self.window
         return self._schedule[0] if self._schedule else self.chosen
