@@ -137,6 +137,7 @@ def test_the_trainer_runs_on_the_count_it_measures_faster(two_cores_alone, monke
         clock["updates"] = trainer.num_updates
         return clock["t"]
 
+    assert trainer.thread_tuner.clock == trainer._training_clock
     trainer.thread_tuner.clock = fake_clock
     trainer.train()
     assert trainer.threads == 1 == torch.get_num_threads()
@@ -144,6 +145,9 @@ def test_the_trainer_runs_on_the_count_it_measures_faster(two_cores_alone, monke
     assert trainer.thread_changes[0]["why"] == "measured"
     summary = trainer.summary()
     assert summary["threads"] == 1 and summary["thread_probes"][0]["threads"] == 1
+    evaluating = trainer._training_clock()
+    trainer.eval_seconds += 5.0  # an evaluation's seconds, as the evaluating callback adds them
+    assert trainer._training_clock() - evaluating < 1.0  # the tuner's clock stood still during them
     assert _trainer(2).thread_tuner is None
     monkeypatch.setattr(trainer_module, "TUNE_MIN_UPDATES", 10**9)
     assert _trainer(0).thread_tuner is None  # too short to pay back

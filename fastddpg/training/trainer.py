@@ -187,7 +187,7 @@ class Trainer:
         # C++ kernels keep the thread count they were compiled for)
         tuned = (cfg.threads == 0 and self.device.type == "cpu" and not compiled
                  and self.planned_updates() >= TUNE_MIN_UPDATES)
-        self.thread_tuner = ThreadTuner(self.threads) if tuned else None
+        self.thread_tuner = ThreadTuner(self.threads, clock=self._training_clock) if tuned else None
         # acting is compiled too where it pays (CUDA: one fused kernel chain instead of ~10 launches per step)
         compiled_acting = compiled and self.device.type == "cuda"
         self.explore = compile_explore(self.algo.explore) if compiled_acting else self.algo.explore
@@ -394,6 +394,12 @@ class Trainer:
         self.compile_seconds += seconds
         self.log(f"compiled in {seconds:.1f} s")
         self._untimed.discard(actor_step)
+
+    def _training_clock(self) -> float:
+        """Seconds on a clock that stands still during evaluation (``eval_seconds``, added by the callback that
+        evaluates): what the thread tuner times, so that an evaluation inside a timed window counts for neither
+        thread count."""
+        return time.perf_counter() - self.eval_seconds
 
     def _run_on(self, threads: int, why: str) -> None:
         """Set torch's threads to ``threads`` where they differ; a change of the run's count (the share's, or the
