@@ -53,9 +53,10 @@ def test_a_probe_is_other_current_other_current_then_other_current():
     m = Machine({1: 1.0, 2: 1.0}, window=8, every=64, batch=1)
     m.run(8 + 4 * 8 + 64 + 2 * 8)
     runs = [(n, len(list(g))) for n, g in itertools.groupby(m.history)]
-    # 8 warm-up updates on the share; windows other, current, other, current; the choice (a tie: the share) for
-    # `every` updates after the probe's last window; the re-check's window on the other count
-    assert runs[:6] == [(2, 8), (1, 8), (2, 8), (1, 8), (2, 8 + 64), (1, 8)]
+    # the share until `window` updates after the first batch the tuner sees; windows other, current, other,
+    # current; the choice (a tie: the share) for `every` updates after the probe's last window; the re-check's window
+    # on the other count
+    assert runs[:6] == [(2, 1 + 8), (1, 8), (2, 8), (1, 8), (2, 8 + 64), (1, 8)]
 
 
 def test_a_tie_within_the_margin_keeps_what_runs():
@@ -145,9 +146,51 @@ def test_the_trainer_runs_on_the_count_it_measures_faster(two_cores_alone, monke
     assert trainer.thread_changes[0]["why"] == "measured"
     summary = trainer.summary()
     assert summary["threads"] == 1 and summary["thread_probes"][0]["threads"] == 1
-    evaluating = trainer._training_clock()
-    trainer.eval_seconds += 5.0  # an evaluation's seconds, as the evaluating callback adds them
-    assert trainer._training_clock() - evaluating < 1.0  # the tuner's clock stood still during them
     assert _trainer(2).thread_tuner is None
     monkeypatch.setattr(trainer_module, "TUNE_MIN_UPDATES", 10**9)
     assert _trainer(0).thread_tuner is None  # too short to pay back
+
+
+def test_the_tuners_clock_stands_still_during_callbacks_reports_and_checkpoints(two_cores_alone, monkeypatch):
+    """On a clock that advances only inside the callbacks' hooks (an evaluation, a run directory's writes), the
+    trainer's `_training_clock` ends where it started; outside them it advances with the clock."""
+    now = [1000.0]
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: now[0])
+
+    class SlowCallback:
+        def __call__(self, trainer, report):  # at each report, inside flush
+            now[0] += 3.0
+
+        def after_step(self, trainer):
+            now[0] += 1.0
+
+        def after_report(self, trainer, report):
+            now[0] += 2.0
+
+    cfg = Config(total_steps=300, num_envs=2, hidden_sizes=(8,), batch_size=8, start_steps=20, update_after=20,
+                 log_every=100, device="cpu", compile="off", quiet=True, threads=0)
+    trainer = Trainer(cfg, callbacks=[SlowCallback()])
+    start = trainer._training_clock()
+    trainer.train()
+    assert now[0] > 1000.0 + 150 and trainer._training_clock() == start
+    now[0] += 2.5
+    assert trainer._training_clock() == start + 2.5
+
+
+def test_a_resumed_run_warms_up_before_its_first_probe():
+    m = Machine({1: 1.0, 2: 1.25}, window=40, every=400)
+    m.updates = 50_000  # restored from a checkpoint
+    m.run(4 + 40)  # the first batch the tuner sees, then `window` updates on the share before the probe starts
+    assert set(m.history) == {2} and m.tuner.probing
+    m.run(4 * 40)
+    assert m.tuner.chosen == 1 and m.tuner.probes[0]["update"] == 50_000 + 4 + 40 + 4 * 40
+
+
+def test_a_new_share_during_a_probe_drops_it():
+    m = Machine({1: 1.0, 2: 1.25, 4: 0.5}, window=40, every=400)
+    m.run(60)
+    assert m.tuner.probing
+    m.threads = m.tuner.set_share(4, m.updates)
+    assert m.threads == 4 and not m.tuner.probing and m.tuner.chosen == 4
+    m.run(40 + 4 * 40)
+    assert m.tuner.chosen == 4 and m.tuner.probes[-1]["seconds_per_update"] == {"1": 1.0, "4": 0.5}

@@ -121,7 +121,7 @@ def mlp_vjp(params: Params, tape: MLPTape, d_out: torch.Tensor, param_grads: boo
 
     Returns (the gradients in the order of ``params``, or [] without ``param_grads``; with ``input_cols``,
     dL/dx at those columns of the input, (B, n) or (C, B, n), else None: the actor step needs only the action's
-    columns of the critic's input, a product 1/in the size of the whole)."""
+    columns of the critic's input, a product n/in the size of the whole)."""
     layers = layer_params(params)
     grads: list[torch.Tensor] = []
     d, d_input = d_out, None
@@ -134,7 +134,7 @@ def mlp_vjp(params: Params, tape: MLPTape, d_out: torch.Tensor, param_grads: boo
         if i > 0:
             d = _relu_backward(_input_grad(d, w, per_network), h_in, 0)
         elif input_cols is not None:
-            d_input = _input_grad(d, w[:, input_cols], per_network)  # (out, n), stacked (C, n, out)
+            d_input = _input_grad(d, w[:, input_cols], per_network)  # w[:, input_cols]: (out, n); stacked (C, n, out)
     return grads, d_input
 
 
@@ -154,6 +154,7 @@ def _input_grad(d: torch.Tensor, w: torch.Tensor, per_network: bool) -> torch.Te
     if per_network:
         return _bmm(d, w.transpose(1, 2))
     return d * w if w.shape[0] == 1 else d @ w
+
 
 def actor_forward(nets: Nets, params: Params, obs: torch.Tensor, keep: bool
                   ) -> tuple[torch.Tensor, torch.Tensor, MLPTape]:

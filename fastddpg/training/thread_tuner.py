@@ -9,7 +9,8 @@ Which count wins is a property of the moment, so it is measured, the way FFTW or
 - after ``window`` updates (the first ones warm allocations and caches), a *probe* times ``window`` updates at each
   count in turn, the other count first: other, current, other, current. A window's time is wall time from the end
   of one update batch to the end of a later one, env steps and acting included, so what is compared is the
-  training loop's throughput, not the update's alone;
+  training loop's throughput, not the update's alone (on the caller's clock: the trainer's stands still during
+  reports, callbacks and checkpoints);
 - the other count is taken if its mean seconds per update is at least ``margin`` below the current one's (a
   tie keeps what runs);
 - every ``every`` updates a shorter probe (other, current) checks again: the machine's state drifts;
@@ -17,12 +18,13 @@ Which count wins is a property of the moment, so it is measured, the way FFTW or
   measured (another process took a core, the VM's second core turned slow) starts that shorter probe at once;
 - a new share (runs started or ended) resets the choice to the share and probes again soon.
 
-What it costs: the windows at the slower count, 3 of every ``every`` updates at the defaults, a probe's worth per
-re-check. What it does not change: the numbers, on the machines measured (the update gave bit-identical parameters
-at 1 and 2 threads and with the count switched every 37 updates, on the 2-core AMD EPYC); torch does not promise
-that a reduction split across threads sums in the same order, so runs that must repeat bit for bit pass
-``--threads N``, which is never changed. The trainer uses it for the updates that read the thread count at each call
-(the hand-derived and the eager ones, not a compiled one, whose C++ kernels keep the count they were compiled for).
+What it costs: the windows timed at the count not chosen, 2 of the first probe's 4 and 1 per re-check (one window of
+``window`` updates in every ``every``: 5% at the defaults, plus the re-checks a slowdown starts). What it does not
+change: the numbers, on the machine measured (a 2-core AMD EPYC Zen 4: the update gave bit-identical parameters at 1
+and 2 threads and with the count switched every 37 updates); torch does not promise that a reduction split across
+threads sums in the same order, so runs that must repeat bit for bit pass ``--threads N``, which is never changed.
+The trainer uses it for the updates that read the thread count at each call (the hand-derived and the eager ones, not
+a compiled one, whose C++ kernels keep the count they were compiled for).
 
 No torch here: the caller sets the threads this returns.
 """
@@ -59,14 +61,13 @@ class ThreadTuner:
     _schedule: list[int] = field(default_factory=list)  # counts of the probe's windows still to time
     _seconds: dict[int, list[float]] = field(default_factory=dict)  # seconds per update of the probe's windows
     _window_start: tuple[int, float] | None = None  # (update count, clock) where the timed window began
-    _next_probe: int = 0  # update count at which the next probe starts
+    _next_probe: int | None = None  # update count at which the next probe starts (set by the first `observe`)
     _first: bool = True  # the first probe times two windows of each count
     _baseline: float | None = None  # seconds per update the last probe measured at the chosen count
     _reason: str = "scheduled"  # what started the probe under way: "scheduled" or "slower"
 
     def __post_init__(self) -> None:
         self.chosen = self.chosen or self.share
-        self._next_probe = self.window
 
     @property
     def probing(self) -> bool:
@@ -79,6 +80,8 @@ class ThreadTuner:
         """The run has done ``updates`` updates so far; returns the thread count to run on from now."""
         if self.share <= 1:
             return 1
+        if self._next_probe is None:  # the first call: a resumed run starts at its checkpoint's count
+            self._next_probe = updates + self.window
         if not self._schedule:
             slowed = self._slowed(updates)
             if updates < self._next_probe and not slowed:

@@ -41,9 +41,10 @@ own slice of a joint draw, not what a single run with its seed would draw.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -171,6 +172,7 @@ class Trainer:
         self.compile_seconds = 0.0
         self.first_update_s: float | None = None  # seconds from the trainer's start to its first update's end
         self.eval_seconds = 0.0  # evaluation during training (a callback adds its time): not training time
+        self._off_clock_s = 0.0  # seconds of reports, callbacks and checkpoints in the loop: off the tuner's clock
         # which kernels a compiled CPU update's matrix products run (fastddpg.learning.cpu_matmul); None otherwise
         compiled = self.compile_mode not in ("off", "analytic")
         self.cpu_matmul = resolve_cpu_matmul(cfg.cpu_matmul) if compiled and self.device.type == "cpu" else None
@@ -281,14 +283,15 @@ class Trainer:
                 while self.global_step < self.cfg.total_steps and stop.signum is None:
                     reports = self._reports
                     self.step()
-                    self._call("after_step")
-                    if self.checkpointer is not None and self._next_checkpoint <= self.global_step \
-                            < self.cfg.total_steps:
-                        self.checkpoint()
-                        every = checkpoint_interval(self.cfg, self.num_envs)
-                        self._next_checkpoint = (self.global_step // every + 1) * every
-                    if self._reports != reports:
-                        self._call("after_report", self.last_report)
+                    with self._off_clock():
+                        self._call("after_step")
+                        if self.checkpointer is not None and self._next_checkpoint <= self.global_step \
+                                < self.cfg.total_steps:
+                            self.checkpoint()
+                            every = checkpoint_interval(self.cfg, self.num_envs)
+                            self._next_checkpoint = (self.global_step // every + 1) * every
+                        if self._reports != reports:
+                            self._call("after_report", self.last_report)
                 if self.device_log.pending:
                     self.flush()
                 self.probes.at_end(self)  # the end-of-run snapshot: in probe_rows (a RunWriter writes it at_end)
@@ -359,7 +362,8 @@ class Trainer:
                 if self.thread_tuner is not None:
                     self._run_on(self.thread_tuner.observe(self.num_updates), "measured")
         if self.device_log.full:
-            self.flush()
+            with self._off_clock():
+                self.flush()
 
     def run_updates(self, k: int) -> None:
         """k gradient updates, their sample indices (and the algorithm's extra random inputs, appended to the
@@ -396,10 +400,19 @@ class Trainer:
         self._untimed.discard(actor_step)
 
     def _training_clock(self) -> float:
-        """Seconds on a clock that stands still during evaluation (``eval_seconds``, added by the callback that
-        evaluates): what the thread tuner times, so that an evaluation inside a timed window counts for neither
-        thread count."""
-        return time.perf_counter() - self.eval_seconds
+        """Seconds on a clock that stands still during reports, callbacks (an evaluation, a run directory's
+        writes) and checkpoints: what the thread tuner times, so that such a pause inside a timed window counts for
+        neither thread count."""
+        return time.perf_counter() - self._off_clock_s
+
+    @contextlib.contextmanager
+    def _off_clock(self) -> Iterator[None]:
+        """Keep the time of the block off `_training_clock` (the blocks are never nested)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._off_clock_s += time.perf_counter() - t0
 
     def _run_on(self, threads: int, why: str) -> None:
         """Set torch's threads to ``threads`` where they differ; a change of the run's count (the share's, or the
