@@ -85,16 +85,20 @@ def layer_params(params: Params) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(tensors[0::2], tensors[1::2], strict=True))
 
 
-def _bmm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """(bias +) a @ b for C stacked products, a (C, m, k), b (C, k, n), bias (C, 1, n): ``torch.baddbmm``/``bmm``
-    except where n or m is 1, for which ATen's batched product takes a slow path (72 us for (2, 128, 256) @ (2, 256, 1)
-    against 2 x 4 us a slice at a time, 1 thread), and k = 1, an outer product."""
+def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """(bias +) a @ b: a (m, k), b (k, n), bias (n,) by ``torch.addmm``/``mm``; or C stacked products, a (C, m, k),
+    b (C, k, n), bias (C, 1, n), by ``torch.baddbmm``/``bmm`` except where n or m is 1, for which ATen's batched
+    product takes a slow path (72 us for (2, 128, 256) @ (2, 256, 1) against 2 x 4 us a slice at a time, 1 thread).
+    Either rank with k = 1 (a last layer's single output, backward) is an outer product, a broadcast multiply: the
+    same products, and MKL's k = 1 path is slower."""
     if a.shape[-1] == 1:
         out = a * b
-    elif b.shape[-1] == 1 or a.shape[-2] == 1:
+    elif a.dim() == 3 and (b.shape[-1] == 1 or a.shape[-2] == 1):
         out = torch.stack([a[c] @ b[c] for c in range(a.shape[0])])
-    else:
+    elif a.dim() == 3:
         return torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
+    else:
+        return torch.mm(a, b) if bias is None else torch.addmm(bias, a, b)
     return out if bias is None else out + bias
 
 
@@ -107,7 +111,7 @@ def mlp_forward(params: Params, x: torch.Tensor, keep: bool) -> tuple[torch.Tens
     for i, (w, b) in enumerate(layers):
         if keep:
             inputs.append(h)
-        h = _bmm(h, w, b) if w.dim() == 3 else torch.addmm(b, h, w.t())
+        h = _product(h, w if w.dim() == 3 else w.t(), b)
         if i < len(layers) - 1:
             h = h.relu_()  # in place: the product's output is this function's own, and only its ReLU is kept
     return h, MLPTape(inputs)
@@ -129,7 +133,7 @@ def mlp_vjp(params: Params, tape: MLPTape, d_out: torch.Tensor, param_grads: boo
         w, h_in = layers[i][0], tape.inputs[i]
         per_network = w.dim() == 3  # C stacked networks
         if param_grads:
-            grads[:0] = ([_bmm(h_in.transpose(1, 2), d), d.sum(dim=1, keepdim=True)] if per_network
+            grads[:0] = ([_product(h_in.transpose(1, 2), d), d.sum(dim=1, keepdim=True)] if per_network
                          else [_weight_grad(d, h_in), d.sum(dim=0)])
         if i > 0:
             d = _relu_backward(_input_grad(d, w, per_network), h_in, 0)
@@ -149,11 +153,8 @@ def _weight_grad(d: torch.Tensor, h_in: torch.Tensor) -> torch.Tensor:
 
 def _input_grad(d: torch.Tensor, w: torch.Tensor, per_network: bool) -> torch.Tensor:
     """d W: the gradient at a layer's input, d (B, out) with W (out, in), or stacked d (C, B, out) with W
-    (C, in, out). A last layer's single output (out = 1) makes it an outer product, a broadcast multiply (the same
-    products; MKL's k = 1 path is slower)."""
-    if per_network:
-        return _bmm(d, w.transpose(1, 2))
-    return d * w if w.shape[0] == 1 else d @ w
+    (C, in, out)."""
+    return _product(d, w.transpose(1, 2) if per_network else w)
 
 
 def actor_forward(nets: Nets, params: Params, obs: torch.Tensor, keep: bool
