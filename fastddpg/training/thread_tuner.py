@@ -91,28 +91,34 @@ class ThreadTuner:
             self._seconds, self._reason = {}, "slower" if slowed else "scheduled"
             self._window_start = (updates, self.clock())
             return self._schedule[0]
-        start_updates, start_time = self._window_start  # type: ignore[misc]
-        if updates - start_updates < self.window:
+        seconds = self._close_window(updates)
+        if seconds is None:
             return self._schedule[0]
-        now = self.clock()
-        self._seconds.setdefault(self._schedule.pop(0), []).append((now - start_time) / (updates - start_updates))
-        self._window_start = (updates, now)
+        self._seconds.setdefault(self._schedule.pop(0), []).append(seconds)
         if self._schedule:
             return self._schedule[0]
         self._decide(updates)
         return self.chosen
 
-    def _slowed(self, updates: int) -> bool:
-        """Between probes: time windows of ``window`` updates at the chosen count; whether the one that just ended
-        ran ``drift`` slower per update than the last probe measured."""
-        if self._baseline is None or self._window_start is None:
-            return False
+    def _close_window(self, updates: int) -> float | None:
+        """Seconds per update of the timed window, if it has run ``window`` updates by ``updates`` (the next window
+        then starts here); else None."""
+        if self._window_start is None:
+            return None
         start_updates, start_time = self._window_start
         if updates - start_updates < self.window:
-            return False
+            return None
         now = self.clock()
         self._window_start = (updates, now)
-        return (now - start_time) / (updates - start_updates) > self._baseline * (1.0 + self.drift)
+        return (now - start_time) / (updates - start_updates)
+
+    def _slowed(self, updates: int) -> bool:
+        """Between probes: whether the window just timed at the chosen count ran ``drift`` slower per update than
+        the last probe measured."""
+        if self._baseline is None:
+            return False
+        seconds = self._close_window(updates)
+        return seconds is not None and seconds > self._baseline * (1.0 + self.drift)
 
     def _decide(self, updates: int) -> None:
         mean = {n: sum(s) / len(s) for n, s in self._seconds.items()}
