@@ -10,7 +10,7 @@ import torch
 
 from fastddpg.algos import DDPG, TD3
 from fastddpg.core.config import Config, ConfigError
-from fastddpg.learning.analytic import fused_adam_step_, mlp_forward, mlp_vjp
+from fastddpg.learning.analytic import AnalyticPlans, flat_grads, fused_adam_step_, mlp_forward, mlp_layers, mlp_vjp
 from fastddpg.learning.compile import resolve_compile_mode
 from fastddpg.learning.networks import mlp
 from fastddpg.learning.replay import ReplayBuffer
@@ -123,15 +123,32 @@ def test_mlp_vjp_is_autograds_gradient():
     d_out = torch.randn(20, 3, dtype=torch.float64)
     out = torch.func.functional_call(net, params, (x,))
     want = torch.autograd.grad(out, [*params.values(), x], d_out)
-    got_out, tape = mlp_forward({k: p.detach() for k, p in params.items()}, x.detach(), keep=True)
-    grads, d_x = mlp_vjp(params, tape, d_out, input_cols=slice(None))
+    layers = mlp_layers({k: p.detach() for k, p in params.items()})
+    got_out, tape = mlp_forward(layers, x.detach(), keep=True)
+    grads = flat_grads(params)
+    d_x = mlp_vjp(layers, tape, d_out, grads, input_cols=slice(None))
     torch.testing.assert_close(got_out, out.detach())
-    for g, w in zip([*grads, d_x], want, strict=True):
+    for g, w in zip([*grads.tensors, d_x], want, strict=True):
         torch.testing.assert_close(g, w)
-    no_params, d_x_cols = mlp_vjp(params, tape, d_out, param_grads=False, input_cols=slice(3, None))
-    assert no_params == [] and d_x_cols.shape == (20, 2)
+    # the flat buffer is the tensors, in order
+    torch.testing.assert_close(grads.flat, torch.cat([w.flatten() for w in want[:-1]]))
+    d_x_cols = mlp_vjp(layers, tape, d_out, input_cols=slice(3, None))
+    assert d_x_cols.shape == (20, 2)
     torch.testing.assert_close(d_x_cols, want[-1][:, 3:])
-    assert mlp_vjp(params, tape, d_out)[1] is None
+    assert mlp_vjp(layers, tape, d_out, grads) is None
+
+
+def test_a_plan_is_built_once_per_state_and_sees_in_place_updates():
+    """The update functions arrange a state once and reuse the arrangement while calls bring that state; another
+    state (a copy) gets its own; the arranged tensors are views, so a load into the state shows in them."""
+    learner, _ = _learner((8,), [-1.0], [1.0], 1.0)
+    plans = AnalyticPlans(learner.num_critics)
+    plan = plans(learner.state)
+    learner.state["critic"]["net.0.weight"].fill_(0.5)
+    assert plans(learner.state) is plan
+    assert bool((plan.critic.backward[0] == 0.5).all()) and bool((plan.critic.forward[0] == 0.5).all())
+    twin = copy.deepcopy(learner)
+    assert plans(twin.state) is not plan and plans(twin.state).critic.backward[0] is not plan.critic.backward[0]
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
@@ -145,7 +162,7 @@ def test_fused_adam_step_is_adam_step(dtype, tol):
     for _ in range(5):
         grads = [torch.randn_like(t) for t in params.values()]
         adam_step_(list(params.values()), opt, [g.clone() for g in grads], hp)
-        fused_adam_step_(twin, opt_twin, [g.clone() for g in grads], hp)
+        fused_adam_step_(list(twin.values()), opt_twin, [g.clone() for g in grads], hp)
     for k in params:
         torch.testing.assert_close(twin[k], params[k], rtol=tol, atol=tol)
     for key in ("exp_avg", "exp_avg_sq"):
@@ -225,8 +242,8 @@ def test_verify_catches_a_wrong_derivative_in_the_analytic_update(monkeypatch):
     paths = {"eager": eager_path, "analytic": analytic_path}
     assert run_verify(opts, paths=paths)["passed"]
 
-    def no_tanh_factor(nets, params, obs, keep):  # u = 0 makes the chain rule's (1 - u^2) a 1
-        pre, tape = analytic.mlp_forward(params, obs, keep)
+    def no_tanh_factor(nets, layers, obs, keep):  # u = 0 makes the chain rule's (1 - u^2) a 1
+        pre, tape = analytic.mlp_forward(layers, obs, keep)
         u = torch.tanh(pre)
         return nets.actor.action_scale * u + nets.actor.action_bias, torch.zeros_like(u), tape
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..learning.analytic import ddpg_update_analytic, hand_derivable
+from ..learning.analytic import AnalyticPlans, ddpg_update_analytic, hand_derivable
 from ..learning.networks import Actor, Critic
 from ..learning.update import METRIC_NAMES, Batch, LearnerState, Nets, ddpg_update
 from .base import Algorithm, UpdateFns
@@ -38,9 +38,9 @@ class DDPG(Algorithm):
         reverse mode `fastddpg.learning.analytic` writes out (`hand_derivable`); None otherwise (LayerNorm)."""
         if not (hand_derivable(self.actor, Actor, nn.Tanh) and hand_derivable(self.critic, Critic, nn.Identity)):
             return None
-        nets, hyper = self.nets, self.hyper
+        nets, hyper, plans = self.nets, self.hyper, AnalyticPlans(self.num_critics)
 
         def ddpg_analytic_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
-            return ddpg_update_analytic(nets, state, as_batch(rows), hyper)
+            return ddpg_update_analytic(nets, plans(state), state, as_batch(rows), hyper)
 
         return {True: ddpg_analytic_step}

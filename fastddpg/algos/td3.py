@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..learning.analytic import hand_derivable, td3_update_analytic
+from ..learning.analytic import AnalyticPlans, hand_derivable, td3_update_analytic
 from ..learning.networks import Actor, TwinCritic
 from ..learning.update import TD3_METRIC_NAMES, Batch, LearnerState, Nets, td3_update
 from .base import Algorithm, UpdateFns
@@ -62,13 +62,15 @@ class TD3(Algorithm):
         where the actor and the twin critics are the plain MLPs it derives (`hand_derivable`); None otherwise."""
         if not (hand_derivable(self.actor, Actor, nn.Tanh) and hand_derivable(self.critic, TwinCritic, nn.Identity)):
             return None
-        nets, hyper = self.nets, self.hyper
+        nets, hyper, plans = self.nets, self.hyper, AnalyticPlans(self.num_critics)
 
         def td3_analytic_critic_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
-            return td3_update_analytic(nets, state, as_batch(rows), rows[..., width:], hyper, actor_step=False)
+            return td3_update_analytic(nets, plans(state), state, as_batch(rows), rows[..., width:], hyper,
+                                       actor_step=False)
 
         def td3_analytic_full_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
-            return td3_update_analytic(nets, state, as_batch(rows), rows[..., width:], hyper, actor_step=True)
+            return td3_update_analytic(nets, plans(state), state, as_batch(rows), rows[..., width:], hyper,
+                                       actor_step=True)
 
         if self.policy_delay == 1:
             return {True: td3_analytic_full_step}

@@ -46,8 +46,7 @@ from .update import (
     ddpg_metrics,
     first_critic,
     smoothed,
-    soft_update_targets_,
-    stacked,
+    soft_update_,
     td3_metrics,
     td_mse,
 )
@@ -60,6 +59,30 @@ class MLPTape(NamedTuple):
     network's input; the others are ReLU outputs, whose sign is also ReLU's derivative)."""
 
     inputs: list[torch.Tensor]
+
+
+class MLPLayers(NamedTuple):
+    """An MLP's parameters arranged once for `mlp_forward` and `mlp_vjp` (views of its Params, so every in-place
+    update shows): per Linear layer, the weight as the forward's product takes it (``forward``: an ``nn.Linear``'s W^T
+    (in, out), C stacked layers' W (C, in, out)), as the input gradient's takes it (``backward``: W (out, in), or
+    (C, out, in)), and the bias ((out,), or (C, 1, out)); ``plain``: whether a layer's products are plain 2-D
+    ones both ways (not stacked, in > 1 and out > 1), which the passes call directly instead of through `_product`'s
+    cases (its Python costs ~1-2 us a call, in an update of ~20 products)."""
+
+    forward: list[torch.Tensor]
+    backward: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    stacked: bool
+    plain: list[bool]
+
+
+class FlatGrads(NamedTuple):
+    """An MLP's parameter gradients as views of one buffer that `mlp_vjp` writes in place: ``tensors`` in the order
+    of its Params, shaped like them; ``flat`` (n,) all of them, for one global norm (`clip_grad_norm_` over
+    ``[flat]``)."""
+
+    flat: torch.Tensor
+    tensors: list[torch.Tensor]
 
 
 def hand_derivable(module: nn.Module, kind: type[nn.Module], output: type[nn.Module]) -> bool:
@@ -77,104 +100,163 @@ def hand_derivable(module: nn.Module, kind: type[nn.Module], output: type[nn.Mod
                 f"{i}.{p}" for i in range(0, len(layers), 2) for p in ("weight", "bias")])
 
 
-def layer_params(params: Params) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(weight, bias) of each Linear layer of an MLP's parameters, in order (an ``nn.Sequential`` of Linear and
-    activation modules names them ``net.0.weight``, ``net.0.bias``, ``net.2.weight``, ...): an ``nn.Linear``'s
-    (out, in) and (out,), or C stacked layers' (`StackedLinear`) (C, in, out) and (C, 1, out)."""
+def mlp_layers(params: Params) -> MLPLayers:
+    """`MLPLayers` of an MLP's parameters (an ``nn.Sequential`` of Linear and activation modules names them
+    ``net.0.weight``, ``net.0.bias``, ``net.2.weight``, ...): an ``nn.Linear``'s (out, in) and (out,), or C stacked
+    layers' (`StackedLinear`) (C, in, out) and (C, 1, out)."""
     tensors = list(params.values())
-    return list(zip(tensors[0::2], tensors[1::2], strict=True))
+    weights, biases = tensors[0::2], tensors[1::2]
+    stacked = weights[0].dim() == 3
+    return MLPLayers([w if stacked else w.t() for w in weights],
+                     [w.transpose(1, 2) if stacked else w for w in weights], biases, stacked,
+                     [not stacked and min(w.shape) > 1 for w in weights])
 
 
-def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """(bias +) a @ b: a (m, k), b (k, n), bias (n,) by ``torch.addmm``/``mm``; or C stacked products, a (C, m, k),
-    b (C, k, n), bias (C, 1, n), by ``torch.baddbmm``/``bmm`` except where n or m is 1, for which ATen's batched
-    product takes a slow path (72 us for (2, 128, 256) @ (2, 256, 1) against 2 x 4 us a slice at a time, 1 thread).
-    Either rank with k = 1 (a last layer's single output, backward) is an outer product, a broadcast multiply: the
-    same products, and MKL's k = 1 path is slower."""
+def flat_grads(params: Params) -> FlatGrads:
+    """A zeroed `FlatGrads` for ``params``, on their device and in their dtype."""
+    tensors = list(params.values())
+    flat = torch.zeros(sum(t.numel() for t in tensors), dtype=tensors[0].dtype, device=tensors[0].device)
+    views = list(torch.split(flat, [t.numel() for t in tensors]))
+    return FlatGrads(flat, [v.view(t.shape) for v, t in zip(views, tensors, strict=True)])
+
+
+def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """(bias +) a @ b, into ``out`` if given: a (m, k), b (k, n), bias (n,) by ``torch.addmm``/``mm``; or C stacked
+    products, a (C, m, k), b (C, k, n), bias (C, 1, n), by ``torch.baddbmm``/``bmm`` except where n or m is 1, for
+    which ATen's batched product takes a slow path (72 us for (2, 128, 256) @ (2, 256, 1) against 2 x 4 us a slice at
+    a time, 1 thread). Either rank with k = 1 (a last layer's single output, backward) is an outer product, a
+    broadcast multiply: the same products, and MKL's k = 1 path is slower."""
     if a.shape[-1] == 1:
-        out = a * b
+        r = a * b if out is None else torch.mul(a, b, out=out)
     elif a.dim() == 3 and (b.shape[-1] == 1 or a.shape[-2] == 1):
-        out = torch.stack([a[c] @ b[c] for c in range(a.shape[0])])
+        products = [a[c] @ b[c] for c in range(a.shape[0])]
+        r = torch.stack(products) if out is None else torch.stack(products, out=out)
+    elif out is not None:  # only gradients are written into a buffer, and they have no bias
+        return torch.bmm(a, b, out=out) if a.dim() == 3 else torch.mm(a, b, out=out)
     elif a.dim() == 3:
         return torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
     else:
         return torch.mm(a, b) if bias is None else torch.addmm(bias, a, b)
-    return out if bias is None else out + bias
+    return r if bias is None else r.add_(bias)
 
 
-def mlp_forward(params: Params, x: torch.Tensor, keep: bool) -> tuple[torch.Tensor, MLPTape]:
+def mlp_forward(layers: MLPLayers, x: torch.Tensor, keep: bool) -> tuple[torch.Tensor, MLPTape]:
     """Linear layers with ReLU between them and none after the last: x (B, in) -> (B, out), or for C stacked
     networks x (C, B, in) -> (C, B, out). With ``keep`` the tape holds each layer's input for `mlp_vjp`."""
     inputs: list[torch.Tensor] = []
-    layers = layer_params(params)
+    last = len(layers.biases) - 1
     h = x
-    for i, (w, b) in enumerate(layers):
+    for i in range(last + 1):
         if keep:
             inputs.append(h)
-        h = _product(h, w if w.dim() == 3 else w.t(), b)
-        if i < len(layers) - 1:
+        w, b = layers.forward[i], layers.biases[i]
+        h = torch.addmm(b, h, w) if layers.plain[i] else _product(h, w, b)
+        if i < last:
             h = h.relu_()  # in place: the product's output is this function's own, and only its ReLU is kept
     return h, MLPTape(inputs)
 
 
-def mlp_vjp(params: Params, tape: MLPTape, d_out: torch.Tensor, param_grads: bool = True,
-            input_cols: slice | None = None) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+def mlp_vjp(layers: MLPLayers, tape: MLPTape, d_out: torch.Tensor, grads: FlatGrads | None = None,
+            input_cols: slice | None = None) -> torch.Tensor | None:
     """Reverse mode of `mlp_forward` for an output gradient d_out (B, out) or (C, B, out): for each layer
     h_out = h_in W^T + b, dL/dW = d^T h_in (out, in), dL/db = sum_b d (out,), and d for the layer below is
     (d W) * (h_in > 0); stacked, h_out = h_in W + b per network: dL/dW = h_in^T d (C, in, out), dL/db (C, 1, out).
 
-    Returns (the gradients in the order of ``params``, or [] without ``param_grads``; with ``input_cols``,
-    dL/dx at those columns of the input, (B, n) or (C, B, n), else None: the actor step needs only the action's
-    columns of the critic's input, a product n/in the size of the whole)."""
-    layers = layer_params(params)
-    grads: list[torch.Tensor] = []
-    d, d_input = d_out, None
-    for i in range(len(layers) - 1, -1, -1):
-        w, h_in = layers[i][0], tape.inputs[i]
-        per_network = w.dim() == 3  # C stacked networks
-        if param_grads:
-            grads[:0] = ([_product(h_in.transpose(1, 2), d), d.sum(dim=1, keepdim=True)] if per_network
-                         else [_weight_grad(d, h_in), d.sum(dim=0)])
+    Writes the parameter gradients into ``grads`` (in the order of the Params) where given. Returns dL/dx at
+    ``input_cols`` of the input, (B, n) or (C, B, n), else None: the actor step needs only the action's columns of
+    the critic's input, a product n/in the size of the whole."""
+    d = d_out
+    for i in range(len(layers.biases) - 1, -1, -1):
+        h_in = tape.inputs[i]
+        if grads is not None:
+            g_w, g_b = grads.tensors[2 * i], grads.tensors[2 * i + 1]
+            if layers.stacked:
+                _product(h_in.transpose(1, 2), d, out=g_w)
+                torch.sum(d, dim=1, keepdim=True, out=g_b)
+            else:
+                _weight_grad(d, h_in, g_w)
+                torch.sum(d, dim=0, out=g_b)
         if i > 0:
-            d = _relu_backward(_input_grad(d, w, per_network), h_in, 0)
+            w = layers.backward[i]
+            d = _relu_backward(torch.mm(d, w) if layers.plain[i] else _product(d, w), h_in, 0)
         elif input_cols is not None:
-            d_input = _input_grad(d, w[:, input_cols], per_network)  # w[:, input_cols]: (out, n); stacked (C, n, out)
-    return grads, d_input
+            return _product(d, layers.backward[0][..., input_cols])  # (out, n); stacked (C, out, n)
+    return None
 
 
-def _weight_grad(d: torch.Tensor, h_in: torch.Tensor) -> torch.Tensor:
-    """d^T h_in (out, in) for d (B, out), h_in (B, in). Where in < out (a first layer's few inputs) it is computed
-    as (h_in^T d)^T: the same dot products, and MKL's product with a narrow output is ~4x slower (39 against 11 us
-    for (256, 128) @ (128, 4), 1 thread)."""
+def _weight_grad(d: torch.Tensor, h_in: torch.Tensor, out: torch.Tensor) -> None:
+    """d^T h_in (out, in) into ``out``, for d (B, out), h_in (B, in). Where in < out (a first layer's few inputs) it
+    is computed as (h_in^T d)^T: the same dot products, and MKL's product with a narrow output is ~4x slower (39
+    against 11 us for (256, 128) @ (128, 4), 1 thread; also when written through a transposed ``out``)."""
     if h_in.shape[-1] < d.shape[-1]:
-        return (h_in.t() @ d).t().contiguous()
-    return d.t() @ h_in
+        out.copy_((h_in.t() @ d).t())
+    else:
+        torch.mm(d.t(), h_in, out=out)
 
 
-def _input_grad(d: torch.Tensor, w: torch.Tensor, per_network: bool) -> torch.Tensor:
-    """d W: the gradient at a layer's input, d (B, out) with W (out, in), or stacked d (C, B, out) with W
-    (C, in, out)."""
-    return _product(d, w.transpose(1, 2) if per_network else w)
+class AnalyticPlan(NamedTuple):
+    """A learner state arranged once for the hand-derived update: each network's `MLPLayers` (``q1``: the critic the
+    actor ascends, Q_1's rows of a `TwinCritic`), the gradient buffers the steps write (`FlatGrads`), the parameter
+    lists Adam steps, and the target and online lists of the soft update. Every tensor is a view of the state's, so
+    the plan stays valid for as long as the state's tensors keep their identity (updates and loads write in place)."""
+
+    actor: MLPLayers
+    critic: MLPLayers
+    q1: MLPLayers
+    target_actor: MLPLayers
+    target_critic: MLPLayers
+    actor_params: list[torch.Tensor]
+    critic_params: list[torch.Tensor]
+    actor_grads: FlatGrads
+    critic_grads: FlatGrads
+    targets: list[torch.Tensor]
+    online: list[torch.Tensor]
 
 
-def actor_forward(nets: Nets, params: Params, obs: torch.Tensor, keep: bool
+def analytic_plan(state: LearnerState, num_critics: int) -> AnalyticPlan:
+    """`AnalyticPlan` of a DDPG or TD3 learner state (one agent; ``num_critics`` stacked critics)."""
+    return AnalyticPlan(
+        mlp_layers(state["actor"]), mlp_layers(state["critic"]), mlp_layers(first_critic(state["critic"], num_critics)),
+        mlp_layers(state["target_actor"]), mlp_layers(state["target_critic"]),
+        list(state["actor"].values()), list(state["critic"].values()),
+        flat_grads(state["actor"]), flat_grads(state["critic"]),
+        [*state["target_actor"].values(), *state["target_critic"].values()],
+        [*state["actor"].values(), *state["critic"].values()])
+
+
+class AnalyticPlans:
+    """The `AnalyticPlan` of the state an update function is called with: built on the first call, and again only
+    when a call brings another state (`fastddpg verify` steps copies)."""
+
+    def __init__(self, num_critics: int) -> None:
+        self.num_critics = num_critics
+        self._state: LearnerState | None = None
+        self._plan: AnalyticPlan | None = None
+
+    def __call__(self, state: LearnerState) -> AnalyticPlan:
+        if state is not self._state:
+            self._plan, self._state = analytic_plan(state, self.num_critics), state
+        return self._plan
+
+
+def actor_forward(nets: Nets, layers: MLPLayers, obs: torch.Tensor, keep: bool
                   ) -> tuple[torch.Tensor, torch.Tensor, MLPTape]:
     """mu_theta(s) = scale * tanh(net(s)) + bias (`fastddpg.learning.networks.Actor`). Returns (action (B, act_dim),
     tanh(net(s)) (B, act_dim), the net's tape)."""
-    pre, tape = mlp_forward(params, obs, keep)
+    pre, tape = mlp_forward(layers, obs, keep)
     u = torch.tanh(pre)
     return nets.actor.action_scale * u + nets.actor.action_bias, u, tape
 
 
-def critic_forward(params: Params, obs: torch.Tensor, action: torch.Tensor, keep: bool
+def critic_forward(layers: MLPLayers, obs: torch.Tensor, action: torch.Tensor, keep: bool
                    ) -> tuple[torch.Tensor, MLPTape]:
     """Q_phi(s, a) = net([s, a]): a `Critic`'s (B, 1), or C stacked critics' (`TwinCritic`, each on the same input)
     (C, B, 1); and the net's tape."""
     x = torch.cat([obs, action], dim=-1)
-    first = next(iter(params.values()))
-    if first.dim() == 3:
-        x = x.unsqueeze(0).expand(first.shape[0], *x.shape)
-    return mlp_forward(params, x, keep)
+    if layers.stacked:
+        x = x.unsqueeze(0).expand(layers.biases[0].shape[0], *x.shape)
+    return mlp_forward(layers, x, keep)
 
 
 def critic_loss_grad(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -188,7 +270,7 @@ def actor_loss_grad(q: torch.Tensor) -> torch.Tensor:
     return torch.full_like(q, -1.0 / q.shape[-2])
 
 
-def fused_adam_step_(params: Params, opt: AdamState, grads: list[torch.Tensor], hp: AdamHyper) -> None:
+def fused_adam_step_(params: list[torch.Tensor], opt: AdamState, grads: list[torch.Tensor], hp: AdamHyper) -> None:
     """`fastddpg.learning.update.adam_step_`'s equation in place, by torch's fused Adam kernel
     (``torch.optim.Adam(fused=True)``'s): one pass over each tensor. ``opt["step"]`` is 0-d, ``hp.lr`` a float."""
     step = opt["step"]
@@ -196,68 +278,77 @@ def fused_adam_step_(params: Params, opt: AdamState, grads: list[torch.Tensor], 
     beta1, beta2 = hp.betas
     # the kernel reads each tensor's step count and never writes it (torch.optim increments it before the call), so
     # the one shared count can stand for every tensor's
-    torch._fused_adam_(list(params.values()), grads, opt["exp_avg"], opt["exp_avg_sq"], [], [step] * len(grads),
+    torch._fused_adam_(params, grads, opt["exp_avg"], opt["exp_avg_sq"], [], [step] * len(grads),
                        lr=hp.lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=hp.eps, amsgrad=False,
                        maximize=False)
 
 
-def critic_step_(nets: Nets, state: LearnerState, batch: Batch, y: torch.Tensor, hp: Hyper
+def clip_flat_grads_(grads: FlatGrads, max_norm: float, layers: MLPLayers) -> None:
+    """`clip_grad_norm_` of one network's gradients: one norm over the flat buffer; C stacked networks (a
+    `TwinCritic`), each to its own norm over its rows of every tensor."""
+    if layers.stacked:
+        clip_grad_norm_(grads.tensors, max_norm, stacked=True)
+    else:
+        clip_grad_norm_([grads.flat], max_norm)
+
+
+def critic_step_(nets: Nets, plan: AnalyticPlan, state: LearnerState, batch: Batch, y: torch.Tensor, hp: Hyper
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """One critic step on y (B, 1), every critic regressing to it (`fastddpg.learning.update.critic_step_`).
     Returns (each critic's MSE, () or (C,); Q (B, 1) or (C, B, 1)), before the step."""
-    q, tape = critic_forward(state["critic"], batch.obs, batch.action, keep=True)
-    grads, _ = mlp_vjp(state["critic"], tape, critic_loss_grad(q, y))
+    q, tape = critic_forward(plan.critic, batch.obs, batch.action, keep=True)
+    mlp_vjp(plan.critic, tape, critic_loss_grad(q, y), plan.critic_grads)
     per_critic = td_mse(q, y, nets.critic.num_critics)
-    clip_grad_norm_(grads, hp.grad_clip_norm, stacked(nets.critic))
-    fused_adam_step_(state["critic"], state["optim"]["critic"], grads, hp.critic)
+    clip_flat_grads_(plan.critic_grads, hp.grad_clip_norm, plan.critic)
+    fused_adam_step_(plan.critic_params, state["optim"]["critic"], plan.critic_grads.tensors, hp.critic)
     return per_critic, q
 
 
-def actor_step_(nets: Nets, state: LearnerState, obs: torch.Tensor, hp: Hyper) -> torch.Tensor:
+def actor_step_(nets: Nets, plan: AnalyticPlan, state: LearnerState, obs: torch.Tensor, hp: Hyper) -> torch.Tensor:
     """One actor step on L(theta) = -mean_b Q_1(s, mu_theta(s)) against the freshly updated critic, the critic's
     parameters constants (`fastddpg.learning.update.actor_step_`). Returns the loss before the step, ()."""
-    action, u, actor_tape = actor_forward(nets, state["actor"], obs, keep=True)
-    q1_params = first_critic(state["critic"], nets.critic.num_critics)
-    q_pi, tape = critic_forward(q1_params, obs, action, keep=True)
+    action, u, actor_tape = actor_forward(nets, plan.actor, obs, keep=True)
+    q_pi, tape = critic_forward(plan.q1, obs, action, keep=True)
     # only the action's columns of the critic's input gradient; then through a = scale * tanh(pre) + bias
-    _, d_action = mlp_vjp(q1_params, tape, actor_loss_grad(q_pi), param_grads=False,
-                          input_cols=slice(obs.shape[-1], None))
+    d_action = mlp_vjp(plan.q1, tape, actor_loss_grad(q_pi), input_cols=slice(obs.shape[-1], None))
     if d_action.dim() == 3:  # Q_1 of a stacked critic: (1, B, act_dim)
         d_action = d_action[0]
     d_pre = d_action * nets.actor.action_scale * (1.0 - u.square())
-    grads, _ = mlp_vjp(state["actor"], actor_tape, d_pre)
-    clip_grad_norm_(grads, hp.grad_clip_norm)
-    fused_adam_step_(state["actor"], state["optim"]["actor"], grads, hp.actor)
+    mlp_vjp(plan.actor, actor_tape, d_pre, plan.actor_grads)
+    clip_flat_grads_(plan.actor_grads, hp.grad_clip_norm, plan.actor)
+    fused_adam_step_(plan.actor_params, state["optim"]["actor"], plan.actor_grads.tensors, hp.actor)
     return -batch_mean(q_pi).reshape(())  # actor_loss's value
 
 
 @torch.no_grad()
-def ddpg_update_analytic(nets: Nets, state: LearnerState, batch: Batch, hp: Hyper) -> torch.Tensor:
+def ddpg_update_analytic(nets: Nets, plan: AnalyticPlan, state: LearnerState, batch: Batch, hp: Hyper
+                         ) -> torch.Tensor:
     """`fastddpg.learning.update.ddpg_update` with hand-derived gradients: critic step, actor step against the
-    freshly updated critic, soft targets. ``batch`` (B, ...), one agent. Returns metrics (4,) = METRIC_NAMES."""
-    next_action, _, _ = actor_forward(nets, state["target_actor"], batch.next_obs, keep=False)
-    q_next, _ = critic_forward(state["target_critic"], batch.next_obs, next_action, keep=False)
+    freshly updated critic, soft targets. ``batch`` (B, ...), one agent; ``plan``: ``state``'s `AnalyticPlan`.
+    Returns metrics (4,) = METRIC_NAMES."""
+    next_action, _, _ = actor_forward(nets, plan.target_actor, batch.next_obs, keep=False)
+    q_next, _ = critic_forward(plan.target_critic, batch.next_obs, next_action, keep=False)
     y = bellman_target(batch, q_next, hp.gamma)
-    loss_q, q = critic_step_(nets, state, batch, y, hp)
-    loss_pi = actor_step_(nets, state, batch.obs, hp)
-    soft_update_targets_(state, hp.tau)
+    loss_q, q = critic_step_(nets, plan, state, batch, y, hp)
+    loss_pi = actor_step_(nets, plan, state, batch.obs, hp)
+    soft_update_(plan.targets, plan.online, hp.tau)
     return ddpg_metrics(loss_q, loss_pi, q, y)
 
 
 @torch.no_grad()
-def td3_update_analytic(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor, hp: Hyper,
-                        actor_step: bool) -> torch.Tensor:
+def td3_update_analytic(nets: Nets, plan: AnalyticPlan, state: LearnerState, batch: Batch, eps: torch.Tensor,
+                        hp: Hyper, actor_step: bool) -> torch.Tensor:
     """`fastddpg.learning.update.td3_update` with hand-derived gradients: the twin critic step always, with
     ``actor_step`` also the actor step on Q_1 and the soft update; the target's smoothing (`smoothed`) and clipped
     double Q (`clipped_double_q_target`) are `td3_target`'s. Returns metrics (7,) = TD3_METRIC_NAMES."""
-    next_action, _, _ = actor_forward(nets, state["target_actor"], batch.next_obs, keep=False)
+    next_action, _, _ = actor_forward(nets, plan.target_actor, batch.next_obs, keep=False)
     next_action = smoothed(nets, next_action, eps, hp.policy_noise, hp.noise_clip)
-    q_next, _ = critic_forward(state["target_critic"], batch.next_obs, next_action, keep=False)
+    q_next, _ = critic_forward(plan.target_critic, batch.next_obs, next_action, keep=False)
     y, q_min = clipped_double_q_target(batch, q_next, hp.gamma)
-    per_critic, q = critic_step_(nets, state, batch, y, hp)
+    per_critic, q = critic_step_(nets, plan, state, batch, y, hp)
     if actor_step:
-        loss_pi = actor_step_(nets, state, batch.obs, hp)
-        soft_update_targets_(state, hp.tau)
+        loss_pi = actor_step_(nets, plan, state, batch.obs, hp)
+        soft_update_(plan.targets, plan.online, hp.tau)
     else:
         loss_pi = torch.zeros((), device=y.device, dtype=y.dtype)
     return td3_metrics(per_critic, loss_pi, q, y, q_min)

@@ -184,6 +184,8 @@ def adam_state(params: Params, members: int = 0) -> AdamState:
 def bellman_target(batch: Batch, q_next: torch.Tensor, gamma: Scalar) -> torch.Tensor:
     """y = r + gamma (1 - d) q_next for the next state's value q_next (*M, B, 1): (*M, B, 1). d is ``terminated``
     only: a truncated episode bootstraps."""
+    if isinstance(gamma, float):
+        return torch.addcmul(batch.reward, 1.0 - batch.terminated, q_next, value=gamma)  # the same sum, 2 ops not 4
     return batch.reward + per_member(gamma, q_next) * (1.0 - batch.terminated) * q_next
 
 
@@ -234,6 +236,8 @@ def clip_grad_norm_(grads: list[torch.Tensor], max_norm: Scalar, stacked: bool =
         return
     if stacked:
         norm = torch.stack([g.square().flatten(1).sum(dim=1) for g in grads]).sum(dim=0).sqrt()  # (R,)
+    elif len(grads) == 1:  # one buffer holding every gradient (`fastddpg.learning.analytic.FlatGrads`)
+        norm = torch.linalg.vector_norm(grads[0])
     else:
         # per tensor, not torch._foreach_norm: the same norms, and a CPU compile's C++ wrapper has no direct call for
         # _foreach_norm (it would warn and go through a slower generic path)
