@@ -12,7 +12,7 @@ from fastddpg.algos import DDPG, TD3
 from fastddpg.core.config import Config, ConfigError
 from fastddpg.learning.analytic import AnalyticPlans, flat_grads, fused_adam_step_, mlp_forward, mlp_layers, mlp_vjp
 from fastddpg.learning.compile import resolve_compile_mode
-from fastddpg.learning.networks import mlp
+from fastddpg.learning.networks import mlp, stacked_mlp
 from fastddpg.learning.replay import ReplayBuffer
 from fastddpg.learning.update import AdamHyper, Hyper, adam_state, adam_step_
 from fastddpg.tools.verify import in_float64, learner_state
@@ -115,27 +115,51 @@ def _group(name: str) -> str:
     return ".".join(parts[:3] if parts[0] == "optimizer" else parts[:2])
 
 
-def test_mlp_vjp_is_autograds_gradient():
+@pytest.mark.parametrize("stacked, sizes, batch", [
+    (0, [5, 32, 16, 3], 20),  # plain 2-D products throughout
+    (0, [1, 8, 1], 7),  # one input and one output: the k = 1 forward and backward products
+    (2, [5, 16, 1], 20),  # a TwinCritic's stacked layers, the last a slice at a time
+    (2, [1, 8, 1], 1),  # stacked, one input, a batch of one: every narrow case, written into the flat buffer
+])
+def test_mlp_vjp_is_autograds_gradient(stacked, sizes, batch):
     torch.manual_seed(0)
-    net = mlp([5, 32, 16, 3]).double()
+    net = (stacked_mlp(stacked, sizes) if stacked else mlp(sizes)).double()
     params = {k: p.detach().clone().requires_grad_() for k, p in net.named_parameters()}
-    x = torch.randn(20, 5, dtype=torch.float64, requires_grad=True)
-    d_out = torch.randn(20, 3, dtype=torch.float64)
+    lead = (stacked,) if stacked else ()
+    x = torch.randn(*lead, batch, sizes[0], dtype=torch.float64, requires_grad=True)
+    d_out = torch.randn(*lead, batch, sizes[-1], dtype=torch.float64)
     out = torch.func.functional_call(net, params, (x,))
     want = torch.autograd.grad(out, [*params.values(), x], d_out)
     layers = mlp_layers({k: p.detach() for k, p in params.items()})
     got_out, tape = mlp_forward(layers, x.detach(), keep=True)
     grads = flat_grads(params)
+    grads.flat.fill_(float("nan"))  # every element must be written
     d_x = mlp_vjp(layers, tape, d_out, grads, input_cols=slice(None))
     torch.testing.assert_close(got_out, out.detach())
     for g, w in zip([*grads.tensors, d_x], want, strict=True):
         torch.testing.assert_close(g, w)
     # the flat buffer is the tensors, in order
     torch.testing.assert_close(grads.flat, torch.cat([w.flatten() for w in want[:-1]]))
-    d_x_cols = mlp_vjp(layers, tape, d_out, input_cols=slice(3, None))
-    assert d_x_cols.shape == (20, 2)
-    torch.testing.assert_close(d_x_cols, want[-1][:, 3:])
+    cut = sizes[0] // 2
+    d_x_cols = mlp_vjp(layers, tape, d_out, input_cols=slice(cut, None))
+    assert d_x_cols.shape == (*lead, batch, sizes[0] - cut)
+    torch.testing.assert_close(d_x_cols, want[-1][..., cut:])
     assert mlp_vjp(layers, tape, d_out, grads) is None
+
+
+@pytest.mark.parametrize("algo", ["ddpg", "td3"])
+@pytest.mark.parametrize("obs_dim, hidden, batch_size", [(1, (6, 1), 5), (1, (1,), 1), (2, (3,), 1)])
+def test_analytic_update_matches_the_eager_update_at_narrow_shapes(algo, obs_dim, hidden, batch_size):
+    """The narrow products (one observation, a hidden width of 1, a batch of one, one action) agree with the eager
+    update to float64 rounding, as the Pendulum-sized ones do above."""
+    learner, buf = _learner(hidden, [-2.0], [2.0], 0.5, obs_dim=obs_dim, algo=algo)
+
+    def check(u: int, got: torch.Tensor, want: torch.Tensor, mine: dict, theirs: dict) -> None:
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+        for name, t in mine.items():
+            torch.testing.assert_close(t, theirs[name], rtol=1e-9, atol=1e-10, msg=f"{name} after update {u}")
+
+    _lockstep(in_float64(learner), buf, 6, batch_size, torch.float64, check)
 
 
 def test_a_plan_is_built_once_per_state_and_sees_in_place_updates():
@@ -148,7 +172,10 @@ def test_a_plan_is_built_once_per_state_and_sees_in_place_updates():
     assert plans(learner.state) is plan
     assert bool((plan.critic.backward[0] == 0.5).all()) and bool((plan.critic.forward[0] == 0.5).all())
     twin = copy.deepcopy(learner)
-    assert plans(twin.state) is not plan and plans(twin.state).critic.backward[0] is not plan.critic.backward[0]
+    twin_plan = plans(twin.state)
+    assert twin_plan is not plan
+    assert twin_plan.critic.backward[0].data_ptr() == twin.state["critic"]["net.0.weight"].data_ptr()
+    assert twin_plan.critic.backward[0].data_ptr() != plan.critic.backward[0].data_ptr()
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])

@@ -6,13 +6,14 @@ products: function transforms, parameter swapping, ~150 small ops. A compiled up
 costs 10-15 s of compile on a fresh 2-core machine, most of a 10k-step run's start-up. The networks of a plain DDPG
 are MLPs (Linear and ReLU, the actor ending in tanh; TD3's twin critics stacked), whose reverse mode is a handful
 of products, so it is written out here: each network's forward keeps the inputs of its layers (`MLPTape`), and its
-vector-Jacobian product (`mlp_vjp`) returns the parameter gradients and, for the actor step, the gradient with
-respect to the action. Measured on a 2-core AMD EPYC (Zen 4), 1 thread, batch 128: DDPG's at about 0.9x the
-compiled update's updates/s and 1.9x the eager update's, TD3's at 0.8-0.9x and 1.7x, from the first update on
-(README, Performance).
+vector-Jacobian product (`mlp_vjp`) writes the parameter gradients into one flat buffer per network (`FlatGrads`)
+and returns, for the actor step, the gradient with respect to the action. The learner state is arranged for these
+passes once (`AnalyticPlan`): re-reading it on every update cost about a tenth of the update's time outside its
+products. Measured on a 2-core AMD EPYC (Zen 4), 1 thread, batch 128: DDPG's at about 0.9x the compiled update's
+updates/s and 1.9x the eager update's, TD3's at 0.8-0.9x and 1.7x, from the first update on (README, Performance).
 
 What is reused as it is: the TD target (`bellman_target`; TD3's smoothing and clipped double Q), the critic's loss value
-(`td_mse`), the gradient clipping (`clip_grad_norm_`), the soft update (`soft_update_targets_`) and the metrics
+(`td_mse`), the gradient clipping (`clip_grad_norm_`), the soft update (`soft_update_`) and the metrics
 (`ddpg_metrics`, `td3_metrics`) of `fastddpg.learning.update`; Adam is its equation (`adam_step_`) run by torch's
 fused CPU kernel (`fused_adam_step_`), one pass over each tensor instead of nine foreach ops. What is derived here,
 and nowhere else: the gradients of the two losses with respect to the critic's output (`critic_loss_grad`,
@@ -133,6 +134,8 @@ def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
         products = [a[c] @ b[c] for c in range(a.shape[0])]
         r = torch.stack(products) if out is None else torch.stack(products, out=out)
     elif out is not None:  # only gradients are written into a buffer, and they have no bias
+        if bias is not None:
+            raise ValueError("_product writes a bias-free product into out=; add the bias to the result instead")
         return torch.bmm(a, b, out=out) if a.dim() == 3 else torch.mm(a, b, out=out)
     elif a.dim() == 3:
         return torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
@@ -198,8 +201,9 @@ def _weight_grad(d: torch.Tensor, h_in: torch.Tensor, out: torch.Tensor) -> None
 class AnalyticPlan(NamedTuple):
     """A learner state arranged once for the hand-derived update: each network's `MLPLayers` (``q1``: the critic the
     actor ascends, Q_1's rows of a `TwinCritic`), the gradient buffers the steps write (`FlatGrads`), the parameter
-    lists Adam steps, and the target and online lists of the soft update. Every tensor is a view of the state's, so
-    the plan stays valid for as long as the state's tensors keep their identity (updates and loads write in place)."""
+    lists Adam steps, and the target and online lists of the soft update. Every tensor but the gradient buffers (the
+    plan's own) is a view of the state's, so the plan stays valid for as long as the state's tensors keep their
+    identity (updates and loads write in place)."""
 
     actor: MLPLayers
     critic: MLPLayers
@@ -227,7 +231,7 @@ def analytic_plan(state: LearnerState, num_critics: int) -> AnalyticPlan:
 
 class AnalyticPlans:
     """The `AnalyticPlan` of the state an update function is called with: built on the first call, and again only
-    when a call brings another state (`fastddpg verify` steps copies)."""
+    when a call brings another state dict (a learner rebinds its state only when built or copied)."""
 
     def __init__(self, num_critics: int) -> None:
         self.num_critics = num_critics
