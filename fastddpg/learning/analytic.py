@@ -133,14 +133,10 @@ def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
     elif a.dim() == 3 and (b.shape[-1] == 1 or a.shape[-2] == 1):
         products = [a[c] @ b[c] for c in range(a.shape[0])]
         r = torch.stack(products) if out is None else torch.stack(products, out=out)
-    elif out is not None:  # only gradients are written into a buffer, and they have no bias
-        if bias is not None:
-            raise ValueError("_product writes a bias-free product into out=; add the bias to the result instead")
-        return torch.bmm(a, b, out=out) if a.dim() == 3 else torch.mm(a, b, out=out)
     elif a.dim() == 3:
-        return torch.bmm(a, b) if bias is None else torch.baddbmm(bias, a, b)
+        return torch.bmm(a, b, out=out) if bias is None else torch.baddbmm(bias, a, b, out=out)
     else:
-        return torch.mm(a, b) if bias is None else torch.addmm(bias, a, b)
+        return torch.mm(a, b, out=out) if bias is None else torch.addmm(bias, a, b, out=out)
     return r if bias is None else r.add_(bias)
 
 
