@@ -166,7 +166,7 @@ def test_a_plan_is_built_once_per_state_and_sees_in_place_updates():
     """The update functions arrange a state once and reuse the arrangement while calls bring that state; another
     state (a copy) gets its own; the arranged tensors are views, so a load into the state shows in them."""
     learner, _ = _learner((8,), [-1.0], [1.0], 1.0)
-    plans = AnalyticPlans(learner.num_critics)
+    plans = AnalyticPlans(learner.nets)
     plan = plans(learner.state)
     learner.state["critic"]["net.0.weight"].fill_(0.5)
     assert plans(learner.state) is plan
@@ -269,10 +269,10 @@ def test_verify_catches_a_wrong_derivative_in_the_analytic_update(monkeypatch):
     paths = {"eager": eager_path, "analytic": analytic_path}
     assert run_verify(opts, paths=paths)["passed"]
 
-    def no_tanh_factor(nets, layers, obs, keep):  # u = 0 makes the chain rule's (1 - u^2) a 1
+    def no_tanh_factor(plan, layers, obs, keep):  # u = 0 makes the chain rule's (1 - u^2) a 1
         pre, tape = analytic.mlp_forward(layers, obs, keep)
         u = torch.tanh(pre)
-        return nets.actor.action_scale * u + nets.actor.action_bias, torch.zeros_like(u), tape
+        return plan.action_scale * u + plan.action_bias, torch.zeros_like(u), tape
 
     monkeypatch.setattr(analytic, "actor_forward", no_tanh_factor)
     report = run_verify(opts, paths=paths)

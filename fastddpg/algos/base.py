@@ -128,10 +128,12 @@ class Algorithm:
         functions serve both. ``as_batch`` splits a replay row's first ``width`` columns."""
         raise NotImplementedError
 
-    def analytic_update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns | None:
-        """This learner's update functions with hand-derived gradients (`fastddpg.learning.analytic`: eager, no
-        autograd, no compile; ``--compile analytic``), keyed like `update_fns`; None where the algorithm or its
-        networks have none (here; DDPG and TD3 have one)."""
+    def analytic_update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int,
+                            graphs: bool = True) -> UpdateFns | None:
+        """This learner's update functions with hand-derived gradients (`fastddpg.learning.analytic`: no autograd,
+        no compile; ``--compile analytic``), keyed like `update_fns`; None where the algorithm or its networks have
+        none (here; DDPG and TD3 have one). ``graphs``: their gradient parts as traced graphs
+        (`fastddpg.learning.graphs`), else eager."""
         return None
 
     # --- state ------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..learning.analytic import AnalyticPlans, ddpg_update_analytic, hand_derivable
+from ..learning.analytic import AnalyticPlans, ddpg_parts, ddpg_update_analytic, hand_derivable
 from ..learning.networks import Actor, Critic
 from ..learning.update import METRIC_NAMES, Batch, LearnerState, Nets, ddpg_update
 from .base import Algorithm, UpdateFns
@@ -33,14 +33,16 @@ class DDPG(Algorithm):
 
         return {True: ddpg_step}
 
-    def analytic_update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns | None:
+    def analytic_update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int,
+                            graphs: bool = True) -> UpdateFns | None:
         """``{True: fn(state, rows) -> ddpg_update_analytic(...)}`` where the actor and critic are the plain MLPs whose
-        reverse mode `fastddpg.learning.analytic` writes out (`hand_derivable`); None otherwise (LayerNorm)."""
+        reverse mode `fastddpg.learning.analytic` writes out (`hand_derivable`); None otherwise (LayerNorm).
+        ``graphs``: its gradient parts as traced graphs (`fastddpg.learning.graphs`), else eager."""
         if not (hand_derivable(self.actor, Actor, nn.Tanh) and hand_derivable(self.critic, Critic, nn.Identity)):
             return None
-        nets, hyper, plans = self.nets, self.hyper, AnalyticPlans(self.num_critics)
+        hyper, plans, parts = self.hyper, AnalyticPlans(self.nets), ddpg_parts(as_batch, self.hyper, graphs)
 
         def ddpg_analytic_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
-            return ddpg_update_analytic(nets, plans(state), state, as_batch(rows), hyper)
+            return ddpg_update_analytic(plans(state), state, rows, hyper, parts)
 
         return {True: ddpg_analytic_step}

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..learning.analytic import AnalyticPlans, hand_derivable, td3_update_analytic
+from ..learning.analytic import AnalyticPlans, hand_derivable, td3_parts, td3_update_analytic
 from ..learning.networks import Actor, TwinCritic
 from ..learning.update import TD3_METRIC_NAMES, Batch, LearnerState, Nets, td3_update
 from .base import Algorithm, UpdateFns
@@ -57,20 +57,20 @@ class TD3(Algorithm):
 
         return {True: td3_full_step} if policy_delay == 1 else {False: td3_critic_step, True: td3_full_step}
 
-    def analytic_update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int) -> UpdateFns | None:
+    def analytic_update_fns(self, as_batch: Callable[[torch.Tensor], Batch], width: int,
+                            graphs: bool = True) -> UpdateFns | None:
         """`make_update_fns`'s functions with hand-derived gradients (`fastddpg.learning.analytic.td3_update_analytic`)
-        where the actor and the twin critics are the plain MLPs it derives (`hand_derivable`); None otherwise."""
+        where the actor and the twin critics are the plain MLPs it derives (`hand_derivable`); None otherwise.
+        ``graphs``: its gradient parts as traced graphs (`fastddpg.learning.graphs`), else eager."""
         if not (hand_derivable(self.actor, Actor, nn.Tanh) and hand_derivable(self.critic, TwinCritic, nn.Identity)):
             return None
-        nets, hyper, plans = self.nets, self.hyper, AnalyticPlans(self.num_critics)
+        hyper, plans, parts = self.hyper, AnalyticPlans(self.nets), td3_parts(as_batch, width, self.hyper, graphs)
 
         def td3_analytic_critic_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
-            return td3_update_analytic(nets, plans(state), state, as_batch(rows), rows[..., width:], hyper,
-                                       actor_step=False)
+            return td3_update_analytic(plans(state), state, rows, hyper, parts, actor_step=False)
 
         def td3_analytic_full_step(state: LearnerState, rows: torch.Tensor) -> torch.Tensor:
-            return td3_update_analytic(nets, plans(state), state, as_batch(rows), rows[..., width:], hyper,
-                                       actor_step=True)
+            return td3_update_analytic(plans(state), state, rows, hyper, parts, actor_step=True)
 
         if self.policy_delay == 1:
             return {True: td3_analytic_full_step}

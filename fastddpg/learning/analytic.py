@@ -26,11 +26,13 @@ Scope: one agent (not a population), DDPG's and TD3's `Actor`, `Critic` and `Twi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from .graphs import GraphPart
 from .networks import StackedLinear, TwinCritic
 from .update import (
     AdamHyper,
@@ -42,10 +44,13 @@ from .update import (
     Params,
     batch_mean,
     bellman_target,
-    clip_grad_norm_,
+    clip_coef,
     clipped_double_q_target,
+    clips,
     ddpg_metrics,
     first_critic,
+    grad_norm,
+    per_member,
     smoothed,
     soft_update_,
     td3_metrics,
@@ -197,9 +202,11 @@ def _weight_grad(d: torch.Tensor, h_in: torch.Tensor, out: torch.Tensor) -> None
 class AnalyticPlan(NamedTuple):
     """A learner state arranged once for the hand-derived update: each network's `MLPLayers` (``q1``: the critic the
     actor ascends, Q_1's rows of a `TwinCritic`), the gradient buffers the steps write (`FlatGrads`), the parameter
-    lists Adam steps, and the target and online lists of the soft update. Every tensor but the gradient buffers (the
-    plan's own) is a view of the state's, so the plan stays valid for as long as the state's tensors keep their
-    identity (updates and loads write in place)."""
+    lists Adam steps, the target and online lists of the soft update, and the actor's action map and the env's
+    action bounds, (act_dim,) each. Every tensor but the gradient buffers (the plan's own) is a view of the state's or
+    the networks', so the plan stays valid for as long as the state's tensors keep their identity (updates and loads
+    write in place). It holds every tensor the update reads, so a `fastddpg.learning.graphs.GraphPart` over it
+    takes them all as graph inputs."""
 
     actor: MLPLayers
     critic: MLPLayers
@@ -212,41 +219,47 @@ class AnalyticPlan(NamedTuple):
     critic_grads: FlatGrads
     targets: list[torch.Tensor]
     online: list[torch.Tensor]
+    action_scale: torch.Tensor
+    action_bias: torch.Tensor
+    action_low: torch.Tensor
+    action_high: torch.Tensor
 
 
-def analytic_plan(state: LearnerState, num_critics: int) -> AnalyticPlan:
-    """`AnalyticPlan` of a DDPG or TD3 learner state (one agent; ``num_critics`` stacked critics)."""
+def analytic_plan(state: LearnerState, nets: Nets) -> AnalyticPlan:
+    """`AnalyticPlan` of a DDPG or TD3 learner state (one agent; ``nets.critic.num_critics`` stacked critics)."""
     return AnalyticPlan(
-        mlp_layers(state["actor"]), mlp_layers(state["critic"]), mlp_layers(first_critic(state["critic"], num_critics)),
+        mlp_layers(state["actor"]), mlp_layers(state["critic"]),
+        mlp_layers(first_critic(state["critic"], nets.critic.num_critics)),
         mlp_layers(state["target_actor"]), mlp_layers(state["target_critic"]),
         list(state["actor"].values()), list(state["critic"].values()),
         flat_grads(state["actor"]), flat_grads(state["critic"]),
         [*state["target_actor"].values(), *state["target_critic"].values()],
-        [*state["actor"].values(), *state["critic"].values()])
+        [*state["actor"].values(), *state["critic"].values()],
+        nets.actor.action_scale, nets.actor.action_bias, nets.action_low, nets.action_high)
 
 
 class AnalyticPlans:
     """The `AnalyticPlan` of the state an update function is called with: built on the first call, and again only
     when a call brings another state dict (a learner rebinds its state only when built or copied)."""
 
-    def __init__(self, num_critics: int) -> None:
-        self.num_critics = num_critics
+    def __init__(self, nets: Nets) -> None:
+        self.nets = nets
         self._state: LearnerState | None = None
         self._plan: AnalyticPlan | None = None
 
     def __call__(self, state: LearnerState) -> AnalyticPlan:
         if state is not self._state:
-            self._plan, self._state = analytic_plan(state, self.num_critics), state
+            self._plan, self._state = analytic_plan(state, self.nets), state
         return self._plan
 
 
-def actor_forward(nets: Nets, layers: MLPLayers, obs: torch.Tensor, keep: bool
+def actor_forward(plan: AnalyticPlan, layers: MLPLayers, obs: torch.Tensor, keep: bool
                   ) -> tuple[torch.Tensor, torch.Tensor, MLPTape]:
     """mu_theta(s) = scale * tanh(net(s)) + bias (`fastddpg.learning.networks.Actor`). Returns (action (B, act_dim),
     tanh(net(s)) (B, act_dim), the net's tape)."""
     pre, tape = mlp_forward(layers, obs, keep)
     u = torch.tanh(pre)
-    return nets.actor.action_scale * u + nets.actor.action_bias, u, tape
+    return plan.action_scale * u + plan.action_bias, u, tape
 
 
 def critic_forward(layers: MLPLayers, obs: torch.Tensor, action: torch.Tensor, keep: bool
@@ -262,12 +275,18 @@ def critic_forward(layers: MLPLayers, obs: torch.Tensor, action: torch.Tensor, k
 def critic_loss_grad(q: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """dL(phi)/dQ for L(phi) = sum over critics of mean_b (Q - y)^2 (`fastddpg.learning.update.critic_loss`):
     2 (Q - y) / B, Q (B, 1) or (C, B, 1) against y (B, 1)."""
-    return (q - y) * (2.0 / q.shape[-2])
+    return (q - y) * (2.0 / batch_size(q))
 
 
 def actor_loss_grad(q: torch.Tensor) -> torch.Tensor:
     """dL(theta)/dQ for L(theta) = -mean_b Q (`fastddpg.learning.update.actor_loss`): -1 / B, the shape of Q."""
-    return torch.full_like(q, -1.0 / q.shape[-2])
+    return torch.full_like(q, -1.0 / batch_size(q))
+
+
+def batch_size(q: torch.Tensor) -> int:
+    """B of Q (..., B, 1), as a Python int: a traced graph (`fastddpg.learning.graphs`) then holds 1 / B as a
+    constant in full precision; a size the tracer follows would make it a float32 tensor, off by 1e-8 in float64."""
+    return int(q.shape[-2])
 
 
 def fused_adam_step_(params: list[torch.Tensor], opt: AdamState, grads: list[torch.Tensor], hp: AdamHyper) -> None:
@@ -284,70 +303,144 @@ def fused_adam_step_(params: list[torch.Tensor], opt: AdamState, grads: list[tor
 
 
 def clip_flat_grads_(grads: FlatGrads, max_norm: float, layers: MLPLayers) -> None:
-    """`clip_grad_norm_` of one network's gradients: one norm over the flat buffer; C stacked networks (a
-    `TwinCritic`), each to its own norm over its rows of every tensor."""
+    """`fastddpg.learning.update.clip_grad_norm_` of one network's gradients (its `grad_norm` and `clip_coef`): one
+    norm over the flat buffer; C stacked networks (a `TwinCritic`), each to its own norm over its rows of every
+    tensor. Scaled by one op per tensor, not a foreach op, which a traced graph would drop
+    (`fastddpg.learning.graphs`)."""
+    if not clips(max_norm):
+        return
     if layers.stacked:
-        clip_grad_norm_(grads.tensors, max_norm, stacked=True)
+        coef = clip_coef(grad_norm(grads.tensors, stacked=True), max_norm)  # (C,)
+        for g in grads.tensors:
+            g.mul_(per_member(coef, g))
     else:
-        clip_grad_norm_([grads.flat], max_norm)
+        grads.flat.mul_(clip_coef(grad_norm([grads.flat]), max_norm))
 
 
-def critic_step_(nets: Nets, plan: AnalyticPlan, state: LearnerState, batch: Batch, y: torch.Tensor, hp: Hyper
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One critic step on y (B, 1), every critic regressing to it (`fastddpg.learning.update.critic_step_`).
-    Returns (each critic's MSE, () or (C,); Q (B, 1) or (C, B, 1)), before the step."""
+# --- the update's parts: the gradients (graph parts), then the steps that apply them -----------------------------
+
+def critic_gradient_(plan: AnalyticPlan, batch: Batch, y: torch.Tensor, hp: Hyper
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clipped gradient of L(phi), every critic regressing to y (B, 1) (`fastddpg.learning.update.critic_step_`),
+    into ``plan.critic_grads``. Returns (each critic's MSE, () or (C,); Q (B, 1) or (C, B, 1))."""
     q, tape = critic_forward(plan.critic, batch.obs, batch.action, keep=True)
     mlp_vjp(plan.critic, tape, critic_loss_grad(q, y), plan.critic_grads)
-    per_critic = td_mse(q, y, nets.critic.num_critics)
+    per_critic = td_mse(q, y, plan.critic.biases[0].shape[0] if plan.critic.stacked else 1)
     clip_flat_grads_(plan.critic_grads, hp.grad_clip_norm, plan.critic)
-    fused_adam_step_(plan.critic_params, state["optim"]["critic"], plan.critic_grads.tensors, hp.critic)
     return per_critic, q
 
 
-def actor_step_(nets: Nets, plan: AnalyticPlan, state: LearnerState, obs: torch.Tensor, hp: Hyper) -> torch.Tensor:
-    """One actor step on L(theta) = -mean_b Q_1(s, mu_theta(s)) against the freshly updated critic, the critic's
-    parameters constants (`fastddpg.learning.update.actor_step_`). Returns the loss before the step, ()."""
-    action, u, actor_tape = actor_forward(nets, plan.actor, obs, keep=True)
+def ddpg_critic_gradient_(plan: AnalyticPlan, batch: Batch, hp: Hyper
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DDPG's TD target y = r + gamma (1 - d) Q_phi'(s', mu_theta'(s')) and the critic's gradient on it
+    (`critic_gradient_`). Returns (y (B, 1), the critic's MSE (), Q (B, 1))."""
+    next_action, _, _ = actor_forward(plan, plan.target_actor, batch.next_obs, keep=False)
+    q_next, _ = critic_forward(plan.target_critic, batch.next_obs, next_action, keep=False)
+    y = bellman_target(batch, q_next, hp.gamma)
+    return (y, *critic_gradient_(plan, batch, y, hp))
+
+
+def td3_critic_gradient_(plan: AnalyticPlan, batch: Batch, eps: torch.Tensor, hp: Hyper
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TD3's target (`fastddpg.learning.update.td3_target`: the smoothed target action `smoothed`, the clipped double
+    Q `clipped_double_q_target`) and the twin critics' gradient on it (`critic_gradient_`). Returns (y (B, 1),
+    min_i Q'_i(s', a~) (B, 1), each critic's MSE (C,), Q (C, B, 1))."""
+    next_action, _, _ = actor_forward(plan, plan.target_actor, batch.next_obs, keep=False)
+    next_action = smoothed(next_action, eps, hp.policy_noise, hp.noise_clip, plan.action_scale, plan.action_low,
+                           plan.action_high)
+    q_next, _ = critic_forward(plan.target_critic, batch.next_obs, next_action, keep=False)
+    y, q_min = clipped_double_q_target(batch, q_next, hp.gamma)
+    return (y, q_min, *critic_gradient_(plan, batch, y, hp))
+
+
+def actor_gradient_(plan: AnalyticPlan, obs: torch.Tensor, hp: Hyper) -> torch.Tensor:
+    """The clipped gradient of L(theta) = -mean_b Q_1(s, mu_theta(s)) against the freshly updated critic, the
+    critic's parameters constants (`fastddpg.learning.update.actor_step_`), into ``plan.actor_grads``. Returns the
+    loss, ()."""
+    action, u, actor_tape = actor_forward(plan, plan.actor, obs, keep=True)
     q_pi, tape = critic_forward(plan.q1, obs, action, keep=True)
     # only the action's columns of the critic's input gradient; then through a = scale * tanh(pre) + bias
     d_action = mlp_vjp(plan.q1, tape, actor_loss_grad(q_pi), input_cols=slice(obs.shape[-1], None))
     if d_action.dim() == 3:  # Q_1 of a stacked critic: (1, B, act_dim)
         d_action = d_action[0]
-    d_pre = d_action * nets.actor.action_scale * (1.0 - u.square())
+    d_pre = d_action * plan.action_scale * (1.0 - u.square())
     mlp_vjp(plan.actor, actor_tape, d_pre, plan.actor_grads)
     clip_flat_grads_(plan.actor_grads, hp.grad_clip_norm, plan.actor)
-    fused_adam_step_(plan.actor_params, state["optim"]["actor"], plan.actor_grads.tensors, hp.actor)
     return -batch_mean(q_pi).reshape(())  # actor_loss's value
 
 
+def critic_adam_step_(plan: AnalyticPlan, state: LearnerState, hp: Hyper) -> None:
+    """Adam on the critic's parameters with ``plan.critic_grads``."""
+    fused_adam_step_(plan.critic_params, state["optim"]["critic"], plan.critic_grads.tensors, hp.critic)
+
+
+def actor_adam_step_(plan: AnalyticPlan, state: LearnerState, hp: Hyper) -> None:
+    """Adam on the actor's parameters with ``plan.actor_grads``."""
+    fused_adam_step_(plan.actor_params, state["optim"]["actor"], plan.actor_grads.tensors, hp.actor)
+
+
+class AnalyticParts(NamedTuple):
+    """The gradient parts of an update, each ``fn(plan, rows)`` on one batch of replay rows: ``critic`` (the target
+    and the critic's gradient: `ddpg_critic_gradient_`'s or `td3_critic_gradient_`'s outputs) and ``actor``
+    (`actor_gradient_`'s). `GraphPart`s: traced graphs, or eager with ``graphs=False``."""
+
+    critic: GraphPart
+    actor: GraphPart
+
+
+def ddpg_parts(as_batch: Callable[[torch.Tensor], Batch], hp: Hyper, graphs: bool = True) -> AnalyticParts:
+    """DDPG's `AnalyticParts` for rows split by ``as_batch``."""
+
+    def ddpg_critic_part(plan: AnalyticPlan, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return ddpg_critic_gradient_(plan, as_batch(rows), hp)
+
+    def actor_part(plan: AnalyticPlan, rows: torch.Tensor) -> torch.Tensor:
+        return actor_gradient_(plan, as_batch(rows).obs, hp)
+
+    return AnalyticParts(GraphPart(ddpg_critic_part, graphs), GraphPart(actor_part, graphs))
+
+
+def td3_parts(as_batch: Callable[[torch.Tensor], Batch], width: int, hp: Hyper, graphs: bool = True
+              ) -> AnalyticParts:
+    """TD3's `AnalyticParts` for rows split by ``as_batch`` with the smoothing noise eps (B, act_dim) in the columns
+    from ``width`` on."""
+
+    def td3_critic_part(plan: AnalyticPlan, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return td3_critic_gradient_(plan, as_batch(rows), rows[..., width:], hp)
+
+    def actor_part(plan: AnalyticPlan, rows: torch.Tensor) -> torch.Tensor:
+        return actor_gradient_(plan, as_batch(rows).obs, hp)
+
+    return AnalyticParts(GraphPart(td3_critic_part, graphs), GraphPart(actor_part, graphs))
+
+
+# --- the updates ------------------------------------------------------------------------------------------------
+
 @torch.no_grad()
-def ddpg_update_analytic(nets: Nets, plan: AnalyticPlan, state: LearnerState, batch: Batch, hp: Hyper
-                         ) -> torch.Tensor:
-    """`fastddpg.learning.update.ddpg_update` with hand-derived gradients: critic step, actor step against the
-    freshly updated critic, soft targets. ``batch`` (B, ...), one agent; ``plan``: ``state``'s `AnalyticPlan`.
-    Returns metrics (4,) = METRIC_NAMES."""
-    next_action, _, _ = actor_forward(nets, plan.target_actor, batch.next_obs, keep=False)
-    q_next, _ = critic_forward(plan.target_critic, batch.next_obs, next_action, keep=False)
-    y = bellman_target(batch, q_next, hp.gamma)
-    loss_q, q = critic_step_(nets, plan, state, batch, y, hp)
-    loss_pi = actor_step_(nets, plan, state, batch.obs, hp)
+def ddpg_update_analytic(plan: AnalyticPlan, state: LearnerState, rows: torch.Tensor, hp: Hyper,
+                         parts: AnalyticParts) -> torch.Tensor:
+    """`fastddpg.learning.update.ddpg_update` with hand-derived gradients on one batch of replay rows (B, width):
+    critic step, actor step against the freshly updated critic, soft targets. ``plan``: ``state``'s `AnalyticPlan`;
+    ``parts``: `ddpg_parts`. Returns metrics (4,) = METRIC_NAMES."""
+    y, loss_q, q = parts.critic(plan, rows)
+    critic_adam_step_(plan, state, hp)
+    loss_pi = parts.actor(plan, rows)
+    actor_adam_step_(plan, state, hp)
     soft_update_(plan.targets, plan.online, hp.tau)
     return ddpg_metrics(loss_q, loss_pi, q, y)
 
 
 @torch.no_grad()
-def td3_update_analytic(nets: Nets, plan: AnalyticPlan, state: LearnerState, batch: Batch, eps: torch.Tensor,
-                        hp: Hyper, actor_step: bool) -> torch.Tensor:
-    """`fastddpg.learning.update.td3_update` with hand-derived gradients: the twin critic step always, with
-    ``actor_step`` also the actor step on Q_1 and the soft update; the target's smoothing (`smoothed`) and clipped
-    double Q (`clipped_double_q_target`) are `td3_target`'s. Returns metrics (7,) = TD3_METRIC_NAMES."""
-    next_action, _, _ = actor_forward(nets, plan.target_actor, batch.next_obs, keep=False)
-    next_action = smoothed(nets, next_action, eps, hp.policy_noise, hp.noise_clip)
-    q_next, _ = critic_forward(plan.target_critic, batch.next_obs, next_action, keep=False)
-    y, q_min = clipped_double_q_target(batch, q_next, hp.gamma)
-    per_critic, q = critic_step_(nets, plan, state, batch, y, hp)
+def td3_update_analytic(plan: AnalyticPlan, state: LearnerState, rows: torch.Tensor, hp: Hyper,
+                        parts: AnalyticParts, actor_step: bool) -> torch.Tensor:
+    """`fastddpg.learning.update.td3_update` with hand-derived gradients on one batch of replay rows (B, width +
+    act_dim, the smoothing noise last): the twin critic step always, with ``actor_step`` also the actor step on Q_1
+    and the soft update. ``parts``: `td3_parts`. Returns metrics (7,) = TD3_METRIC_NAMES."""
+    y, q_min, per_critic, q = parts.critic(plan, rows)
+    critic_adam_step_(plan, state, hp)
     if actor_step:
-        loss_pi = actor_step_(nets, plan, state, batch.obs, hp)
+        loss_pi = parts.actor(plan, rows)
+        actor_adam_step_(plan, state, hp)
         soft_update_(plan.targets, plan.online, hp.tau)
     else:
         loss_pi = torch.zeros((), device=y.device, dtype=y.dtype)

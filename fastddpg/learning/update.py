@@ -232,22 +232,37 @@ def clip_grad_norm_(grads: list[torch.Tensor], max_norm: Scalar, stacked: bool =
     """Scale ``grads`` in place so their global L2 norm is at most ``max_norm`` (as clip_grad_norm_ does); 0 = no
     clipping. ``stacked``: the grads are R stacked networks (leading dim: twin critics, population members), each
     clipped to its own norm, as R separate calls would, with `per_member` limits."""
-    if not isinstance(max_norm, torch.Tensor) and max_norm <= 0:
+    if not clips(max_norm):
         return
+    coef = clip_coef(grad_norm(grads, stacked), max_norm)
+    torch._foreach_mul_(grads, per_tensor(coef, grads) if stacked else coef)
+
+
+def clips(max_norm: Scalar) -> bool:
+    """Whether ``max_norm`` clips at all (a float 0 does not; a population's (K,) limits decide per member)."""
+    return isinstance(max_norm, torch.Tensor) or max_norm > 0
+
+
+def grad_norm(grads: list[torch.Tensor], stacked: bool = False) -> torch.Tensor:
+    """The global L2 norm of ``grads``, (); ``stacked``: of each of R stacked networks over its rows of every
+    tensor, (R,)."""
     if stacked:
-        norm = torch.stack([g.square().flatten(1).sum(dim=1) for g in grads]).sum(dim=0).sqrt()  # (R,)
-    elif len(grads) == 1:  # one buffer holding every gradient (`fastddpg.learning.analytic.FlatGrads`)
-        norm = torch.linalg.vector_norm(grads[0])
-    else:
-        # per tensor, not torch._foreach_norm: the same norms, and a CPU compile's C++ wrapper has no direct call for
-        # _foreach_norm (it would warn and go through a slower generic path)
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        return torch.stack([g.square().flatten(1).sum(dim=1) for g in grads]).sum(dim=0).sqrt()
+    if len(grads) == 1:  # one buffer holding every gradient (`fastddpg.learning.analytic.FlatGrads`)
+        return torch.linalg.vector_norm(grads[0])
+    # per tensor, not torch._foreach_norm: the same norms, and a CPU compile's C++ wrapper has no direct call for
+    # _foreach_norm (it would warn and go through a slower generic path)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def clip_coef(norm: torch.Tensor, max_norm: Scalar) -> torch.Tensor:
+    """min(1, max_norm / (norm + 1e-6)), the factor that brings a gradient of L2 norm ``norm`` to at most
+    ``max_norm`` (torch.nn.utils.clip_grad_norm_'s); where a member's limit is 0, 1 (no clipping)."""
     limit = per_member(max_norm, norm)
     coef = torch.clamp(limit / (norm + 1e-6), max=1.0)
     if isinstance(limit, torch.Tensor):
         coef = torch.where(limit > 0, coef, 1.0)
-    coef = realized(coef)  # once, not per vector of the fused kernels that scale the grads (`realized`)
-    torch._foreach_mul_(grads, per_tensor(coef, grads) if stacked else coef)
+    return realized(coef)  # once, not per vector of the fused kernels that scale the grads (`realized`)
 
 
 def adam_step_(params: list[torch.Tensor], opt: AdamState, grads: list[torch.Tensor], hp: AdamHyper) -> None:
@@ -357,16 +372,17 @@ def smoothed_target_action(nets: Nets, state: LearnerState, next_obs: torch.Tens
     ``eps`` (*M, B, act_dim) is standard normal; scale = (high - low) / 2 (scale > 0, so clipping before scaling is
     clipping at +-noise_clip * scale)."""
     next_action = functional_call(nets.actor, state["target_actor"], (next_obs,))
-    return smoothed(nets, next_action, eps, policy_noise, noise_clip)
+    return smoothed(next_action, eps, policy_noise, noise_clip, nets.actor.action_scale, nets.action_low,
+                    nets.action_high)
 
 
-def smoothed(nets: Nets, next_action: torch.Tensor, eps: torch.Tensor, policy_noise: Scalar,
-             noise_clip: Scalar) -> torch.Tensor:
+def smoothed(next_action: torch.Tensor, eps: torch.Tensor, policy_noise: Scalar, noise_clip: Scalar,
+             scale: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     """a~ of `smoothed_target_action` from mu'(s') (*M, B, act_dim): the clipped noise added, the sum clipped to the
-    action bounds."""
+    action bounds low, high; scale = (high - low) / 2, (act_dim,) each."""
     clip = per_member(noise_clip, eps)
-    noise = torch.clamp(per_member(policy_noise, eps) * eps, -clip, clip) * nets.actor.action_scale
-    return torch.clamp(next_action + noise, nets.action_low, nets.action_high)
+    noise = torch.clamp(per_member(policy_noise, eps) * eps, -clip, clip) * scale
+    return torch.clamp(next_action + noise, low, high)
 
 
 def td3_target(nets: Nets, state: LearnerState, batch: Batch, eps: torch.Tensor, gamma: Scalar, policy_noise: Scalar,
