@@ -60,10 +60,10 @@ def test_a_part_that_cannot_be_traced_warns_and_runs_eagerly():
         return float(rows.sum())
 
     part = GraphPart(not_a_tensor)
-    rows = torch.ones(4, 2)
+    rows, static = torch.ones(4, 2), Static(torch.ones(2, 1), 1.0, [])
     with pytest.warns(UserWarning, match="not_a_tensor runs eagerly"):
-        assert part(Static(torch.ones(2, 1), 1.0, []), rows) == 8.0
-    assert not part.traced and part(Static(torch.ones(2, 1), 1.0, []), 2 * rows) == 16.0
+        assert part(static, rows) == 8.0
+    assert not part.traced and part(static, 2 * rows) == 16.0  # eager from then on, without tracing again
     assert not GraphPart(_mean_product, enabled=False).traced
 
 

@@ -18,9 +18,9 @@ class DDPG(Algorithm):
     name = "ddpg"
     metric_names = METRIC_NAMES
     num_critics = 1
-    # the hand-derived update runs at ~0.9x the compiled one on a 2-core CPU (README, Performance): a compile pays for
-    # itself after 11 s / (1/350 - 1/390) s = ~37,000 updates from a cold cache, ~7,000 from a warm one, and a
-    # machine's first run is cold
+    # on a 2-core CPU (README, Performance) the hand-derived update runs at 1.03-1.12x the compiled one with 1 thread
+    # and 0.88-0.96x with 2: a compile pays for itself, if at all, after 11 s / (1/319 - 1/363) s = ~29,000 updates
+    # from a cold cache where the second core is slow, ~170,000 where it is fast; a machine's first run is cold
     analytic_auto_max_updates = 30_000
 
     def make_update_fns(self, nets: Nets, hyper: Any, as_batch: Callable[[torch.Tensor], Batch],

@@ -1,5 +1,5 @@
 """The DDPG and TD3 updates with their gradients derived by hand: the same equations as `fastddpg.learning.update`,
-eager, with no autograd and no compile.
+with no autograd and no compile.
 
 Why: on a CPU the eager update (``torch.func`` over ``functional_call``) spends most of its time outside the
 products: function transforms, parameter swapping, ~150 small ops. A compiled update removes that overhead but
@@ -9,11 +9,18 @@ of products, so it is written out here: each network's forward keeps the inputs 
 vector-Jacobian product (`mlp_vjp`) writes the parameter gradients into one flat buffer per network (`FlatGrads`)
 and returns, for the actor step, the gradient with respect to the action. The learner state is arranged for these
 passes once (`AnalyticPlan`): re-reading it on every update cost about a tenth of the update's time outside its
-products. Measured on a 2-core AMD EPYC (Zen 4), 1 thread, batch 128: DDPG's at about 0.9x the compiled update's
-updates/s and 1.9x the eager update's, TD3's at 0.8-0.9x and 1.7x, from the first update on (README, Performance).
+products.
+
+An update is two gradient parts with the steps that apply them between (`ddpg_update_analytic`): the target and the
+critic's clipped gradient (`ddpg_critic_gradient_`, `td3_critic_gradient_`), the critic's Adam step, the actor's
+clipped gradient against the updated critic (`actor_gradient_`), the actor's Adam step, the soft update. The parts
+run as traced TorchScript graphs (`AnalyticParts` of `fastddpg.learning.graphs.GraphPart`s: the same ops from C++,
+1.06-1.13x the update's speed); the steps stay eager, one fused kernel each, because a graph would drop them
+(`fastddpg.learning.graphs`). Measured on a 2-core AMD EPYC (Zen 4), batch 128: DDPG's at 1.03-1.12x the compiled
+update's updates/s with 1 thread and 0.88-0.96x with 2 (README, Performance), from the first update on.
 
 What is reused as it is: the TD target (`bellman_target`; TD3's smoothing and clipped double Q), the critic's loss value
-(`td_mse`), the gradient clipping (`clip_grad_norm_`), the soft update (`soft_update_`) and the metrics
+(`td_mse`), the gradient clipping (`grad_norm`, `clip_coef`), the soft update (`soft_update_`) and the metrics
 (`ddpg_metrics`, `td3_metrics`) of `fastddpg.learning.update`; Adam is its equation (`adam_step_`) run by torch's
 fused CPU kernel (`fused_adam_step_`), one pass over each tensor instead of nine foreach ops. What is derived here,
 and nowhere else: the gradients of the two losses with respect to the critic's output (`critic_loss_grad`,

@@ -3,8 +3,10 @@
 Why: on a CPU the hand-derived update (`fastddpg.learning.analytic`) is ~110 small ops around its products, and each
 op's Python binding costs a few microseconds more than its kernel at these sizes. ``torch.jit.trace`` records the ops
 one eager call runs and replays them from its C++ interpreter: no code generation and no compiler, a few tens of
-milliseconds to trace, and the same kernels in the same order, so the same numbers as eager (tests/test_graphs.py).
-Measured on a 2-core AMD EPYC (Zen 4), batch 128: the DDPG update 1.13-1.18x eager's updates/s (README, Performance).
+milliseconds to trace, and the same kernels in the same order (tests/test_graphs.py holds a graph to its eager run;
+in float32 they agreed bit for bit on the machine this was written on).
+Measured on a 2-core AMD EPYC (Zen 4), batch 128: the DDPG update at 1.06-1.09x the same parts' eager updates/s, TD3's
+at 1.08-1.13x (README, Performance).
 
 What may be a graph part (`GraphPart`): a function ``fn(static, rows)`` of a fixed arrangement of tensors ``static``
 (an `fastddpg.learning.analytic.AnalyticPlan`: views of the learner state, its gradient buffers) and one batch of
