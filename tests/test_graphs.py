@@ -32,17 +32,29 @@ def _mean_product(static: Static, rows: torch.Tensor) -> tuple[torch.Tensor, tor
     return y.sum(0) * (1.0 / int(rows.shape[0])), y
 
 
+def _counted(fn, calls: list[int]):
+    """``fn``, counting its Python calls in ``calls[0]``: a graph's run does not call it, a trace does."""
+
+    def counted(static, rows):
+        calls[0] += 1
+        return fn(static, rows)
+
+    return counted
+
+
 def test_a_graph_part_computes_what_its_function_does_and_retraces_for_another_shape_or_static():
     weight = torch.randn(5, 3, dtype=torch.float64)
     static = Static(weight, 0.3, [torch.zeros(3, dtype=torch.float64)])
-    part = GraphPart(_mean_product)
-    for batch in (8, 8, 3, 8):
+    calls = [0]
+    part = GraphPart(_counted(_mean_product, calls))
+    for batch in (8, 8, 3, 8, 3):
         rows = torch.randn(batch, 5, dtype=torch.float64)
         mean, y = part(static, rows)
         assert part.traced
         want = rows @ weight * 0.3
         torch.testing.assert_close(y, want, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(mean, want.mean(0), rtol=1e-12, atol=1e-12)  # 1/B of this call's batch
+    assert calls == [2]  # one trace per batch size, kept: back to 8 and 3 runs the graphs
     weight.mul_(2.0)  # a write by anyone else shows in the graph: the static tensors are its inputs
     rows = torch.randn(8, 5, dtype=torch.float64)
     torch.testing.assert_close(part(static, rows)[1], rows @ weight * 0.3, rtol=1e-12, atol=1e-12)
@@ -53,6 +65,16 @@ def test_a_graph_part_computes_what_its_function_does_and_retraces_for_another_s
     torch.testing.assert_close(y, rows @ other.weight * 2.0, rtol=1e-12, atol=1e-12)
     _, y = part(other, rows)
     torch.testing.assert_close(acc, 2 * y.sum(0), rtol=1e-12, atol=1e-12)
+    assert calls == [3]
+
+
+def test_rows_off_the_cpu_run_the_function_itself():
+    calls = [0]
+    part = GraphPart(_counted(lambda static, rows: rows * static[0], calls))
+    rows = torch.empty(4, 2, device="meta")
+    for _ in range(2):
+        assert part((2.0,), rows).device.type == "meta"
+    assert calls == [2] and not part.traced
 
 
 def test_a_part_that_cannot_be_traced_warns_and_runs_eagerly():
@@ -84,7 +106,7 @@ def _learner(algo: str) -> tuple[DDPG | TD3, ReplayBuffer]:
 def test_the_graph_update_is_the_eager_update(algo):
     """The analytic update with its parts as graphs against the same parts run eagerly, in float32 as runs use it:
     10 updates in lockstep (the graph's learner reset to eager's state before each), every tensor of the learner
-    state and every metric within float32 rounding; and the parts really ran as graphs."""
+    state and every metric within float32 rounding; and the parts really ran as graphs, traced once each."""
     learner, buf = _learner(algo)
     twin = copy.deepcopy(learner)
     plans, twin_plans = AnalyticPlans(learner.nets), AnalyticPlans(twin.nets)
@@ -93,6 +115,10 @@ def test_the_graph_update_is_the_eager_update(algo):
     else:
         eager = td3_parts(buf.as_batch, buf.width, learner.hyper, graphs=False)
         graph = td3_parts(buf.as_batch, buf.width, twin.hyper)
+    calls = {"critic": [0], "actor": [0]}
+    for name in calls:
+        part = getattr(graph, name)
+        part.fn = _counted(part.fn, calls[name])
     gen = torch.Generator().manual_seed(1)
     mine, theirs = learner_state(twin), learner_state(learner)
     for u in range(10):
@@ -112,4 +138,5 @@ def test_the_graph_update_is_the_eager_update(algo):
         for name, t in mine.items():
             torch.testing.assert_close(t, theirs[name], rtol=1e-5, atol=1e-6, msg=f"{name} after update {u + 1}")
     assert graph.critic.traced and graph.actor.traced
+    assert calls == {"critic": [1], "actor": [1]}  # traced once each, then the graphs ran
     assert not (eager.critic.traced or eager.actor.traced)

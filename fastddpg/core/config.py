@@ -143,7 +143,8 @@ class Config:
                                    group="diagnostics")
 
     compile: str = _f("auto", "How the update runs: 'off' (eager), 'analytic' (DDPG and TD3 without --layer-norm, "
-                      "one agent: eager with hand-derived gradients, no compile; on any device), 'default' or "
+                      "one agent: hand-derived gradients, no compile, its gradient parts as TorchScript graphs on "
+                      "a CPU; on any device), 'default' or "
                       "'max-autotune' (torch.compile, fullgraph; plus a CUDA graph on CUDA), 'auto' (compile on CUDA; "
                       "on CPU 'analytic' where it applies for runs too short to repay a cold compile (DDPG: under "
                       "30,000 updates, TD3: 15,000), else compile for runs long enough to repay it).",

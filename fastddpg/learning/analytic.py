@@ -209,11 +209,12 @@ def _weight_grad(d: torch.Tensor, h_in: torch.Tensor, out: torch.Tensor) -> None
 class AnalyticPlan(NamedTuple):
     """A learner state arranged once for the hand-derived update: each network's `MLPLayers` (``q1``: the critic the
     actor ascends, Q_1's rows of a `TwinCritic`), the gradient buffers the steps write (`FlatGrads`), the parameter
-    lists Adam steps, the target and online lists of the soft update, and the actor's action map and the env's
-    action bounds, (act_dim,) each. Every tensor but the gradient buffers (the plan's own) is a view of the state's or
-    the networks', so the plan stays valid for as long as the state's tensors keep their identity (updates and loads
-    write in place). It holds every tensor the update reads, so a `fastddpg.learning.graphs.GraphPart` over it
-    takes them all as graph inputs."""
+    lists Adam steps, the target and online lists of the soft update, and the actor's action map (its
+    ``action_scale``/``action_bias`` buffers) and the learner's action bounds (``nets.action_low``/``action_high``),
+    (act_dim,) each. Every tensor but the gradient buffers (the plan's own) is one of those or a view of the state's,
+    so the plan stays valid for as long as they keep their identity (updates and loads write in place; nothing moves
+    or rebinds a learner's buffers after it is built). It holds every tensor the update reads, so a
+    `fastddpg.learning.graphs.GraphPart` over it takes them all as graph inputs."""
 
     actor: MLPLayers
     critic: MLPLayers

@@ -11,13 +11,16 @@ at 1.08-1.13x (README, Performance).
 What may be a graph part (`GraphPart`): a function ``fn(static, rows)`` of a fixed arrangement of tensors ``static``
 (an `fastddpg.learning.analytic.AnalyticPlan`: views of the learner state, its gradient buffers) and one batch of
 replay ``rows``, which returns a tensor or a tuple of tensors, and whose ops depend on nothing but their shapes. It may
-write in place into ``static``'s tensors with ordinary ops. Two things a trace cannot hold, so a part must not do them:
+write in place into ``static``'s tensors with ordinary ops, by overwriting them (the gradient buffers), not by adding
+to them. Two things a trace cannot hold, so a part must not do them:
 - a data-dependent Python value (``.item()``, ``if t > 0``): the trace would bake in the first call's (shapes are
   the exception: `GraphPart` traces again for rows of another shape);
 - an op that returns nothing and writes into a list of tensors (``torch._fused_adam_``, ``torch._foreach_mul_``):
   TorchScript's dead-code elimination drops it from the graph. Such steps run between parts (the Adam steps and the
   soft update of `fastddpg.learning.analytic`).
 
+Graphs are for the CPU, where the Python per op is what they save; on CUDA a part runs eagerly (TorchScript would
+fuse its elementwise ops into kernels of its own there, and CUDA runs compile their update anyway).
 ``PYTORCH_JIT=0`` (torch's own switch) makes every part run eagerly.
 """
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.utils._pytree as pytree
@@ -34,41 +37,52 @@ Outputs = torch.Tensor | tuple[torch.Tensor, ...]
 PartFn = Callable[[Any, torch.Tensor], Outputs]
 
 
+class _Graph(NamedTuple):
+    """One trace of a part: the ``static`` it was traced for (held, so its identity stays valid), the graph (or the
+    part's eager run where it cannot be traced) and its tensor inputs."""
+
+    static: Any
+    run: Callable[..., Outputs]
+    inputs: tuple[torch.Tensor, ...]
+
+
 class GraphPart:
-    """``fn(static, rows)`` as a traced graph: traced on the first call, again when a call brings another ``static``
-    (by identity, as `fastddpg.learning.analytic.AnalyticPlans` builds one per learner state) or rows of another
-    shape, dtype or device (the trace holds the first call's shapes, e.g. a batch mean's 1/B). ``static``'s tensors
-    (found once per trace by ``torch.utils._pytree``: tuples, lists and dicts of them; other leaves, as floats and
-    bools, are the trace's constants) are the graph's inputs beside ``rows``, so in-place writes to them by the graph
-    or by anyone else show both ways. ``enabled=False`` runs ``fn`` itself: the eager path the graph must equal.
+    """``fn(static, rows)`` as a traced graph, on a CPU: traced on the first call, again for a call that brings another
+    ``static`` (by identity, as `fastddpg.learning.analytic.AnalyticPlans` builds one per learner state) or rows of
+    another shape or dtype (the trace holds the first call's shapes, e.g. a batch mean's 1/B); the last few traces
+    are kept, so a part that alternates between two of them traces each once. ``static``'s tensors (found once per
+    trace by ``torch.utils._pytree``: tuples, lists and dicts of them; other leaves, as floats and bools, are the
+    trace's constants) are the graph's inputs beside ``rows``, so in-place writes to them by the graph or by anyone
+    else show both ways. ``fn`` may write into them only by overwriting: the call that traces runs ``fn`` once (its
+    outputs are that call's), and a trace that fails part-way runs it once more, eagerly. Rows on another device
+    (CUDA, where TorchScript would fuse elementwise ops into kernels of its own) and ``enabled=False`` run ``fn``
+    itself: the eager path a graph must equal.
     """
+
+    keep = 4  # traces kept per part
 
     def __init__(self, fn: PartFn, enabled: bool = True) -> None:
         self.fn = fn
         self.enabled = enabled
-        self._static: Any = None
-        self._key: tuple | None = None
-        self._graph: Callable[..., Outputs] | None = None
-        self._inputs: tuple[torch.Tensor, ...] = ()
+        self._graphs: dict[tuple, _Graph] = {}
+        self._last: _Graph | None = None
 
     def __call__(self, static: Any, rows: torch.Tensor) -> Outputs:
-        if not self.enabled:
+        if not self.enabled or rows.device.type != "cpu":
             return self.fn(static, rows)
-        key = (rows.shape, rows.dtype, rows.device)
-        if static is not self._static or key != self._key:
-            return self._trace(static, rows, key)
-        return self._graph(rows, *self._inputs)
+        graph = self._graphs.get((id(static), rows.shape, rows.dtype))
+        if graph is None:
+            return self._trace(static, rows)
+        self._last = graph
+        return graph.run(rows, *graph.inputs)
 
     @property
     def traced(self) -> bool:
-        """Whether the last call ran as a graph (False before the first call, when disabled, under
+        """Whether the part's latest trace is a graph (False before the first call, when disabled, under
         ``PYTORCH_JIT=0``, or where the trace failed and the part runs eagerly)."""
-        return isinstance(self._graph, torch.jit.ScriptFunction)
+        return self._last is not None and isinstance(self._last.run, torch.jit.ScriptFunction)
 
-    def _eager(self, rows: torch.Tensor, *inputs: torch.Tensor) -> Outputs:
-        return self.fn(self._static, rows)
-
-    def _trace(self, static: Any, rows: torch.Tensor, key: tuple) -> Outputs:
+    def _trace(self, static: Any, rows: torch.Tensor) -> Outputs:
         """Trace ``fn`` on this call's arguments and return this call's outputs: tracing runs it once, as the
         call would."""
         leaves, spec = pytree.tree_flatten(static)
@@ -91,17 +105,23 @@ class GraphPart:
             ran.append(fn(pytree.tree_unflatten(filled, spec), rows))
             return ran[-1]
 
-        self._static, self._key, self._inputs = static, key, tuple(inputs)
+        def eager(rows: torch.Tensor, *tensors: torch.Tensor) -> Outputs:
+            return fn(static, rows)
+
         try:
             with warnings.catch_warnings():
                 # the tracer warns about every shape it reads as a Python value: the trace holds the first call's,
                 # which is why a call with rows of another shape traces again
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit's notice; the graph is what we use
-                graph = torch.jit.trace(graph_fn, (rows, *inputs), check_trace=False)
+                traced = torch.jit.trace(graph_fn, (rows, *inputs), check_trace=False)
             # under PYTORCH_JIT=0 trace returns the function itself: run fn eagerly, without graph_fn's bookkeeping
-            self._graph = graph if isinstance(graph, torch.jit.ScriptFunction) else self._eager
+            run = traced if isinstance(traced, torch.jit.ScriptFunction) else eager
         except Exception as err:  # any torch that cannot trace it still runs it, eagerly
             warnings.warn(f"{getattr(fn, '__name__', fn)} runs eagerly: torch.jit.trace failed ({err})", stacklevel=3)
-            self._graph = self._eager
+            run = eager
+        # stored only once complete: an interrupted trace leaves no graph behind for these arguments
+        if len(self._graphs) >= self.keep:
+            del self._graphs[next(iter(self._graphs))]  # the oldest
+        self._last = self._graphs[(id(static), rows.shape, rows.dtype)] = _Graph(static, run, tuple(inputs))
         return ran[0] if ran else fn(static, rows)  # the trace's run, or none (PYTORCH_JIT=0, an early failure)
