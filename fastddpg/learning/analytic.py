@@ -402,10 +402,7 @@ def ddpg_parts(as_batch: Callable[[torch.Tensor], Batch], hp: Hyper, graphs: boo
     def ddpg_critic_part(plan: AnalyticPlan, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return ddpg_critic_gradient_(plan, as_batch(rows), hp)
 
-    def actor_part(plan: AnalyticPlan, rows: torch.Tensor) -> torch.Tensor:
-        return actor_gradient_(plan, as_batch(rows).obs, hp)
-
-    return AnalyticParts(GraphPart(ddpg_critic_part, graphs), GraphPart(actor_part, graphs))
+    return AnalyticParts(GraphPart(ddpg_critic_part, graphs), GraphPart(_actor_part(as_batch, hp), graphs))
 
 
 def td3_parts(as_batch: Callable[[torch.Tensor], Batch], width: int, hp: Hyper, graphs: bool = True
@@ -416,10 +413,17 @@ def td3_parts(as_batch: Callable[[torch.Tensor], Batch], width: int, hp: Hyper, 
     def td3_critic_part(plan: AnalyticPlan, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return td3_critic_gradient_(plan, as_batch(rows), rows[..., width:], hp)
 
+    return AnalyticParts(GraphPart(td3_critic_part, graphs), GraphPart(_actor_part(as_batch, hp), graphs))
+
+
+def _actor_part(as_batch: Callable[[torch.Tensor], Batch], hp: Hyper) -> Callable[[AnalyticPlan, torch.Tensor],
+                                                                                 torch.Tensor]:
+    """DDPG's and TD3's actor part alike: `actor_gradient_` on the observations of the rows."""
+
     def actor_part(plan: AnalyticPlan, rows: torch.Tensor) -> torch.Tensor:
         return actor_gradient_(plan, as_batch(rows).obs, hp)
 
-    return AnalyticParts(GraphPart(td3_critic_part, graphs), GraphPart(actor_part, graphs))
+    return actor_part
 
 
 # --- the updates ------------------------------------------------------------------------------------------------
