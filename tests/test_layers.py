@@ -142,6 +142,23 @@ def test_plotting_and_evaluation_do_not_load_the_trainer():
     assert p.stdout.strip() == "[]"
 
 
+
+def test_a_run_imports_pandas_and_plotly_only_at_its_end(tmp_path):
+    """pandas (with pyarrow) and plotly load at the first use (fastddpg.core.lazy), which for a run with a run
+    directory is its end: the imports, the env steps and every report before it go without them."""
+    code = ("import sys\n"
+            "from fastddpg import Config, train\n"
+            "heavy = ('pandas', 'pyarrow', 'plotly')\n"
+            "seen = []\n"
+            "cb = lambda trainer, report: seen.append(sorted(m for m in heavy if m in sys.modules))\n"
+            f"train(Config(total_steps=400, update_after=100, start_steps=100, batch_size=32, log_every=100, "
+            f"run_dir={str(tmp_path / 'run')!r}), callbacks=[cb])\n"
+            "print(seen, sorted(m for m in heavy if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "[[], [], [], []] ['pandas', 'plotly', 'pyarrow']", p.stdout
+    assert (tmp_path / "run" / "report.html").is_file()
+
 HELP_COMMANDS = (["--help"], ["--version"], *([c, "--help"] for c in ("run", "plot", "eval", "export", "verify",
                                                                         "sweep")))
 

@@ -13,13 +13,20 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
 
+from ..core.lazy import LazyModule
 from ..core.schema import LAST_N, last10_mean
 from ..runs.rundir import RunData
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+else:  # imported at first use (fastddpg.core.lazy): a run needs pandas and plotly only at its end
+    pd = LazyModule("pandas")
+    go = LazyModule("plotly.graph_objects")
 
 MA_WINDOW = LAST_N
 TARGET_RETURN = -200.0

@@ -34,20 +34,27 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from ..core.fileio import atomic_write_text
+from ..core.lazy import LazyModule
 from ..core.registry import CORE_METRICS
 from ..core.schema import LAST_N, UPDATE_KEYS, UPDATE_RATES
 from ..runs.rundir import RunData, load_run
 from ..runs.video import newest_video
 from .bands import population_curve, ranking_html
 from .reporting import no_episode_yet
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+    from plotly import subplots
+else:  # imported at first use (fastddpg.core.lazy): a run needs pandas and plotly only at its end
+    pd = LazyModule("pandas")
+    go = LazyModule("plotly.graph_objects")
+    subplots = LazyModule("plotly.subplots")
 
 MA_WINDOW = LAST_N
 TEMPLATE = "plotly_white"
@@ -231,8 +238,8 @@ def q_vs_target(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
 
 
 def losses(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("Critic loss (MSE)", "Actor loss (-Q)"))
+    fig = subplots.make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                                 subplot_titles=("Critic loss (MSE)", "Actor loss (-Q)"))
     multi = len(runs) > 1
     for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
         pop = "member" in run.updates.columns
@@ -262,7 +269,8 @@ def own_metrics(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure | N
     names = list(dict.fromkeys(c for run in runs for c in _own_metrics(run.updates)))
     if not names:
         return None
-    fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=names)
+    fig = subplots.make_subplots(rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                                 subplot_titles=names)
     multi = len(runs) > 1
     for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
         pop = "member" in run.updates.columns

@@ -27,13 +27,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ..algos import policy_from_state_dict
+from ..core.lazy import LazyModule
 from ..core.config import NO_BEST_HINT, Config, ConfigError, check_member, check_which
 from ..envs.vector import env_dims, make_env
 from ..core.fileio import atomic_save, atomic_write_text, write_json
@@ -49,6 +49,11 @@ from ..core.schema import (
     EvalRow,
     with_member,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported at first use (fastddpg.core.lazy): a run needs pandas and plotly only at its end
+    pd = LazyModule("pandas")
 
 EVAL_SEED_OFFSET = 10_000  # default eval seed = training seed + this, so eval starts differ from training's
 

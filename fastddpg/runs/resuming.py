@@ -23,12 +23,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 
 from .checkpoint import latest_checkpoint, read_checkpoint
+from ..core.lazy import LazyModule
 from ..core.config import RECORD_FIELDS, Config, ConfigError, resolve_device
 from ..core.fileio import write_json
 from .rundir import RunWriter, probe_writable, read_table, truncate_tables
@@ -45,6 +45,11 @@ from ..core.schema import (
     with_member,
 )
 from ..training.trainer import Trainer, probe_counters
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported at first use (fastddpg.core.lazy): a run needs pandas and plotly only at its end
+    pd = LazyModule("pandas")
 
 # Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
 # learns); every other field is the run's own, from its config.json.

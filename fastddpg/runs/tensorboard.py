@@ -22,13 +22,18 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
+from ..core.lazy import LazyModule
 from ..core.config import Config, ConfigError
 from ..core.fileio import naming
 from ..core.schema import UPDATE_KEYS, UPDATE_RATES, EpisodeRow, Report
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported at first use (fastddpg.core.lazy): a run needs pandas and plotly only at its end
+    pd = LazyModule("pandas")
 
 TENSORBOARD_DIR = "tensorboard"
 HINT = "pip install 'fastddpg[tensorboard]'"

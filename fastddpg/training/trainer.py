@@ -48,15 +48,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ..algos import Algorithm, make_algorithm
 from ..algos.population import Population
 from ..core.config import Config, ConfigError, format_hyper, resolve_device
+from ..core.lazy import LazyModule
 from ..core.schema import (
     EPISODE_COLUMNS,
     PROBE_COLUMNS,
@@ -83,6 +83,11 @@ from .failsafe import (
 )
 from .probes import ProbeRecorder
 from .thread_tuner import TUNE_MIN_UPDATES, ThreadTuner
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported at first use (fastddpg.core.lazy): a run needs pandas and plotly only at its end
+    pd = LazyModule("pandas")
 
 
 @dataclass
