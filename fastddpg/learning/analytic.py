@@ -80,13 +80,15 @@ class MLPLayers(NamedTuple):
     (in, out), C stacked layers' W (C, in, out)), as the input gradient's takes it (``backward``: W (out, in), or
     (C, out, in)), and the bias ((out,), or (C, 1, out)); ``plain``: whether a layer's products are plain 2-D
     ones both ways (not stacked, in > 1 and out > 1), which the passes call directly instead of through `_product`'s
-    cases (its Python costs ~1-2 us a call, in an update of ~20 products)."""
+    cases (its Python costs ~1-2 us a call, in an update of ~20 products); ``linear``: whether the forward is an
+    ``nn.Linear``'s own call (not stacked, in > 1; k = 1 is `_product`'s broadcast multiply)."""
 
     forward: list[torch.Tensor]
     backward: list[torch.Tensor]
     biases: list[torch.Tensor]
     stacked: bool
     plain: list[bool]
+    linear: list[bool]
 
 
 class FlatGrads(NamedTuple):
@@ -122,7 +124,8 @@ def mlp_layers(params: Params) -> MLPLayers:
     stacked = weights[0].dim() == 3
     return MLPLayers([w if stacked else w.t() for w in weights],
                      [w.transpose(1, 2) if stacked else w for w in weights], biases, stacked,
-                     [not stacked and min(w.shape) > 1 for w in weights])
+                     [not stacked and min(w.shape) > 1 for w in weights],
+                     [not stacked and w.shape[1] > 1 for w in weights])
 
 
 def flat_grads(params: Params) -> FlatGrads:
@@ -162,7 +165,9 @@ def mlp_forward(layers: MLPLayers, x: torch.Tensor, keep: bool) -> tuple[torch.T
         if keep:
             inputs.append(h)
         w, b = layers.forward[i], layers.biases[i]
-        h = torch.addmm(b, h, w) if layers.plain[i] else _product(h, w, b)
+        # an nn.Linear's own call, addmm(b, h, W^T) in eager; a graph part keeps it whole, where it would split a
+        # traced addmm into mm + add (TorchScript's DecomposeOps): another sum's rounding and a pass more
+        h = nn.functional.linear(h, layers.backward[i], b) if layers.linear[i] else _product(h, w, b)
         if i < last:
             h = h.relu_()  # in place: the product's output is this function's own, and only its ReLU is kept
     return h, MLPTape(inputs)

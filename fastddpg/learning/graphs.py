@@ -3,8 +3,8 @@
 Why: on a CPU the hand-derived update (`fastddpg.learning.analytic`) is ~110 small ops around its products, and each
 op's Python binding costs a few microseconds more than its kernel at these sizes. ``torch.jit.trace`` records the ops
 one eager call runs and replays them from its C++ interpreter: no code generation and no compiler, a few tens of
-milliseconds to trace, and the same kernels in the same order (tests/test_graphs.py holds a graph to its eager run;
-in float32 they agreed bit for bit on the machine this was written on).
+milliseconds to trace, and the same kernels in the same order (tests/test_graphs.py holds the 256-wide DDPG and TD3
+graphs to their eager runs bit for bit).
 Measured on a 2-core AMD EPYC (Zen 4), batch 128: the DDPG update at 1.06-1.09x the same parts' eager updates/s, TD3's
 at 1.08-1.13x (README, Performance).
 
@@ -18,6 +18,10 @@ to them. Two things a trace cannot hold, so a part must not do them:
 - an op that returns nothing and writes into a list of tensors (``torch._fused_adam_``, ``torch._foreach_mul_``):
   TorchScript's dead-code elimination drops it from the graph. Such steps run between parts (the Adam steps and the
   soft update of `fastddpg.learning.analytic`).
+And one thing a trace changes: the graph executor's passes split a traced ``torch.addmm`` into ``mm`` + ``add``
+(TorchScript's DecomposeOps), which rounds a bias added after a long sum differently and costs a pass over the
+output; ``nn.functional.linear`` (an ``nn.Linear``'s own call, ``addmm`` in eager) is left whole, so the layers of a
+part are written with it.
 
 Graphs are for the CPU, where the Python per op is what they save; on CUDA a part runs eagerly (TorchScript would
 fuse its elementwise ops into kernels of its own there, and CUDA runs compile their update anyway).
