@@ -1,16 +1,19 @@
-"""The env backends: the torch-native Pendulum behind the trainer's device-tensor interface, backend choice,
-and the trainer driven through the torch backend (episode boundaries, no host transfers per step)."""
+"""The env backends: the torch-native Pendulum behind the trainer's device-tensor interface, the numpy Pendulum
+against Gymnasium's, backend choice, and the trainer driven through the torch backend (episode boundaries, no host
+transfers per step)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from fastddpg import Config, Trainer, train
 from fastddpg.cli import main
 from fastddpg.core.config import ConfigError
+from fastddpg.envs.numpy_pendulum import NumpyPendulumVectorEnv
 from fastddpg.envs.torch_pendulum import angle_normalize, pendulum_obs, pendulum_step
-from fastddpg.envs.vector import Step, TorchVecEnv, VecEnv, make_env, resolve_env_backend
+from fastddpg.envs.vector import Step, TorchVecEnv, VecEnv, make_env, make_gym_vector_env, resolve_env_backend
 
 CPU = torch.device("cpu")
 LIMIT = 200  # Pendulum-v1's time limit
@@ -88,27 +91,71 @@ def test_truncation_next_obs_is_final_and_obs_is_reset():
 
 def test_backend_resolution():
     cuda = torch.device("cuda")
-    assert resolve_env_backend("auto", "Pendulum-v1", CPU) == "gymnasium"
+    assert resolve_env_backend("auto", "Pendulum-v1", CPU, "sync", 4) == "numpy"
+    assert resolve_env_backend("auto", "Pendulum-v1", CPU, "sync", 1) == "gymnasium"  # one env: Gymnasium's is quicker
+    assert resolve_env_backend("auto", "Pendulum-v1", CPU, "async", 4) == "gymnasium"  # subprocesses, as asked
+    assert resolve_env_backend("auto", "MountainCarContinuous-v0", CPU, "sync", 4) == "gymnasium"
     assert resolve_env_backend("auto", "Pendulum-v1", cuda) == "torch"
     assert resolve_env_backend("auto", "MountainCarContinuous-v0", cuda) == "gymnasium"
     assert resolve_env_backend("gymnasium", "Pendulum-v1", cuda) == "gymnasium"
     assert resolve_env_backend("torch", "Pendulum-v1", CPU) == "torch"
-    with pytest.raises(ConfigError, match="--env-backend gymnasium"):
-        resolve_env_backend("torch", "MountainCarContinuous-v0", CPU)
-    with pytest.raises(ConfigError, match="--env-backend gymnasium"):
-        make_env("MountainCarContinuous-v0", 2, CPU, backend="torch")
-    with pytest.raises(ConfigError, match="--env-backend gymnasium"):
-        Config(env="MountainCarContinuous-v0", env_backend="torch")
+    assert resolve_env_backend("numpy", "Pendulum-v1", cuda) == "numpy"
+    for backend in ("torch", "numpy"):
+        with pytest.raises(ConfigError, match=f"the {backend} backend .* --env-backend gymnasium"):
+            resolve_env_backend(backend, "MountainCarContinuous-v0", CPU)
+        with pytest.raises(ConfigError, match="--env-backend gymnasium"):
+            make_env("MountainCarContinuous-v0", 2, CPU, backend=backend)
+        with pytest.raises(ConfigError, match="--env-backend gymnasium"):
+            Config(env="MountainCarContinuous-v0", env_backend=backend)
 
 
-def test_make_env_default_and_auto_on_cpu_are_gymnasium():
-    for env in (make_env("Pendulum-v1", 2, CPU), make_env("Pendulum-v1", 2, CPU, "sync", "auto")):
-        assert type(env) is VecEnv and env.backend == "gymnasium"
-        env.close()
+def test_make_env_default_is_gymnasium_and_auto_on_cpu_is_the_numpy_pendulum():
+    env = make_env("Pendulum-v1", 2, CPU)
+    assert type(env) is VecEnv and env.backend == "gymnasium" and not isinstance(env.env, NumpyPendulumVectorEnv)
+    env.close()
+    env = make_env("Pendulum-v1", 2, CPU, "sync", "auto")
+    assert type(env) is VecEnv and env.backend == "numpy" and isinstance(env.env, NumpyPendulumVectorEnv)
+    env.close()
+    env = make_env("Pendulum-v1", 1, CPU, "sync", "auto")
+    assert env.backend == "gymnasium"
+    env.close()
     trainer = Trainer(Config(num_envs=2, env_backend="auto", device="cpu", hidden_sizes=(8,)))
-    assert type(trainer.env) is VecEnv
+    assert type(trainer.env) is VecEnv and trainer.env.backend == "numpy"
     trainer.env.close()
     assert Config().env_backend == "auto"
+
+
+@pytest.mark.parametrize("num_envs, seed", [(1, 0), (4, 3), (16, 11)])
+def test_the_numpy_pendulum_computes_gymnasiums_numbers(num_envs, seed):
+    """`NumpyPendulumVectorEnv` against ``gym.make_vec``'s sync Pendulum-v1 through the same actions (out of bounds
+    too, so the clip acts) for 1,000 steps, five episode ends: observations, rewards, flags and final observations
+    bit for bit and dtype for dtype (both computed here, on this machine). The rewards are where an array's ``** 2``
+    would differ from Gymnasium's scalar one in the last bit (`scalar_square`)."""
+    ref = make_gym_vector_env("Pendulum-v1", num_envs, "sync")
+    mine = NumpyPendulumVectorEnv(num_envs)
+    want, got = ref.reset(seed=seed)[0], mine.reset(seed=seed)[0]
+    assert want.dtype == got.dtype and np.array_equal(want, got)
+    rng = np.random.default_rng(seed)
+    ends = 0
+    for t in range(1000):
+        a = rng.uniform(-3.0, 3.0, (num_envs, 1)).astype(np.float32)
+        *want, want_info = ref.step(a)
+        *got, got_info = mine.step(a)
+        for name, w, g in zip(("obs", "reward", "terminated", "truncated"), want, got, strict=True):
+            assert w.dtype == g.dtype and np.array_equal(w, g), f"{name} at step {t + 1}"
+        mask = want_info.get("_final_obs")
+        if mask is None:
+            assert "_final_obs" not in got_info
+            continue
+        ends += 1
+        assert np.array_equal(mask, got_info["_final_obs"])
+        for w, g in zip(want_info["final_obs"][mask], got_info["final_obs"][mask], strict=True):
+            assert w.dtype == g.dtype and np.array_equal(w, g), f"final obs at step {t + 1}"
+    assert ends == 5
+    unseeded = NumpyPendulumVectorEnv(2)
+    assert unseeded.reset()[0].shape == (2, 3)  # no seed: each env draws from a fresh generator, as Gymnasium's
+    with pytest.raises(ValueError, match="options"):
+        unseeded.reset(options={"x_init": 1.0})
 
 
 def test_cli_torch_backend_for_another_env_is_one_line_error(capsys):

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 RECORD_GROUP = "record"  # Config fields that are no option: the record of which values the user gave
 TORCH_ENV_IDS = ("Pendulum-v1",)  # env ids with a torch-native implementation (--env-backend torch)
-ENV_BACKENDS = ("auto", "gymnasium", "torch")
+NUMPY_ENV_IDS = ("Pendulum-v1",)  # env ids with a batched numpy implementation (--env-backend numpy)
+ENV_BACKENDS = ("auto", "gymnasium", "numpy", "torch")
 ALGOS = algo_names()  # the --algo choices: fastddpg.core.registry's algorithms, in its order
 # --grid: the scalars the update and exploration take, carried per member as (K,) tensors in the one graph
 GRID_FIELDS = grid_fields()
@@ -98,10 +99,12 @@ class Config:
     vector_mode: str = _f("sync", "Gymnasium vectorization: 'sync' steps envs in this process, 'async' in "
                           "one subprocess each (pays off for slow envs only).", choices=("sync", "async"),
                           group="environment")
-    env_backend: str = _f("auto", "Env simulator: 'gymnasium' (Gymnasium's vector env on the CPU), 'torch' "
-                          "(Pendulum-v1 only: simulated in torch on the training device, no host transfer per "
-                          "step; --vector-mode is ignored), 'auto' (torch for Pendulum-v1 on CUDA, else "
-                          "gymnasium).", choices=ENV_BACKENDS, group="environment")
+    env_backend: str = _f("auto", "Env simulator: 'gymnasium' (Gymnasium's vector env on the CPU), 'numpy' "
+                          "(Pendulum-v1 only: Gymnasium's Pendulum for all N envs in one set of numpy ops on the "
+                          "CPU, the same numbers; --vector-mode is ignored), 'torch' (Pendulum-v1 only: simulated "
+                          "in torch on the training device, no host transfer per step; --vector-mode is ignored), "
+                          "'auto' (Pendulum-v1: torch on CUDA, numpy on the CPU with --vector-mode sync and 2 or more "
+                          "envs; otherwise gymnasium).", choices=ENV_BACKENDS, group="environment")
     device: str = _f("auto", "Training device: 'auto' (cuda when available, else cpu), 'cpu', 'cuda' or "
                      "'cuda:N'. Networks, replay buffer and metrics all live here.", group="environment")
     total_steps: int = _f(10_000, "Environment steps to train for, summed over all envs.", group="environment")
@@ -268,6 +271,9 @@ class Config:
         need(bool(self.env), "env", "give a Gymnasium id such as Pendulum-v1")
         need(self.env_backend != "torch" or self.env in TORCH_ENV_IDS, "env_backend",
              f"the torch backend implements {', '.join(TORCH_ENV_IDS)} only, not {self.env}; "
+             "use --env-backend gymnasium")
+        need(self.env_backend != "numpy" or self.env in NUMPY_ENV_IDS, "env_backend",
+             f"the numpy backend implements {', '.join(NUMPY_ENV_IDS)} only, not {self.env}; "
              "use --env-backend gymnasium")
         need(self.num_envs >= 1, "num_envs", "use 1 or more environments")
         need(self.total_steps >= 1, "total_steps", "train for at least 1 env step")
