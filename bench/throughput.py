@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--num-envs", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     p.add_argument("--compile", nargs="+", default=["off", "default"], choices=("off", "default", "max-autotune"))
     p.add_argument("--ratios", nargs="+", default=["1", "1/N"], choices=("1", "1/N"))
-    p.add_argument("--env-backend", default="gymnasium", choices=("gymnasium", "torch", "auto"))
+    p.add_argument("--env-backend", default="gymnasium", choices=("gymnasium", "numpy", "torch", "auto"))
     p.add_argument("--seconds", type=float, default=6.0, help="timed seconds per repetition")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="num_envs 1 16, 2 s x 2 repetitions")

@@ -22,6 +22,7 @@ from typing import Any
 
 from .core.config import Config, ConfigError
 from .core.fileio import os_error_of
+from .core.lazy import not_installed
 from .core.schema import REPORT_FILE, SUMMARY_FILE
 from .reports.plots import write_report
 from .runs.checkpoint import Checkpointer, restore_weights, run_dir_error
@@ -99,6 +100,9 @@ def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWr
         if not cfg.run_dir:
             raise ConfigError("--tensorboard writes into the run directory: give Config(run_dir=...) (or 'auto').")
         require_tensorboard()  # before the env and networks are built
+    if missing := not_installed("pandas", "plotly"):  # imported at the end of the run (core.lazy): say it now
+        raise ConfigError(f"{' and '.join(missing)} not installed: a run's tables and report need them; "
+                          f"pip install {' '.join(missing)}")
     trainer = Trainer(cfg)
     if not cfg.run_dir:
         _add_evaluator(trainer, None)

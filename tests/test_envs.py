@@ -4,14 +4,17 @@ transfers per step)."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
 
 from fastddpg import Config, Trainer, train
 from fastddpg.cli import main
 from fastddpg.core.config import ConfigError
-from fastddpg.envs.numpy_pendulum import NumpyPendulumVectorEnv
+from fastddpg.envs import numpy_pendulum
+from fastddpg.envs.numpy_pendulum import NUMPY_2, NumpyPendulumVectorEnv
 from fastddpg.envs.torch_pendulum import angle_normalize, pendulum_obs, pendulum_step
 from fastddpg.envs.vector import Step, TorchVecEnv, VecEnv, make_env, make_gym_vector_env, resolve_env_backend
 
@@ -101,7 +104,8 @@ def test_backend_resolution():
     assert resolve_env_backend("torch", "Pendulum-v1", CPU) == "torch"
     assert resolve_env_backend("numpy", "Pendulum-v1", cuda) == "numpy"
     for backend in ("torch", "numpy"):
-        with pytest.raises(ConfigError, match=f"the {backend} backend .* --env-backend gymnasium"):
+        with pytest.raises(ConfigError, match=f"--env-backend='{backend}' is invalid: .*MountainCarContinuous-v0; "
+                                              "use --env-backend gymnasium"):
             resolve_env_backend(backend, "MountainCarContinuous-v0", CPU)
         with pytest.raises(ConfigError, match="--env-backend gymnasium"):
             make_env("MountainCarContinuous-v0", 2, CPU, backend=backend)
@@ -125,6 +129,7 @@ def test_make_env_default_is_gymnasium_and_auto_on_cpu_is_the_numpy_pendulum():
     assert Config().env_backend == "auto"
 
 
+@pytest.mark.skipif(not NUMPY_2, reason="the numpy Pendulum needs numpy >= 2 (auto does not pick it on numpy 1)")
 @pytest.mark.parametrize("num_envs, seed", [(1, 0), (4, 3), (16, 11)])
 def test_the_numpy_pendulum_computes_gymnasiums_numbers(num_envs, seed):
     """`NumpyPendulumVectorEnv` against ``gym.make_vec``'s sync Pendulum-v1 through the same actions (out of bounds
@@ -153,9 +158,52 @@ def test_the_numpy_pendulum_computes_gymnasiums_numbers(num_envs, seed):
             assert w.dtype == g.dtype and np.array_equal(w, g), f"final obs at step {t + 1}"
     assert ends == 5
     unseeded = NumpyPendulumVectorEnv(2)
+    with pytest.raises(gym.error.ResetNeeded):
+        unseeded.step(np.zeros((2, 1), np.float32))
     assert unseeded.reset()[0].shape == (2, 3)  # no seed: each env draws from a fresh generator, as Gymnasium's
     with pytest.raises(ValueError, match="options"):
         unseeded.reset(options={"x_init": 1.0})
+
+
+@pytest.fixture
+def pendulum_registration():
+    """Pendulum-v1 registered for one test as the test says, Gymnasium's own registration put back after."""
+    saved = gym.registry["Pendulum-v1"]
+
+    def register(**kwargs) -> None:
+        del gym.registry["Pendulum-v1"]
+        gym.register("Pendulum-v1", **{"entry_point": numpy_pendulum.ENTRY_POINT, **kwargs})
+
+    yield register
+    gym.registry["Pendulum-v1"] = saved
+
+
+@pytest.mark.skipif(not NUMPY_2, reason="the numpy Pendulum needs numpy >= 2")
+def test_the_numpy_pendulum_follows_pendulums_registration(pendulum_registration):
+    """Registered with another g and time limit, Pendulum-v1 is still stepped as ``gym.make_vec`` steps it: the
+    episodes end at step 50, the dynamics use g = 9.81."""
+    pendulum_registration(max_episode_steps=50, kwargs={"g": 9.81})
+    ref, mine = make_gym_vector_env("Pendulum-v1", 3, "sync"), NumpyPendulumVectorEnv(3)
+    assert np.array_equal(ref.reset(seed=2)[0], mine.reset(seed=2)[0])
+    a = np.full((3, 1), 0.5, np.float32)
+    for t in range(120):
+        want, got = ref.step(a), mine.step(a)
+        for w, g in zip(want[:4], got[:4], strict=True):
+            assert np.array_equal(w, g), f"step {t + 1}"
+        assert bool(got[3].any()) == ((t + 1) % 50 == 0)
+
+
+def test_auto_keeps_gymnasium_where_the_numpy_pendulum_cannot_stand_in(pendulum_registration, monkeypatch):
+    """Another entry point registered as Pendulum-v1, or numpy 1: auto steps Gymnasium's env, and asking for the
+    numpy backend is one clear error."""
+    pendulum_registration(entry_point=lambda **kw: PendulumEnv(**kw), max_episode_steps=200)  # a user's own
+    assert resolve_env_backend("auto", "Pendulum-v1", CPU, "sync", 4) == "gymnasium"
+    assert make_env("Pendulum-v1", 4, CPU, "sync", "auto").backend == "gymnasium"
+    with pytest.raises(ConfigError, match="registered with another entry point, wrappers or arguments"):
+        resolve_env_backend("numpy", "Pendulum-v1", CPU, "sync", 4)
+    monkeypatch.setattr(numpy_pendulum, "NUMPY_2", False)
+    with pytest.raises(ConfigError, match="needs numpy >= 2"):
+        make_env("Pendulum-v1", 4, CPU, "sync", "numpy")
 
 
 def test_cli_torch_backend_for_another_env_is_one_line_error(capsys):

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import fastddpg
 
 PACKAGE = Path(fastddpg.__file__).resolve().parent
@@ -158,6 +160,24 @@ def test_a_run_imports_pandas_and_plotly_only_at_its_end(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[[], [], [], []] ['pandas', 'plotly', 'pyarrow']", p.stdout
     assert (tmp_path / "run" / "report.html").is_file()
+
+
+def test_a_lazy_module_copies_and_pickles_as_its_name_and_a_missing_one_is_said_at_the_start(monkeypatch):
+    import copy
+    import pickle
+
+    import fastddpg.api as api
+    from fastddpg import Config
+    from fastddpg.core.config import ConfigError
+    from fastddpg.core.lazy import LazyModule, not_installed
+
+    lazy = LazyModule("json")
+    for twin in (copy.copy(lazy), copy.deepcopy(lazy), pickle.loads(pickle.dumps(lazy))):
+        assert twin.dumps([1]) == "[1]"
+    assert not_installed("json", "no_such_module_here") == ["no_such_module_here"]
+    monkeypatch.setattr(api, "not_installed", lambda *names: ["plotly"])
+    with pytest.raises(ConfigError, match=r"plotly not installed: .* pip install plotly"):
+        api.open_run(Config(total_steps=10))
 
 HELP_COMMANDS = (["--help"], ["--version"], *([c, "--help"] for c in ("run", "plot", "eval", "export", "verify",
                                                                         "sweep")))

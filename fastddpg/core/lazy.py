@@ -8,6 +8,7 @@ report at the end, so `fastddpg run` would otherwise reach its first update that
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 from typing import Any
 
@@ -25,7 +26,20 @@ class LazyModule:
         return importlib.import_module(self._name)
 
     def __getattr__(self, attr: str) -> Any:
-        return getattr(self.module(), attr)
+        name = self.__dict__.get("_name")
+        if name is None:  # an instance not made by __init__ (unpickling, copying): no module to ask
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(name), attr)
+
+    def __reduce__(self) -> tuple[type[LazyModule], tuple[str]]:
+        return LazyModule, (self._name,)
 
     def __repr__(self) -> str:
         return f"<LazyModule {self._name!r}>"
+
+
+def not_installed(*names: str) -> list[str]:
+    """Those of ``names`` that no import could find (``importlib.util.find_spec``, which imports nothing): checked
+    when a run starts, so that a missing pandas or plotly is said then, not after the training that needs them at
+    its end."""
+    return [n for n in names if importlib.util.find_spec(n) is None]

@@ -27,6 +27,24 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 ENV_ID = "Pendulum-v1"
+ENTRY_POINT = "gymnasium.envs.classic_control.pendulum:PendulumEnv"
+# numpy 2's promotion rules (NEP 50) are what make float32 * a Python float the same dtype on one scalar as on an
+# array; under numpy 1 Gymnasium's scalar code computes ``3.0 * u`` in float64 and an array would not
+NUMPY_2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
+
+
+def unsupported(env_id: str) -> str | None:
+    """Why this env cannot stand in for ``gym.make_vec(env_id)`` here, or None when it can: ``env_id`` is
+    Pendulum-v1 as Gymnasium registers it (its entry point, no extra wrappers; a different ``g`` or time limit in
+    the registration is followed) and numpy is 2 or later."""
+    if env_id != ENV_ID:
+        return f"it implements {ENV_ID} only, not {env_id}"
+    if not NUMPY_2:
+        return f"it needs numpy >= 2 for Gymnasium's numbers (numpy {np.__version__} is installed)"
+    spec = gym.spec(env_id)
+    if spec.entry_point != ENTRY_POINT or spec.additional_wrappers or set(spec.kwargs) - {"g"}:
+        return f"{env_id} is registered with another entry point, wrappers or arguments than Gymnasium's"
+    return None
 
 
 def angle_normalize(x: np.ndarray) -> np.ndarray:
@@ -42,21 +60,25 @@ def scalar_square(x: np.ndarray) -> np.ndarray:
 
 
 class NumpyPendulumVectorEnv(gym.vector.VectorEnv):
-    """``num_envs`` Pendulum-v1 envs (g = 10, 200-step episodes) as one ``gymnasium.vector.VectorEnv`` with SAME_STEP
-    autoreset: ``step`` returns the reset observation where an episode ended and its last one in
-    ``info["final_obs"]`` (masked by ``info["_final_obs"]``), as ``SyncVectorEnv`` does."""
+    """``num_envs`` Pendulum-v1 envs (g and the time limit as registered: 10 and 200 steps) as one
+    ``gymnasium.vector.VectorEnv`` with SAME_STEP autoreset: ``step`` returns the reset observation where an episode
+    ended and its last one in ``info["final_obs"]`` (masked by ``info["_final_obs"]``), as ``SyncVectorEnv``
+    does."""
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 
-    def __init__(self, num_envs: int, max_episode_steps: int = 200) -> None:
-        one = PendulumEnv()  # its spaces and constants, so they stay Gymnasium's
+    def __init__(self, num_envs: int) -> None:
+        if (why := unsupported(ENV_ID)) is not None:
+            raise ValueError(f"NumpyPendulumVectorEnv cannot stand in for Gymnasium's {ENV_ID}: {why}")
+        spec = gym.spec(ENV_ID)
+        one = PendulumEnv(**spec.kwargs)  # its spaces and constants (g as registered), so they stay Gymnasium's
         self.num_envs = num_envs
         self.single_observation_space = one.observation_space
         self.single_action_space = one.action_space
         self.observation_space = batch_space(one.observation_space, num_envs)
         self.action_space = batch_space(one.action_space, num_envs)
-        self.spec = gym.spec(ENV_ID)
-        self.max_episode_steps = max_episode_steps
+        self.spec = spec
+        self.max_episode_steps = spec.max_episode_steps  # None: no TimeLimit, as Gymnasium then adds none
         self._g, self._m, self._length, self._dt = one.g, one.m, one.l, one.dt
         self._max_torque, self._max_speed = one.max_torque, one.max_speed
         one.close()
@@ -80,7 +102,8 @@ class NumpyPendulumVectorEnv(gym.vector.VectorEnv):
 
     def reset(self, *, seed: int | list[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset every env: env i seeded with ``seed + i`` (an int), ``seed[i]`` (a list) or not reseeded (None)."""
+        """Reset every env: env i seeded with ``seed + i`` (an int), ``seed[i]`` (a list) or not reseeded (None).
+        Returns obs (N, 3) float32 and an empty info."""
         if options:
             raise ValueError("NumpyPendulumVectorEnv.reset takes no options (Gymnasium's x_init/y_init are not "
                              "supported); use gym.make_vec for custom reset bounds")
@@ -94,7 +117,9 @@ class NumpyPendulumVectorEnv(gym.vector.VectorEnv):
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """actions (N, 1) float32 -> obs (N, 3) float32, reward (N,) float64, terminated (N,) bool (always False),
-        truncated (N,) bool (the 200th step of an episode), info."""
+        truncated (N,) bool (an episode's 200th step), info (``final_obs``/``_final_obs`` where one ended)."""
+        if self._rngs[0] is None:
+            raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
         th, thdot = self._th, self._thdot
         u = np.clip(np.asarray(actions).reshape(self.num_envs, -1)[:, 0], -self._max_torque, self._max_torque)
         costs = scalar_square(angle_normalize(th)) + 0.1 * scalar_square(thdot) + 0.001 * scalar_square(u)
@@ -106,7 +131,8 @@ class NumpyPendulumVectorEnv(gym.vector.VectorEnv):
         self._elapsed += 1
         obs = self._obs(self._th, self._thdot)
         terminated = np.zeros(self.num_envs, dtype=bool)
-        truncated = self._elapsed >= self.max_episode_steps
+        limit = self.max_episode_steps
+        truncated = self._elapsed >= limit if limit is not None else np.zeros(self.num_envs, dtype=bool)
         info: dict[str, Any] = {}
         if truncated.any():
             ended = np.flatnonzero(truncated)

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode
 
-from ..core.config import ENV_BACKENDS, NUMPY_ENV_IDS, TORCH_ENV_IDS, ConfigError
+from ..core.config import ENV_BACKENDS, TORCH_ENV_IDS, ConfigError
 from .numpy_pendulum import NumpyPendulumVectorEnv
+from .numpy_pendulum import unsupported as numpy_unsupported
 from .torch_pendulum import TorchPendulumVectorEnv
 
 
@@ -273,12 +274,13 @@ def resolve_env_backend(backend: str, env_id: str, device: torch.device, mode: s
         kind = torch.device(device).type
         if env_id in TORCH_ENV_IDS and kind == "cuda":
             return "torch"
-        numpy_ok = env_id in NUMPY_ENV_IDS and kind == "cpu" and mode == "sync" and num_envs >= 2
+        numpy_ok = kind == "cpu" and mode == "sync" and num_envs >= 2 and numpy_unsupported(env_id) is None
         return "numpy" if numpy_ok else "gymnasium"
-    for name, ids in (("torch", TORCH_ENV_IDS), ("numpy", NUMPY_ENV_IDS)):
-        if backend == name and env_id not in ids:
-            raise ConfigError(f"--env-backend={name!r} is invalid: the {name} backend implements "
-                              f"{', '.join(ids)} only, not {env_id}; use --env-backend gymnasium.")
+    if backend == "torch" and env_id not in TORCH_ENV_IDS:
+        raise ConfigError(f"--env-backend='torch' is invalid: the torch backend implements "
+                          f"{', '.join(TORCH_ENV_IDS)} only, not {env_id}; use --env-backend gymnasium.")
+    if backend == "numpy" and (why := numpy_unsupported(env_id)) is not None:
+        raise ConfigError(f"--env-backend='numpy' is invalid: {why}; use --env-backend gymnasium.")
     return backend
 
 

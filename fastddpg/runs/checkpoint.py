@@ -26,8 +26,8 @@ It holds only tensors and plain Python values, so it loads with ``torch.load(wei
 Atomic: the file is written to a temporary name in the same directory, flushed and fsync'd, then renamed over
 its final name (``os.replace``), so a crash or a kill -9 at any moment leaves either the previous checkpoints or
 the new one complete, never a half-written ``step_*.pt``. Only the last ``keep`` are kept. `Checkpointer` writes
-them when the trainer says (the trainer owns the cadence: `fastddpg.training.trainer.checkpoint_interval`; `fastddpg.train`
-gives a run with a run directory one).
+them when the trainer says (the trainer owns the cadence: `fastddpg.training.trainer.checkpoint_interval`;
+`fastddpg.train` gives a run with a run directory one).
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ import torch
 
 from ..algos import policy_from_state_dict
 from ..core.config import NO_BEST_HINT, Config, ConfigError, check_member, check_which
-from ..training.failsafe import RunDirError, size_words
 from ..core.fileio import TMP_SUFFIX, atomic_save
 from ..core.schema import (
     ACTOR_FILE,
     CHECKPOINT_DIR,
     CRITIC_FILE,
 )
+from ..training.failsafe import RunDirError, size_words
 from ..training.trainer import Trainer
 
 FORMAT = "fastddpg-checkpoint"

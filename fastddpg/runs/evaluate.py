@@ -33,12 +33,9 @@ import numpy as np
 import torch
 
 from ..algos import policy_from_state_dict
-from ..core.lazy import LazyModule
 from ..core.config import NO_BEST_HINT, Config, ConfigError, check_member, check_which
-from ..envs.vector import env_dims, make_env
 from ..core.fileio import atomic_save, atomic_write_text, write_json
-from ..learning.networks import Actor
-from .rundir import load_run, read_table, upgrade_evals
+from ..core.lazy import LazyModule
 from ..core.schema import (
     ACTOR_FILE,
     BEST_ACTOR_FILE,
@@ -49,6 +46,9 @@ from ..core.schema import (
     EvalRow,
     with_member,
 )
+from ..envs.vector import env_dims, make_env
+from ..learning.networks import Actor
+from .rundir import load_run, read_table, upgrade_evals
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 from ..algos import policy_from_state_dict
-from .checkpoint import latest_checkpoint, load_checkpoint
 from ..core.config import Config, ConfigError, check_member, check_which, resolve_device
-from .evaluate import no_best_model
-from .rundir import load_run
 from ..core.schema import ACTOR_FILE, BEST_ACTOR_FILE
 from ..learning.networks import policy_obs_dim
+from .checkpoint import latest_checkpoint, load_checkpoint
+from .evaluate import no_best_model
+from .rundir import load_run
 
 
 @dataclass

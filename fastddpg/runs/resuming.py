@@ -27,11 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .checkpoint import latest_checkpoint, read_checkpoint
-from ..core.lazy import LazyModule
 from ..core.config import RECORD_FIELDS, Config, ConfigError, resolve_device
 from ..core.fileio import write_json
-from .rundir import RunWriter, probe_writable, read_table, truncate_tables
+from ..core.lazy import LazyModule
 from ..core.schema import (
     ACTOR_FILE,
     CHECKPOINT_DIR,
@@ -45,6 +43,8 @@ from ..core.schema import (
     with_member,
 )
 from ..training.trainer import Trainer, probe_counters
+from .checkpoint import latest_checkpoint, read_checkpoint
+from .rundir import RunWriter, probe_writable, read_table, truncate_tables
 
 if TYPE_CHECKING:
     import pandas as pd

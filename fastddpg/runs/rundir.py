@@ -50,9 +50,9 @@ import numpy as np
 import torch
 
 from ..algos import metric_names
-from ..core.lazy import LazyModule
 from ..core.config import Config, ConfigError
 from ..core.fileio import atomic_save, atomic_write, naming, write_json
+from ..core.lazy import LazyModule
 from ..core.schema import (
     ACTOR_FILE,
     AUTO_RUN_DIR,
@@ -243,7 +243,8 @@ class RunWriter:
                tables: dict[str, pd.DataFrame] | None = None) -> None:
         """Write the last probe rows (the final snapshot comes after the last report), the final actor and critic
         state_dicts, summary.json and parquet copies of the tables (if pyarrow is installed): of ``tables``
-        (`fastddpg.training.trainer.Trainer.tables`, the whole run in memory) when given, else of ``trainer.tables()``."""
+        (`fastddpg.training.trainer.Trainer.tables`, the whole run in memory) when given, else of
+        ``trainer.tables()``."""
         if not self.failed:
             self.write_probes(trainer)
         atomic_save(trainer.algo.actor.state_dict(), self.path / ACTOR_FILE)

@@ -24,10 +24,9 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
-from ..core.lazy import LazyModule
 from ..core.config import Config, ConfigError
 from ..core.fileio import naming
+from ..core.lazy import LazyModule
 from ..core.schema import UPDATE_KEYS, UPDATE_RATES, EpisodeRow, Report
 
 if TYPE_CHECKING:
