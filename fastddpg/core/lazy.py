@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from types import ModuleType
 from typing import Any
 
 
@@ -20,10 +19,6 @@ class LazyModule:
 
     def __init__(self, name: str) -> None:
         self._name = name
-
-    def module(self) -> ModuleType:
-        """The real module (imported now if it is not yet)."""
-        return importlib.import_module(self._name)
 
     def __getattr__(self, attr: str) -> Any:
         name = self.__dict__.get("_name")

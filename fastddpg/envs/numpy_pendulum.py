@@ -136,8 +136,7 @@ class NumpyPendulumVectorEnv(gym.vector.VectorEnv):
         info: dict[str, Any] = {}
         if truncated.any():
             ended = np.flatnonzero(truncated)
-            final_obs = np.empty(self.num_envs, dtype=object)
-            final_obs[:] = None
+            final_obs = np.empty(self.num_envs, dtype=object)  # None where no episode ended
             for i in ended:
                 final_obs[i] = obs[i].copy()
                 self._reset_env(int(i))

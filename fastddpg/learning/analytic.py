@@ -80,15 +80,13 @@ class MLPLayers(NamedTuple):
     (in, out), C stacked layers' W (C, in, out)), as the input gradient's takes it (``backward``: W (out, in), or
     (C, out, in)), and the bias ((out,), or (C, 1, out)); ``plain``: whether a layer's products are plain 2-D
     ones both ways (not stacked, in > 1 and out > 1), which the passes call directly instead of through `_product`'s
-    cases (its Python costs ~1-2 us a call, in an update of ~20 products); ``linear``: whether the forward is an
-    ``nn.Linear``'s own call (not stacked, in > 1; k = 1 is `_product`'s broadcast multiply)."""
+    cases (its Python costs ~1-2 us a call, in an update of ~20 products)."""
 
     forward: list[torch.Tensor]
     backward: list[torch.Tensor]
     biases: list[torch.Tensor]
     stacked: bool
     plain: list[bool]
-    linear: list[bool]
 
 
 class FlatGrads(NamedTuple):
@@ -124,8 +122,7 @@ def mlp_layers(params: Params) -> MLPLayers:
     stacked = weights[0].dim() == 3
     return MLPLayers([w if stacked else w.t() for w in weights],
                      [w.transpose(1, 2) if stacked else w for w in weights], biases, stacked,
-                     [not stacked and min(w.shape) > 1 for w in weights],
-                     [not stacked and w.shape[1] > 1 for w in weights])
+                     [not stacked and min(w.shape) > 1 for w in weights])
 
 
 def flat_grads(params: Params) -> FlatGrads:
@@ -138,10 +135,10 @@ def flat_grads(params: Params) -> FlatGrads:
 
 def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
              out: torch.Tensor | None = None) -> torch.Tensor:
-    """(bias +) a @ b, into ``out`` if given: a (m, k), b (k, n), bias (n,) by ``torch.addmm``/``mm``; or C stacked
-    products, a (C, m, k), b (C, k, n), bias (C, 1, n), by ``torch.baddbmm``/``bmm`` except where n or m is 1, for
-    which ATen's batched product takes a slow path (72 us for (2, 128, 256) @ (2, 256, 1) against 2 x 4 us a slice at
-    a time, 1 thread). Either rank with k = 1 (a last layer's single output, backward) is an outer product, a
+    """(bias +) a @ b, into ``out`` if given: a (m, k), b (k, n), bias (n,) by ``nn.functional.linear``/``mm``; or
+    C stacked products, a (C, m, k), b (C, k, n), bias (C, 1, n), by ``torch.baddbmm``/``bmm`` except where n or m is
+    1, for which ATen's batched product takes a slow path (72 us for (2, 128, 256) @ (2, 256, 1) against 2 x 4 us a
+    slice at a time, 1 thread). Either rank with k = 1 (a last layer's single output, backward) is an outer product, a
     broadcast multiply: the same products, and MKL's k = 1 path is slower."""
     if a.shape[-1] == 1:
         r = a * b if out is None else torch.mul(a, b, out=out)
@@ -150,8 +147,13 @@ def _product(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
         r = torch.stack(products) if out is None else torch.stack(products, out=out)
     elif a.dim() == 3:
         return torch.bmm(a, b, out=out) if bias is None else torch.baddbmm(bias, a, b, out=out)
+    elif bias is None:
+        return torch.mm(a, b, out=out)
     else:
-        return torch.mm(a, b, out=out) if bias is None else torch.addmm(bias, a, b, out=out)
+        # an nn.Linear's own call (addmm(bias, a, W^T) in eager), which a graph part keeps whole, where it would split
+        # a traced addmm into mm + add (TorchScript's DecomposeOps): another sum's rounding and a pass more
+        r = nn.functional.linear(a, b.t(), bias)
+        return r if out is None else out.copy_(r)
     return r if bias is None else r.add_(bias)
 
 
@@ -165,9 +167,8 @@ def mlp_forward(layers: MLPLayers, x: torch.Tensor, keep: bool) -> tuple[torch.T
         if keep:
             inputs.append(h)
         w, b = layers.forward[i], layers.biases[i]
-        # an nn.Linear's own call, addmm(b, h, W^T) in eager; a graph part keeps it whole, where it would split a
-        # traced addmm into mm + add (TorchScript's DecomposeOps): another sum's rounding and a pass more
-        h = nn.functional.linear(h, layers.backward[i], b) if layers.linear[i] else _product(h, w, b)
+        # nn.functional.linear, not addmm, as in `_product`: a graph part keeps it whole
+        h = nn.functional.linear(h, layers.backward[i], b) if layers.plain[i] else _product(h, w, b)
         if i < last:
             h = h.relu_()  # in place: the product's output is this function's own, and only its ReLU is kept
     return h, MLPTape(inputs)
