@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import Config, ConfigError
 from ..core.threads import take_lease
 from .options import add_config_arguments, config_from_args
+from .startup_gc import StartupCollector
 
 if TYPE_CHECKING:
     from ..training.failsafe import NonFiniteError, TrainingInterrupted
@@ -31,12 +33,15 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    """``argv``: the whole command line (``fastddpg run ...``), saved in the run directory."""
+    """``argv``: the whole command line (``fastddpg run ...``), saved in the run directory; None where this is the
+    command line's own process (`fastddpg.cli.main.main` without arguments), whose collector pauses while the run
+    starts (`StartupCollector`)."""
     check_run_args(args)
     if args.dry_run:
         return cmd_dry_run(args)
-    take_lease()  # before torch is imported (seconds), so that runs started together count each other
-    return cmd_run(args, argv)
+    with StartupCollector(owns_process=argv is None) as startup:
+        take_lease()  # before torch is imported (seconds), so that runs started together count each other
+        return cmd_run(args, argv, startup.started)
 
 
 def add_config_file_arguments(run: argparse.ArgumentParser) -> None:
@@ -74,8 +79,10 @@ def run_config(args: argparse.Namespace) -> Config:
     return cfg if cfg.run_dir else dataclasses.replace(cfg, run_dir=AUTO_RUN_DIR)
 
 
-def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    """`fastddpg run`: `fastddpg.train` (or `fastddpg.resume`) with a run directory and the console reporter."""
+def cmd_run(args: argparse.Namespace, argv: list[str] | None = None,
+            started: Callable[[], None] = lambda: None) -> int:
+    """`fastddpg run`: `fastddpg.train` (or `fastddpg.resume`) with a run directory and the console reporter;
+    ``started`` is called once the run is built, before it trains."""
     from ..api import open_resume, open_run, run_quietly_or_with_progress
     from ..core.schema import REPORT_FILE
     from ..reports.reporting import print_summary
@@ -87,6 +94,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     else:
         trainer, writer = open_run(run_config(args), argv)  # the run directory, checked writable before training
     assert writer is not None
+    started()
     cfg = trainer.cfg
     note = None if cfg.quiet or getattr(args, "resume", None) else tuning_note_of(args, cfg)
     if note is not None:
