@@ -27,6 +27,9 @@ RUNS: dict[str, dict[str, Any]] = {
     f"{name}_{mode}": {**BASE, **extra, "compile": "off" if mode == "eager" else "default"}
     for name, extra in (("ddpg", {}), ("td3", {"algo": "td3"}), ("ddpg_ou_ln", {"noise": "ou", "layer_norm": True}))
     for mode in ("eager", "compiled")
+} | {  # the hand-derived update (a CPU run's default), at the notebook's width: gradient buffers of ~67,000 floats
+    f"{name}_analytic": {**BASE, **extra, "compile": "analytic", "hidden_sizes": (256, 256)}
+    for name, extra in (("ddpg", {}), ("td3", {"algo": "td3"}))
 }
 METRIC_SKIP = {"update", "global_step", "updates_in_row", "env_steps_per_sec", "updates_per_sec", "wall_time"}
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Before/after check of a change that must not move any number: records fixed-seed training runs (DDPG, TD3,
-# DDPG+OU+LayerNorm; eager and compiled) with BASE's code in a temporary worktree and with the working tree, on this
-# machine, now, and compares them to the last bit. Exit 0: identical; 1: they differ (which runs and keys).
+# DDPG+OU+LayerNorm; eager and compiled; DDPG and TD3 hand-derived at 256 wide) with BASE's code in a temporary
+# worktree and with the working tree, on this machine, now, and compares them to the last bit. Exit 0: identical;
+# 1: they differ (which runs and keys).
 # Usage (from the project root):  scripts/same-numbers.sh BASE        e.g. scripts/same-numbers.sh main
 # Bit-for-bit holds only on one machine in one sitting; never compare with numbers recorded elsewhere.
 set -euo pipefail
