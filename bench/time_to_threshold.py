@@ -218,9 +218,10 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def fastddpg_episodes(run_dir: Path, launched: float) -> tuple[list[tuple[float, float]], dict[str, Any]]:
     """A finished fastddpg run directory's episodes as (seconds since ``launched``, return), and its start-up
-    seconds (launch to the trainer's start), compile seconds and env steps. episodes.csv's wall_time counts from
-    the trainer's start; summary.json is written just after its wall_time_s is read, so its modification time less
-    wall_time_s is that start on the unix clock."""
+    seconds (launch to the trainer's start), compile seconds, env steps and the thread counts it trained on
+    (summary.json's ``thread_changes``: the auto threads' and the tuner's choices). episodes.csv's wall_time counts
+    from the trainer's start; summary.json is written just after its wall_time_s is read, so its modification time
+    less wall_time_s is that start on the unix clock."""
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text())
     startup = summary_path.stat().st_mtime - summary["wall_time_s"] - launched
@@ -229,7 +230,7 @@ def fastddpg_episodes(run_dir: Path, launched: float) -> tuple[list[tuple[float,
     first = summary.get("first_update_s")
     return rows, {"startup_s": startup, "compile_s": summary.get("compile_seconds"),
                   "to_first_update_s": None if first is None else startup + first,
-                  "env_steps": int(summary["env_steps"])}
+                  "env_steps": int(summary["env_steps"]), "thread_changes": summary.get("thread_changes")}
 
 
 # --- the runs ---------------------------------------------------------------------------------------------------------
