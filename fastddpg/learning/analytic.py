@@ -316,14 +316,14 @@ def fused_adam_step_(params: list[torch.Tensor], opt: AdamState, grads: list[tor
                        maximize=False)
 
 
-# the most elements an elementwise op runs on one thread: ATen splits a longer one over its threads
+# the most elements an elementwise CPU op runs on one thread: ATen splits a longer one over its threads
 # (at::internal::GRAIN_SIZE)
 SERIAL_ELEMENTS = 32768
 
 
 def clip_flat_grads_(grads: FlatGrads, max_norm: float, layers: MLPLayers) -> None:
     """`fastddpg.learning.update.clip_grad_norm_` of one network's gradients (its `grad_norm` and `clip_coef`): one
-    norm over the flat buffer, which is then scaled in pieces of `SERIAL_ELEMENTS`; C stacked networks (a
+    norm over the flat buffer, which on a CPU is then scaled in pieces of `SERIAL_ELEMENTS`; C stacked networks (a
     `TwinCritic`), each to its own norm over its rows of every tensor. Scaled by one op per tensor or piece, not a
     foreach op, which a traced graph would drop (`fastddpg.learning.graphs`).
 
@@ -340,7 +340,8 @@ def clip_flat_grads_(grads: FlatGrads, max_norm: float, layers: MLPLayers) -> No
             g.mul_(per_member(coef, g))
     else:
         coef = clip_coef(grad_norm([grads.flat]), max_norm)
-        for piece in torch.split(grads.flat, SERIAL_ELEMENTS):
+        pieces = torch.split(grads.flat, SERIAL_ELEMENTS) if grads.flat.device.type == "cpu" else [grads.flat]
+        for piece in pieces:
             piece.mul_(coef)
 
 
