@@ -64,17 +64,21 @@ def test_run_called_from_python_leaves_the_collector_alone(tmp_path, collector_r
 
 
 def test_the_command_freezes_its_start_up_and_trains_with_the_collector_on(tmp_path):
-    """The command line's own process (``main()`` reading sys.argv): the collector is on during training, and what
-    the start-up built (torch's modules among it) is frozen."""
+    """The command line's own process (``main()`` reading sys.argv): what the imports built (torch's modules among
+    it) is frozen, and the collector is on when the envs are made (an async vector env's forked workers inherit
+    it) and during training."""
     probe = (
         "import gc, sys\n"
-        "from fastddpg.training.trainer import Trainer\n"
+        "import fastddpg.training.trainer as trainer\n"
         "seen = []\n"
-        "train = Trainer.train\n"
+        "train, make_env = trainer.Trainer.train, trainer.make_env\n"
         "def spy(self, *a, **k):\n"
         "    seen.append((gc.isenabled(), gc.get_freeze_count()))\n"
         "    return train(self, *a, **k)\n"
-        "Trainer.train = spy\n"
+        "def env_spy(*a, **k):\n"
+        "    seen.append((gc.isenabled(), gc.get_freeze_count()))\n"
+        "    return make_env(*a, **k)\n"
+        "trainer.Trainer.train, trainer.make_env = spy, env_spy\n"
         "from fastddpg.cli import main\n"
         f"sys.argv = ['fastddpg', 'run', '--total-steps', '300', '--num-envs', '2', '--update-after', '200', "
         f"'--hidden-sizes', '16', '--device', 'cpu', '--quiet', '--run-dir', {str(tmp_path / 'run')!r}]\n"
@@ -83,5 +87,5 @@ def test_the_command_freezes_its_start_up_and_trains_with_the_collector_on(tmp_p
     p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     rc, seen = p.stdout.strip().splitlines()[-1].split(" ", 1)
-    enabled, frozen = ast.literal_eval(seen)[0]
-    assert rc == "0" and enabled and frozen > 50_000, p.stdout
+    (env_enabled, _), (enabled, frozen) = ast.literal_eval(seen)
+    assert rc == "0" and env_enabled and enabled and frozen > 50_000, p.stdout

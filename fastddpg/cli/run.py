@@ -82,19 +82,20 @@ def run_config(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace, argv: list[str] | None = None,
             started: Callable[[], None] = lambda: None) -> int:
     """`fastddpg run`: `fastddpg.train` (or `fastddpg.resume`) with a run directory and the console reporter;
-    ``started`` is called once the run is built, before it trains."""
+    ``started`` is called once the imports are done, before the run is built (its envs may fork workers, which
+    should inherit a running collector)."""
     from ..api import open_resume, open_run, run_quietly_or_with_progress
     from ..core.schema import REPORT_FILE
     from ..reports.reporting import print_summary
     from ..training.failsafe import NonFiniteError, TrainingInterrupted
 
+    started()
     if getattr(args, "resume", None):
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
         trainer, writer = open_resume(args.resume, given, argv)  # checked, restored, CSVs cut to the checkpoint
     else:
         trainer, writer = open_run(run_config(args), argv)  # the run directory, checked writable before training
     assert writer is not None
-    started()
     cfg = trainer.cfg
     note = None if cfg.quiet or getattr(args, "resume", None) else tuning_note_of(args, cfg)
     if note is not None:
