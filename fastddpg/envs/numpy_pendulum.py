@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.envs.classic_control.pendulum import DEFAULT_X, DEFAULT_Y, PendulumEnv
+from gymnasium.envs.classic_control.pendulum import DEFAULT_X, DEFAULT_Y, PendulumEnv, angle_normalize
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
@@ -45,11 +45,6 @@ def unsupported(env_id: str) -> str | None:
     if spec.entry_point != ENTRY_POINT or spec.additional_wrappers or set(spec.kwargs) - {"g"}:
         return f"{env_id} is registered with another entry point, wrappers or arguments than Gymnasium's"
     return None
-
-
-def angle_normalize(x: np.ndarray) -> np.ndarray:
-    """Gymnasium's ``angle_normalize``: x wrapped to [-pi, pi)."""
-    return ((x + np.pi) % (2 * np.pi)) - np.pi
 
 
 def scalar_square(x: np.ndarray) -> np.ndarray:
@@ -122,6 +117,7 @@ class NumpyPendulumVectorEnv(gym.vector.VectorEnv):
             raise gym.error.ResetNeeded("Cannot call env.step() before calling env.reset()")
         th, thdot = self._th, self._thdot
         u = np.clip(np.asarray(actions).reshape(self.num_envs, -1)[:, 0], -self._max_torque, self._max_torque)
+        # Gymnasium's own angle_normalize: its arithmetic is elementwise, so an array of angles goes through as one
         costs = scalar_square(angle_normalize(th)) + 0.1 * scalar_square(thdot) + 0.001 * scalar_square(u)
         g, m, length, dt = self._g, self._m, self._length, self._dt
         newthdot = thdot + (3 * g / (2 * length) * np.sin(th) + 3.0 / (m * length**2) * u) * dt
