@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import moving_mean, sb3_python
+from bench.common import cpu_model, moving_mean, sb3_python
 from bench.curve import mean_ci95
 from bench.workers import run_workers, set_worker_threads
 
@@ -272,10 +272,7 @@ def markdown(table: list[dict[str, Any]]) -> str:
 def machine() -> dict[str, str]:
     import torch
 
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lscpu if line.startswith("Model name")),
-               platform.processor())
-    return {"cpu": cpu, "torch": torch.__version__, "python": platform.python_version()}
+    return {"cpu": cpu_model(), "torch": torch.__version__, "python": platform.python_version()}
 
 
 def main(argv: list[str] | None = None) -> int:

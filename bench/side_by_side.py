@@ -35,6 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # name -> (extra environment, extra `fastddpg run` flags). Every setting starts from an environment without the
@@ -73,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alone-only", action="store_true", help="measure the lone runs only (which thread setting "
                    "is fastest for one run)")
     p.add_argument("--together-only", action="store_true", help="measure the runs started together only")
+    p.add_argument("--alone-settings", nargs="+", default=[], metavar="SETTING", choices=list(SETTINGS),
+                   help="settings measured alone only, in every round (e.g. threads2: two runs of 2 threads each "
+                        "on 2 cores can take 14x as long as one, minutes a round, and their figure is known)")
     p.add_argument("--stagger", type=float, default=0.0,
                    help="start the N runs this many seconds apart instead of at once (a run that started alone "
                    "gives up its extra threads only at its next report: this measures that window); each run's "
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                     alone_dir = dirs(1)[0]
                     alone = (math.nan if args.together_only else
                              start_together([command(args, mode, alone_dir, 0, setting)], env(setting))[0])
-                    pair_dirs = [] if args.alone_only else dirs(n)
+                    pair_dirs = [] if args.alone_only or setting in args.alone_settings else dirs(n)
                     cmds = [command(args, mode, d, i, setting) for i, d in enumerate(pair_dirs)]
                     together = start_together(cmds, env(setting), args.stagger) if cmds else []
                     lone = {} if args.together_only else summary(alone_dir)
@@ -233,7 +240,8 @@ def render(table: list[dict[str, Any]], n: int, args: argparse.Namespace) -> str
 def machine() -> dict[str, Any]:
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpu": cpu_model(),
+            "cpus": os.cpu_count(),
             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 

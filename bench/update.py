@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baseline import matmul_rate, notebook_update_rate, update_flops
-from bench.common import sync
+from bench.common import cpu_model, sync
 from fastddpg.algos import DDPG
 from fastddpg.core.config import CPU_MATMUL_CHOICES, Config
 from fastddpg.learning.compile import compile_update
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"warm-up {comp['warmup_seconds']:.0f} s) | compute limit {limit:8.0f}/s "
               f"({row['limit_fraction']:.0%} of it)", flush=True)
     result = {"benchmark": "update", "device": str(device), "torch": torch.__version__,
-              "machine": platform.machine(), "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+              "machine": platform.machine(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
+              "date": time.strftime("%Y-%m-%d"),
               "updates_per_point": args.updates, "repeats": args.repeats, "compile_mode": args.compile_mode,
               "cpu_matmul": resolve_cpu_matmul(args.cpu_matmul) if device.type == "cpu" else None,
               "flush_denormal": flush, "rows": rows}

@@ -90,3 +90,30 @@ def test_curve_compare_layouts_interleaves_population_and_process_runs():
     assert plan == [("notebook", False), ("fastddpg-1", True), ("fastddpg-1 (process per seed)", False),
                     ("fastddpg-16 (process per seed)", False), ("fastddpg-16", True), ("fastest", True)]
     assert [pop for _, _, pop in plan_layouts(configs(None), parse_args(["--layout", "process"]))] == [False] * 3
+
+
+def test_cpu_model_names_the_family_and_model_lscpu_gives(monkeypatch):
+    """A VM's lscpu may say only "AMD EPYC" for Zen 3 and Zen 4 alike: the family and model tell them apart."""
+    from bench import common
+
+    lscpu = "Vendor ID:   AuthenticAMD\nModel name:   AMD EPYC\nCPU family:   25\nModel:        1\nStepping: 1\n"
+    monkeypatch.setattr(common.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, lscpu, ""))
+    assert common.cpu_model() == "AMD EPYC (family 25 model 1)"
+    monkeypatch.setattr(common.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 0, "Model name: Some CPU\n", ""))
+    assert common.cpu_model() == "Some CPU"
+
+    def missing(*a, **k):
+        raise FileNotFoundError("lscpu")
+
+    monkeypatch.setattr(common.subprocess, "run", missing)
+    assert common.cpu_model() == common.platform.processor()
+
+
+def test_side_by_side_runs_alone_settings_alone_only():
+    from bench.side_by_side import parse_args as side_args
+
+    assert side_args(["--alone-settings", "threads2"]).alone_settings == ["threads2"]
+    assert side_args([]).alone_settings == []
+    with pytest.raises(SystemExit):
+        side_args(["--alone-settings", "threads9"])
