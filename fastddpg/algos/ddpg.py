@@ -18,9 +18,11 @@ class DDPG(Algorithm):
     name = "ddpg"
     metric_names = METRIC_NAMES
     num_critics = 1
-    # on a 2-core CPU (README, Performance) the hand-derived update runs at 1.03-1.12x the compiled one with 1 thread
-    # and 0.88-0.96x with 2: a compile pays for itself, if at all, after 11 s / (1/319 - 1/363) s = ~29,000 updates
-    # from a cold cache where the second core is slow, ~170,000 where it is fast; a machine's first run is cold
+    # on a 2-core AMD EPYC Zen 4 the hand-derived update runs at 1.03-1.12x the compiled one with 1 thread and
+    # 0.88-0.96x with 2: a compile pays for itself, if at all, after 11 s / (1/319 - 1/363) s = ~29,000 updates from a
+    # cold cache where the second core is slow, ~170,000 where it is fast; on a Zen 3 (0.94x and 0.88x) after
+    # 12 s / (1/341 - 1/365) = ~62,000 and 12 s / (1/472 - 1/545) = ~42,000 (bench/results/PERFORMANCE_LOG.md); a
+    # machine's first run is cold
     analytic_auto_max_updates = 30_000
 
     def make_update_fns(self, nets: Nets, hyper: Any, as_batch: Callable[[torch.Tensor], Batch],

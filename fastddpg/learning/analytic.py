@@ -17,7 +17,8 @@ clipped gradient against the updated critic (`actor_gradient_`), the actor's Ada
 run as traced TorchScript graphs (`AnalyticParts` of `fastddpg.learning.graphs.GraphPart`s: the same ops from C++,
 1.06-1.13x the update's speed); the steps stay eager, one fused kernel each, because a graph would drop them
 (`fastddpg.learning.graphs`). Measured on a 2-core AMD EPYC (Zen 4), batch 128: DDPG's at 1.03-1.12x the compiled
-update's updates/s with 1 thread and 0.88-0.96x with 2 (README, Performance), from the first update on.
+update's updates/s with 1 thread and 0.88-0.96x with 2; on a Zen 3, 0.94x and 0.88x
+(bench/results/PERFORMANCE_LOG.md), from the first update on.
 
 What is reused as it is: the TD target (`bellman_target`; TD3's smoothing and clipped double Q), the critic's loss value
 (`td_mse`), the gradient clipping (`grad_norm`, `clip_coef`), the soft update (`soft_update_`) and the metrics

@@ -6,7 +6,7 @@ one eager call runs and replays them from its C++ interpreter: no code generatio
 milliseconds to trace, and the same kernels in the same order (tests/test_graphs.py holds the 256-wide DDPG and TD3
 graphs to their eager runs bit for bit).
 Measured on a 2-core AMD EPYC (Zen 4), batch 128: the DDPG update at 1.06-1.09x the same parts' eager updates/s, TD3's
-at 1.08-1.13x (README, Performance).
+at 1.08-1.13x (bench/results/PERFORMANCE_LOG.md).
 
 What may be a graph part (`GraphPart`): a function ``fn(static, rows)`` of a fixed arrangement of tensors ``static``
 (an `fastddpg.learning.analytic.AnalyticPlan`: views of the learner state, its gradient buffers) and one batch of
