@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import platform
 import pstats
 import statistics
 import sys
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
+from bench.common import cpu_model
 from fastddpg import Config, Trainer
 from fastddpg.core.config import CPU_MATMUL_CHOICES
 from fastddpg.core.registry import ALGORITHMS
@@ -137,8 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     stats = pstats.Stats(prof)
     parts = {name: cumulative(stats, keys) / profiled_s for name, keys in PARTS.items()}
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     loop_rate, update_rate = statistics.median(loops), statistics.median(updates)
     res = {"cpu": cpu, "torch": torch.__version__, "threads": trainer.threads, "env": a.env, "num_envs": a.num_envs,
            "batch_size": a.batch_size, "hidden_sizes": a.hidden_sizes,

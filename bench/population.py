@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import sync
+from bench.common import cpu_model, sync
 from fastddpg import Config, Trainer
 
 WARM = 500  # start_steps = update_after: the steady state costs the same, the warm-up is shorter
@@ -163,7 +163,8 @@ def main() -> None:
             results.append(row)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
+    meta = {"machine": platform.processor() or platform.machine(), "cpu": cpu_model(), "cpus": os.cpu_count(),
+            "torch": torch.__version__,
             "device": args.device, "num_envs": args.num_envs, "compile": args.compile, "seconds": args.seconds,
             "repeats": args.repeats, "jobs": args.jobs, "population_threads": args.threads,
             "max_batches": args.max_batches}
