@@ -12,6 +12,12 @@ batch indices of a group of updates drawn at once on the device, metrics summed 
 the end of the timed section. The compute limit is the measured (batch x 256) @ (256 x 256) matmul rate
 divided by the FLOPs of one update: on a CPU the faster of MKL's (``torch.mm``) and oneDNN's product, both
 recorded (``--cpu-matmul`` chooses which the compiled update runs, `fastddpg.learning.cpu_matmul`).
+
+The hand-derived update's time is also split in two: its products alone (the matrix products of one update, recorded
+with their shapes, strides and dtypes by a dispatch mode and replayed on random tensors, timed in the same repeats)
+and the rest (every other op, the Python and the graph interpreter: the update's time less its products'). Against
+the limit this says where the shortfall is: in products that run below the 128 x 256 x 256 rate (small or narrow
+ones) or in the ops between them, which a second thread does not shorten.
 """
 
 from __future__ import annotations
@@ -22,9 +28,14 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,10 +52,80 @@ from fastddpg.training.denormals import apply_flush_denormal
 OBS_DIM, ACT_DIM, HIDDEN = 3, 1, (256, 256)
 
 
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a product's tensor argument was: its size, strides, dtype and device (a dataclass, not a NamedTuple,
+    so that ``tree_map`` takes it as a leaf)."""
+
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+
+class ProductCall(NamedTuple):
+    """One matrix product of an update: the aten op overload and its arguments, tensors as `TensorSpec`s."""
+
+    op: Any
+    args: tuple
+    kwargs: dict
+
+
+PRODUCT_OPS = (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm)
+
+
+class _ProductRecorder(TorchDispatchMode):
+    """Records every `PRODUCT_OPS` call below it, traced TorchScript graphs' included (they dispatch like eager)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[ProductCall] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func.overloadpacket in PRODUCT_OPS:
+            def spec(x: Any) -> Any:
+                return TensorSpec(tuple(x.shape), tuple(x.stride()), x.dtype, x.device) if isinstance(
+                    x, torch.Tensor) else x
+            self.calls.append(ProductCall(func, tree_map(spec, args), tree_map(spec, kwargs)))
+        return func(*args, **kwargs)
+
+
+def record_products(fn: Callable[..., Any], *args: Any) -> list[ProductCall]:
+    """The matrix products one call ``fn(*args)`` runs, in order (the call runs once, as it would). A traced graph
+    must be warm (called a few times): the call that makes TorchScript's executor optimize it fails in the mode."""
+    recorder = _ProductRecorder()
+    with recorder:
+        fn(*args)
+    return recorder.calls
+
+
+def replay_products(calls: list[ProductCall], seed: int = 0) -> Callable[[], None]:
+    """A function that runs ``calls``' products again, each on random tensors of its recorded size, strides and dtype
+    (made once here; an ``out=`` argument is written each call, as the update writes its buffers)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def materialize(x: Any) -> Any:
+        if not isinstance(x, TensorSpec):
+            return x
+        t = torch.empty_strided(x.size, x.stride, dtype=x.dtype, device=x.device)
+        return t.copy_(torch.randn(x.size, generator=gen, dtype=x.dtype).to(x.device))
+
+    bound = [(c.op, tree_map(materialize, c.args), tree_map(materialize, c.kwargs)) for c in calls]
+
+    def run() -> None:
+        for op, args, kwargs in bound:
+            op(*args, **kwargs)
+
+    return run
+
+
 def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_updates: int, repeats: int,
-                         group: int = 16, seed: int = 0, cpu_matmul: str = "auto") -> dict:
+                         group: int = 16, seed: int = 0, cpu_matmul: str = "auto", split: bool = False) -> dict:
     """Updates/s of fastddpg's update (mode 'off' = eager, 'analytic' = the hand-derived update, else a compile
-    mode), median over repeats."""
+    mode), median over repeats. With ``split``, also its products alone (`record_products` of one update, replayed
+    ``n_updates`` times right after each repeat's updates; ``products_us``, us per update, median) and the rest
+    (``rest_us``: the update's median us less its products')."""
     torch.manual_seed(seed)
     learner = DDPG(OBS_DIM, ACT_DIM, HIDDEN, torch.tensor([-2.0]), torch.tensor([2.0]), device,
                    Hyper(0.99, 0.005, 1.0, AdamHyper(1e-3), AdamHyper(1e-3)))
@@ -65,7 +146,8 @@ def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_upd
         acc += fn(state, rows)
     sync(device)
     warmup_s = time.perf_counter() - t0
-    rates = []
+    products = replay_products(record_products(fn, state, buf.sample_rows(1, batch_size, gen)[0])) if split else None
+    rates, products_us = [], []
     for _ in range(repeats):
         done = 0
         sync(device)
@@ -78,8 +160,19 @@ def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_upd
             done += k
         acc.sum().cpu()
         rates.append(n_updates / (time.perf_counter() - t0))
-    return {"updates_per_sec": statistics.median(rates), "min": min(rates), "max": max(rates),
-            "warmup_seconds": warmup_s}
+        if products is not None:
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(n_updates):
+                products()
+            sync(device)
+            products_us.append((time.perf_counter() - t0) / n_updates * 1e6)
+    result = {"updates_per_sec": statistics.median(rates), "min": min(rates), "max": max(rates),
+              "warmup_seconds": warmup_s}
+    if products is not None:
+        result["products_us"] = statistics.median(products_us)
+        result["rest_us"] = 1e6 / result["updates_per_sec"] - result["products_us"]
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -106,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         nb = [notebook_update_rate(b, n_updates=args.updates, warmup=20, device=args.device, seed=r)["updates_per_sec"]
               for r in range(args.repeats)]
         eager = fastddpg_update_rate(b, "off", device, args.updates, args.repeats)
-        analytic = fastddpg_update_rate(b, "analytic", device, args.updates, args.repeats)
+        analytic = fastddpg_update_rate(b, "analytic", device, args.updates, args.repeats, split=True)
         comp = fastddpg_update_rate(b, args.compile_mode, device, args.updates, args.repeats,
                                     cpu_matmul=args.cpu_matmul)
         flops = update_flops(OBS_DIM, ACT_DIM, HIDDEN, b)
@@ -120,6 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
                "analytic": analytic["updates_per_sec"], "analytic_min": analytic["min"],
                "analytic_max": analytic["max"], "analytic_ratio": analytic["updates_per_sec"] / nb_med,
                "analytic_limit_fraction": analytic["updates_per_sec"] / limit,
+               "analytic_products_us": analytic["products_us"], "analytic_rest_us": analytic["rest_us"],
+               "limit_us": 1e6 / limit, "analytic_products_limit_fraction": 1e6 / limit / analytic["products_us"],
                "compiled": comp["updates_per_sec"], "compiled_min": comp["min"], "compiled_max": comp["max"],
                "compile_warmup_seconds": comp["warmup_seconds"], "eager_ratio": eager["updates_per_sec"] / nb_med,
                "compiled_ratio": comp["updates_per_sec"] / nb_med, "flops_per_update": flops,
@@ -132,6 +227,9 @@ def main(argv: list[str] | None = None) -> dict:
               f"compiled {row['compiled']:8.0f}/s ({row['compiled_ratio']:.2f}x, "
               f"warm-up {comp['warmup_seconds']:.0f} s) | compute limit {limit:8.0f}/s "
               f"({row['limit_fraction']:.0%} of it)", flush=True)
+        print(f"           | analytic: {1e6 / row['analytic']:.0f} us an update = its products alone "
+              f"{row['analytic_products_us']:.0f} us ({row['analytic_products_limit_fraction']:.0%} of the limit's "
+              f"{row['limit_us']:.0f} us) + the rest {row['analytic_rest_us']:.0f} us", flush=True)
     result = {"benchmark": "update", "device": str(device), "torch": torch.__version__,
               "machine": platform.machine(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "date": time.strftime("%Y-%m-%d"),

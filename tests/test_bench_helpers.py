@@ -117,3 +117,50 @@ def test_side_by_side_runs_alone_settings_alone_only():
     assert side_args([]).alone_settings == []
     with pytest.raises(SystemExit):
         side_args(["--alone-settings", "threads9"])
+
+
+def test_update_products_are_recorded_from_the_traced_graphs_and_replayed_as_they_ran():
+    """bench/update.py's split of the hand-derived update: the dispatch mode sees the products of its traced graphs
+    as it sees the eager parts' (the same calls, strides and ``out=`` buffers included), and the replay runs each
+    product on tensors of the recorded layout."""
+    import torch
+
+    from bench.update import PRODUCT_OPS, TensorSpec, record_products, replay_products
+    from fastddpg.algos import DDPG
+    from fastddpg.learning.replay import ReplayBuffer
+    from fastddpg.learning.update import AdamHyper, Hyper
+
+    def recorded(graphs: bool) -> list:
+        torch.manual_seed(0)
+        learner = DDPG(3, 1, (8, 8), torch.tensor([-2.0]), torch.tensor([2.0]), torch.device("cpu"),
+                       Hyper(0.99, 0.005, 1.0, AdamHyper(1e-3), AdamHyper(1e-3)))
+        buf = ReplayBuffer(64, 3, 1, torch.device("cpu"))
+        buf.add(torch.randn(64, 3), torch.rand(64, 1), -torch.rand(64), torch.randn(64, 3), torch.zeros(64))
+        fn = learner.analytic_update_fns(buf.as_batch, buf.width, graphs=graphs)[True]
+        rows = buf.sample_rows(4, 16, torch.Generator().manual_seed(0))
+        for i in range(3):  # traces the graphs, which TorchScript's executor profiles and then optimizes
+            fn(learner.state, rows[i])
+        return record_products(fn, learner.state, rows[3])
+
+    calls = recorded(graphs=True)
+    # five forward passes of three layers (target actor and critic, critic, actor, Q of the actor's action), and
+    # the backward products of the critic's and the actor's losses
+    assert len(calls) == 25 and all(c.op.overloadpacket in PRODUCT_OPS for c in calls)
+    assert calls == recorded(graphs=False)
+    weights = [c.args[2] for c in calls if c.op == torch.ops.aten.addmm.default]
+    assert TensorSpec((8, 8), (1, 8), torch.float32, torch.device("cpu")) in weights  # an nn.Linear's W^T view
+    outs = [c.kwargs["out"] for c in calls if "out" in c.kwargs]
+    assert outs and all(isinstance(o, TensorSpec) for o in outs)
+
+    ran = []
+    real = torch.ops.aten.mm.out
+
+    class Spy:
+        overloadpacket = real.overloadpacket
+
+        def __call__(self, a, b, out):
+            ran.append((a.stride(), out.shape))
+            return real(a, b, out=out)
+
+    replay_products([c._replace(op=Spy()) if c.op == real else c for c in calls])()
+    assert ran == [(c.args[0].stride, torch.Size(c.kwargs["out"].size)) for c in calls if c.op == real]
