@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import venv
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fastddpg.core.cpuinfo import cpu_model  # noqa: F401  (the CPU named next to every figure: bench scripts')
 
 SB3_VENV = Path(__file__).resolve().parent / ".sb3-venv"
 WINDOW = 10  # the notebook's moving-average window over episodes
@@ -19,21 +20,6 @@ def sync(device: torch.device | str) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def cpu_model() -> str:
-    """The CPU as ``lscpu`` names it, with its family and model where it gives them: a VM's "AMD EPYC" covers Zen 3
-    (family 25 model 1), Zen 4 (family 25 model 17) and Zen 5 (family 26), whose figures differ (AVX-512, cache
-    sizes). ``platform.processor()`` where there is no ``lscpu``."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor()
-    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in out.splitlines())}
-    name = fields.get("Model name") or platform.processor()
-    if "CPU family" in fields and "Model" in fields:
-        name += f" (family {fields['CPU family']} model {fields['Model']})"
-    return name
 
 
 def moving_mean(values: list[float], window: int = WINDOW) -> list[float]:

@@ -92,22 +92,27 @@ def test_curve_compare_layouts_interleaves_population_and_process_runs():
     assert [pop for _, _, pop in plan_layouts(configs(None), parse_args(["--layout", "process"]))] == [False] * 3
 
 
-def test_cpu_model_names_the_family_and_model_lscpu_gives(monkeypatch):
-    """A VM's lscpu may say only "AMD EPYC" for Zen 3 and Zen 4 alike: the family and model tell them apart."""
-    from bench import common
+def test_cpu_model_names_the_family_and_model_cpuinfo_gives(tmp_path):
+    """A VM's CPU may call itself only "AMD EPYC" for Zen 3 and Zen 4 alike: the family and model tell them apart.
+    The first processor's block is read (the second's fields do not leak in), and a machine without /proc/cpuinfo
+    still gets a name."""
+    import platform
 
-    lscpu = "Vendor ID:   AuthenticAMD\nModel name:   AMD EPYC\nCPU family:   25\nModel:        1\nStepping: 1\n"
-    monkeypatch.setattr(common.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, lscpu, ""))
-    assert common.cpu_model() == "AMD EPYC (family 25 model 1)"
-    monkeypatch.setattr(common.subprocess, "run",
-                        lambda *a, **k: subprocess.CompletedProcess(a, 0, "Model name: Some CPU\n", ""))
-    assert common.cpu_model() == "Some CPU"
+    from bench.common import cpu_model as bench_cpu_model
+    from fastddpg.core.cpuinfo import cpu_model, read_cpuinfo
 
-    def missing(*a, **k):
-        raise FileNotFoundError("lscpu")
-
-    monkeypatch.setattr(common.subprocess, "run", missing)
-    assert common.cpu_model() == common.platform.processor()
+    assert bench_cpu_model is cpu_model  # the bench scripts and `fastddpg verify` name the CPU alike
+    two = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+           "flags\t\t: fpu avx2\n\nprocessor\t: 1\nvendor_id\t: Other\nmodel name\t: Second\nflags\t\t: avx512f\n")
+    (tmp_path / "two").write_text(two)
+    info = read_cpuinfo(str(tmp_path / "two"))
+    assert info.vendor == "AuthenticAMD" and info.flags == {"fpu", "avx2"}
+    assert cpu_model(info) == "AMD EPYC (family 25 model 1)"
+    (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n")
+    assert cpu_model(read_cpuinfo(str(tmp_path / "arm"))) == (platform.processor() or platform.machine())
+    missing = read_cpuinfo(str(tmp_path / "none"))
+    assert missing.vendor == "" and not missing.flags
+    assert cpu_model(missing) == (platform.processor() or platform.machine())
 
 
 def test_side_by_side_runs_alone_settings_alone_only():

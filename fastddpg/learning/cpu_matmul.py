@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ..core.config import ConfigError
+from ..core.cpuinfo import read_cpuinfo
 from .compile_cache import persistent_compile_cache
 
 # oneDNN's call costs ~13 us whatever the size (its primitive cache lookup), MKL's ~4 us: below ~0.5M
@@ -46,22 +47,10 @@ def worth_onednn(m: int, k: int, n: int) -> bool:
     return k >= MIN_INNER and n >= MIN_OUT and m * k * n >= MIN_MACS
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    """(vendor_id, flags) of the first CPU in /proc/cpuinfo; ("", set()) where there is none (not Linux)."""
-    vendor, flags = "", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "vendor_id" and not vendor:
-                    vendor = value.strip()
-                elif key == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    return vendor, flags
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """(vendor_id, flags) of the first CPU (`fastddpg.core.cpuinfo`); ("", frozenset()) where there is none."""
+    info = read_cpuinfo()
+    return info.vendor, info.flags
 
 
 @functools.cache

@@ -56,6 +56,7 @@ from ..algos import Algorithm, algorithm_class
 from ..algos.population import Population
 from ..core import fileio
 from ..core.config import Config
+from ..core.cpuinfo import cpu_model
 from ..core.verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, ATOL64, F32_RESOLVED, RTOL, RTOL64, VerifyOptions
 from ..learning.compile import CudaGraphUpdate, compile_explore, compile_update
 from ..learning.cpu_matmul import resolve_cpu_matmul
@@ -466,7 +467,7 @@ def verify_acting(setup: VerifySetup, num_obs: int, timed_steps: int, repeats: i
 def device_info(device: torch.device) -> dict[str, Any]:
     """The machine the figures come from: GPU model, driver and compute capability on CUDA; CPU and threads."""
     info: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-                            "machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
+                            "machine": platform.machine(), "cpu": cpu_model(),
                             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     if device.type == "cpu":
         info["cpu_matmul"] = resolve_cpu_matmul("auto")  # the compiled paths' products (the trainer's default)

@@ -1,0 +1,52 @@
+"""The CPU this process runs on, as Linux's /proc/cpuinfo describes its first processor: vendor, family, model,
+name and instruction-set flags.
+
+Two uses: naming the CPU next to every figure fastddpg reports (`cpu_model`; a VM's name alone may not tell CPUs
+apart, e.g. "AMD EPYC" for Zen 3, Zen 4 and Zen 5, whose figures differ) and choosing code paths by what the CPU
+has (`fastddpg.learning.cpu_matmul`: AMD with AVX-512)."""
+
+from __future__ import annotations
+
+import platform
+from typing import NamedTuple
+
+CPUINFO = "/proc/cpuinfo"
+
+
+class CpuInfo(NamedTuple):
+    """The first processor's fields ("" and an empty set where /proc/cpuinfo does not give them)."""
+
+    vendor: str
+    family: str
+    model: str
+    name: str
+    flags: frozenset[str]
+
+
+def read_cpuinfo(path: str = CPUINFO) -> CpuInfo:
+    """`CpuInfo` of the first processor in ``path``; all empty where it cannot be read (not Linux)."""
+    fields: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                key = key.strip()
+                if not sep:
+                    if fields:  # the blank line after the first processor's block
+                        break
+                    continue
+                fields.setdefault(key, value.strip())
+    except OSError:
+        pass
+    return CpuInfo(fields.get("vendor_id", ""), fields.get("cpu family", ""), fields.get("model", ""),
+                   fields.get("model name", ""), frozenset(fields.get("flags", "").split()))
+
+
+def cpu_model(info: CpuInfo | None = None) -> str:
+    """The CPU's name with its family and model where /proc/cpuinfo gives them ("AMD EPYC (family 25 model 1)");
+    else ``platform.processor()``, else the machine type ("x86_64")."""
+    info = read_cpuinfo() if info is None else info
+    name = info.name or platform.processor() or platform.machine()
+    if info.family and info.model:
+        name += f" (family {info.family} model {info.model})"
+    return name
