@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastddpg.core.cpuinfo import cpu_model  # noqa: F401  (the CPU named next to every figure: bench scripts')
+# the CPU named next to every figure, as `fastddpg verify` names it
+from fastddpg.core.cpuinfo import cpu_model as cpu_model
 
 SB3_VENV = Path(__file__).resolve().parent / ".sb3-venv"
 WINDOW = 10  # the notebook's moving-average window over episodes

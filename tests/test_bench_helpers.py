@@ -92,24 +92,32 @@ def test_curve_compare_layouts_interleaves_population_and_process_runs():
     assert [pop for _, _, pop in plan_layouts(configs(None), parse_args(["--layout", "process"]))] == [False] * 3
 
 
-def test_cpu_model_names_the_family_and_model_cpuinfo_gives(tmp_path):
+def test_cpu_model_names_the_family_and_model_cpuinfo_gives(tmp_path, monkeypatch):
     """A VM's CPU may call itself only "AMD EPYC" for Zen 3 and Zen 4 alike: the family and model tell them apart.
-    The first processor's block is read (the second's fields do not leak in), and a machine without /proc/cpuinfo
-    still gets a name."""
+    Only the first processor's block is read; without a name there (ARM) lscpu's is taken, and a machine with
+    neither still gets a name."""
     import platform
 
     from bench.common import cpu_model as bench_cpu_model
+    from fastddpg.core import cpuinfo
     from fastddpg.core.cpuinfo import cpu_model, read_cpuinfo
 
     assert bench_cpu_model is cpu_model  # the bench scripts and `fastddpg verify` name the CPU alike
-    two = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
-           "flags\t\t: fpu avx2\n\nprocessor\t: 1\nvendor_id\t: Other\nmodel name\t: Second\nflags\t\t: avx512f\n")
-    (tmp_path / "two").write_text(two)
-    info = read_cpuinfo(str(tmp_path / "two"))
+    one = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+    (tmp_path / "one").write_text(one + "flags\t\t: fpu avx2\n")
+    info = read_cpuinfo(str(tmp_path / "one"))
     assert info.vendor == "AuthenticAMD" and info.flags == {"fpu", "avx2"}
     assert cpu_model(info) == "AMD EPYC (family 25 model 1)"
+    # a second processor's fields do not fill in what the first block lacks
+    (tmp_path / "two").write_text("processor\t: 0\nmodel name\t: First\n\nprocessor\t: 1\ncpu family\t: 6\n"
+                                  "model\t\t: 85\nflags\t\t: avx512f\n")
+    info = read_cpuinfo(str(tmp_path / "two"))
+    assert (info.family, info.model, info.flags) == ("", "", frozenset()) and cpu_model(info) == "First"
+
     (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\n")
-    assert cpu_model(read_cpuinfo(str(tmp_path / "arm"))) == (platform.processor() or platform.machine())
+    monkeypatch.setattr(cpuinfo, "lscpu_model_name", lambda: "Neoverse-N1")
+    assert cpu_model(read_cpuinfo(str(tmp_path / "arm"))) == "Neoverse-N1"
+    monkeypatch.setattr(cpuinfo, "lscpu_model_name", lambda: "")
     missing = read_cpuinfo(str(tmp_path / "none"))
     assert missing.vendor == "" and not missing.flags
     assert cpu_model(missing) == (platform.processor() or platform.machine())
@@ -132,6 +140,7 @@ def test_update_products_are_recorded_from_the_traced_graphs_and_replayed_as_the
 
     from bench.update import PRODUCT_OPS, TensorSpec, record_products, replay_products
     from fastddpg.algos import DDPG
+    from fastddpg.learning.analytic import AnalyticParts
     from fastddpg.learning.replay import ReplayBuffer
     from fastddpg.learning.update import AdamHyper, Hyper
 
@@ -145,6 +154,8 @@ def test_update_products_are_recorded_from_the_traced_graphs_and_replayed_as_the
         rows = buf.sample_rows(4, 16, torch.Generator().manual_seed(0))
         for i in range(3):  # traces the graphs, which TorchScript's executor profiles and then optimizes
             fn(learner.state, rows[i])
+        parts = next(c.cell_contents for c in fn.__closure__ if isinstance(c.cell_contents, AnalyticParts))
+        assert [part.traced for part in parts] == [graphs, graphs]
         return record_products(fn, learner.state, rows[3])
 
     calls = recorded(graphs=True)
@@ -168,4 +179,4 @@ def test_update_products_are_recorded_from_the_traced_graphs_and_replayed_as_the
             return real(a, b, out=out)
 
     replay_products([c._replace(op=Spy()) if c.op == real else c for c in calls])()
-    assert ran == [(c.args[0].stride, torch.Size(c.kwargs["out"].size)) for c in calls if c.op == real]
+    assert ran and ran == [(c.args[0].stride, torch.Size(c.kwargs["out"].size)) for c in calls if c.op == real]

@@ -8,6 +8,7 @@ has (`fastddpg.learning.cpu_matmul`: AMD with AVX-512)."""
 from __future__ import annotations
 
 import platform
+import subprocess
 from typing import NamedTuple
 
 CPUINFO = "/proc/cpuinfo"
@@ -42,11 +43,25 @@ def read_cpuinfo(path: str = CPUINFO) -> CpuInfo:
                    fields.get("model name", ""), frozenset(fields.get("flags", "").split()))
 
 
+def lscpu_model_name() -> str:
+    """``lscpu``'s "Model name" ("" without lscpu): where /proc/cpuinfo has none (ARM), lscpu names the core from its
+    own tables ("Neoverse-N1")."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            return value.strip()
+    return ""
+
+
 def cpu_model(info: CpuInfo | None = None) -> str:
     """The CPU's name with its family and model where /proc/cpuinfo gives them ("AMD EPYC (family 25 model 1)");
-    else ``platform.processor()``, else the machine type ("x86_64")."""
+    without a name there, ``lscpu``'s, else ``platform.processor()``, else the machine type ("aarch64")."""
     info = read_cpuinfo() if info is None else info
-    name = info.name or platform.processor() or platform.machine()
+    name = info.name or lscpu_model_name() or platform.processor() or platform.machine()
     if info.family and info.model:
         name += f" (family {info.family} model {info.model})"
     return name
