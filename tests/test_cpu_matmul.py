@@ -11,6 +11,7 @@ import torch
 import torch._dynamo
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from fastddpg.core.cpuinfo import CpuInfo
 from fastddpg.learning import cpu_matmul
 from fastddpg.learning.compile import compile_update, inductor_options
 from fastddpg.learning.cpu_matmul import replace_products, resolve_cpu_matmul, worth_onednn
@@ -67,7 +68,7 @@ def test_size_rule():
 ])
 def test_auto_picks_onednn_on_amd_avx512_only(monkeypatch, machine, vendor, flags, want):
     monkeypatch.setattr(cpu_matmul.platform, "machine", lambda: machine)
-    monkeypatch.setattr(cpu_matmul, "_cpuinfo", lambda: (vendor, flags))
+    monkeypatch.setattr(cpu_matmul, "read_cpuinfo", lambda: CpuInfo(vendor, "", "", "", frozenset(flags)))
     monkeypatch.setattr(cpu_matmul, "onednn_available", lambda: True)
     assert resolve_cpu_matmul("auto") == want
     assert resolve_cpu_matmul("mkl") == "mkl" and resolve_cpu_matmul("onednn") == "onednn"

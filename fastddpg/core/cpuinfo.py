@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from collections.abc import Iterable
 from typing import NamedTuple
 
 CPUINFO = "/proc/cpuinfo"
@@ -24,21 +25,27 @@ class CpuInfo(NamedTuple):
     flags: frozenset[str]
 
 
+def first_block(lines: Iterable[str]) -> dict[str, str]:
+    """The ``key: value`` fields of the first block of ``lines`` (/proc/cpuinfo's first processor; all of lscpu's
+    output, which has one), up to the blank line that ends it."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:  # the blank line after the first processor's block
+                break
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def read_cpuinfo(path: str = CPUINFO) -> CpuInfo:
     """`CpuInfo` of the first processor in ``path``; all empty where it cannot be read (not Linux)."""
-    fields: dict[str, str] = {}
     try:
         with open(path) as f:
-            for line in f:
-                key, sep, value = line.partition(":")
-                key = key.strip()
-                if not sep:
-                    if fields:  # the blank line after the first processor's block
-                        break
-                    continue
-                fields.setdefault(key, value.strip())
+            fields = first_block(f)
     except OSError:
-        pass
+        fields = {}
     return CpuInfo(fields.get("vendor_id", ""), fields.get("cpu family", ""), fields.get("model", ""),
                    fields.get("model name", ""), frozenset(fields.get("flags", "").split()))
 
@@ -50,11 +57,7 @@ def lscpu_model_name() -> str:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
-    for line in out.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "Model name":
-            return value.strip()
-    return ""
+    return first_block(out.splitlines()).get("Model name", "")
 
 
 def cpu_model(info: CpuInfo | None = None) -> str:

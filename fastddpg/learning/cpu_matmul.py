@@ -47,12 +47,6 @@ def worth_onednn(m: int, k: int, n: int) -> bool:
     return k >= MIN_INNER and n >= MIN_OUT and m * k * n >= MIN_MACS
 
 
-def _cpuinfo() -> tuple[str, frozenset[str]]:
-    """(vendor_id, flags) of the first CPU (`fastddpg.core.cpuinfo`); ("", frozenset()) where there is none."""
-    info = read_cpuinfo()
-    return info.vendor, info.flags
-
-
 @functools.cache
 def onednn_available() -> bool:
     """Whether this torch carries oneDNN's linear (``mkldnn._linear_pointwise``) for the CPU, and the inductor node
@@ -78,8 +72,8 @@ def resolve_cpu_matmul(choice: str) -> str:
         return choice
     if platform.machine() not in ("x86_64", "AMD64") or not onednn_available():
         return "mkl"
-    vendor, flags = _cpuinfo()
-    return "onednn" if vendor == "AuthenticAMD" and "avx512f" in flags else "mkl"
+    info = read_cpuinfo()
+    return "onednn" if info.vendor == "AuthenticAMD" and "avx512f" in info.flags else "mkl"
 
 
 # --- the op -------------------------------------------------------------------------------------------------------
