@@ -25,6 +25,8 @@ BAD_INPUTS = [
     (["--num-envs", "0"], "--num-envs"),
     (["--batch-size", "512", "--replay-size", "256"], "--batch-size"),
     (["--gamma", "1.5"], "--gamma"),
+    (["--seed", "-1"], "--seed=-1 is invalid"),  # numpy's global seed takes 0..2**32 - 1
+    (["--seed", str(2**32)], "use a seed from 0 to 4294967295"),
 ] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")])
 
 
@@ -81,3 +83,11 @@ def test_run_prints_summary(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "env steps/s" in p.stdout and "updates/s" in p.stdout and "last-10-episode mean return" in p.stdout
     assert (tmp_path / "run" / "episodes.csv").exists()
+
+
+def test_the_resume_help_names_every_flag_a_resume_takes():
+    from fastddpg.core.config import RESUME_OVERRIDABLE
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    (resume,) = [a for a in run._actions if a.dest == "resume"]
+    assert all("--" + k.replace("_", "-") in resume.help for k in RESUME_OVERRIDABLE)

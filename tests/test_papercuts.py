@@ -101,6 +101,8 @@ def test_eval_refreshes_the_report(tmp_path, capsys):
     after = report.read_text()
     assert f"{mean} ±" not in before and f"{mean} ±" in after  # the report's summary shows the new evaluation
     assert f"report: {report.resolve()}" in out
+    assert main(["eval", str(run), "--seed", "-1"]) == 2  # gymnasium's own refusal would be a traceback
+    assert capsys.readouterr().err.strip() == "fastddpg: error: --seed=-1 is invalid: use a seed of 0 or more."
 
 
 # --- --dry-run, --help and the run agree on run_dir -------------------------------------------------------------------

@@ -31,6 +31,8 @@ def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from ..core.schema import EVAL_FILE
     from ..runs.evaluate import evaluate_members
 
+    if args.seed is not None and args.seed < 0:  # gymnasium refuses a negative seed, with a traceback
+        raise ConfigError(f"--seed={args.seed} is invalid: use a seed of 0 or more.")
     check_video_args(args)
     check_which(args.which)
     video = (eval_video(args.run_dir, args.video_episodes, args.seed, args.which) if args.video

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core.config import Config, ConfigError
+from ..core.config import RESUME_OVERRIDABLE, Config, ConfigError
 from ..core.threads import take_lease
 from .options import add_config_arguments, config_from_args
 from .startup_gc import StartupCollector
@@ -26,9 +26,9 @@ def add_parser(sub: Any) -> None:
     add_config_arguments(run)
     run.add_argument("--resume", metavar="RUN_DIR", default=None,
                      help="continue RUN_DIR from its latest checkpoint with its config.json, appending to its CSVs; "
-                     "of the other flags only --total-steps (e.g. raised) and run-control flags (--device, "
-                     "--compile, --vector-mode, --log-every, --checkpoint-every, --keep-checkpoints, --quiet, "
-                     "--eval-every) may be given with it")
+                     "of the other flags only --total-steps (e.g. raised) and the flags that do not change what is "
+                     "learned may be given with it: "
+                     + ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDABLE if k != "total_steps"))
     add_config_file_arguments(run)
 
 

@@ -57,6 +57,11 @@ def format_hyper(value: Any) -> str:
 
 # --cpu-matmul's choices (fastddpg.learning.cpu_matmul): here, so that the config's flag and the module share them
 CPU_MATMUL_CHOICES = ("auto", "mkl", "onednn")
+# Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
+# learns); every other field is the run's own, from its config.json.
+RESUME_OVERRIDABLE = ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "quiet", "device",
+                      "compile", "cpu_matmul", "flush_denormal", "vector_mode", "threads", "tensorboard", "eval_every")
+MAX_SEED = 2**32 - 1  # numpy's global seed (np.random.seed) takes 0..2**32 - 1; derived env seeds may go beyond
 
 
 class ConfigError(ValueError):
@@ -310,6 +315,7 @@ class Config:
         for _, h in hyper_fields():
             value = getattr(self, h.name)
             need(_finite(value) and value >= h.minimum, h.name, h.fix)
+        need(0 <= self.seed <= MAX_SEED, "seed", f"use a seed from 0 to {MAX_SEED} (numpy's global seed's range)")
         need(self.num_seeds >= 1, "num_seeds", "use 1 (a single agent) or more members")
         analytic_algos = ", ".join(name for name, a in ALGORITHMS.items() if a.hand_derived)
         need(self.compile != "analytic" or spec.hand_derived, "compile",
