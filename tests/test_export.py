@@ -122,6 +122,7 @@ def test_bad_export_input_one_line_exit_2(run, tmp_path, capsys, monkeypatch):
         (["export", str(run), "--format", "tflite"], "--format='tflite' is invalid"),
         (["export", str(run), "--member", "1"], "--member=1 is invalid"),
         (["export", str(run), "--out", str(tmp_path / "no" / "dir.pt")], "does not exist"),
+        (["export", str(run), "--out", str(tmp_path)], "is a directory"),
         (["export", str(tmp_path)], "not a fastddpg run directory"),
     ]
     for argv, needle in cases:

@@ -83,6 +83,13 @@ def test_report_is_self_contained_and_cdn_is_small(runs, tmp_path):
     assert [figure_title(f) for f in read_report_figures(out)] == TITLES
 
 
+def test_a_bad_out_path_is_one_line_and_exit_2(runs, tmp_path, capsys):
+    for out, needle in ((tmp_path, "is a directory"), (tmp_path / "no" / "r.html", "does not exist")):
+        assert main(["plot", str(runs[0]), "--out", str(out)]) == 2
+        assert needle in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.html"))
+
+
 def test_plot_regenerates_one_run(runs, capsys):
     report = runs[0] / "report.html"
     before = read_report_figures(report)

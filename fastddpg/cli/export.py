@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .options import add_which_argument
+from .options import add_which_argument, check_out_file
 
 
 def add_parser(sub: Any) -> None:
@@ -31,6 +31,7 @@ def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from ..runs.policy import load_policy
 
     out = Path(args.out) if args.out else default_out(args.run_dir, args.format)
+    check_out_file(out)
     policy = load_policy(args.run_dir, args.which, args.member)
     export_policy(policy.actor, args.format, out)
     print(f"exported {args.format}: {out.resolve()}")

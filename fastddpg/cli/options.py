@@ -1,13 +1,14 @@
 """What several commands share: one flag per Config field (`add_config_arguments`), the Config those flags
-give (`config_from_args`), and ``--which final|best``."""
+give (`config_from_args`), ``--which final|best``, and the check of an ``--out`` file (`check_out_file`)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any
 
-from ..core.config import GROUPS, RECORD_GROUP, Config, algorithm_defaults_help
+from ..core.config import GROUPS, RECORD_GROUP, Config, ConfigError, algorithm_defaults_help
 
 
 def _flag(name: str) -> str:
@@ -62,3 +63,11 @@ def add_which_argument(parser: argparse.ArgumentParser) -> None:
                         "--eval-every)")
 
 
+def check_out_file(out: str | Path, flag: str = "--out") -> None:
+    """A one-line ConfigError for an output file that cannot be one, before any work: an existing directory, or a
+    path whose directory does not exist (a mistyped path, not a failing disk)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{flag}={out} is a directory; give the path of a file (in it or elsewhere).")
+    if not out.parent.is_dir():
+        raise ConfigError(f"{flag}={out}: the directory {out.parent} does not exist; create it or choose another.")

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .options import check_out_file
+
 
 def add_parser(sub: Any) -> None:
     """``fastddpg plot RUN_DIR... [--out HTML] [--plotly-cdn]``."""
@@ -25,6 +27,8 @@ def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from ..reports.plots import write_report
 
     default = Path(args.run_dirs[0]) / REPORT_FILE if len(args.run_dirs) == 1 else Path("report_compare.html")
+    if args.out:
+        check_out_file(args.out)
     out = write_report(args.run_dirs, args.out or default, plotly_cdn=args.plotly_cdn)
     print(f"report: {os.path.abspath(out)}")
     return 0
