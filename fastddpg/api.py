@@ -22,14 +22,13 @@ from typing import Any
 
 from .core.config import Config, ConfigError
 from .core.fileio import os_error_of
-from .core.lazy import not_installed
 from .core.schema import REPORT_FILE, SUMMARY_FILE
 from .reports.plots import write_report
 from .runs.checkpoint import Checkpointer, restore_weights, run_dir_error
 from .runs.evaluate import PeriodicEvaluator
 from .runs.resuming import resume_run
-from .runs.rundir import RunData, RunWriter, read_table
-from .runs.tensorboard import TensorBoardWriter, require_tensorboard
+from .runs.rundir import RunData, RunWriter, read_table, release_run_dir, require_run_packages
+from .runs.tensorboard import TensorBoardWriter
 from .training.failsafe import NonFiniteError, RunDirError, StopSignals, TrainingInterrupted
 from .training.trainer import Trainer, TrainResult
 
@@ -63,7 +62,7 @@ def resume(run_dir: str | Path, *, callbacks: Iterable[Callback] = (), argv: lis
            progress: bool = False, **overrides: Any) -> TrainResult:
     """Continue the run in ``run_dir`` from its latest checkpoint, appending to its CSVs, exactly as
     ``fastddpg run --resume RUN_DIR`` does. ``overrides`` may change only the run-control fields
-    (`fastddpg.runs.resuming.RESUME_OVERRIDABLE`, e.g. a larger ``total_steps``). The returned DataFrames hold the
+    (`fastddpg.core.config.RESUME_OVERRIDABLE`, e.g. a larger ``total_steps``). The returned DataFrames hold the
     whole run, from its first step. Quiet unless ``progress=True``, as `train` is."""
     trainer, writer = open_resume(run_dir, overrides, argv)
     return run_quietly_or_with_progress(trainer, writer, callbacks, progress)
@@ -96,13 +95,9 @@ def _silent(message: str) -> None:
 def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWriter | None]:
     """A new Trainer, and with ``cfg.run_dir`` its RunWriter (directory created and checked writable, config.json
     written) and a `Checkpointer` into it, before the first env step."""
-    if cfg.tensorboard:
-        if not cfg.run_dir:
-            raise ConfigError("--tensorboard writes into the run directory: give Config(run_dir=...) (or 'auto').")
-        require_tensorboard()  # before the env and networks are built
-    if missing := not_installed("pandas", "plotly"):  # imported at the end of the run (core.lazy): say it now
-        raise ConfigError(f"{' and '.join(missing)} not installed: a run's tables and report need them; "
-                          f"pip install {' '.join(missing)}")
+    if cfg.tensorboard and not cfg.run_dir:
+        raise ConfigError("--tensorboard writes into the run directory: give Config(run_dir=...) (or 'auto').")
+    require_run_packages(cfg)  # before the env and networks are built
     trainer = Trainer(cfg)
     if not cfg.run_dir:
         _add_evaluator(trainer, None)
@@ -165,13 +160,15 @@ def run_to_end(trainer: Trainer, writer: RunWriter | None, callbacks: Iterable[C
     except RunDirError:
         raise
     except BaseException as e:
-        err = _run_dir_os_error(e, writer.path)
+        err = run_dir_os_error(e, writer.path)
         if err is None:
             raise
         with StopSignals(stopping=True), contextlib.suppress(Exception):  # what still fits, as after a signal
             (writer.path / SUMMARY_FILE).unlink(missing_ok=True)  # the run is not finished: resume finishes it
             _finish(trainer, writer, {**trainer.summary(), "stopped_by": f"OSError: {err.strerror}"})
         raise run_dir_error(err, writer.path, trainer, writer.reported_step) from e
+    finally:
+        release_run_dir(writer.path)  # taken by `open_run` or `open_resume`: another process may resume it now
 
 
 def _run_to_end(trainer: Trainer, writer: RunWriter, callbacks: Iterable[Callback]) -> TrainResult:
@@ -187,7 +184,7 @@ def _run_to_end(trainer: Trainer, writer: RunWriter, callbacks: Iterable[Callbac
                 restore_weights(writer.path, e.checkpoint)  # actor.pt/critic.pt: the last finite ones
         raise
     except BaseException as e:
-        if _run_dir_os_error(e, writer.path) is None:  # (a run-directory error: `run_to_end` finishes it)
+        if run_dir_os_error(e, writer.path) is None:  # (a run-directory error: `run_to_end` finishes it)
             with contextlib.suppress(Exception):  # keep what the run had; the original error goes on
                 _finish(trainer, writer)
         raise
@@ -197,7 +194,7 @@ def _run_to_end(trainer: Trainer, writer: RunWriter, callbacks: Iterable[Callbac
     return result
 
 
-def _run_dir_os_error(e: BaseException, run_dir: Path) -> OSError | None:
+def run_dir_os_error(e: BaseException, run_dir: Path) -> OSError | None:
     """The OSError of a failed write in ``e`` (`fastddpg.core.fileio.os_error_of`) when its file is in the run directory
     (or it names none); else None: an env failing to read its own file is not the run directory's problem."""
     err = os_error_of(e)

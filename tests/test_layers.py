@@ -167,6 +167,7 @@ def test_a_lazy_module_copies_and_pickles_as_its_name_and_a_missing_one_is_said_
     import pickle
 
     import fastddpg.api as api
+    import fastddpg.runs.rundir as rundir
     from fastddpg import Config
     from fastddpg.core.config import ConfigError
     from fastddpg.core.lazy import LazyModule, not_installed
@@ -175,7 +176,7 @@ def test_a_lazy_module_copies_and_pickles_as_its_name_and_a_missing_one_is_said_
     for twin in (copy.copy(lazy), copy.deepcopy(lazy), pickle.loads(pickle.dumps(lazy))):
         assert twin.dumps([1]) == "[1]"
     assert not_installed("json", "no_such_module_here") == ["no_such_module_here"]
-    monkeypatch.setattr(api, "not_installed", lambda *names: ["plotly"])
+    monkeypatch.setattr(rundir, "not_installed", lambda *names: ["plotly"])
     with pytest.raises(ConfigError, match=r"plotly not installed: .* pip install plotly"):
         api.open_run(Config(total_steps=10))
 

@@ -211,6 +211,12 @@ def truncate_latest(d: Path) -> None:
     p.write_bytes(p.read_bytes()[:1000])
 
 
+def mark_stopped(d: Path) -> None:
+    """The run as a stop leaves it (summary.json says what stopped it): resumable at its checkpoint's step."""
+    summary = json.loads((d / "summary.json").read_text())
+    (d / "summary.json").write_text(json.dumps({**summary, "stopped_by": "SIGINT"}))
+
+
 def edit_config(d: Path, **changes) -> None:
     meta = json.loads((d / "config.json").read_text())
     meta["config"].update(changes)
@@ -223,18 +229,37 @@ def edit_config(d: Path, **changes) -> None:
     (truncate_latest, [], "truncated or corrupt"),
     (lambda d: edit_config(d, num_envs=3), [], "does not match"),
     (lambda d: edit_config(d, hidden_sizes=[16]), [], "hidden_sizes"),
+    (lambda d: edit_config(d, hidden_sizes=["a"]), [], "config.json is not a valid fastddpg config"),
     (lambda d: None, [], "pass a larger --total-steps"),
     (lambda d: None, ["--total-steps", "100"], "pass a larger --total-steps"),
+    (mark_stopped, ["--total-steps", "100"], "pass a larger --total-steps"),  # below a stopped run's checkpoint
     (lambda d: None, ["--num-envs", "4"], "--num-envs cannot be changed on --resume"),
 ])
 def test_resume_errors_are_one_line_exit_2(tmp_path, finished, capsys, damage, args, needle):
     d = copy_run(finished, tmp_path)
     damage(d)
-    before = {p.name: p.read_bytes() for p in d.glob("*.csv")} if d.exists() else {}
+    before = run_files(d)
     assert main(["run", "--resume", str(d), *args]) == 2
     assert needle in one_error_line(capsys)
-    after = {p.name: p.read_bytes() for p in d.glob("*.csv")} if d.exists() else {}
-    assert after == before  # a refused resume leaves the run as it was
+    assert run_files(d) == before  # a refused resume leaves the run as it was
+
+
+def run_files(d: Path) -> dict[str, bytes]:
+    """The tables, config.json and summary.json of a run directory, as bytes ({} where it does not exist)."""
+    return {p.name: p.read_bytes() for p in [*d.glob("*.csv"), *d.glob("*.json")]} if d.exists() else {}
+
+
+def test_a_resume_refused_for_a_missing_package_leaves_the_run_resumable(tmp_path, finished, capsys, monkeypatch):
+    """--resume --tensorboard without the package: one line, exit 2, and nothing of the run rewritten (its
+    config.json still says no tensorboard), so a plain --resume still continues it."""
+    d = copy_run(finished, tmp_path)
+    before = run_files(d)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "tensorboard", None)
+        assert main(["run", "--resume", str(d), "--total-steps", "300", "--tensorboard"]) == 2
+    assert "--tensorboard needs the tensorboard package" in one_error_line(capsys)
+    assert run_files(d) == before
+    assert main(["run", "--resume", str(d), "--total-steps", "300"]) == 0
 
 
 def test_env_whose_shapes_changed_is_refused(tmp_path, finished, capsys, monkeypatch):
@@ -249,3 +274,36 @@ def test_resume_error_in_a_real_process(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "no such run directory" in p.stderr
+
+
+def test_a_run_directory_another_process_holds_is_refused_untouched(tmp_path, finished, capsys):
+    """A --resume while another process still has the run (here: a process holding it as a run does) is one line and
+    exit 2, before anything is cut or rewritten; once that process ends, the same --resume goes on."""
+    d = copy_run(finished, tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from fastddpg.runs.rundir import "
+         "hold_run_dir; hold_run_dir(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)", str(d)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = run_files(d)
+        assert main(["run", "--resume", str(d), "--total-steps", "300"]) == 2
+        assert "is in use by another process" in one_error_line(capsys)
+        assert run_files(d) == before
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    assert main(["run", "--resume", str(d), "--total-steps", "300"]) == 0
+    assert main(["run", "--resume", str(d), "--total-steps", "400"]) == 0  # this process let go of it at the end
+
+
+@pytest.mark.parametrize("command", ["plot", "eval", "export"])
+def test_a_hand_edited_run_directory_is_one_line_for_its_readers(tmp_path, finished, capsys, command):
+    d = copy_run(finished, tmp_path)
+    edit_config(d, hidden_sizes=["a"])
+    assert main([command, str(d)]) == 2
+    assert "config.json is not a valid fastddpg config" in one_error_line(capsys)
+    d = copy_run(finished, tmp_path / "summary")
+    (d / "summary.json").write_text("{not json")
+    assert main([command, str(d)]) == 2
+    assert "summary.json is not valid JSON" in one_error_line(capsys)

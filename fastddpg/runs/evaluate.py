@@ -116,7 +116,8 @@ def actor_file(run_dir: str | Path, run: Any, which: str = "final") -> Path:
     if not path.is_file():
         if which == "best":
             raise no_best_model(run_dir)
-        raise ConfigError(f"{run_dir} has no {ACTOR_FILE}: the run did not finish; evaluate a finished run.")
+        raise ConfigError(f"{run_dir} has no {ACTOR_FILE}: the run did not finish; finish it with fastddpg run "
+                          f"--resume {run_dir} (or take its latest checkpoint's policy: fastddpg export {run_dir}).")
     cfg = run.config
     dims = env_dims(cfg.env, cfg.env_backend)
     for key in ("obs_dim", "act_dim"):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..core.config import RECORD_FIELDS, Config, ConfigError, resolve_device
+from ..core.config import RECORD_FIELDS, RESUME_OVERRIDABLE, Config, ConfigError, resolve_device
 from ..core.fileio import write_json
 from ..core.lazy import LazyModule
 from ..core.schema import (
@@ -44,17 +44,21 @@ from ..core.schema import (
 )
 from ..training.trainer import Trainer, probe_counters
 from .checkpoint import latest_checkpoint, read_checkpoint
-from .rundir import RunWriter, probe_writable, read_table, truncate_tables
+from .rundir import (
+    RunWriter,
+    hold_run_dir,
+    probe_writable,
+    read_table,
+    release_run_dir,
+    require_run_packages,
+    truncate_tables,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 else:  # imported at first use (fastddpg.core.lazy): a run needs pandas and plotly only at its end
     pd = LazyModule("pandas")
 
-# Config fields `fastddpg run --resume` lets you change (none changes what the checkpoint holds or how the run
-# learns); every other field is the run's own, from its config.json.
-RESUME_OVERRIDABLE = ("total_steps", "checkpoint_every", "keep_checkpoints", "log_every", "quiet", "device",
-                      "compile", "cpu_matmul", "flush_denormal", "vector_mode", "threads", "tensorboard", "eval_every")
 
 
 def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, argv: list[str] | None = None
@@ -63,9 +67,11 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
     (``trainer.run_dir`` set), CSV rows written after that checkpoint dropped, and a RunWriter that appends.
     ``overrides`` may change the fields in RESUME_OVERRIDABLE (e.g. a larger ``total_steps``).
 
-    Every problem is a one-line ConfigError: no such run directory, not writable, no or a truncated
-    checkpoint, a checkpoint that does not match config.json (env, shapes, architecture), a total_steps the
-    checkpoint has already reached, or a checkpoint written on another device type.
+    Every problem is a one-line ConfigError, raised before anything in the directory changes: no such run
+    directory, not writable, held by another process (`fastddpg.runs.rundir.hold_run_dir`: the returned run holds
+    it until `fastddpg.api.run_to_end` ends), no or a truncated checkpoint, a checkpoint that does not match
+    config.json (env, shapes, architecture), a total_steps the checkpoint has already reached, a checkpoint written
+    on another device type, or a package the run needs (``--tensorboard``'s).
     """
     path = Path(run_dir)
     if not path.is_dir():
@@ -76,7 +82,9 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
         cfg = Config.from_dict(meta["config"])
     except FileNotFoundError:
         raise ConfigError(f"--resume {path}: not a fastddpg run directory (no {CONFIG_FILE}).") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except ConfigError as e:  # a value the config refuses says so itself
+        raise ConfigError(f"--resume {path}: {CONFIG_FILE}: {e}") from None
+    except (ValueError, KeyError, TypeError) as e:  # (json's decode error is a ValueError)
         raise ConfigError(f"--resume {path}: {CONFIG_FILE} is not a valid fastddpg config ({e}).") from None
     overrides = dict(overrides or {})
     fixed = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
@@ -86,48 +94,56 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
         raise ConfigError(f"{flags} cannot be changed on --resume (the run keeps its config.json); only {allowed} "
                           "may be given.")
     _check_writable(path)
-    ckpt_path = latest_checkpoint(path)
-    if ckpt_path is None:
-        raise ConfigError(f"--resume {path}: no checkpoint in {path / CHECKPOINT_DIR} (the run stopped before its "
-                          "first one); start a new run.")
-    state = read_checkpoint(ckpt_path)
-
-    # the checkpoint must belong to this config (a field newer than the checkpoint takes its default, as in
-    # config.json)
-    saved = {**Config().to_dict(), **state["config"]}
-    differ = [k for k, v in cfg.to_dict().items()  # (the record of given fields: not a setting of the run)
-              if k not in RESUME_OVERRIDABLE and k not in RECORD_FIELDS and saved.get(k) != v]
-    if differ:
-        shown = ", ".join(f"{k} ({saved.get(k)!r} in the checkpoint, {getattr(cfg, k)!r} in {CONFIG_FILE})"
-                          for k in differ)
-        raise ConfigError(f"checkpoint {ckpt_path} does not match {cfg_file}: {shown}; restore {CONFIG_FILE} or "
-                          "start a new run.")
-    cfg = Config.from_dict({**cfg.to_dict(), **overrides})
-    step = state["global_step"]
-    if cfg.total_steps <= step and run_dir_complete(path):
-        raise ConfigError(f"--resume {path}: the latest checkpoint is already at env step {step:,} "
-                          f"(--total-steps={cfg.total_steps:,}); pass a larger --total-steps to train on.")
-    was, now = torch.device(state["device"]).type, resolve_device(cfg.device).type
-    if was != now:
-        raise ConfigError(f"checkpoint {ckpt_path} was written on {was} but this run would train on {now} "
-                          f"(--device={cfg.device}); resume on a {was} machine or with --device {was}.")
-
-    trainer = Trainer(cfg)
+    hold_run_dir(path)  # before anything is read to be cut: no other process appends to it meanwhile
     try:
-        _restore(trainer, state, ckpt_path)
-        truncate_tables(path, *table_limits(state))
-        for stale in path.glob("*.parquet"):  # derived copies; rewritten from the tables when the run finishes
-            with contextlib.suppress(OSError):
-                stale.unlink()
-        load_history(trainer, path, ckpt_path)
-        argv = list(sys.argv if argv is None else argv)
-        meta["config"] = cfg.to_dict()
-        meta.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                               "command": shlex.join(argv), "checkpoint": str(ckpt_path),
-                                               "global_step": step})
-        write_json(cfg_file, meta)
+        ckpt_path = latest_checkpoint(path)
+        if ckpt_path is None:
+            raise ConfigError(f"--resume {path}: no checkpoint in {path / CHECKPOINT_DIR} (the run stopped before its "
+                              "first one); start a new run.")
+        state = read_checkpoint(ckpt_path)
+
+        # the checkpoint must belong to this config (a field newer than the checkpoint takes its default, as in
+        # config.json)
+        saved = {**Config().to_dict(), **state["config"]}
+        differ = [k for k, v in cfg.to_dict().items()  # (the record of given fields: not a setting of the run)
+                  if k not in RESUME_OVERRIDABLE and k not in RECORD_FIELDS and saved.get(k) != v]
+        if differ:
+            shown = ", ".join(f"{k} ({saved.get(k)!r} in the checkpoint, {getattr(cfg, k)!r} in {CONFIG_FILE})"
+                              for k in differ)
+            raise ConfigError(f"checkpoint {ckpt_path} does not match {cfg_file}: {shown}; restore {CONFIG_FILE} or "
+                              "start a new run.")
+        cfg = Config.from_dict({**cfg.to_dict(), **overrides})
+        step = state["global_step"]
+        # a run stopped at its last step (an OS error while writing its end files) resumes to write them; a total the
+        # checkpoint has passed would end the run before where it is
+        if cfg.total_steps < step or (cfg.total_steps == step and run_dir_complete(path)):
+            raise ConfigError(f"--resume {path}: the latest checkpoint is already at env step {step:,} "
+                              f"(--total-steps={cfg.total_steps:,}); pass a larger --total-steps to train on.")
+        was, now = torch.device(state["device"]).type, resolve_device(cfg.device).type
+        if was != now:
+            raise ConfigError(f"checkpoint {ckpt_path} was written on {was} but this run would train on {now} "
+                              f"(--device={cfg.device}); resume on a {was} machine or with --device {was}.")
+
+        require_run_packages(cfg)  # before the tables are cut and config.json rewritten
+        trainer = Trainer(cfg)
+        try:
+            _restore(trainer, state, ckpt_path)
+            truncate_tables(path, *table_limits(state))
+            for stale in path.glob("*.parquet"):  # derived copies; rewritten from the tables when the run finishes
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            load_history(trainer, path, ckpt_path)
+            argv = list(sys.argv if argv is None else argv)
+            meta["config"] = cfg.to_dict()
+            meta.setdefault("resumes", []).append({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                   "command": shlex.join(argv), "checkpoint": str(ckpt_path),
+                                                   "global_step": step})
+            write_json(cfg_file, meta)
+        except BaseException:
+            trainer.env.close()
+            raise
     except BaseException:
-        trainer.env.close()
+        release_run_dir(path)
         raise
     writer = RunWriter(path, trainer.cfg.algo, trainer.cfg.num_members)
     writer.probes_written = len(trainer.probe_rows)  # the restored probe rows are already in probes.csv

@@ -52,7 +52,7 @@ import torch
 from ..algos import metric_names
 from ..core.config import Config, ConfigError
 from ..core.fileio import atomic_save, atomic_write, naming, write_json
-from ..core.lazy import LazyModule
+from ..core.lazy import LazyModule, not_installed
 from ..core.schema import (
     ACTOR_FILE,
     AUTO_RUN_DIR,
@@ -73,11 +73,23 @@ from ..core.schema import (
     update_columns,
     with_member,
 )
+from .tensorboard import require_tensorboard
 
 if TYPE_CHECKING:
     import pandas as pd
 else:  # imported at first use (fastddpg.core.lazy): a run needs pandas and plotly only at its end
     pd = LazyModule("pandas")
+
+
+def require_run_packages(cfg: Config) -> None:
+    """A one-line ConfigError, before anything is built or written, where a package the run directory's files need
+    is missing: pandas and plotly (its tables and report, imported only at the run's end), tensorboard with
+    ``--tensorboard``."""
+    if cfg.tensorboard:
+        require_tensorboard()
+    if missing := not_installed("pandas", "plotly"):
+        raise ConfigError(f"{' and '.join(missing)} not installed: a run's tables and report need them; "
+                          f"pip install {' '.join(missing)}")
 
 
 def sanitize(name: str) -> str:
@@ -109,6 +121,43 @@ def thread_settings(threads: int) -> dict[str, Any]:
     """The run's torch threads and the OpenMP wait settings it started with (fastddpg.core.threads)."""
     return {"torch_threads": threads, **{k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
                                                                           "OMP_NUM_THREADS")}}
+
+
+_HELD: dict[str, int] = {}  # run directories this process holds: resolved path -> the descriptor holding its lock
+
+
+def hold_run_dir(path: Path) -> None:
+    """Take ``path`` for this process, until `release_run_dir` or the process's end: an exclusive ``flock`` on the
+    directory, so that a second process (a ``--resume`` while the run still trains, a duplicate launch, a scheduler's
+    retry) is refused in one line before it cuts or appends to the tables under the first. A directory this
+    process already holds is held again without a second lock (a retried trial in the same Ray worker). Where
+    ``flock`` is missing (Windows) or refused by the filesystem (some network mounts), the directory is left
+    unguarded."""
+    key = str(path.resolve())
+    if key in _HELD:
+        return
+    try:
+        import fcntl
+    except ImportError:
+        return
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"{path} is in use by another process (a run or a --resume of it still going); let it "
+                          "end or stop it, then resume.") from None
+    except OSError:
+        os.close(fd)
+        return
+    _HELD[key] = fd
+
+
+def release_run_dir(path: Path) -> None:
+    """Let go of a run directory `hold_run_dir` took (nothing if this process does not hold it)."""
+    fd = _HELD.pop(str(Path(path).resolve()), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def probe_writable(directory: Path) -> None:
@@ -169,30 +218,35 @@ class RunWriter:
             path = _make_dir(default_run_dir(cfg, root), unique=True)
         else:
             path = _make_dir(Path(cfg.run_dir), unique=False)
-        argv = list(sys.argv if argv is None else argv)
-        meta: dict[str, Any] = {
-            "config": cfg.to_dict(),
-            "algo": cfg.algo,
-            "run_dir": str(path),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": shlex.join(argv),
-            "argv": argv,
-            "versions": _versions(),
-            "device": str(trainer.device) if trainer is not None else cfg.device,
-        }
-        if trainer is not None:
-            meta.update(obs_dim=trainer.env.obs_dim, act_dim=trainer.env.act_dim, num_envs=trainer.num_envs,
-                        threads=thread_settings(trainer.threads))
-            if getattr(trainer.device, "type", "") == "cuda":
-                meta["device_name"] = torch.cuda.get_device_name(trainer.device)
-        write_json(path / CONFIG_FILE, meta)
-        k = cfg.num_members
-        writer = cls(path, cfg.algo, k)
-        writer._write_header("episodes", with_member(EPISODE_COLUMNS, k))
-        writer._write_header("updates", writer.update_header)
-        writer._write_header("probes", with_member(PROBE_COLUMNS, k))
-        if k > 1:
-            members_table(cfg).to_csv(path / MEMBERS_FILE, index=False)
+        hold_run_dir(path)
+        try:
+            argv = list(sys.argv if argv is None else argv)
+            meta: dict[str, Any] = {
+                "config": cfg.to_dict(),
+                "algo": cfg.algo,
+                "run_dir": str(path),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "command": shlex.join(argv),
+                "argv": argv,
+                "versions": _versions(),
+                "device": str(trainer.device) if trainer is not None else cfg.device,
+            }
+            if trainer is not None:
+                meta.update(obs_dim=trainer.env.obs_dim, act_dim=trainer.env.act_dim, num_envs=trainer.num_envs,
+                            threads=thread_settings(trainer.threads))
+                if getattr(trainer.device, "type", "") == "cuda":
+                    meta["device_name"] = torch.cuda.get_device_name(trainer.device)
+            write_json(path / CONFIG_FILE, meta)
+            k = cfg.num_members
+            writer = cls(path, cfg.algo, k)
+            writer._write_header("episodes", with_member(EPISODE_COLUMNS, k))
+            writer._write_header("updates", writer.update_header)
+            writer._write_header("probes", with_member(PROBE_COLUMNS, k))
+            if k > 1:
+                members_table(cfg).to_csv(path / MEMBERS_FILE, index=False)
+        except BaseException:
+            release_run_dir(path)
+            raise
         return writer
 
     # --- at every report -----------------------------------------------------------------------------------------
@@ -462,10 +516,15 @@ def load_run(path: str | Path) -> RunData:
     try:
         meta = json.loads(cfg_file.read_text())
         config = Config.from_dict(meta["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except ConfigError as e:  # a value the config refuses says so itself
+        raise ConfigError(f"{cfg_file}: {e}") from None
+    except (ValueError, KeyError, TypeError) as e:  # (json's decode error is a ValueError)
         raise ConfigError(f"{cfg_file} is not a valid fastddpg config ({e}); was it edited by hand?") from None
     summary_file = path / SUMMARY_FILE
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    try:
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
+    except ValueError as e:
+        raise ConfigError(f"{summary_file} is not valid JSON ({e}); was it edited by hand?") from None
     return RunData(path=path, config=config, meta=meta, episodes=read_table(path, "episodes"),
                    updates=read_table(path, "updates"), probes=read_table(path, "probes"),
                    evals=upgrade_evals(read_table(path, "eval"), int((summary or {}).get("env_steps", -1))),
