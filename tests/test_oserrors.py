@@ -521,17 +521,26 @@ def test_sweep_trial_on_a_full_disk(tmp_path, local_ray):
     tiny = dict(env="Pendulum-v1", num_envs=2, total_steps=800, log_every=200, hidden_sizes=(16,), batch_size=32,
                 start_steps=200, update_after=200, updates_per_step=0.25, device="cpu", compile="off",
                 checkpoint_every=200)
-    result = fastddpg.sweep(Config(**tiny), {"seed": [0, 1]}, out=tmp_path / "s", report_hook=full_disk)
-    trials = pd.read_csv(tmp_path / "s" / "trials.csv", keep_default_na=False).set_index("seed")
-    line = trials.loc[1, "error"]
-    run_dir = Path(trials.loc[1, "run_dir"])
-    assert trials.loc[1, "status"] == "error" and trials.loc[0, "status"] == "finished"
-    assert line.startswith(f"cannot write {run_dir / 'reports.csv'}: No space left on device (ENOSPC) at env step 400")
-    assert line.endswith(f"then resume with: fastddpg run --resume {run_dir}") and "\n" not in line
-    assert trials.loc[0, "error"] == "" and list(result.errors.values()) == [line]
     import html
 
-    assert html.escape(line) in (tmp_path / "s" / "report.html").read_text()
+    # not retried: the line of its one failure; retried (the default), each try resumes and fails at a later report,
+    # the last at the report sent after its run directory is finished, and the line is the last try's
+    from fastddpg.tools.sweeps import DEFAULT_MAX_FAILURES
+
+    for max_failures in (0, DEFAULT_MAX_FAILURES):
+        step = min(400 + 200 * max_failures, 800)  # each try resumes at its checkpoint and fails one report on
+        out = tmp_path / f"s{max_failures}"
+        result = fastddpg.sweep(Config(**tiny), {"seed": [0, 1]}, out=out, report_hook=full_disk,
+                                max_failures=max_failures)
+        trials = pd.read_csv(out / "trials.csv", keep_default_na=False).set_index("seed")
+        line = trials.loc[1, "error"]
+        run_dir = Path(trials.loc[1, "run_dir"])
+        assert trials.loc[1, "status"] == "error" and trials.loc[0, "status"] == "finished"
+        assert line.startswith(f"cannot write {run_dir / 'reports.csv'}: No space left on device (ENOSPC) at env "
+                               f"step {step}")
+        assert line.endswith(f"then resume with: fastddpg run --resume {run_dir}") and "\n" not in line
+        assert trials.loc[0, "error"] == "" and list(result.errors.values()) == [line]
+        assert html.escape(line) in (out / "report.html").read_text()
 
 
 def test_video_encoder_on_a_full_disk(tmp_path, monkeypatch):

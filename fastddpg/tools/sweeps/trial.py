@@ -105,7 +105,8 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any], hook: Callable[..., 
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", str(REUSE_WAIT_S))
     from ray import tune
 
-    from ...api import run_to_end
+    from ...api import run_dir_os_error, run_to_end
+    from ...runs.checkpoint import run_dir_error
 
     trial_id = tune.get_context().get_trial_id()
     run_dir = sweep.root / TRIALS_DIR / trial_id
@@ -118,7 +119,13 @@ def run_trial(params: dict[str, Any], spec: dict[str, Any], hook: Callable[..., 
     trainer, writer, event = opened
     reporter = TuneReporter(sweep, trial_id, event, hook)
     run_to_end(trainer, writer, [reporter])
-    reporter.report(trainer, final=True)  # after the run directory is complete: a STOP now loses nothing
+    try:
+        reporter.report(trainer, final=True)  # after the run directory is complete: a STOP now loses nothing
+    except Exception as e:  # a full disk at the last report's reports.csv: the one line run_to_end gives
+        err = run_dir_os_error(e, writer.path)
+        if err is None:
+            raise
+        raise run_dir_error(err, writer.path, trainer, writer.reported_step) from e
 
 
 def _step_of(path: Path | None) -> int:
