@@ -20,6 +20,10 @@ the limit this says where the shortfall is: in products that run below the (batc
 or narrow ones) or in the ops between them. The replay calls each product from Python (~1 us each, 25 an update,
 which the update's graphs call from C++) on tensors of its own (where the update's products share weights and
 buffers), so its products' time is if anything overstated and the rest understated.
+
+The floor is the same hand-derived update of 8-wide networks at batch 8, whose products and elementwise ops are next
+to no arithmetic: what the update's ops cost by their number alone (dispatch, allocation, the graph interpreter, the
+Python between its parts). The rest can shrink below it only with fewer ops, not faster ones.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ from fastddpg.learning.update import AdamHyper, Hyper
 from fastddpg.training.denormals import apply_flush_denormal
 
 OBS_DIM, ACT_DIM, HIDDEN = 3, 1, (256, 256)
+# the floor: the hand-derived update's every op on networks and a batch so small that their arithmetic is next to
+# nothing, i.e. what its ops cost by their number (dispatch, allocation, the graph interpreter, the Python between)
+FLOOR_HIDDEN, FLOOR_BATCH = (8, 8), 8
 
 
 @dataclass(frozen=True)
@@ -125,13 +132,15 @@ def replay_products(calls: list[ProductCall], seed: int = 0) -> Callable[[], Non
 
 
 def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_updates: int, repeats: int,
-                         group: int = 16, seed: int = 0, cpu_matmul: str = "auto", split: bool = False) -> dict:
+                         group: int = 16, seed: int = 0, cpu_matmul: str = "auto", split: bool = False,
+                         hidden: tuple[int, ...] = HIDDEN) -> dict:
     """Updates/s of fastddpg's update (mode 'off' = eager, 'analytic' = the hand-derived update, else a compile
-    mode), median over repeats. With ``split``, also its products alone (`record_products` of one update, replayed
-    ``n_updates`` times right after each repeat's updates; ``products_us``, us per update, median) and the rest
-    (``rest_us``: the update's median us less its products')."""
+    mode) of networks of ``hidden`` widths, median over repeats. With ``split``, also its products alone
+    (`record_products` of one update, replayed ``n_updates`` times right after each repeat's updates;
+    ``products_us``, us per update, median) and the rest (``rest_us``: the update's median us less its
+    products')."""
     torch.manual_seed(seed)
-    learner = DDPG(OBS_DIM, ACT_DIM, HIDDEN, torch.tensor([-2.0]), torch.tensor([2.0]), device,
+    learner = DDPG(OBS_DIM, ACT_DIM, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), device,
                    Hyper(0.99, 0.005, 1.0, AdamHyper(1e-3), AdamHyper(1e-3)))
     buf = ReplayBuffer(100_000, OBS_DIM, ACT_DIM, device)
     n = 50_000
@@ -204,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict:
               for r in range(args.repeats)]
         eager = fastddpg_update_rate(b, "off", device, args.updates, args.repeats)
         analytic = fastddpg_update_rate(b, "analytic", device, args.updates, args.repeats, split=True)
+        floor = fastddpg_update_rate(FLOOR_BATCH, "analytic", device, args.updates, args.repeats, hidden=FLOOR_HIDDEN)
         comp = fastddpg_update_rate(b, args.compile_mode, device, args.updates, args.repeats,
                                     cpu_matmul=args.cpu_matmul)
         flops = update_flops(OBS_DIM, ACT_DIM, HIDDEN, b)
@@ -218,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
                "analytic_max": analytic["max"], "analytic_ratio": analytic["updates_per_sec"] / nb_med,
                "analytic_limit_fraction": analytic["updates_per_sec"] / limit,
                "analytic_products_us": analytic["products_us"], "analytic_rest_us": analytic["rest_us"],
+               "analytic_floor_us": 1e6 / floor["updates_per_sec"],
                "limit_us": 1e6 / limit, "analytic_products_limit_fraction": 1e6 / limit / analytic["products_us"],
                "compiled": comp["updates_per_sec"], "compiled_min": comp["min"], "compiled_max": comp["max"],
                "compile_warmup_seconds": comp["warmup_seconds"], "eager_ratio": eager["updates_per_sec"] / nb_med,
@@ -233,7 +244,9 @@ def main(argv: list[str] | None = None) -> dict:
               f"({row['limit_fraction']:.0%} of it)", flush=True)
         print(f"           | analytic: {1e6 / row['analytic']:.0f} us an update = its products alone "
               f"{row['analytic_products_us']:.0f} us (at {row['analytic_products_limit_fraction']:.0%} of the "
-              f"limit's rate: {row['limit_us']:.0f} us) + the rest {row['analytic_rest_us']:.0f} us", flush=True)
+              f"limit's rate: {row['limit_us']:.0f} us) + the rest {row['analytic_rest_us']:.0f} us; "
+              f"the floor {row['analytic_floor_us']:.0f} us (the same update of {FLOOR_HIDDEN[0]}-wide networks "
+              f"at batch {FLOOR_BATCH})", flush=True)
     result = {"benchmark": "update", "device": str(device), "torch": torch.__version__,
               "machine": platform.machine(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "date": time.strftime("%Y-%m-%d"),

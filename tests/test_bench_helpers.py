@@ -180,3 +180,23 @@ def test_update_products_are_recorded_from_the_traced_graphs_and_replayed_as_the
 
     replay_products([c._replace(op=Spy()) if c.op == real else c for c in calls])()
     assert ran and ran == [(c.args[0].stride, torch.Size(c.kwargs["out"].size)) for c in calls if c.op == real]
+
+
+def test_update_floor_runs_the_hand_derived_update_of_small_networks(monkeypatch):
+    """bench/update.py's floor: the same hand-derived update, built with the floor's widths and timed at its batch."""
+    import torch
+
+    import bench.update as update
+
+    built = []
+
+    class Spy(update.DDPG):
+        def __init__(self, obs_dim, act_dim, hidden, *args, **kwargs):
+            built.append(tuple(hidden))
+            super().__init__(obs_dim, act_dim, hidden, *args, **kwargs)
+
+    monkeypatch.setattr(update, "DDPG", Spy)
+    r = update.fastddpg_update_rate(update.FLOOR_BATCH, "analytic", torch.device("cpu"), n_updates=4, repeats=1,
+                                    split=True, hidden=update.FLOOR_HIDDEN)
+    assert built == [update.FLOOR_HIDDEN] and update.FLOOR_HIDDEN != update.HIDDEN
+    assert r["updates_per_sec"] > 0 and r["products_us"] > 0
