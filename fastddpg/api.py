@@ -105,7 +105,7 @@ def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWr
     try:
         writer = RunWriter.create(cfg, trainer, list(sys.argv if argv is None else argv))
     except BaseException:
-        trainer.env.close()
+        trainer.close()
         raise
     _add_file_callbacks(trainer, writer)
     return trainer, writer
@@ -165,7 +165,8 @@ def run_to_end(trainer: Trainer, writer: RunWriter | None, callbacks: Iterable[C
             raise
         with StopSignals(stopping=True), contextlib.suppress(Exception):  # what still fits, as after a signal
             (writer.path / SUMMARY_FILE).unlink(missing_ok=True)  # the run is not finished: resume finishes it
-            _finish(trainer, writer, {**trainer.summary(), "stopped_by": f"OSError: {err.strerror}"})
+            _finish(trainer, writer, {**trainer.summary(), "stopped_by": f"OSError: {err.strerror}"},
+                    weights=not _non_finite(e))  # (a non-finite stop's weights were restored first)
         raise run_dir_error(err, writer.path, trainer, writer.reported_step) from e
     finally:
         release_run_dir(writer.path)  # taken by `open_run` or `open_resume`: another process may resume it now
@@ -179,9 +180,12 @@ def _run_to_end(trainer: Trainer, writer: RunWriter, callbacks: Iterable[Callbac
         e.run_dir = writer.path
         with StopSignals(stopping=True):
             stopped_by = e.signal_name if isinstance(e, TrainingInterrupted) else f"non-finite {e.what}"
-            _finish(trainer, writer, {**trainer.summary(), "stopped_by": stopped_by})
             if isinstance(e, NonFiniteError):
-                restore_weights(writer.path, e.checkpoint)  # actor.pt/critic.pt: the last finite ones
+                # actor.pt/critic.pt: the last finite weights, first, so that no failure after (a full disk at the
+                # report) leaves the non-finite ones as the run's result
+                restore_weights(writer.path, e.checkpoint)
+            _finish(trainer, writer, {**trainer.summary(), "stopped_by": stopped_by},
+                    weights=not isinstance(e, NonFiniteError))
         raise
     except BaseException as e:
         if run_dir_os_error(e, writer.path) is None:  # (a run-directory error: `run_to_end` finishes it)
@@ -204,11 +208,24 @@ def run_dir_os_error(e: BaseException, run_dir: Path) -> OSError | None:
     return err if path == root or root in path.parents else None
 
 
-def _finish(trainer: Trainer, writer: RunWriter, summary: dict[str, Any] | None = None) -> None:
+def _non_finite(e: BaseException) -> bool:
+    """Whether ``e`` is, or was raised while handling, a `NonFiniteError`."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, NonFiniteError):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _finish(trainer: Trainer, writer: RunWriter, summary: dict[str, Any] | None = None, weights: bool = True
+            ) -> None:
     """The run directory's last files, from the trainer's tables in memory (converted once, `Trainer.tables`):
-    the weights, summary.json, the parquet copies and report.html."""
+    the weights (without ``weights``: the trainer's are not finite, and `restore_weights` wrote the files),
+    summary.json, the parquet copies and report.html."""
     summary = summary if summary is not None else trainer.summary()
     tables = trainer.tables()
-    writer.finish(trainer, summary, tables)
+    writer.finish(trainer, summary, tables, weights=weights)
     run = RunData.in_memory(writer.path, trainer.cfg, tables, summary)
     write_report([run], writer.path / REPORT_FILE)

@@ -184,3 +184,55 @@ def test_nan_parameter_is_named(tmp_path):
     assert e.value.what == "parameter" and e.value.exit_code == 3
     assert "non-finite parameters in target_critic after update 0" in str(e.value)
     assert [read_checkpoint(p)["global_step"] for p in list_checkpoints(tmp_path)] == [20]
+
+
+def test_a_full_disk_while_finishing_a_non_finite_stop_leaves_the_last_finite_weights(tmp_path, monkeypatch, capsys):
+    """The report of a non-finite stop fails (a full disk): the run ends with exit 74, and actor.pt and critic.pt
+    are still the last finite checkpoint's, never the non-finite weights the trainer holds."""
+    import errno
+    import os
+
+    import fastddpg.api as api
+
+    def full_disk(runs, out, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+
+    monkeypatch.setattr(api, "write_report", full_disk)
+    d = tmp_path / "run"
+    code = main(["run", "--env", "Pendulum-v1", "--total-steps", "400", "--critic-lr", "1e30", "--update-after", "60",
+                 "--checkpoint-every", "40", "--run-dir", str(d), *SMALL])
+    assert code == 74 and "No space left on device" in one_error_line(capsys)
+    state = load_checkpoint(d)["state"]["trainer"]["modules"]
+    for name in ("actor", "critic"):
+        saved = torch.load(d / f"{name}.pt", weights_only=True)
+        assert all(torch.isfinite(v).all() and torch.equal(v, state[name][k]) for k, v in saved.items())
+
+
+def test_a_second_signal_while_the_result_is_built_still_exits_at_once(monkeypatch):
+    """After the first signal the loop ends and the result is built (DataFrames: a while); a second signal then
+    still exits at once, as during the loop, not as a KeyboardInterrupt or the default SIGTERM."""
+    exits = []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(failsafe.os, "_exit", fake_exit)
+    result = Trainer.result
+
+    def slow_result(self):
+        if exits == [] and self.global_step == 40:
+            signal.raise_signal(signal.SIGINT)
+        return result(self)
+
+    monkeypatch.setattr(Trainer, "result", slow_result)
+    cfg = Config(env=NAN_ID, num_envs=2, total_steps=10_000, hidden_sizes=(8,), batch_size=8, start_steps=20,
+                 update_after=20, log_every=20, device="cpu", compile="off")
+
+    def on_flush(trainer, report):
+        if report.global_step == 40:
+            signal.raise_signal(signal.SIGTERM)
+
+    with pytest.raises(SystemExit):
+        Trainer(cfg, callbacks=[on_flush]).train()
+    assert exits == [130]

@@ -294,15 +294,16 @@ class RunWriter:
 
     # --- at the end ----------------------------------------------------------------------------------------------
     def finish(self, trainer: Any, summary: dict[str, Any] | None = None,
-               tables: dict[str, pd.DataFrame] | None = None) -> None:
+               tables: dict[str, pd.DataFrame] | None = None, weights: bool = True) -> None:
         """Write the last probe rows (the final snapshot comes after the last report), the final actor and critic
-        state_dicts, summary.json and parquet copies of the tables (if pyarrow is installed): of ``tables``
-        (`fastddpg.training.trainer.Trainer.tables`, the whole run in memory) when given, else of
-        ``trainer.tables()``."""
+        state_dicts (unless not ``weights``), summary.json and parquet copies of the tables (if pyarrow is
+        installed): of ``tables`` (`fastddpg.training.trainer.Trainer.tables`, the whole run in memory) when given,
+        else of ``trainer.tables()``."""
         if not self.failed:
             self.write_probes(trainer)
-        atomic_save(trainer.algo.actor.state_dict(), self.path / ACTOR_FILE)
-        atomic_save(trainer.algo.critic.state_dict(), self.path / CRITIC_FILE)
+        if weights:
+            atomic_save(trainer.algo.actor.state_dict(), self.path / ACTOR_FILE)
+            atomic_save(trainer.algo.critic.state_dict(), self.path / CRITIC_FILE)
         write_json(self.path / SUMMARY_FILE, summary if summary is not None else trainer.summary())
         if not self.failed:  # the CSVs end at the last whole report: the copies must not hold more
             write_parquet(self.path, tables if tables is not None else trainer.tables())
