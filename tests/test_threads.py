@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -214,3 +215,35 @@ def test_a_cli_run_takes_its_share_of_the_cores_unless_told_and_leaves_openmp_al
     assert two["meta"]["torch_threads"] == 2 == two["summary"] and two["seen"][:2] == ["PASSIVE", "2"]
     assert two["meta"]["OMP_WAIT_POLICY"] == "PASSIVE"  # the user's choice, recorded
 
+
+
+def test_a_killed_run_not_yet_reaped_holds_no_lease(leases):
+    """A run killed by its launcher, which has not waited for it yet (a zombie), no longer counts."""
+    proc = subprocess.Popen(["sleep", "600"])
+    try:
+        write_lease(leases, proc.pid)
+        take_lease()
+        assert th.runs_here() == 2
+        proc.kill()
+        deadline = time.monotonic() + 30
+        while not th.is_zombie(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert th.is_zombie(proc.pid)  # exited, not reaped: signal 0 still reaches it
+        assert th.runs_here() == 1 and not (leases / str(proc.pid)).exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_run_refused_after_its_trainer_was_built_gives_its_lease_back(leases, tmp_path):
+    """`train` into a directory that already holds a run is refused after the Trainer took its lease (and built its
+    envs): the lease goes back, so other runs' shares are not halved for as long as this process lives."""
+    from fastddpg import Config, train
+    from fastddpg.core.config import ConfigError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(Config(total_steps=10, num_envs=1, hidden_sizes=(8,), run_dir=str(run_dir), quiet=True))
+    assert th._held is None and not any(p.name.isdigit() for p in leases.iterdir())

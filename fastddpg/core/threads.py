@@ -109,11 +109,23 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def is_zombie(pid: int) -> bool:
+    """Whether process ``pid`` has exited but not been reaped by its parent (state Z in ``/proc/PID/stat``): it
+    still answers signal 0, yet runs nothing. False where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return bool(fields) and fields[0] == "Z"
+
+
 def lease_is_live(path: Path) -> bool:
-    """Whether the lease file ``path`` (named by its pid) belongs to a running process: the pid is alive and, where
-    both are known, started when the lease says."""
+    """Whether the lease file ``path`` (named by its pid) belongs to a running process: the pid is alive, not a
+    zombie (a killed run whose launcher has not reaped it) and, where both are known, started when the lease
+    says."""
     pid = int(path.name)
-    if not pid_alive(pid):
+    if not pid_alive(pid) or is_zombie(pid):
         return False
     try:
         recorded = json.loads(path.read_text()).get("start")

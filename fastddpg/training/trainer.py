@@ -142,6 +142,17 @@ class Trainer:
         self.flush_denormal = apply_flush_denormal(cfg.flush_denormal)
         self.device = resolve_device(cfg.device)
         self.threads = apply_threads(cfg.threads)
+        try:
+            self._build(cfg, env, callbacks, checkpointer)
+        except BaseException:  # a trainer that will not train holds no share of the cores, nor envs it made
+            if env is None and getattr(self, "env", None) is not None:
+                self.env.close()
+            release_lease()
+            raise
+
+    def _build(self, cfg: Config, env: VecEnv | None, callbacks: list[Callable[..., None]] | None,
+               checkpointer: CheckpointWriter | None) -> None:
+        """The rest of `__init__`, after the thread lease: the env, the algorithm, the buffer and the counters."""
         # auto threads changed: re-divided at reports (core.threads) or measured (training.thread_tuner)
         self.thread_changes: list[dict[str, Any]] = []
         torch.manual_seed(cfg.seed)
@@ -234,6 +245,12 @@ class Trainer:
         self._eval_seconds_at_last_report = 0.0
         self.obs = self.env.reset(seed=self.env_seeds(cfg.seed))
 
+    def close(self) -> None:
+        """Close the envs and give back this process's share of the cores (`fastddpg.core.threads`), for a trainer
+        that will not train: a run refused after it was built. `train` does both when it ends."""
+        self.env.close()
+        release_lease()
+
     @property
     def metric_names(self) -> tuple[str, ...]:
         return self.algo.metric_names
@@ -307,7 +324,9 @@ class Trainer:
                 self.env.close()
                 release_lease()  # an idle process (a notebook kernel, a reused Ray worker) holds no share of the cores
         if stop.signum is not None:
-            raise TrainingInterrupted(stop.signum, self.global_step, self.last_checkpoint, self.result())
+            with StopSignals(stopping=True):  # building the result takes a while: a second signal still exits
+                result = self.result()
+            raise TrainingInterrupted(stop.signum, self.global_step, self.last_checkpoint, result)
         return self.result()
 
     def _call(self, hook: str, *args: Any) -> None:

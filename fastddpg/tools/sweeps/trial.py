@@ -230,7 +230,7 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
         trainer.checkpointer = Checkpointer(run_dir)
         trainer.checkpoint()
     except BaseException:
-        trainer.env.close()
+        trainer.close()
         raise
     return trainer, writer
 
