@@ -15,10 +15,11 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fastddpg import load_run
 from fastddpg.cli import main
-from fastddpg.runs.checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint
+from fastddpg.runs.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, read_checkpoint
 from tests.conftest import stop_at
 
 FIXED_ID = "FastDDPGTest/Fixed-v0"
@@ -307,3 +308,29 @@ def test_a_hand_edited_run_directory_is_one_line_for_its_readers(tmp_path, finis
     (d / "summary.json").write_text("{not json")
     assert main([command, str(d)]) == 2
     assert "summary.json is not valid JSON" in one_error_line(capsys)
+
+
+def test_a_resumed_run_that_dies_leaves_no_earlier_result_behind(tmp_path, finished):
+    """Resuming a finished run removes that segment's actor.pt, critic.pt and summary.json (written again when the
+    resumed run ends): a resumed run killed midway (kill -9: nothing of it runs) then serves its latest
+    checkpoint's policy, not the earlier end's, and does not read as finished."""
+    from fastddpg.api import open_resume
+    from fastddpg.runs.policy import load_policy
+    from fastddpg.runs.rundir import release_run_dir
+
+    d = copy_run(finished, tmp_path)
+    trainer, writer = open_resume(d, {"total_steps": 400})
+    trainer.callbacks.append(writer)  # the tables follow the reports, as in a run
+    try:
+        for _ in range(50):  # trains on, and checkpoints, without finishing (as a run killed at this point)
+            trainer.step()
+        trainer.checkpoint()
+    finally:
+        trainer.close()
+        release_run_dir(d)
+    assert not any((d / name).exists() for name in ("actor.pt", "critic.pt", "summary.json"))
+    assert read_checkpoint(latest_checkpoint(d))["global_step"] == 300
+    latest = load_checkpoint(d)["actor"].state_dict()
+    assert all(torch.equal(v, latest[k]) for k, v in load_policy(d).actor.state_dict().items())
+    assert main(["run", "--resume", str(d)]) == 0  # and the resume after it finishes the run
+    assert json.loads((d / "summary.json").read_text())["env_steps"] == 400

@@ -129,7 +129,10 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
         try:
             _restore(trainer, state, ckpt_path)
             truncate_tables(path, *table_limits(state))
-            for stale in path.glob("*.parquet"):  # derived copies; rewritten from the tables when the run finishes
+            # the files of the run's end, rewritten when the resumed run ends: the parquet copies of the tables,
+            # and a finished segment's weights and summary, which would otherwise be taken for the result of a
+            # resumed run that dies (`fastddpg.runs.policy.load_policy` falls back to the latest checkpoint)
+            for stale in [*path.glob("*.parquet"), path / ACTOR_FILE, path / CRITIC_FILE, path / SUMMARY_FILE]:
                 with contextlib.suppress(OSError):
                     stale.unlink()
             load_history(trainer, path, ckpt_path)
@@ -140,7 +143,7 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
                                                    "global_step": step})
             write_json(cfg_file, meta)
         except BaseException:
-            trainer.env.close()
+            trainer.close()
             raise
     except BaseException:
         release_run_dir(path)
