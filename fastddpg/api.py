@@ -107,7 +107,7 @@ def open_run(cfg: Config, argv: list[str] | None = None) -> tuple[Trainer, RunWr
     except BaseException:
         trainer.close()
         raise
-    _add_file_callbacks(trainer, writer)
+    add_file_callbacks(trainer, writer)
     return trainer, writer
 
 
@@ -116,7 +116,7 @@ def open_resume(run_dir: str | Path, overrides: dict[str, Any] | None = None, ar
     """The Trainer and RunWriter of a run directory, restored from its latest checkpoint (see `resume_run`), with
     a `Checkpointer` (and with ``--tensorboard`` a `TensorBoardWriter`) into it."""
     trainer, writer = resume_run(run_dir, overrides, argv)
-    _add_file_callbacks(trainer, writer)
+    add_file_callbacks(trainer, writer)
     return trainer, writer
 
 
@@ -136,7 +136,7 @@ def _evals(trainer: Trainer, run_dir: Path | None) -> Any:
     return None
 
 
-def _add_file_callbacks(trainer: Trainer, writer: RunWriter) -> None:
+def add_file_callbacks(trainer: Trainer, writer: RunWriter) -> None:
     """Evaluation with ``--eval-every``, checkpoints into the run directory, and TensorBoard event files with
     ``--tensorboard``."""
     _add_evaluator(trainer, writer.path)

@@ -4,6 +4,7 @@ one line and exit 2, before anything is written."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,12 @@ def _cli(args, capsys):
     (["--search", "optuna", "--sample", "actor_lr=loguniform:1e-4:1e-2", "--scheduler", "pbt", "--mutate",
       "actor_lr"], "--search optuna cannot run with --scheduler pbt: PBT changes a trial's hyperparameters"),
     (["--space", "nosuch.toml"], "--space nosuch.toml: cannot read it"),
+    # each value fine on its own, not together: refused before any trial, not retried in each
+    (["--grid", "batch_size=32,300", "replay_size=256,1000"], "--grid point batch_size=300, replay_size=256"),
+    (["--grid", "env=Foo-v9,Pendulum-v1"], "cannot make environment 'Foo-v9'"),
+    (["--sample", "env=choice:Pendulum-v1,Foo-v9"], "cannot make environment 'Foo-v9'"),
+    # more than this machine's own Ray has: Tune would wait for it forever
+    (["--cpus-per-trial", "64"], "--cpus-per-trial 64: this machine has"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, words):
     out = tmp_path / "sweep"
@@ -287,7 +294,8 @@ def test_a_retried_trial_continues_its_own_run_directory(tmp_path, monkeypatch):
     from fastddpg.tools.sweeps import SOURCE_FILE, open_trial
 
     tiny = dict(env="Pendulum-v1", num_envs=2, log_every=200, hidden_sizes=(16,), batch_size=32, start_steps=200,
-                update_after=200, updates_per_step=0.25, probe_n=8, device="cpu", compile="off")
+                update_after=200, updates_per_step=0.25, probe_n=8, device="cpu", compile="off", eval_every=400,
+                eval_episodes=1)
     spec = make_spec(Config(**tiny, total_steps=800), tmp_path / "s", scheduler="pbt", mutate=["actor_lr"],
                      pbt_interval=400)
     run_dir = spec.root / "trials" / "t0"
@@ -308,6 +316,9 @@ def test_a_retried_trial_continues_its_own_run_directory(tmp_path, monkeypatch):
     def event(checkpoint) -> str:
         trainer, _, what = open_trial(spec, cfg, run_dir, "t0", checkpoint)
         trainer.env.close()
+        # a resume and an exploit alike keep --eval-every's evaluator (and --tensorboard's writer) on the trainer
+        assert trainer.checkpointer is not None
+        assert any(type(cb).__name__ == "PeriodicEvaluator" for cb in trainer.callbacks), what
         return what
 
     assert event(None) == "resume@400"
@@ -366,3 +377,56 @@ def test_a_reused_worker_keeps_its_compiled_graphs_only_for_the_same_threads(mon
     assert trial.keep_or_reset_graphs(Config(threads=2)) and len(resets) == 2  # counted from the reset
     assert not trial.keep_or_reset_graphs(Config(threads=0)) and len(resets) == 3  # auto: the count may change
     assert not trial.keep_or_reset_graphs(Config(threads=0)) and len(resets) == 4
+
+
+def test_the_trials_table_has_every_trial_and_a_swept_env_keeps_its_own_column(tmp_path):
+    """A trial that never made its run directory (it failed as it started) still has its row, with its status,
+    error line and swept values, also when the sweep is read back; a swept ``env`` goes into the history as
+    ``swept_env`` beside the episodes' own ``env`` (the env index), where it used to end the sweep in a ValueError."""
+    from fastddpg import train
+    from fastddpg.tools.sweeps import finish_sweep, load_sweep
+    from fastddpg.tools.sweeps.driver import _write_spec
+
+    tiny = dict(num_envs=2, log_every=200, hidden_sizes=(16,), batch_size=32, start_steps=200, update_after=200,
+                updates_per_step=0.25, probe_n=8, device="cpu", compile="auto", total_steps=400)
+    base = Config(**tiny)
+    grid = parse_grid(["env=Pendulum-v1", "batch_size=32,64"], base)
+    spec = make_spec(base, tmp_path / "s", grid=grid)
+    _write_spec(spec, "test")  # sweep.json, as a sweep writes it before its trials
+    train(trial_config(spec, {"env": "Pendulum-v1", "batch_size": 32}, spec.root / "trials" / "t0"))
+    line = "ConfigError: --batch-size=64 is invalid"
+    params = {"t0": {"env": "Pendulum-v1", "batch_size": 32}, "t1": {"env": "Pendulum-v1", "batch_size": 64}}
+    result = finish_sweep(spec, {"t0": "", "t1": "error"}, {"t1": line}, params)
+    for trials in (result.trials, load_sweep(tmp_path / "s").trials):
+        assert list(trials["trial"]) == ["t0", "t1"] and list(trials["status"]) == ["finished", "error"]
+        assert list(trials["batch_size"]) == [32, 64] and list(trials["env"]) == ["Pendulum-v1"] * 2
+        assert list(trials["error"].fillna("")) == ["", line]
+    history = result.history
+    assert list(history.columns[:4]) == ["trial", "swept_env", "batch_size", "episode"] and "env" in history.columns
+    assert (history["swept_env"] == "Pendulum-v1").all() and set(history["env"]) == {0, 1}
+
+
+@ray_installed
+def test_pbt_explores_inside_each_fields_range(tmp_path):
+    """Ray's own PBT explore (x0.8/x1.2, or a resample, then fastddpg's clamp), many times over: gamma moves
+    between discount steps and never reaches 1 (x1.2 of 0.99 used to be clamped to exactly 1: no discount), and a
+    --sample range holds (README: a mutated field's range is its --sample or --grid)."""
+    import random
+
+    from ray.tune.schedulers.pbt import _explore
+
+    from fastddpg.tools.sweeps.driver import GAMMA_STEPS, _mutations, mutation_ranges
+
+    spec = make_spec(Config(total_steps=10_000, log_every=1_000), tmp_path / "s", scheduler="pbt",
+                     mutate=["gamma", "actor_lr", "tau"],
+                     sample=parse_sample(["actor_lr=loguniform:1e-4:1e-3"], Config()))
+    explore = functools.partial(clamp_mutation, ranges=mutation_ranges(spec))
+    random.seed(0)
+    config = {"gamma": 0.99, "actor_lr": 1e-3, "tau": 0.005}
+    seen = []
+    for _ in range(500):
+        config, _ = _explore(config, _mutations(spec), 0.25, (1.2, 0.8), explore)
+        seen.append(dict(config))
+    assert {c["gamma"] for c in seen} <= set(GAMMA_STEPS) and len({c["gamma"] for c in seen}) > 2
+    assert all(1e-4 <= c["actor_lr"] <= 1e-3 for c in seen)
+    assert all(0.005 / 4 <= c["tau"] <= 0.005 * 4 for c in seen)

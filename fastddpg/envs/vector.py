@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import sys
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -50,6 +51,21 @@ class Step(NamedTuple):
     terminated: torch.Tensor
     truncated: torch.Tensor
     obs: torch.Tensor
+
+
+def check_env_id(env_id: str) -> None:
+    """The one-line ConfigError `make_gym_vector_env` gives for an id Gymnasium does not know, without making the
+    env: for checks before any run starts (a sweep's env values)."""
+    module, _, name = env_id.rpartition(":")  # "package.module:Env-v0": gym.make imports the module first
+    try:
+        if module:
+            importlib.import_module(module)
+        gym.spec(name)
+    except ImportError as e:
+        raise ConfigError(f"cannot make environment '{env_id}': {e}.") from None
+    except gym.error.Error as e:
+        raise ConfigError(f"cannot make environment '{env_id}': {e} Check the id (e.g. Pendulum-v1) "
+                          "or register the env with gymnasium.register first.") from None
 
 
 def make_gym_vector_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:

@@ -4,6 +4,7 @@ and hand the trials to the results; `sweep`, the Python entry point."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -50,9 +51,15 @@ def _param_space(spec: SweepSpec) -> dict[str, Any]:
     return space
 
 
+# PBT's steps for gamma where no --sample or --grid gives them (the RL Zoo's choices): a discount is not perturbed
+# by x0.8/x1.2 (x1.2 of 0.99 is no discount at all, x0.8 a horizon of 5), it moves to a neighbouring step
+GAMMA_STEPS = (0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9999)
+
+
 def _mutations(spec: SweepSpec) -> dict[str, Any]:
     """What PBT may set each ``--mutate`` field to: its --sample distribution, its --grid values (PBT moves to a
-    neighbour), else a log-uniform range from 1/4x to 4x the base value (PBT perturbs by 0.8x/1.2x or resamples)."""
+    neighbour), gamma's `GAMMA_STEPS` (and its base value), else a log-uniform range from 1/4x to 4x the base value
+    (PBT perturbs by 0.8x/1.2x or resamples; `clamp_mutation` keeps a perturbed value inside `mutation_ranges`)."""
     from ray import tune
 
     out: dict[str, Any] = {}
@@ -62,10 +69,30 @@ def _mutations(spec: SweepSpec) -> dict[str, Any]:
             out[name] = space[name]
         elif name in spec.grid:
             out[name] = list(spec.grid[name])
+        elif name == "gamma":
+            out[name] = sorted({*GAMMA_STEPS, float(spec.base[name])})
         else:
             v = float(spec.base[name])
             out[name] = tune.loguniform(v / 4, v * 4) if v > 0 else tune.uniform(0.0, 1.0)
     return out
+
+
+def mutation_ranges(spec: SweepSpec) -> dict[str, tuple[float, float]]:
+    """The range each ``--mutate`` field stays in, as README says: its --sample's [LO, HI] (a choice's or --grid's
+    smallest and largest value), gamma's steps, else 1/4x to 4x the base value."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for name in spec.mutate:
+        if name in spec.sample:
+            values = [float(a) for a in spec.sample[name][1:]]  # [kind, LO, HI] or [choice, A, B, ...]
+        elif name in spec.grid:
+            values = [float(v) for v in spec.grid[name]]
+        elif name == "gamma":
+            values = [*GAMMA_STEPS, float(spec.base[name])]
+        else:
+            v = float(spec.base[name])
+            values = [v / 4, v * 4] if v > 0 else [0.0, 1.0]
+        ranges[name] = (min(values), max(values))
+    return ranges
 
 
 _BOUNDS = {"gamma": (0.0, 1.0), "tau": (1e-6, 1.0), "batch_size": (1, None), "policy_delay": (1, None),
@@ -74,14 +101,20 @@ _BOUNDS = {"gamma": (0.0, 1.0), "tau": (1e-6, 1.0), "batch_size": (1, None), "po
            "critic_lr": (1e-12, None)}
 
 
-def clamp_mutation(config: dict[str, Any]) -> dict[str, Any]:
-    """PBT's custom_explore_fn: a perturbed value (x0.8, x1.2) kept inside its field's valid range, ints rounded."""
-    for name, (lo, hi) in _BOUNDS.items():
-        if name in config:
-            v = float(config[name])
-            v = max(v, lo) if lo is not None else v
-            v = min(v, hi) if hi is not None else v
-            config[name] = round(v) if field_types()[name] is int else v
+def clamp_mutation(config: dict[str, Any], ranges: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """PBT's custom_explore_fn: a perturbed value (x0.8, x1.2) kept inside its field's valid range and, given
+    ``ranges`` (`mutation_ranges`), inside the sweep's own range for it; ints rounded."""
+    for name in config:
+        lo, hi = _BOUNDS.get(name, (None, None))
+        if ranges and name in ranges:
+            r_lo, r_hi = ranges[name]
+            lo, hi = max(r_lo, lo) if lo is not None else r_lo, min(r_hi, hi) if hi is not None else r_hi
+        if (lo is None and hi is None) or not isinstance(config[name], int | float):
+            continue
+        v = float(config[name])
+        v = max(v, lo) if lo is not None else v
+        v = min(v, hi) if hi is not None else v
+        config[name] = round(v) if field_types()[name] is int else v
     return config
 
 
@@ -94,7 +127,9 @@ def _scheduler(spec: SweepSpec) -> Any:
         return ASHAScheduler(time_attr=TIME_ATTR, max_t=total, grace_period=min(grace, total), reduction_factor=2)
     if spec.scheduler == "pbt":
         return PopulationBasedTraining(time_attr=TIME_ATTR, perturbation_interval=spec.interval(),
-                                       hyperparam_mutations=_mutations(spec), custom_explore_fn=clamp_mutation)
+                                       hyperparam_mutations=_mutations(spec),
+                                       custom_explore_fn=functools.partial(clamp_mutation,
+                                                                           ranges=mutation_ranges(spec)))
     return FIFOScheduler()
 
 
@@ -182,6 +217,8 @@ def drive(spec: SweepSpec, make_tuner: Callable[[Any], Any], *, hook: Callable[.
             statuses.update({t.trial_id: "unfinished" for t in grid._experiment_analysis.trials
                              if t.status not in ("TERMINATED", "ERROR")})
         errors = {Path(r.path).name: trial_error_line(r.error) for r in grid if r.error is not None}
+        params = {Path(r.path).name: {k: _cast(k, v) for k, v in (r.config or {}).items() if k in field_types()}
+                  for r in grid}
         unfinished = [t for t, st in statuses.items() if st == "unfinished"]
         if signalled and not unfinished:  # Ctrl-C: every trial without a summary.json is unfinished
             unfinished = [t for t in statuses if not (spec.root / TRIALS_DIR / t / SUMMARY_FILE).is_file()]
@@ -190,7 +227,7 @@ def drive(spec: SweepSpec, make_tuner: Callable[[Any], Any], *, hook: Callable[.
     finally:
         if started:
             ray.shutdown()
-    result = finish_sweep(spec, statuses, errors)
+    result = finish_sweep(spec, statuses, errors, params)
     if interrupted:
         raise SweepInterrupted(result)
     return result

@@ -140,12 +140,14 @@ def write_sweep_report(result: SweepResult, out: Path, plotly_cdn: bool = False)
 
 
 def finish_sweep(spec: SweepSpec, statuses: dict[str, str] | None = None,
-                 errors: dict[str, str] | None = None) -> SweepResult:
+                 errors: dict[str, str] | None = None, params: dict[str, dict[str, Any]] | None = None
+                 ) -> SweepResult:
     """trials.csv and report.html of the sweep; report.html for a trial that stopped without one. ``errors``: the
-    failed trials' error lines, an ``error`` column of trials.csv and the report."""
+    failed trials' error lines, an ``error`` column of trials.csv and the report; ``params``: each trial's
+    hyperparameters as Tune has them, for the rows of trials without a run directory (`collect`)."""
     from ...reports.plots import write_report
 
-    result = _with_errors(collect(spec, statuses), errors or {})
+    result = _with_errors(collect(spec, statuses, params), errors or {})
     for d in trial_dirs(spec):
         if not (d / REPORT_FILE).exists():
             with contextlib.suppress(Exception):

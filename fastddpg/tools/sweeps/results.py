@@ -15,11 +15,14 @@ from .trial import _csv_value
 class SweepResult:
     """A sweep's outcome, from its trials' own files.
 
-    trials: one row per trial: trial, status (finished | stopped | error | running), each swept field's (final)
-        value, seed, env_steps, episodes, final_return_10, best_return_10 (and final/best_eval_return with
-        --metric eval_return), exploits, wall_time_s, run_dir. Sorted by trial id.
-    history: one row per episode of every trial, in the order they ended: trial, the swept fields, then the
-        episodes table (episode, env, global_step, return, length, wall_time; a population's with member first)
+    trials: one row per trial: trial, status (finished | stopped | error | running | unfinished), each swept
+        field's (final) value, seed, env_steps, episodes, final_return_10, best_return_10 (and
+        final/best_eval_return with --metric eval_return), exploits, wall_time_s, run_dir. Sorted by trial id. A
+        trial that never made its run directory (it failed as it started, or a Ctrl-C came first) has a row too,
+        with what Tune knows of it: its status and swept values.
+    history: one row per episode of every trial, in the order they ended: trial, the swept fields (a swept field
+        whose name the episodes table has, ``env``, as ``swept_env``), then the episodes table (episode, env,
+        global_step, return, length, wall_time; a population's with member first)
         and return_10 (the trial's return_10 after that episode, `schema.return_10_curve`: a single run's
         10-episode moving mean; a population's, the mean over its members of theirs).
     reports: every trial's reports.csv (what it reported to Tune, with its hyperparameters at each report).
@@ -47,8 +50,10 @@ def trial_dirs(spec: SweepSpec) -> list[Path]:
     return sorted(p for p in d.iterdir() if (p / CONFIG_FILE).is_file()) if d.is_dir() else []
 
 
-def collect(spec: SweepSpec, statuses: dict[str, str] | None = None) -> SweepResult:
-    """Build the trials, history and reports tables from the trial directories."""
+def collect(spec: SweepSpec, statuses: dict[str, str] | None = None,
+            params: dict[str, dict[str, Any]] | None = None) -> SweepResult:
+    """Build the trials, history and reports tables from the trial directories; ``statuses`` and ``params`` (each
+    trial's hyperparameters as Tune has them, by trial id) add the rows of trials that have none."""
     import numpy as np
     import pandas as pd
 
@@ -81,16 +86,29 @@ def collect(spec: SweepSpec, statuses: dict[str, str] | None = None) -> SweepRes
         h = ep.copy()
         h.insert(0, "trial", d.name)
         for i, n in enumerate(swept):
-            h.insert(1 + i, n, values[n])
+            h.insert(1 + i, history_column(n, ep.columns), values[n])
         h["return_10"] = r10.to_numpy()
         history.append(h)
         if len(rep):
             rep.insert(0, "trial", d.name)
             reports.append(rep)
+    have = {r["trial"] for r in rows}
+    for name in sorted(set(statuses) - have):  # no run directory: what Tune knows of the trial
+        given = (params or {}).get(name, {})
+        rows.append({"trial": name, "status": statuses[name] or "unfinished",
+                     **{n: _csv_value(given[n]) if n in given else np.nan for n in swept}})
     trials = pd.DataFrame(rows)
+    if len(trials):
+        trials = trials.sort_values("trial", kind="stable").reset_index(drop=True)
     hist = pd.concat(history, ignore_index=True) if history else pd.DataFrame()
     reps = pd.concat(reports, ignore_index=True) if reports else pd.DataFrame()
     return SweepResult(path=Path(spec.out), spec=spec, trials=trials, history=hist, reports=reps)
+
+
+def history_column(name: str, episode_columns: Any) -> str:
+    """The history's column for swept field ``name``: the name itself, or ``swept_NAME`` where the episodes table
+    has a column of that name (``env``, the env index within a vector)."""
+    return f"swept_{name}" if name in episode_columns else name
 
 
 def _read_reports(run_dir: Path) -> Any:
@@ -115,9 +133,12 @@ def load_sweep(path: str | Path) -> SweepResult:
 
         t = pd.read_csv(trials_csv, dtype={"trial": str})  # a searcher's ids are hex: "01234567", "8e123456"
         statuses = dict(zip(t["trial"].astype(str), t["status"].astype(str), strict=True))
+        # a trial without a run directory has only its row here: its swept values come from it
+        params = {str(r["trial"]): {n: r[n] for n in spec.swept if n in t.columns} for _, r in t.iterrows()}
         if "error" in t.columns:
             errors = {str(k): str(v) for k, v in zip(t["trial"], t["error"], strict=True) if isinstance(v, str) and v}
-            return _with_errors(collect(spec, statuses), errors)
+            return _with_errors(collect(spec, statuses, params), errors)
+        return collect(spec, statuses, params)
     return collect(spec, statuses)
 
 

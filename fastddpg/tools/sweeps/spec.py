@@ -130,6 +130,54 @@ def parse_grid(items: Iterable[str], base: Config) -> dict[str, list[Any]]:
     return grid
 
 
+MAX_CHECKED_POINTS = 10_000  # grid points checked whole before Ray starts (beyond: each value on its own only)
+
+
+def _check_trial_configs(base: Config, spec: SweepSpec) -> None:
+    """Before Ray starts: every point of the grid as a whole (values fine on their own may not be together, e.g.
+    a batch larger than the replay), and every env id a trial may get, so that no trial fails, retry after retry,
+    on what a one-line ConfigError says now."""
+    import itertools
+
+    from ...envs.vector import check_env_id
+
+    names = list(spec.grid)
+    points = list(itertools.islice(itertools.product(*spec.grid.values()), MAX_CHECKED_POINTS + 1))
+    if len(points) <= MAX_CHECKED_POINTS:
+        for point in points:
+            try:
+                Config.from_dict({**base.to_dict(), **dict(zip(names, point, strict=True))})
+            except (ConfigError, TypeError, ValueError) as e:
+                shown = ", ".join(f"{n}={v}" for n, v in zip(names, point, strict=True))
+                raise ConfigError(f"--grid point {shown}: {e}") from None
+    envs = {base.env, *spec.grid.get("env", [])}
+    if "env" in spec.sample and spec.sample["env"][0] == "choice":
+        envs |= set(spec.sample["env"][1:])
+    for env_id in sorted(envs):
+        check_env_id(env_id)
+
+
+def _check_local_resources(spec: SweepSpec) -> None:
+    """A sweep on this machine's own Ray (no ``--address``) whose trial asks for more CPUs or GPUs than the machine
+    has would wait forever for them (Tune only warns): a one-line ConfigError instead. A cluster's resources are
+    its own to judge (it may add nodes)."""
+    if spec.address is not None:
+        return
+    from ...core.threads import usable_cores
+
+    cores = usable_cores()
+    if spec.cpus_per_trial > cores:
+        raise ConfigError(f"--cpus-per-trial {spec.cpus_per_trial:g}: this machine has {cores} usable cores, so no "
+                          f"trial could start; give at most {cores}, or run on a cluster with --address.")
+    if spec.gpus_per_trial > 0:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if spec.gpus_per_trial > gpus:
+            raise ConfigError(f"--gpus-per-trial {spec.gpus_per_trial:g}: this machine has {gpus} CUDA GPU(s), so no "
+                              "trial could start; give fewer, 0 for CPU trials, or run on a cluster with --address.")
+
+
 def parse_sample(items: Iterable[str], base: Config) -> dict[str, list[Any]]:
     """``NAME=loguniform:LO:HI``, ``NAME=uniform:LO:HI`` or ``NAME=choice:A,B,...`` -> {name: [kind, args...]}."""
     sample: dict[str, list[Any]] = {}
@@ -236,6 +284,8 @@ def make_spec(base: Config, out: str | Path, *, grid: dict[str, list[Any]] | Non
         raise ConfigError(f"--eval-episodes {spec.eval_episodes}: evaluate at least 1 episode.")
     if spec.pbt_interval < 0 or spec.grace_period < 0 or spec.max_concurrent < 0:
         raise ConfigError("--pbt-interval, --grace-period and --max-concurrent take 0 (auto) or a positive number.")
+    _check_trial_configs(base, spec)
+    _check_local_resources(spec)
     if (Path(spec.out) / SWEEP_FILE).exists():
         raise ConfigError(f"--out {spec.out} already holds a sweep; continue it with fastddpg sweep --resume "
                           f"{spec.out}, or choose another --out.")

@@ -177,8 +177,9 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
     trial's own earlier files moved to ``exploits/<k>/``, and a checkpoint of the new state is written at once."""
     import numpy as np
 
+    from ...api import add_file_callbacks
     from ...core.fileio import write_json
-    from ...runs.checkpoint import Checkpointer, read_checkpoint
+    from ...runs.checkpoint import read_checkpoint
     from ...runs.resuming import history_at
     from ...runs.rundir import RunWriter
     from ...training.trainer import Trainer
@@ -227,7 +228,7 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
                                        "from_checkpoint": source.get("path", ""), "global_step": trainer.global_step,
                                        "changed": changed, "mutated": mutated}]
         write_json(run_dir / CONFIG_FILE, meta)
-        trainer.checkpointer = Checkpointer(run_dir)
+        add_file_callbacks(trainer, writer)  # checkpoints, and --eval-every's and --tensorboard's files, as a run's
         trainer.checkpoint()
     except BaseException:
         trainer.close()
