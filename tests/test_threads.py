@@ -176,9 +176,9 @@ def _run_cli(tmp_path, env_extra: dict[str, str], *flags: str) -> dict:
     code = ("import sys\n"
             "import fastddpg.core.threads as th\n"
             "take, seen = th.take_lease, []\n"
-            "def take_lease():\n"
+            "def take_lease(*args):\n"
             "    seen.append('torch' in sys.modules)\n"
-            "    return take()\n"
+            "    return take(*args)\n"
             "th.take_lease = take_lease\n"
             "import fastddpg.cli\n"
             "rc = fastddpg.cli.main(sys.argv[1:])\n"
@@ -215,6 +215,18 @@ def test_a_cli_run_takes_its_share_of_the_cores_unless_told_and_leaves_openmp_al
     assert two["meta"]["torch_threads"] == 2 == two["summary"] and two["seen"][:2] == ["PASSIVE", "2"]
     assert two["meta"]["OMP_WAIT_POLICY"] == "PASSIVE"  # the user's choice, recorded
 
+
+
+def test_auto_runs_divide_what_runs_with_fixed_threads_leave(leases, other_run, monkeypatch):
+    """A run with --threads N records N in its lease; auto runs share the cores it leaves (at least 1 thread)."""
+    monkeypatch.setattr(th, "usable_cores", lambda: 4)
+    (leases).mkdir(parents=True, exist_ok=True)
+    for held, share in ((0, 2), (3, 1), (1, 3), (8, 1)):
+        (leases / str(other_run)).write_text(json.dumps({"pid": other_run, "start": th.process_start(other_run),
+                                                         "threads": held}))
+        assert resolve_threads(0) == share, held
+    assert apply_threads(2) == 2 and json.loads((leases / str(os.getpid())).read_text())["threads"] == 2
+    assert apply_threads(0) == 1 and json.loads((leases / str(os.getpid())).read_text())["threads"] == 0
 
 
 def test_a_killed_run_not_yet_reaped_holds_no_lease(leases):

@@ -23,9 +23,11 @@ AMD EPYC, 1.3x on a 2-core Intel machine. So ``Config.threads`` = 0 (auto) divid
 - within its share, a CPU run with a hand-derived or eager update trains on 1 thread or on the share, whichever
   it measures faster (`fastddpg.training.thread_tuner`).
 
-Every run takes a lease, so an auto run counts runs with ``--threads N`` too; ``--threads N`` itself is never
-changed (launchers that start several processes, bench/curve.py, bench/workers.py, sweeps with Ray's
-``cpus_per_trial``, choose their threads per process). A re-division reaches the matrix products (torch's own
+Every run takes a lease, so an auto run counts runs with ``--threads N`` too: such a run's lease records its N,
+and the auto runs divide what the fixed ones leave (`resolve_threads`: on four cores, an auto run beside a
+``--threads 3`` run takes one thread, not half of the four). ``--threads N`` itself is never changed (launchers
+that start several processes, bench/curve.py, bench/workers.py, sweeps with Ray's ``cpus_per_trial``, choose
+their threads per process). A re-division reaches the matrix products (torch's own
 kernels, which read the thread count at each call) but not the elementwise kernels ``torch.compile`` wrote, which
 keep the count they were compiled with; inductor's ``cpp.dynamic_threads`` would make them follow, but it cost
 the compiled update 5-10% on a 2-core AMD EPYC (bench/update.py's batch-128 rate, three interleaved pairs at 1 and at
@@ -135,6 +137,16 @@ def lease_is_live(path: Path) -> bool:
     return recorded is None or now is None or recorded == now
 
 
+def lease_threads(directory: Path, pid: int) -> int:
+    """The threads run ``pid`` holds with ``--threads N``: its lease's N; 0 for an auto run, or a lease that
+    cannot be read (an older fastddpg's, one being replaced)."""
+    try:
+        n = json.loads((directory / str(pid)).read_text()).get("threads", 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return n if isinstance(n, int) and n > 0 else 0
+
+
 def live_leases(directory: Path) -> set[int]:
     """The pids of the live leases in ``directory``; the leases of processes that are gone are removed."""
     try:
@@ -157,6 +169,7 @@ class Lease:
 
     directory: Path
     pid: int
+    threads: int = 0  # the run's --threads (0: auto)
 
     @property
     def path(self) -> Path:
@@ -172,28 +185,31 @@ class Lease:
 _held: Lease | None = None  # this process's lease
 
 
-def take_lease() -> Lease | None:
+def take_lease(threads: int = 0) -> Lease | None:
     """This process's lease, taken on the first call (written atomically: a temporary file renamed to the pid) and
     released when its training ends (`Trainer.train`) or at exit; None where leases are not available (no POSIX,
-    or the lease directory is not writable), in which case the process counts as alone."""
+    or the lease directory is not writable), in which case the process counts as alone. ``threads``: the run's
+    ``--threads`` (0: auto), recorded in the lease so that auto runs leave a fixed run its cores; a later call with
+    another count rewrites it."""
     global _held
     pid = os.getpid()
-    if _held is not None and _held.pid == pid:
+    if _held is not None and _held.pid == pid and _held.threads == threads:
         return _held
     if os.name != "posix":  # os.kill(pid, 0) is no liveness check elsewhere
         return None
-    lease = Lease(lease_dir(), pid)
+    lease = Lease(lease_dir(), pid, threads)
     tmp = lease.directory / f".{pid}.tmp"
     try:
         lease.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"pid": pid, "start": process_start(pid)}))
+        tmp.write_text(json.dumps({"pid": pid, "start": process_start(pid), "threads": threads}))
         os.replace(tmp, lease.path)
     except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink()
         return None
+    if _held is None or _held.pid != pid:
+        atexit.register(release_lease)
     _held = lease
-    atexit.register(lease.release)
     return lease
 
 
@@ -207,25 +223,39 @@ def release_lease() -> None:
 
 def runs_here() -> int:
     """The fastddpg runs on this machine with a live lease, this process counted once whether or not it holds one."""
+    return len(_other_runs()) + 1
+
+
+def _other_runs() -> set[int]:
+    """The pids of the other live leases here (none without POSIX)."""
     if os.name != "posix":
-        return 1
-    directory = _held.directory if _held is not None else lease_dir()
-    return len(live_leases(directory) - {os.getpid()}) + 1
+        return set()
+    return live_leases(_lease_directory()) - {os.getpid()}
+
+
+def _lease_directory() -> Path:
+    return _held.directory if _held is not None else lease_dir()
 
 
 # --- threads -------------------------------------------------------------------------------------------------
 def resolve_threads(threads: int) -> int:
-    """``Config.threads`` -> the thread count to use: itself if > 0, else the fair share of the usable cores among
-    the runs here (`fair_share`, `runs_here`)."""
-    return threads if threads > 0 else fair_share(usable_cores(), runs_here())
+    """``Config.threads`` -> the thread count to use: itself if > 0, else the fair share among the auto runs here
+    of the usable cores the runs with ``--threads N`` leave (`fair_share`; at least 1)."""
+    if threads > 0:
+        return threads
+    directory = _lease_directory()
+    held = [lease_threads(directory, pid) for pid in _other_runs()]
+    fixed = sum(held)
+    autos = 1 + held.count(0)  # the auto runs, this one included
+    return fair_share(max(1, usable_cores() - fixed), autos)
 
 
 def apply_threads(threads: int) -> int:
-    """Take this process's lease (if it has none yet), then set torch's intra-op threads to
+    """Take this process's lease (if it has none yet; recording ``threads``), then set torch's intra-op threads to
     ``resolve_threads(threads)`` (a process-wide setting); returns it."""
     import torch
 
-    take_lease()
+    take_lease(max(0, threads))
     n = resolve_threads(threads)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
