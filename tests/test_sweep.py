@@ -100,6 +100,10 @@ def test_an_existing_sweep_is_not_overwritten(tmp_path):
     (tmp_path / "s" / SWEEP_FILE).write_text("{}")
     with pytest.raises(ConfigError, match="--resume"):
         make_spec(Config(), tmp_path / "s")
+    # another sweep of the same --out name in the same --storage: its trials would be read as this one's
+    (tmp_path / "shared" / "s2" / "trials").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="already holds another sweep's trials/"):
+        make_spec(Config(), tmp_path / "elsewhere" / "s2", storage=str(tmp_path / "shared"))
 
 
 def test_storage_must_be_seen_by_every_node(tmp_path):

@@ -289,6 +289,10 @@ def make_spec(base: Config, out: str | Path, *, grid: dict[str, list[Any]] | Non
     if (Path(spec.out) / SWEEP_FILE).exists():
         raise ConfigError(f"--out {spec.out} already holds a sweep; continue it with fastddpg sweep --resume "
                           f"{spec.out}, or choose another --out.")
+    held = [d for d in (TRIALS_DIR, TUNE_DIR) if (spec.root / d).exists()]
+    if spec.storage is not None and held:  # another sweep's --out with the same name: its trials would mix in
+        raise ConfigError(f"--storage {spec.storage}: {spec.root} already holds another sweep's {held[0]}/ (a sweep "
+                          f"with the same --out name); choose another --out name or --storage.")
     return spec
 
 
