@@ -434,3 +434,26 @@ def test_pbt_explores_inside_each_fields_range(tmp_path):
     assert {c["gamma"] for c in seen} <= set(GAMMA_STEPS) and len({c["gamma"] for c in seen}) > 2
     assert all(1e-4 <= c["actor_lr"] <= 1e-3 for c in seen)
     assert all(0.005 / 4 <= c["tau"] <= 0.005 * 4 for c in seen)
+
+
+def test_a_sweeps_evaluation_episodes_come_from_the_flag_the_config_or_the_sweep_default(tmp_path, monkeypatch):
+    """--eval-episodes, else a --config file's eval_episodes (the flag's default no longer hides it), else 5: the
+    trials' --eval-every evaluations and eval_return use the same number, from the command line and from Python."""
+    from fastddpg.cli import build_parser
+    from fastddpg.cli.options import config_from_args
+    from fastddpg.tools import sweeps
+    from fastddpg.tools.sweeps import driver
+
+    toml = tmp_path / "c.toml"
+    toml.write_text("[evaluation]\neval_episodes = 3\n")
+
+    def cli(*flags: str) -> int:
+        args = build_parser().parse_args(["sweep", *flags, "--out", str(tmp_path / "s")])
+        return sweeps.with_eval_episodes(config_from_args(args), None).eval_episodes
+
+    assert (cli(), cli("--config", str(toml)), cli("--config", str(toml), "--eval-episodes", "7")) == (5, 3, 7)
+    specs = []
+    monkeypatch.setattr(driver, "run_sweep", lambda spec, **kw: specs.append(spec))
+    for cfg, n in ((Config(), None), (Config(eval_episodes=4), None), (Config(eval_episodes=4), 6)):
+        driver.sweep(cfg, {"seed": [0, 1]}, out=tmp_path / f"p{len(specs)}", eval_episodes=n)
+    assert [(s.eval_episodes, s.base["eval_episodes"]) for s in specs] == [(5, 5), (4, 4), (6, 6)]

@@ -68,8 +68,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "episodes, free; a population trial: the mean over members of each member's last-10 mean) "
                    "or eval_return (--eval-episodes noise-free episodes at every report) "
                    "(default: return_10)")
-    s.add_argument("--eval-episodes", type=int, default=5, metavar="N", help="episodes per eval_return, and per "
-                   "evaluation of the trials' --eval-every (default: 5)")
+    s.add_argument("--eval-episodes", type=int, default=argparse.SUPPRESS, metavar="N",
+                   help="episodes per eval_return, and per evaluation of the trials' --eval-every (default: a "
+                   "--config file's eval_episodes, else 5)")
     s.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C",
                    help="CPUs Ray reserves per trial; also its torch threads and TORCHINDUCTOR_COMPILE_THREADS "
                    "(default: 1)")
@@ -107,11 +108,12 @@ def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     sweeps.require_ray()
     if args.resume:
         defaults = option_defaults()
-        given = [o for o in SWEEP_OPTIONS if getattr(args, o) != defaults[o]]
+        given = [o for o in SWEEP_OPTIONS if getattr(args, o, defaults[o]) != defaults[o]]
         given += [f.name for f in dataclasses.fields(Config) if hasattr(args, f.name) and f.name not in SWEEP_OPTIONS]
         sweeps.refuse_new_definition(["--grid" if g == "sweep_grid" else _flag(g) for g in given])
     else:
-        base = config_from_args(args)
+        # --eval-episodes is the config's own field: given, it is in the config (as a --config file's is)
+        base = sweeps.with_eval_episodes(config_from_args(args), None)
         grid, sample = sweeps.read_space(args.space, base) if args.space else ({}, {})
         flag_grid, flag_sample = sweeps.parse_grid(args.sweep_grid, base), sweeps.parse_sample(args.sample, base)
         grid = {**{k: v for k, v in grid.items() if k not in flag_sample}, **flag_grid}  # a flag wins for its field
@@ -121,7 +123,7 @@ def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             num_samples=args.num_samples, scheduler=args.scheduler, metric=args.metric,
             pbt_interval=args.pbt_interval, mutate=[m.strip().replace("-", "_") for m in args.mutate.split(",")
                                                     if m.strip()],
-            grace_period=args.grace_period, eval_episodes=args.eval_episodes, cpus_per_trial=args.cpus_per_trial,
+            grace_period=args.grace_period, eval_episodes=base.eval_episodes, cpus_per_trial=args.cpus_per_trial,
             gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent, address=args.address,
             storage=args.storage)
     try:

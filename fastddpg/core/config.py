@@ -222,6 +222,11 @@ class Config:
         "help": "The algorithm whose defaults the per-algorithm-defaulted fields not in user_set hold ('' in "
                 "configs saved before the record: every value counts as given).", "group": RECORD_GROUP})
 
+    def was_given(self, name: str) -> bool:
+        """Whether field ``name`` was passed when this Config was made (a flag, a config file's key,
+        ``Config(name=...)``), not left at its default."""
+        return name in self.__dict__.get("_given", frozenset({name}))
+
     def __post_init__(self) -> None:
         self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
         self.grid = tuple(str(g) for g in self.grid)
@@ -243,7 +248,7 @@ class Config:
         had set them, while anything changed along the way (a --grid point, an override) is kept. A config saved
         before the record (``defaults_of`` '') loads with every value as given, exactly as it was; so does a
         config whose algorithm's defaults changed since (its values differ from the new defaults: kept)."""
-        given = self.__dict__.pop("_given", None)
+        given = self.__dict__.get("_given")  # kept: `was_given` reads it too
         previous = ALGORITHMS.get(self.defaults_of) if self.defaults_of else None
         user = set()
         for name in sorted(algorithm_defaulted()):

@@ -64,6 +64,7 @@ from .spec import (
     SCHEDULERS,
     SEARCHES,
     SOURCE_FILE,
+    SWEEP_EVAL_EPISODES,
     SWEEP_FILE,
     TIME_ATTR,
     TRIALS_DIR,
@@ -76,6 +77,7 @@ from .spec import (
     read_space,
     read_spec,
     sweep_grid_scope,
+    with_eval_episodes,
 )
 from .trial import (
     TuneReporter,
@@ -90,11 +92,11 @@ from .trial import (
 
 __all__ = [
     "DEFAULT_MAX_FAILURES", "EXPLOITS_DIR", "INSTALL_HINT", "METRICS", "PBT_MUTABLE", "REPORTS_FILE", "SCHEDULERS",
-    "SEARCHES", "SOURCE_FILE", "SWEEP_FILE", "TIME_ATTR", "TOKEN_AUTH_NOTICE", "TRIALS_DIR", "TRIALS_FILE",
-    "TUNE_DIR", "SweepInterrupted", "SweepProgress", "SweepResult", "SweepSpec", "TuneReporter",
+    "SEARCHES", "SOURCE_FILE", "SWEEP_EVAL_EPISODES", "SWEEP_FILE", "TIME_ATTR", "TOKEN_AUTH_NOTICE", "TRIALS_DIR",
+    "TRIALS_FILE", "TUNE_DIR", "SweepInterrupted", "SweepProgress", "SweepResult", "SweepSpec", "TuneReporter",
     "check_shared_storage", "clamp_mutation", "collect", "connect", "drive", "eval_return", "exploit",
     "final_metrics", "finish_sweep", "load_sweep", "make_spec", "open_trial", "parse_grid", "parse_sample",
     "read_space", "read_spec", "refuse_new_definition", "require_ray", "restore_tuner", "resume_sweep", "return_10",
     "run_sweep", "run_trial", "sweep", "sweep_figures", "sweep_grid_scope", "trial_config", "trial_dirs",
-    "trial_error_line", "tune_callback", "write_sweep_report",
+    "trial_error_line", "tune_callback", "with_eval_episodes", "write_sweep_report",
 ]

@@ -20,6 +20,7 @@ from .results import SweepResult
 from .spec import (
     _DISTRIBUTIONS,
     DEFAULT_MAX_FAILURES,
+    SWEEP_EVAL_EPISODES,
     TIME_ATTR,
     TRIALS_DIR,
     TUNE_DIR,
@@ -29,6 +30,7 @@ from .spec import (
     _write_spec,
     make_spec,
     parse_sample,
+    with_eval_episodes,
 )
 from .trial import _cast, _csv_value, _trial_dirname, run_trial
 
@@ -297,7 +299,8 @@ class SweepInterrupted(Exception):
 
 def sweep(base_config: Config | None = None, space: dict[str, Any] | None = None, *, out: str | Path,
           scheduler: str = "none", metric: str = "return_10", num_samples: int = 1, pbt_interval: int = 0,
-          mutate: Sequence[str] = (), grace_period: int = 0, eval_episodes: int = 5, cpus_per_trial: float = 1,
+          mutate: Sequence[str] = (), grace_period: int = 0, eval_episodes: int | None = None,
+          cpus_per_trial: float = 1,
           gpus_per_trial: float = 0, max_concurrent: int = 0, address: str | None = None,
           storage: str | None = None, max_failures: int = DEFAULT_MAX_FAILURES, search: str = "random",
           report_hook: Callable[..., None] | None = None, verbose: int = 0) -> SweepResult:
@@ -330,11 +333,16 @@ def sweep(base_config: Config | None = None, space: dict[str, Any] | None = None
                 _validate(base, name, v, "space")
         else:
             fixed[name] = _cast(name, value)
+    own = base.was_given("eval_episodes") or "eval_episodes" in fixed  # (from_dict below counts every field given)
     if fixed:
         base = Config.from_dict({**base.to_dict(), **fixed})
+    if eval_episodes is None and not own:
+        eval_episodes = SWEEP_EVAL_EPISODES
+    base = with_eval_episodes(base, eval_episodes)
     spec = make_spec(base, out, grid=grid, sample=sample, scheduler=scheduler, metric=metric,
                      num_samples=num_samples, pbt_interval=pbt_interval, mutate=list(mutate),
-                     grace_period=grace_period, eval_episodes=eval_episodes, cpus_per_trial=float(cpus_per_trial),
+                     grace_period=grace_period, eval_episodes=base.eval_episodes,
+                     cpus_per_trial=float(cpus_per_trial),
                      gpus_per_trial=float(gpus_per_trial), max_concurrent=max_concurrent, address=address,
                      storage=storage, max_failures=max_failures, search=search)
     return run_sweep(spec, hook=report_hook, verbose=verbose)

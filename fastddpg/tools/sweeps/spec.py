@@ -24,6 +24,7 @@ TIME_ATTR = "env_steps"
 SWEEP_FILE = "sweep.json"
 TRIALS_FILE = "trials.csv"
 TRIALS_DIR = "trials"
+SWEEP_EVAL_EPISODES = 5  # a sweep's evaluation episodes where neither --eval-episodes nor the config gives them
 TUNE_DIR = "tune"
 REPORTS_FILE = "reports.csv"  # in each trial's run directory
 EXPLOITS_DIR = "exploits"
@@ -54,7 +55,7 @@ class SweepSpec:
     pbt_interval: int = 0
     mutate: list[str] = field(default_factory=list)
     grace_period: int = 0
-    eval_episodes: int = 5
+    eval_episodes: int = SWEEP_EVAL_EPISODES
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int = 0
@@ -155,6 +156,15 @@ def _check_trial_configs(base: Config, spec: SweepSpec) -> None:
         envs |= set(spec.sample["env"][1:])
     for env_id in sorted(envs):
         check_env_id(env_id)
+
+
+def with_eval_episodes(base: Config, eval_episodes: int | None) -> Config:
+    """The trials' base config with the sweep's evaluation episodes, which its eval_return and its trials'
+    --eval-every evaluations both use: ``eval_episodes`` if given, else the config's own where it was given (a
+    --config file, ``Config(eval_episodes=...)``), else `SWEEP_EVAL_EPISODES`."""
+    if eval_episodes is None:
+        eval_episodes = base.eval_episodes if base.was_given("eval_episodes") else SWEEP_EVAL_EPISODES
+    return Config.from_dict({**base.to_dict(), "eval_episodes": eval_episodes})
 
 
 def _check_local_resources(spec: SweepSpec) -> None:
