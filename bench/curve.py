@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
-from bench.common import moving_mean
+from bench.common import first_crossing, moving_mean
 from bench.workers import run_workers, set_worker_threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,12 +67,12 @@ def mean_ci95(samples: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def time_to_threshold(xs: list[float], curve: list[float], threshold: float = THRESHOLD) -> float | None:
-    """The first x at which ``curve`` reaches ``threshold`` (None if it never does)."""
-    for x, y in zip(xs, curve, strict=True):
-        if y >= threshold:
-            return x
-    return None
+def time_to_threshold(run: dict[str, Any], key: str, threshold: float = THRESHOLD) -> float | None:
+    """``run[key]`` ("seconds" or "steps") of the episode at which the mean of its last 10 returns first reaches
+    ``threshold`` (None if it never does), checked once per env step after every episode that ended at it
+    (`bench.common.first_crossing`)."""
+    i = first_crossing(run["steps"], run["returns"], threshold)
+    return None if i is None else run[key][i]
 
 
 def resample(xs: list[float], ys: list[float], grid: list[float]) -> list[float]:
@@ -97,8 +97,8 @@ def band(runs: list[dict[str, Any]], key: str, grid: list[float]) -> dict[str, l
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Final 10-episode return, time and steps to threshold over seeds."""
     finals = [moving_mean(r["returns"])[-1] for r in runs]
-    times = [time_to_threshold(r["seconds"], moving_mean(r["returns"])) for r in runs]
-    steps = [time_to_threshold(r["steps"], moving_mean(r["returns"])) for r in runs]
+    times = [time_to_threshold(r, "seconds") for r in runs]
+    steps = [time_to_threshold(r, "steps") for r in runs]
     reached = [t for t in times if t is not None]
     m, lo, hi = mean_ci95(finals)
     return {"final_mean": m, "final_low": lo, "final_high": hi, "seeds": len(runs), "reached": len(reached),

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cpu_model, moving_mean, sb3_python
+from bench.common import cpu_model, first_crossing, sb3_python
 from bench.curve import mean_ci95
 from bench.workers import run_workers, set_worker_threads
 
@@ -146,9 +146,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def steps_to_threshold(episodes: list[tuple[int, float]], threshold: float) -> int | None:
-    """The env step at which the moving mean of 10 training returns first reaches ``threshold`` (None: never)."""
-    curve = moving_mean([r for _, r in episodes])
-    return next((s for (s, _), m in zip(episodes, curve, strict=True) if m >= threshold), None)
+    """The env step at which the mean of the last 10 training returns first reaches ``threshold`` (None: never),
+    checked once per env step after every episode that ended at it (`bench.common.first_crossing`)."""
+    i = first_crossing([s for s, _ in episodes], [r for _, r in episodes], threshold)
+    return None if i is None else episodes[i][0]
 
 
 def normalized_env(env_id: str) -> tuple[str, float]:

@@ -36,7 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.curve import THRESHOLD, WINDOW, moving_mean, time_to_threshold  # noqa: E402
+from bench.common import first_crossing  # noqa: E402
+from bench.curve import THRESHOLD, WINDOW  # noqa: E402
 
 BUDGET_S = 510  # 8.5 minutes: the suite must finish inside 9 on an H100
 MIN_STEP_S = 20  # a step is not started with less budget than this left
@@ -131,8 +132,8 @@ def time_to_target(episodes: list[dict[str, Any]], target: float = THRESHOLD, wi
     """When the moving mean return of the last ``window`` episodes (in order of completion; bench/curve.py's
     definition, so the figure compares with the README's curve table) first reaches ``target``: its wall_time (s),
     global_step and episode number, or None for each if never."""
-    curve = moving_mean([float(e["return"]) for e in episodes], window)
-    i = time_to_threshold(list(range(len(episodes))), curve, target)
+    i = first_crossing([int(e["global_step"]) for e in episodes], [float(e["return"]) for e in episodes], target,
+                       window)
     if i is None:
         return {"reached": False, "seconds": None, "env_steps": None, "episode": None}
     e = episodes[i]

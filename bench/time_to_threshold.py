@@ -50,7 +50,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SB3_VENV, moving_mean, sb3_python
+from bench.common import SB3_VENV, first_crossing, sb3_python
 from bench.fidelity import HYPER, machine
 from bench.side_by_side import THREAD_VARS
 from fastddpg.core.config import Config
@@ -128,6 +128,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--make-sb3-venv", action="store_true", help="make bench/.sb3-venv if it is missing (downloads)")
     p.add_argument("--quick", action="store_true", help="1 seed x 3,000 env steps: the plumbing, not learning")
     p.add_argument("--out", default=str(OUT))
+    p.add_argument("--rescore", nargs="+", metavar="JSON", default=None,
+                   help="score these sittings' saved episodes again with the current rule (rewrites each JSON and "
+                   "its .md) and print every seed's ratios against the notebook and SB3 of its sitting, with their "
+                   "medians over all seeds; runs nothing")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.total_steps = 1, 3_000
@@ -144,10 +148,11 @@ def rotation(sides: list[str], index: int) -> list[str]:
 
 
 def seconds_to_threshold(rows: list[tuple[float, float]], threshold: float) -> float | None:
-    """``rows``: (seconds since launch, return) per episode, in the order they ended. The seconds at which the moving
-    mean of the last 10 returns first reaches ``threshold`` (None: never)."""
-    curve = moving_mean([r for _, r in rows])
-    return next((t for (t, _), m in zip(rows, curve, strict=True) if m >= threshold), None)
+    """``rows``: (seconds since launch, return) per episode, in the order they ended. The seconds at which the mean
+    of the last 10 returns first reaches ``threshold`` (None: never), checked once per moment after every episode
+    that ended then (`bench.common.first_crossing`)."""
+    i = first_crossing([t for t, _ in rows], [r for _, r in rows], threshold)
+    return None if i is None else rows[i][0]
 
 
 def median_to_threshold(values: list[float | None]) -> float | None:
@@ -308,8 +313,65 @@ def resolve_sb3(args: argparse.Namespace) -> tuple[Path | None, str]:
                   "or --make-sb3-venv")
 
 
+def per_seed_ratios(records: list[dict[str, Any]]) -> dict[str, dict[str, list[float | None]]]:
+    """For each fastddpg side: per seed, its env steps/s over the notebook's and its seconds to the threshold over
+    SB3's (None where either never reached it, or the seed lacks that side), in seed order."""
+    by = {(r["side"], r["seed"]): r for r in records}
+    seeds = sorted({r["seed"] for r in records})
+    out: dict[str, dict[str, list[float | None]]] = {}
+    for side in [s for s in FASTDDPG_SIDES if any(k[0] == s for k in by)]:
+        speed, ttt = [], []
+        for seed in seeds:
+            mine, nb, sb3 = by.get((side, seed)), by.get(("notebook", seed)), by.get(("sb3", seed))
+            speed.append(mine["steps_per_s"] / nb["steps_per_s"] if mine and nb else None)
+            pair = (mine or {}).get("seconds_to_threshold"), (sb3 or {}).get("seconds_to_threshold")
+            ttt.append(pair[0] / pair[1] if None not in pair else None)
+        out[side] = {"seeds": seeds, "steps_per_s_vs_notebook": speed, "to_threshold_vs_sb3": ttt}
+    return out
+
+
+def rescore(paths: list[str]) -> int:
+    """`--rescore`: each sitting's records scored again with `seconds_to_threshold`, its table and markdown
+    rewritten; then the per-seed ratios of all the sittings together, with medians (a seed that never reached the
+    threshold counts as never: the median is None unless more than half reached it)."""
+    everything: dict[str, dict[str, list[float | None]]] = {}
+    for path in map(Path, paths):
+        data = json.loads(path.read_text())
+        threshold = data["args"]["threshold"]
+        changed = 0
+        for rec in data["records"]:
+            new = seconds_to_threshold([tuple(e) for e in rec["episodes"]], threshold)
+            changed += new != rec["seconds_to_threshold"]
+            rec["seconds_to_threshold"] = new
+        sides = [s for s in data["args"]["sides"] if any(r["side"] == s for r in data["records"])]
+        data["table"] = summarize(data["records"], sides)
+        data["meta"]["rescored"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                    "rule": "the last 10 episodes' mean, checked once per moment after every "
+                                            "episode that ended then, full windows only (bench.common.first_crossing)",
+                                    "records_changed": changed}
+        path.write_text(json.dumps(data, indent=1) + "\n")
+        path.with_suffix(".md").write_text(markdown(data["table"], data["meta"]))
+        print(f"{path}: {changed} of {len(data['records'])} runs' seconds to {threshold:g} changed")
+        for side, r in per_seed_ratios(data["records"]).items():
+            for key, values in r.items():
+                everything.setdefault(side, {}).setdefault(key, []).extend(values)
+
+    def fmt(values: list[float | None]) -> str:
+        done = [v for v in values if v is not None]
+        med = median_to_threshold(values)
+        span = f"{min(done):.2f}-{max(done):.2f}" if done else "-"
+        return f"median {'never' if med is None else f'{med:.2f}x'} (range {span}, {len(done)}/{len(values)} seeds)"
+
+    for side, r in everything.items():
+        print(f"{side}: env steps/s vs the notebook {fmt(r['steps_per_s_vs_notebook'])}; "
+              f"seconds to the threshold vs SB3 {fmt(r['to_threshold_vs_sb3'])}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rescore:
+        return rescore(args.rescore)
     sides = list(args.sides)
     sb3, why = resolve_sb3(args) if "sb3" in sides else (None, "")
     if why:

@@ -22,13 +22,15 @@ def fake(side: str, seed: int, final: float) -> dict:
             "steps_to_threshold": steps_to_threshold(eps, -200.0)}
 
 
-def test_steps_to_threshold_uses_the_10_episode_moving_mean():
-    eps = [(100, -300.0), (200, -100.0), (300, -100.0)]
-    # moving means -300, -200, -166.7
-    assert steps_to_threshold(eps, -200.0) == 200
-    assert steps_to_threshold(eps, -199.0) == 300
-    assert steps_to_threshold(eps, -301.0) == 100
+def test_steps_to_threshold_uses_the_10_episode_mean_once_per_env_step():
+    eps = [(100 * (i + 1), -300.0 if i < 9 else -100.0) for i in range(12)]
+    # full windows: -280 (episodes 1-10), -260, -240
+    assert steps_to_threshold(eps, -260.0) == 1_100
+    assert steps_to_threshold(eps, -300.0) == 1_000  # not before the 10th episode
     assert steps_to_threshold(eps, 0.0) is None
+    # two envs end episodes at 1,100 and 1,200: the mean is taken after both of a step
+    eps = [(100 * (i + 1), -300.0) for i in range(9)] + [(1_000, -100.0), (1_000, -500.0)]
+    assert steps_to_threshold(eps, -290.0) is None  # -280 after the first row of step 1,000, -300 after the second
 
 
 def test_summary_verdict_and_table():

@@ -27,9 +27,16 @@ def test_mean_ci95_matches_t_interval():
     assert mean_ci95([4.0]) == (4.0, 4.0, 4.0)
 
 
-def test_time_to_threshold():
-    assert time_to_threshold([1, 2, 3], [-500, -199, -100], -200) == 2
-    assert time_to_threshold([1, 2], [-500, -300], -200) is None
+def test_time_to_threshold_counts_full_windows_once_per_env_step():
+    """Nine bad episodes, then one env step at which four episodes end: the last 10 first reach -200 after all four
+    (not after the first two of them, which a check per row would take), and only full windows count."""
+    run = {"steps": [200] * 9 + [400] * 4, "seconds": [1.0] * 9 + [2.0] * 4,
+           "returns": [-230.0] * 9 + [-100.0, -100.0, -500.0, -500.0]}
+    assert time_to_threshold(run, "steps", -200) is None  # after row 11 (-196) yes, after the step's last (-255) no
+    run["returns"][-2:] = [-100.0, -100.0]
+    assert time_to_threshold(run, "steps", -200) == 400 and time_to_threshold(run, "seconds", -200) == 2.0
+    short = {"steps": [200, 400], "seconds": [1.0, 2.0], "returns": [-100.0, -100.0]}
+    assert time_to_threshold(short, "steps", -200) is None  # two episodes: no 10-episode mean yet
 
 
 def test_resample_is_a_step_function():
@@ -42,8 +49,13 @@ def test_band_and_summary():
             {"steps": [200, 400], "seconds": [1.5, 3.0], "returns": [-500.0, -500.0], "wall": 3.0}]
     b = band(runs, "steps", [200, 400])
     assert b["mean"] == [-400.0, (-200.0 - 500.0) / 2]
+    for r in runs:  # ten episodes more each: the first at -100 reaches -200 at its 10th episode's step
+        r["steps"] += [600 + 200 * i for i in range(10)]
+        r["seconds"] += [3.0 + i for i in range(10)]
+        r["returns"] += [r["returns"][-1]] * 10
     s = summarize(runs)
-    assert s["reached"] == 1 and s["median_seconds_to_threshold"] == 2.0 and s["seeds"] == 2
+    assert s["reached"] == 1 and s["seeds"] == 2
+    assert s["median_seconds_to_threshold"] == 10.0 and s["median_steps_to_threshold"] == 2000
 
 
 @pytest.mark.slow

@@ -17,15 +17,17 @@ from bench import time_to_threshold as ttt
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_seconds_to_threshold_uses_the_10_episode_moving_mean():
-    rows = [(5.0, -300.0), (7.0, -100.0), (9.0, -100.0)]
-    # moving means -300, -200, -166.7
-    assert ttt.seconds_to_threshold(rows, -200.0) == 7.0
-    assert ttt.seconds_to_threshold(rows, -199.0) == 9.0
-    assert ttt.seconds_to_threshold(rows, 0.0) is None
+def test_seconds_to_threshold_uses_the_10_episode_mean_once_per_moment():
     # ten bad episodes, then good ones: the last 10 reach -200 with 9 good ones in them (all 19 would not: -574)
     rows = [(float(i), -1_000.0 if i < 10 else -100.0) for i in range(20)]
     assert ttt.seconds_to_threshold(rows, -200.0) == 18.0
+    assert ttt.seconds_to_threshold(rows, 0.0) is None
+    assert ttt.seconds_to_threshold(rows[:9], -2_000.0) is None  # fewer than 10 episodes: no 10-episode mean
+    # four envs end their episodes at one moment (18.0): the mean is taken after all four, where a check after
+    # each row would have stopped at the second
+    rows = [(float(i), -1_000.0 if i < 10 else -100.0) for i in range(17)] + [(18.0, -100.0), (18.0, -100.0),
+                                                                             (18.0, -1_000.0), (18.0, -1_000.0)]
+    assert ttt.seconds_to_threshold(rows, -200.0) is None
 
 
 def test_rotation_is_seed_major_abcde_then_bcdea():
