@@ -153,7 +153,9 @@ def test_the_numpy_pendulum_computes_gymnasiums_numbers(num_envs, seed):
             assert "_final_obs" not in got_info
             continue
         ends += 1
-        assert np.array_equal(mask, got_info["_final_obs"])
+        assert np.array_equal(mask, got_info["_final_obs"]) and set(got_info) == set(want_info)
+        assert got_info["final_info"] == want_info["final_info"]
+        assert np.array_equal(want_info["_final_info"], got_info["_final_info"])
         for w, g in zip(want_info["final_obs"][mask], got_info["final_obs"][mask], strict=True):
             assert w.dtype == g.dtype and np.array_equal(w, g), f"final obs at step {t + 1}"
     assert ends == 5

@@ -220,4 +220,24 @@ def test_ci95_and_ranking_by_hand():
 
     mean, half = ci95(np.array([1.0, 2.0, 3.0]))
     assert mean == pytest.approx(2.0) and half == pytest.approx(4.303 / 3 ** 0.5)
-    assert t975(100) == 1.96 and np.isnan(ci95(np.array([5.0]))[1])
+    # beyond the table, within 1e-4 of the exact quantiles (t(0.975, 31) = 2.0395, 63: 1.9983, 1000: 1.9623)
+    assert t975(31) == pytest.approx(2.0395, abs=1e-4) and t975(63) == pytest.approx(1.9983, abs=1e-4)
+    assert t975(1000) == pytest.approx(1.9623, abs=1e-4) and np.isnan(ci95(np.array([5.0]))[1])
+
+
+def test_the_first_hit_of_minus_200_is_a_full_window_once_per_env_step():
+    """A member with two envs: its episodes end two at a time. The hit is taken after both episodes of a step, on
+    a full window of 10, where a check after each row (or on a shorter window) would come earlier."""
+    import pandas as pd
+
+    from fastddpg.reports.bands import first_hit
+
+    returns = [-300.0] * 8 + [-150.0, -150.0, -100.0, -400.0, -100.0, -100.0]
+    steps = [200 * (i // 2 + 1) for i in range(len(returns))]  # two episodes per step
+    c = pd.DataFrame({"global_step": steps, "return": returns, "wall_time": [float(s) for s in steps]})
+    c["ma"] = c["return"].rolling(10, min_periods=1).mean()
+    # after row 10 (-100 at step 1,200) the last 10 average -250, where a check per row would stop; after that
+    # step's second row (-400) they average -260, and they reach -250 again only after step 1,400's second row
+    assert first_hit(c, -250.0)["global_step"].iloc[0] == 1_400
+    assert first_hit(c, -150.0).empty  # row 0 alone (-300) never counts; nor does any partial window
+    assert first_hit(c, -301.0)["global_step"].iloc[0] == 1_000  # the first full window, at step 1,000's last row

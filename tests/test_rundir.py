@@ -89,6 +89,23 @@ def test_parquet_and_csv_agree(run, tmp_path):
         pd.testing.assert_frame_equal(getattr(a, table), getattr(b, table), check_exact=True)
 
 
+def test_a_last_row_cut_short_is_not_read(run, tmp_path):
+    """A run killed (or a disk filled) while a report was being appended leaves a last CSV row without its end:
+    load_run reads the whole rows before it, as resume keeps them, instead of failing on the half row."""
+    d = tmp_path / "cut"
+    shutil.copytree(run, d)
+    for p in d.glob("*.parquet"):
+        p.unlink()
+    whole = load_run(d)
+    for table in ("episodes", "updates"):
+        path = d / f"{table}.csv"
+        text = path.read_text()
+        path.write_text(text[:-12])  # into the last row
+    cut = load_run(d)
+    for table in ("episodes", "updates"):
+        pd.testing.assert_frame_equal(getattr(cut, table), getattr(whole, table).iloc[:-1], check_exact=True)
+
+
 def test_default_run_dir_name_and_clashes(tmp_path, monkeypatch):
     cfg = Config(env="ALE/Pong-v5", seed=3, total_steps=10)
     name = default_run_dir(cfg, tmp_path).name

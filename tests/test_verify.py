@@ -235,3 +235,16 @@ def test_verify_bad_input_one_line_exit_2(args, needle, capsys):
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("fastddpg: error:") and needle in lines[0], captured.err
     assert captured.out == ""
+
+
+def test_a_verified_population_has_hyperparameters_of_its_own_per_member():
+    """verify --num-seeds K builds members that differ in gamma, tau and both learning rates, as --grid members do:
+    a path that mixed the members' (K,) hyperparameters up would then give other numbers than eager."""
+    import torch
+
+    from fastddpg.tools.verify import build_setup
+
+    setup = build_setup("td3", torch.device("cpu"), updates=1, batch_size=8, hidden_sizes=(8,), members=3, warmup=0)
+    hyper = setup.learner.hyper
+    for values in (hyper.gamma, hyper.tau, hyper.actor.lr, hyper.critic.lr):
+        assert torch.as_tensor(values).unique().numel() == 3

@@ -137,5 +137,7 @@ class NumpyPendulumVectorEnv(gym.vector.VectorEnv):
                 final_obs[i] = obs[i].copy()
                 self._reset_env(int(i))
             obs[ended] = self._obs(self._th[ended], self._thdot[ended])
-            info = {"final_obs": final_obs, "_final_obs": truncated.copy()}
+            # as SyncVectorEnv's same-step autoreset: Pendulum's step infos are empty, so is final_info
+            info = {"final_obs": final_obs, "_final_obs": truncated.copy(), "final_info": {},
+                    "_final_info": truncated.copy()}
         return obs, -costs, terminated, truncated, info

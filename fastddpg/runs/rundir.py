@@ -354,8 +354,8 @@ def _typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
 
 def read_table(path: str | Path, table: str) -> pd.DataFrame:
     """One tidy table of a run directory (``episodes``, ``updates``, ``probes`` or ``eval``) with the
-    documented dtypes; the parquet copy when it is at least as new as the CSV, else the CSV; an empty frame
-    with the default columns when neither exists."""
+    documented dtypes; the parquet copy when it is at least as new as the CSV, else the CSV (without a last row
+    cut short); an empty frame with the default columns when neither exists."""
     path = Path(path)
     csv_path, pq_path = path / f"{table}.csv", path / f"{table}.parquet"
     if pq_path.exists() and (not csv_path.exists() or pq_path.stat().st_mtime >= csv_path.stat().st_mtime):
@@ -365,7 +365,12 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
             pass
     if not csv_path.exists():
         return _typed(pd.DataFrame(), table)
-    return _typed(pd.read_csv(csv_path, keep_default_na=True), table)
+    text = csv_path.read_text()
+    if not text.endswith("\n"):  # a last row cut short (a kill, a full disk, a report being appended): not a row
+        text = text[:text.rfind("\n") + 1]
+    if not text:
+        return _typed(pd.DataFrame(), table)
+    return _typed(pd.read_csv(io.StringIO(text), keep_default_na=True), table)
 
 
 def upgrade_evals(evals: pd.DataFrame, final_step: int = -1) -> pd.DataFrame:

@@ -39,6 +39,7 @@ them.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import platform
 import shutil
@@ -110,11 +111,21 @@ class VerifySetup:
         return self.learner.is_actor_step(update_number)
 
 
+def member_config(cfg: Config, k: int) -> Config:
+    """Member ``k``'s config in a verified population: its own gamma, tau and learning rates (member 0: ``cfg``'s),
+    as a --grid gives them, so that a path which mixes the members' (K,) hyperparameters up (a broadcast along the
+    wrong axis, member 0's value for all) gives other numbers than eager and fails."""
+    if k == 0:
+        return cfg
+    return dataclasses.replace(cfg, gamma=cfg.gamma - 0.01 * k, tau=cfg.tau * (1 + 0.5 * k),
+                               actor_lr=cfg.actor_lr / (1 + k), critic_lr=cfg.critic_lr * (1 + 0.5 * k))
+
+
 def build_setup(algo: str, device: torch.device, updates: int, batch_size: int, hidden_sizes: tuple[int, ...],
                 seed: int = 0, buffer_size: int = 4096, warmup: int = WARMUP_UPDATES, members: int = 1,
                 layer_norm: bool = False) -> VerifySetup:
-    """A learner initialised from ``seed`` (``members`` > 1: a population, member k from seed + k; ``layer_norm``:
-    LayerNorm networks) and given
+    """A learner initialised from ``seed`` (``members`` > 1: a population, member k from seed + k with its own
+    hyperparameters, `member_config`; ``layer_norm``: LayerNorm networks) and given
     ``warmup`` eager updates, and ``updates`` further batches of Pendulum-shaped rows to verify on.
 
     All random numbers come from a CPU generator and are then moved to ``device``, so every device verifies
@@ -126,7 +137,8 @@ def build_setup(algo: str, device: torch.device, updates: int, batch_size: int, 
     singles = []
     for k in range(members):
         torch.manual_seed(seed + k)
-        singles.append(algorithm_class(algo).from_config(cfg, OBS_DIM, ACT_DIM, low, high, device))
+        singles.append(algorithm_class(algo).from_config(member_config(cfg, k), OBS_DIM, ACT_DIM, low, high,
+                                                         device))
     learner = singles[0] if members == 1 else Population(singles)
     buffer = ReplayBuffer(buffer_size, OBS_DIM, ACT_DIM, device)
     theta = (torch.rand(buffer_size, generator=gen) * 2 - 1) * torch.pi
