@@ -195,6 +195,17 @@ def test_the_numpy_pendulum_follows_pendulums_registration(pendulum_registration
         assert bool(got[3].any()) == ((t + 1) % 50 == 0)
 
 
+def test_the_torch_pendulum_follows_pendulums_registration_too(pendulum_registration):
+    """Registered with another g and time limit, the torch backend takes both from the registration, as the numpy
+    one does (it used to build g = 10 and 200 steps whatever Pendulum-v1 said); another entry point is refused."""
+    pendulum_registration(max_episode_steps=50, kwargs={"g": 9.81})
+    env = make_env("Pendulum-v1", 2, CPU, "sync", "torch")
+    assert env.env.g == 9.81 and env.env.max_episode_steps == 50
+    pendulum_registration(entry_point=lambda **kw: PendulumEnv(**kw), max_episode_steps=200)
+    with pytest.raises(ConfigError, match="registered with another entry point"):
+        make_env("Pendulum-v1", 2, CPU, "sync", "torch")
+
+
 def test_auto_keeps_gymnasium_where_the_numpy_pendulum_cannot_stand_in(pendulum_registration, monkeypatch):
     """Another entry point registered as Pendulum-v1, or numpy 1: auto steps Gymnasium's env, and asking for the
     numpy backend is one clear error."""

@@ -41,6 +41,13 @@ def unsupported(env_id: str) -> str | None:
         return f"it implements {ENV_ID} only, not {env_id}"
     if not NUMPY_2:
         return f"it needs numpy >= 2 for Gymnasium's numbers (numpy {np.__version__} is installed)"
+    return registration_differs(env_id)
+
+
+def registration_differs(env_id: str) -> str | None:
+    """Why Pendulum-v1's registration is not one a reimplementation can follow (another entry point, extra
+    wrappers, arguments other than ``g``), or None: then only its ``g`` and time limit may differ from
+    Gymnasium's, and both the numpy and the torch Pendulum take them from it."""
     spec = gym.spec(env_id)
     if spec.entry_point != ENTRY_POINT or spec.additional_wrappers or set(spec.kwargs) - {"g"}:
         return f"{env_id} is registered with another entry point, wrappers or arguments than Gymnasium's"

@@ -33,9 +33,9 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from ..core.config import ENV_BACKENDS, TORCH_ENV_IDS, ConfigError
-from .numpy_pendulum import NumpyPendulumVectorEnv
+from .numpy_pendulum import NumpyPendulumVectorEnv, registration_differs
 from .numpy_pendulum import unsupported as numpy_unsupported
-from .torch_pendulum import TorchPendulumVectorEnv
+from .torch_pendulum import DEFAULT_G, TorchPendulumVectorEnv
 
 
 class Step(NamedTuple):
@@ -288,13 +288,15 @@ def resolve_env_backend(backend: str, env_id: str, device: torch.device, mode: s
         raise ConfigError(f"--env-backend={backend!r} is invalid: choose one of {', '.join(ENV_BACKENDS)}.")
     if backend == "auto":
         kind = torch.device(device).type
-        if env_id in TORCH_ENV_IDS and kind == "cuda":
+        if env_id in TORCH_ENV_IDS and kind == "cuda" and registration_differs(env_id) is None:
             return "torch"
         numpy_ok = kind == "cpu" and mode == "sync" and num_envs >= 2 and numpy_unsupported(env_id) is None
         return "numpy" if numpy_ok else "gymnasium"
     if backend == "torch" and env_id not in TORCH_ENV_IDS:
         raise ConfigError(f"--env-backend='torch' is invalid: the torch backend implements "
                           f"{', '.join(TORCH_ENV_IDS)} only, not {env_id}; use --env-backend gymnasium.")
+    if backend == "torch" and (why := registration_differs(env_id)) is not None:
+        raise ConfigError(f"--env-backend='torch' is invalid: {why}; use --env-backend gymnasium.")
     if backend == "numpy" and (why := numpy_unsupported(env_id)) is not None:
         raise ConfigError(f"--env-backend='numpy' is invalid: {why}; use --env-backend gymnasium.")
     return backend
@@ -310,8 +312,10 @@ def make_env(env_id: str, num_envs: int, device: torch.device, mode: str = "sync
     a Gymnasium env takes one seed per env instead): the envs are G equal blocks that draw the same reset states.
     """
     resolved = resolve_env_backend(backend, env_id, device, mode, num_envs)
-    if resolved == "torch":
-        return TorchVecEnv(TorchPendulumVectorEnv(num_envs, device, repeats=repeats))
+    if resolved == "torch":  # g and the time limit as registered, as the numpy Pendulum follows them
+        spec = gym.spec(env_id)
+        return TorchVecEnv(TorchPendulumVectorEnv(num_envs, device, max_episode_steps=spec.max_episode_steps or 200,
+                                                  g=float(spec.kwargs.get("g", DEFAULT_G)), repeats=repeats))
     if resolved == "numpy":
         return VecEnv(NumpyPendulumVectorEnv(num_envs), device, env_id, backend="numpy")
     env = make_gym_vector_env(env_id, num_envs, mode)
