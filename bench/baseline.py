@@ -36,7 +36,7 @@ import copy
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -374,6 +374,20 @@ def notebook_update_rate(
     critic and actor steps, the per-parameter soft update and four ``.item()`` reads. ``warmup`` untimed
     updates run first. Returns ``{"batch_size", "updates_per_sec", "seconds", "n_updates"}``.
     """
+    timed = notebook_updates(batch_size, warmup, device, seed)
+    seconds = n_updates / timed(n_updates)
+    return {
+        "batch_size": batch_size,
+        "updates_per_sec": n_updates / seconds,
+        "seconds": seconds,
+        "n_updates": n_updates,
+    }
+
+
+def notebook_updates(batch_size: int, warmup: int = 30, device: str = "cpu", seed: int = 0
+                     ) -> Callable[[int], float]:
+    """`notebook_update_rate`'s agent and buffer, made and warmed up once: ``timed(n)`` runs ``n`` more updates
+    and returns their updates/s, so a benchmark can interleave its repeats with other sides'."""
     np.random.seed(seed)
     torch.manual_seed(seed)
     agent = NotebookDDPG(PENDULUM_OBS_DIM, PENDULUM_ACT_DIM, [PENDULUM_MAX_TORQUE], [0.0], HIDDEN, device)
@@ -382,17 +396,15 @@ def notebook_update_rate(
     for _ in range(warmup):
         agent.learn(buf.draw(batch_size))
     _sync(agent.device)
-    t0 = time.perf_counter()
-    for _ in range(n_updates):
-        agent.learn(buf.draw(batch_size))
-    _sync(agent.device)
-    seconds = time.perf_counter() - t0
-    return {
-        "batch_size": batch_size,
-        "updates_per_sec": n_updates / seconds,
-        "seconds": seconds,
-        "n_updates": n_updates,
-    }
+
+    def timed(n_updates: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n_updates):
+            agent.learn(buf.draw(batch_size))
+        _sync(agent.device)
+        return n_updates / (time.perf_counter() - t0)
+
+    return timed
 
 
 # --- compute model -----------------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ CUDA graph on CUDA), all measured in this one run.
     python bench/update.py --quick         # fewer updates per point
     python bench/update.py --device cuda --out bench/results
 
-Each point: warm-up excluded (compile time reported separately), then `--updates` timed updates, repeated
-`--repeats` times; the median is reported with min-max. fastddpg is driven the way the trainer drives it: all
+Each point: every side is built and warmed up once (compile time reported separately), then measured in
+`--repeats` rounds, each round timing `--updates` updates of every side and the limit, in an order rotated from
+round to round (ABC, BCA, ...): a slow minute of the machine falls on every side alike, not on the one whose block
+it was. The median over rounds is reported with min-max. fastddpg is driven the way the trainer drives it: all
 batch indices of a group of updates drawn at once on the device, metrics summed on the device, one sync at
 the end of the timed section. The compute limit is the measured (batch x 256) @ (256 x 256) matmul rate
 divided by the FLOPs of one update: on a CPU the faster of MKL's (``torch.mm``) and oneDNN's product, both
@@ -45,7 +47,7 @@ from torch.utils._pytree import tree_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.baseline import matmul_rate, notebook_update_rate, update_flops
+from bench.baseline import matmul_rate, notebook_updates, update_flops
 from bench.common import cpu_model, sync
 from fastddpg.algos import DDPG
 from fastddpg.core.config import CPU_MATMUL_CHOICES, Config
@@ -131,14 +133,21 @@ def replay_products(calls: list[ProductCall], seed: int = 0) -> Callable[[], Non
     return run
 
 
-def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_updates: int, repeats: int,
-                         group: int = 16, seed: int = 0, cpu_matmul: str = "auto", split: bool = False,
-                         hidden: tuple[int, ...] = HIDDEN) -> dict:
-    """Updates/s of fastddpg's update (mode 'off' = eager, 'analytic' = the hand-derived update, else a compile
-    mode) of networks of ``hidden`` widths, median over repeats. With ``split``, also its products alone
-    (`record_products` of one update, replayed ``n_updates`` times right after each repeat's updates;
-    ``products_us``, us per update, median) and the rest (``rest_us``: the update's median us less its
-    products')."""
+class Prepared(NamedTuple):
+    """A side made ready once (built, compiled, warmed up): ``repeat(n_updates)`` times ``n_updates`` more updates
+    and returns {"updates_per_sec"} (with ``split``, also "products_us"); ``warmup_seconds``: the warm-up's time
+    (compile and CUDA-graph capture included)."""
+
+    repeat: Callable[[int], dict[str, float]]
+    warmup_seconds: float
+
+
+def prepare_fastddpg(batch_size: int, mode: str, device: torch.device, group: int = 16, seed: int = 0,
+                     cpu_matmul: str = "auto", split: bool = False, hidden: tuple[int, ...] = HIDDEN) -> Prepared:
+    """fastddpg's update (mode 'off' = eager, 'analytic' = the hand-derived update, else a compile mode) of networks
+    of ``hidden`` widths, driven as the trainer drives it: the batch indices of ``group`` updates drawn at once on
+    the device, metrics summed there, one sync at the end of a repeat. With ``split``, each repeat also times the
+    update's products alone (`record_products` of one update, replayed as many times right after)."""
     torch.manual_seed(seed)
     learner = DDPG(OBS_DIM, ACT_DIM, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), device,
                    Hyper(0.99, 0.005, 1.0, AdamHyper(1e-3), AdamHyper(1e-3)))
@@ -160,8 +169,8 @@ def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_upd
     sync(device)
     warmup_s = time.perf_counter() - t0
     products = replay_products(record_products(fn, state, buf.sample_rows(1, batch_size, gen)[0])) if split else None
-    rates, products_us = [], []
-    for _ in range(repeats):
+
+    def repeat(n_updates: int) -> dict[str, float]:
         done = 0
         sync(device)
         t0 = time.perf_counter()
@@ -169,23 +178,63 @@ def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_upd
             k = min(group, n_updates - done)
             rows = buf.sample_rows(k, batch_size, gen)
             for i in range(k):
-                acc += fn(state, rows[i])
+                acc.add_(fn(state, rows[i]))
             done += k
         acc.sum().cpu()
-        rates.append(n_updates / (time.perf_counter() - t0))
+        out = {"updates_per_sec": n_updates / (time.perf_counter() - t0)}
         if products is not None:
             sync(device)
             t0 = time.perf_counter()
             for _ in range(n_updates):
                 products()
             sync(device)
-            products_us.append((time.perf_counter() - t0) / n_updates * 1e6)
+            out["products_us"] = (time.perf_counter() - t0) / n_updates * 1e6
+        return out
+
+    return Prepared(repeat, warmup_s)
+
+
+def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_updates: int, repeats: int,
+                         group: int = 16, seed: int = 0, cpu_matmul: str = "auto", split: bool = False,
+                         hidden: tuple[int, ...] = HIDDEN) -> dict:
+    """Updates/s of `prepare_fastddpg`'s update alone, median over ``repeats`` (with ``split``: ``products_us``,
+    the products' us per update, median, and ``rest_us``, the update's median us less its products')."""
+    side = prepare_fastddpg(batch_size, mode, device, group, seed, cpu_matmul, split, hidden)
+    return summarize_side([side.repeat(n_updates) for _ in range(repeats)], side.warmup_seconds)
+
+
+def summarize_side(repeats: list[dict[str, float]], warmup_seconds: float) -> dict:
+    """A side's repeats as {updates_per_sec (median), min, max, warmup_seconds} and, where timed, products_us
+    (median) and rest_us (the median update's us less it)."""
+    rates = [r["updates_per_sec"] for r in repeats]
     result = {"updates_per_sec": statistics.median(rates), "min": min(rates), "max": max(rates),
-              "warmup_seconds": warmup_s}
-    if products is not None:
-        result["products_us"] = statistics.median(products_us)
+              "warmup_seconds": warmup_seconds}
+    if "products_us" in repeats[0]:
+        result["products_us"] = statistics.median(r["products_us"] for r in repeats)
         result["rest_us"] = 1e6 / result["updates_per_sec"] - result["products_us"]
     return result
+
+
+def limit_rates(batch_size: int, device: str) -> dict[str, float]:
+    """One repeat of the limit: the (batch x 256) @ (256 x 256) product's FLOP/s by each library at hand (MKL's
+    ``torch.mm``, on a CPU with it oneDNN's linear; ``torch`` on a GPU)."""
+    rates = {"mkl" if torch.device(device).type == "cpu" else "torch": matmul_rate(batch_size, HIDDEN[0], device)}
+    if torch.device(device).type == "cpu" and onednn_available():
+        rates["onednn"] = matmul_rate(batch_size, HIDDEN[0], device, library="onednn")
+    return rates
+
+
+def interleaved(sides: dict[str, Prepared], n_updates: int, repeats: int) -> dict[str, list[dict[str, float]]]:
+    """Each side's repeats, taken in rounds: round r runs one repeat of every side, in an order rotated by r
+    (ABC, BCA, CAB, ...), so that a slow minute of the machine falls on every side alike rather than on the one
+    whose block it was."""
+    names = list(sides)
+    out: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            out[name].append(sides[name].repeat(n_updates))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -209,17 +258,19 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     rows = []
     for b in args.batch_sizes:
-        nb = [notebook_update_rate(b, n_updates=args.updates, warmup=20, device=args.device, seed=r)["updates_per_sec"]
-              for r in range(args.repeats)]
-        eager = fastddpg_update_rate(b, "off", device, args.updates, args.repeats)
-        analytic = fastddpg_update_rate(b, "analytic", device, args.updates, args.repeats, split=True)
-        floor = fastddpg_update_rate(FLOOR_BATCH, "analytic", device, args.updates, args.repeats, hidden=FLOOR_HIDDEN)
-        comp = fastddpg_update_rate(b, args.compile_mode, device, args.updates, args.repeats,
-                                    cpu_matmul=args.cpu_matmul)
+        notebook = notebook_updates(b, warmup=20, device=args.device, seed=0)
+        sides = {"notebook": Prepared(lambda n, nb=notebook: {"updates_per_sec": nb(n)}, 0.0),
+                 "eager": prepare_fastddpg(b, "off", device),
+                 "analytic": prepare_fastddpg(b, "analytic", device, split=True),
+                 "floor": prepare_fastddpg(FLOOR_BATCH, "analytic", device, hidden=FLOOR_HIDDEN),
+                 "compiled": prepare_fastddpg(b, args.compile_mode, device, cpu_matmul=args.cpu_matmul),
+                 "limit": Prepared(lambda n, b=b: limit_rates(b, args.device), 0.0)}
+        runs = interleaved(sides, args.updates, args.repeats)
+        nb = [r["updates_per_sec"] for r in runs["notebook"]]
+        eager, analytic, floor, comp = (summarize_side(runs[k], sides[k].warmup_seconds)
+                                        for k in ("eager", "analytic", "floor", "compiled"))
         flops = update_flops(OBS_DIM, ACT_DIM, HIDDEN, b)
-        limits = {"mkl" if device.type == "cpu" else "torch": matmul_rate(b, HIDDEN[0], args.device) / flops}
-        if device.type == "cpu" and onednn_available():
-            limits["onednn"] = matmul_rate(b, HIDDEN[0], args.device, library="onednn") / flops
+        limits = {lib: statistics.median(r[lib] for r in runs["limit"]) / flops for lib in runs["limit"][0]}
         limit = max(limits.values())
         nb_med = statistics.median(nb)
         row = {"batch_size": b, "notebook": nb_med, "notebook_min": min(nb), "notebook_max": max(nb),

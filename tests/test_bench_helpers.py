@@ -212,3 +212,17 @@ def test_update_floor_runs_the_hand_derived_update_of_small_networks(monkeypatch
                                     split=True, hidden=update.FLOOR_HIDDEN)
     assert built == [update.FLOOR_HIDDEN] and update.FLOOR_HIDDEN != update.HIDDEN
     assert r["updates_per_sec"] > 0 and r["products_us"] > 0
+
+
+def test_update_sides_are_timed_in_rotating_rounds():
+    """bench/update.py times one repeat of every side per round, the order rotated from round to round."""
+    from bench.update import Prepared, interleaved
+
+    calls = []
+
+    def side(name):
+        return Prepared(lambda n: calls.append((name, n)) or {"updates_per_sec": float(n)}, 0.0)
+
+    runs = interleaved({k: side(k) for k in "ABC"}, n_updates=7, repeats=4)
+    assert [c[0] for c in calls] == list("ABC" "BCA" "CAB" "ABC") and {c[1] for c in calls} == {7}
+    assert {k: len(v) for k, v in runs.items()} == {"A": 4, "B": 4, "C": 4}
