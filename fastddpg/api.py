@@ -190,7 +190,8 @@ def _run_to_end(trainer: Trainer, writer: RunWriter, callbacks: Iterable[Callbac
     except BaseException as e:
         if run_dir_os_error(e, writer.path) is None:  # (a run-directory error: `run_to_end` finishes it)
             with contextlib.suppress(Exception):  # keep what the run had; the original error goes on
-                _finish(trainer, writer)
+                # what stopped it (an error, or Tune stopping a trial): the summary of a stopped run says so
+                _finish(trainer, writer, {**trainer.summary(), "stopped_by": _stop_reason(e)})
         raise
     _finish(trainer, writer, result.summary)
     result.run_dir = writer.path
@@ -206,6 +207,12 @@ def run_dir_os_error(e: BaseException, run_dir: Path) -> OSError | None:
         return err
     path, root = Path(err.filename).resolve(), run_dir.resolve()
     return err if path == root or root in path.parents else None
+
+
+def _stop_reason(e: BaseException) -> str:
+    """summary.json's ``stopped_by`` for a run an exception stopped: its type and first line."""
+    line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 
 def _non_finite(e: BaseException) -> bool:

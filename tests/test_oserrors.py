@@ -319,7 +319,9 @@ def test_an_os_error_outside_the_run_directory_is_not_called_a_run_directory_err
     with pytest.raises(FileNotFoundError) as info:
         fastddpg.train(run_config(run_dir))
     assert type(info.value) is FileNotFoundError
-    assert "stopped_by" not in load_run(run_dir).summary  # finished as after any other error
+    # finished as after any other error, which the summary names
+    assert load_run(run_dir).summary["stopped_by"] == f"FileNotFoundError: [Errno 2] No such file or directory: " \
+        f"'{tmp_path / 'asset.xml'}'"
     assert (run_dir / "report.html").is_file()
     code, out = run_cli(capsys, [*BASE, "--run-dir", str(tmp_path / "r2")])
     assert code == 74 and one_error_line(out) == f"{tmp_path / 'asset.xml'}: No such file or directory (ENOENT)"
