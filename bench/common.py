@@ -12,6 +12,9 @@ import torch
 # the CPU named next to every figure, as `fastddpg verify` names it
 from fastddpg.core.cpuinfo import cpu_model as cpu_model
 
+# a time to -200: the rule the run reports use too (once per moment, full windows)
+from fastddpg.core.schema import first_crossing as first_crossing
+
 SB3_VENV = Path(__file__).resolve().parent / ".sb3-venv"
 WINDOW = 10  # the notebook's moving-average window over episodes
 
@@ -21,23 +24,6 @@ def sync(device: torch.device | str) -> None:
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def first_crossing(moments: list[float], returns: list[float], threshold: float, window: int = WINDOW
-                   ) -> int | None:
-    """The index of the episode at which the mean return of the last ``window`` episodes first reaches
-    ``threshold`` (None: never). ``moments``: when each episode ended (env step or seconds), ``returns`` its
-    return, both in the order the episodes ended.
-
-    Checked once per moment, after every episode that ended then: with N envs, N episodes end at one env step,
-    and checking after each of them (in the arbitrary order they were logged) would give that run N chances at
-    every moment where a one-env run has one. Only full windows count, as the notebook's moving average."""
-    curve = moving_mean(returns, window)
-    n = len(returns)
-    for i in range(window - 1, n):
-        if (i + 1 == n or moments[i + 1] != moments[i]) and curve[i] >= threshold:
-            return i
-    return None
 
 
 def moving_mean(values: list[float], window: int = WINDOW) -> list[float]:

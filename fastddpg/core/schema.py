@@ -175,6 +175,24 @@ class Last10:
         return tuple(self.member(k) for k in range(count))
 
 
+def first_crossing(moments: Sequence[float], returns: Sequence[float], threshold: float, window: int = LAST_N
+                   ) -> int | None:
+    """The index of the episode at which the mean return of the last ``window`` episodes first reaches
+    ``threshold`` (None: never). ``moments``: when each episode ended (env step or seconds), ``returns`` its
+    return, both in the order the episodes ended.
+
+    Checked once per moment, after every episode that ended then: with N envs, N episodes end at one env step,
+    and checking after each of them (in the arbitrary order they were logged) would give that run N chances at
+    every moment where a one-env run has one. Only full windows count, as the notebook's moving average. The
+    reports' "reached -200" and every benchmark's time to -200 use it."""
+    n = len(returns)
+    for i in range(window - 1, n):
+        if (i + 1 == n or moments[i + 1] != moments[i]) and \
+                math.fsum(returns[i - window + 1:i + 1]) / window >= threshold:
+            return i
+    return None
+
+
 def returns_by_member(rows: Iterable[EpisodeRow]) -> dict[int, list[float]]:
     """Each member's returns in the order its episodes ended (a single run's: {0: returns}); members without a
     finished episode are absent."""

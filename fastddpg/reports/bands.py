@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..core.lazy import LazyModule
-from ..core.schema import LAST_N, last10_mean
+from ..core.schema import LAST_N, first_crossing, last10_mean
 from ..runs.rundir import RunData
 
 if TYPE_CHECKING:
@@ -139,12 +139,10 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 
 def first_hit(curve: pd.DataFrame, target: float = TARGET_RETURN) -> pd.DataFrame:
-    """The rows of a member's curve (`member_curves`) at which its mean of the last 10 returns reaches
-    ``target``: full windows only, and once per env step, after every episode that ended at it (with N envs, N
-    episodes end together, and a check after each would give N chances at every step)."""
-    full = np.arange(len(curve)) >= MA_WINDOW - 1
-    last_of_step = curve["global_step"].ne(curve["global_step"].shift(-1)).to_numpy()
-    return curve[(curve["ma"] >= target).to_numpy() & full & last_of_step]
+    """The row of a member's curve (`member_curves`) at which its mean of the last 10 returns first reaches
+    ``target`` (`fastddpg.core.schema.first_crossing`: full windows, once per env step), or no row."""
+    i = first_crossing(curve["global_step"].tolist(), curve["return"].tolist(), target, MA_WINDOW)
+    return curve.iloc[[] if i is None else [i]]
 
 
 def ranking(run: RunData) -> pd.DataFrame:
