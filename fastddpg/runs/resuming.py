@@ -48,6 +48,7 @@ from .rundir import (
     RunWriter,
     hold_run_dir,
     probe_writable,
+    read_run_config,
     read_table,
     release_run_dir,
     require_run_packages,
@@ -78,14 +79,11 @@ def resume_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, arg
         raise ConfigError(f"--resume {path}: no such run directory.")
     cfg_file = path / CONFIG_FILE
     try:
-        meta = json.loads(cfg_file.read_text())
-        cfg = Config.from_dict(meta["config"])
+        meta, cfg = read_run_config(cfg_file)
     except FileNotFoundError:
         raise ConfigError(f"--resume {path}: not a fastddpg run directory (no {CONFIG_FILE}).") from None
-    except ConfigError as e:  # a value the config refuses says so itself
-        raise ConfigError(f"--resume {path}: {CONFIG_FILE}: {e}") from None
-    except (ValueError, KeyError, TypeError) as e:  # (json's decode error is a ValueError)
-        raise ConfigError(f"--resume {path}: {CONFIG_FILE} is not a valid fastddpg config ({e}).") from None
+    except ConfigError as e:
+        raise ConfigError(f"--resume {path}: {e}") from None
     overrides = dict(overrides or {})
     fixed = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
     if fixed:

@@ -511,6 +511,20 @@ class RunData:
                    summary=summary)
 
 
+def read_run_config(cfg_file: Path) -> tuple[dict[str, Any], Config]:
+    """A run's config.json: its metadata and its Config; one that does not read as one (edited by hand, a value
+    the config refuses) is a one-line ConfigError naming the file. A missing file raises FileNotFoundError."""
+    try:
+        meta = json.loads(cfg_file.read_text())
+        return meta, Config.from_dict(meta["config"])
+    except ConfigError as e:  # a value the config refuses says so itself
+        raise ConfigError(f"{cfg_file}: {e}") from None
+    except FileNotFoundError:
+        raise
+    except (ValueError, KeyError, TypeError) as e:  # (json's decode error is a ValueError)
+        raise ConfigError(f"{cfg_file} is not a valid fastddpg config ({e}); was it edited by hand?") from None
+
+
 def load_run(path: str | Path) -> RunData:
     """Read a run directory: tidy DataFrames (episodes, updates, probes, evals), the Config and the metadata.
     Works on a run that is still going or that died (the CSVs hold every flush so far)."""
@@ -519,13 +533,7 @@ def load_run(path: str | Path) -> RunData:
     if not cfg_file.is_file():
         raise ConfigError(f"{path} is not a fastddpg run directory (no {CONFIG_FILE}); give the directory a "
                           "`fastddpg run` created.")
-    try:
-        meta = json.loads(cfg_file.read_text())
-        config = Config.from_dict(meta["config"])
-    except ConfigError as e:  # a value the config refuses says so itself
-        raise ConfigError(f"{cfg_file}: {e}") from None
-    except (ValueError, KeyError, TypeError) as e:  # (json's decode error is a ValueError)
-        raise ConfigError(f"{cfg_file} is not a valid fastddpg config ({e}); was it edited by hand?") from None
+    meta, config = read_run_config(cfg_file)
     summary_file = path / SUMMARY_FILE
     try:
         summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
