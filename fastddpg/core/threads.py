@@ -87,14 +87,20 @@ def lease_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"fastddpg-{os.getuid()}" / "leases"
 
 
-def process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, from ``/proc/PID/stat``), so that a lease is not
-    taken for live when its pid has been reused; None where that cannot be read (no /proc, or no such process)."""
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/PID/stat``'s fields from field 3 (the state) on; [] where it cannot be read (no /proc, or no such
+    process)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces and parentheses
+        return []
+    return stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold spaces and parentheses
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc/PID/stat``), so that a lease is not
+    taken for live when its pid has been reused; None where that cannot be read (no /proc, or no such process)."""
+    fields = _stat_fields(pid)
     return fields[19] if len(fields) > 19 else None  # field 22 of proc(5); fields[0] is field 3
 
 
@@ -114,11 +120,7 @@ def pid_alive(pid: int) -> bool:
 def is_zombie(pid: int) -> bool:
     """Whether process ``pid`` has exited but not been reaped by its parent (state Z in ``/proc/PID/stat``): it
     still answers signal 0, yet runs nothing. False where that cannot be read."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[-1].split()
+    fields = _stat_fields(pid)
     return bool(fields) and fields[0] == "Z"
 
 

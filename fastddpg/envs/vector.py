@@ -64,8 +64,13 @@ def check_env_id(env_id: str) -> None:
     except ImportError as e:
         raise ConfigError(f"cannot make environment '{env_id}': {e}.") from None
     except gym.error.Error as e:
-        raise ConfigError(f"cannot make environment '{env_id}': {e} Check the id (e.g. Pendulum-v1) "
-                          "or register the env with gymnasium.register first.") from None
+        raise unregistered_env(env_id, e) from None
+
+
+def unregistered_env(env_id: str, error: Exception) -> ConfigError:
+    """The one line for an env id Gymnasium does not know: its own message, and how to fix it."""
+    return ConfigError(f"cannot make environment '{env_id}': {error} Check the id (e.g. Pendulum-v1) or register "
+                       "the env with gymnasium.register first.")
 
 
 def make_gym_vector_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.vector.VectorEnv:
@@ -79,8 +84,7 @@ def make_gym_vector_env(env_id: str, num_envs: int, mode: str = "sync") -> gym.v
         with settotalmass_filtered() if mujoco else contextlib.nullcontext():
             return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, vector_kwargs=kwargs)
     except gym.error.UnregisteredEnv as e:  # a wrong id: Gymnasium names it; say how to fix it
-        raise ConfigError(f"cannot make environment '{env_id}': {e} Check the id (e.g. Pendulum-v1) "
-                          "or register the env with gymnasium.register first.") from None
+        raise unregistered_env(env_id, e) from None
     except gym.error.Error as e:  # a missing dependency, a deprecated version: Gymnasium's own hint is the fix
         raise ConfigError(f"cannot make environment '{env_id}': {e}") from None
 
