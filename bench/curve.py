@@ -70,7 +70,7 @@ def mean_ci95(samples: list[float]) -> tuple[float, float, float]:
 def time_to_threshold(run: dict[str, Any], key: str, threshold: float = THRESHOLD) -> float | None:
     """``run[key]`` ("seconds" or "steps") of the episode at which the mean of its last 10 returns first reaches
     ``threshold`` (None if it never does), checked once per env step after every episode that ended at it
-    (`bench.common.first_crossing`)."""
+    (`fastddpg.core.schema.first_crossing`)."""
     i = first_crossing(run["steps"], run["returns"], threshold)
     return None if i is None else run[key][i]
 

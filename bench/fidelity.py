@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def steps_to_threshold(episodes: list[tuple[int, float]], threshold: float) -> int | None:
     """The env step at which the mean of the last 10 training returns first reaches ``threshold`` (None: never),
-    checked once per env step after every episode that ended at it (`bench.common.first_crossing`)."""
+    checked once per env step after every episode that ended at it (`fastddpg.core.schema.first_crossing`)."""
     i = first_crossing([s for s, _ in episodes], [r for _, r in episodes], threshold)
     return None if i is None else episodes[i][0]
 

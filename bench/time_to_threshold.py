@@ -150,7 +150,7 @@ def rotation(sides: list[str], index: int) -> list[str]:
 def seconds_to_threshold(rows: list[tuple[float, float]], threshold: float) -> float | None:
     """``rows``: (seconds since launch, return) per episode, in the order they ended. The seconds at which the mean
     of the last 10 returns first reaches ``threshold`` (None: never), checked once per moment after every episode
-    that ended then (`bench.common.first_crossing`)."""
+    that ended then (`fastddpg.core.schema.first_crossing`)."""
     i = first_crossing([t for t, _ in rows], [r for _, r in rows], threshold)
     return None if i is None else rows[i][0]
 
@@ -347,7 +347,8 @@ def rescore(paths: list[str]) -> int:
         data["table"] = summarize(data["records"], sides)
         data["meta"]["rescored"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                     "rule": "the last 10 episodes' mean, checked once per moment after every "
-                                            "episode that ended then, full windows only (bench.common.first_crossing)",
+                                            "episode that ended then, full windows only "
+                                            "(fastddpg.core.schema.first_crossing)",
                                     "records_changed": changed}
         path.write_text(json.dumps(data, indent=1) + "\n")
         path.with_suffix(".md").write_text(markdown(data["table"], data["meta"]))
