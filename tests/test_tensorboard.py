@@ -55,3 +55,50 @@ def test_without_the_package_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert err == ["fastddpg: error: --tensorboard needs the tensorboard package: pip install "
                    "'fastddpg[tensorboard]'"]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resumed_run_purges_what_its_dead_process_wrote_after_the_checkpoint(tmp_path):
+    """A run killed at step 600 whose last checkpoint is at 400 resumes from 400, as its CSVs do: TensorBoard's
+    loader then shows steps 500 and 600 once, as the resumed process wrote them, not the dead one's too."""
+    from types import SimpleNamespace
+
+    from fastddpg import Config
+    from fastddpg.runs.tensorboard import TensorBoardWriter, read_scalars
+
+    cfg = Config(hidden_sizes=(16,))
+    dead = TensorBoardWriter(tmp_path, cfg)
+    dead.at_start(SimpleNamespace(global_step=0))
+    for step in (100, 200, 300, 400, 500, 600):
+        dead.writer.add_scalar("losses/critic_loss", -step, step)
+    dead.writer.flush()  # killed: never closed
+    resumed = TensorBoardWriter(tmp_path, cfg)
+    resumed.at_start(SimpleNamespace(global_step=400))
+    for step in (500, 600):
+        resumed.writer.add_scalar("losses/critic_loss", step, step)
+    resumed.at_end(None)
+    got = read_scalars(tmp_path).sort_values("step")
+    assert got["step"].tolist() == [100, 200, 300, 400, 500, 600]
+    assert got["value"].tolist() == [-100, -200, -300, -400, 500, 600]
+
+
+def test_a_population_writes_its_members_mean_evaluation_in_its_own_run(tmp_path):
+    from types import SimpleNamespace
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from fastddpg import Config
+    from fastddpg.runs.tensorboard import TensorBoardWriter, read_scalars
+
+    tb = TensorBoardWriter(tmp_path, Config(hidden_sizes=(16,), num_seeds=2))
+    tb.at_start(SimpleNamespace(global_step=0))
+    results = {0: SimpleNamespace(mean=-300.0, lengths=np.array([200.0])),
+               1: SimpleNamespace(mean=-100.0, lengths=np.array([100.0]))}
+    tb.on_eval(None, SimpleNamespace(global_step=800, results=results, mean=-200.0, mean_length=150.0))
+    tb.at_end(None)
+    root = EventAccumulator(str(tmp_path / "tensorboard"))
+    root.Reload()
+    assert [(e.step, e.value) for e in root.Scalars("eval/mean_reward")] == [(800, -200.0)]
+    assert [(e.step, e.value) for e in root.Scalars("eval/mean_ep_length")] == [(800, 150.0)]
+    members = read_scalars(tmp_path)
+    rewards = members[members["tag"] == "eval/mean_reward"].sort_values("member")
+    assert rewards["value"].tolist() == [-300.0, -100.0]

@@ -7,8 +7,8 @@ to the host (no device sync of its own). Tags follow CleanRL's, so dashboards ca
     losses/<metric>                                    each update metric of the algorithm (means over the interval)
     charts/env_steps_per_sec, charts/updates_per_sec   per report interval
     eval/mean_reward, eval/mean_ep_length              per evaluation during training (--eval-every; SB3's tags;
-                                                       a population's: the members' mean, and each member's under
-                                                       eval/member_<k>/...)
+                                                       a population's: the members' mean in its own run, and each
+                                                       member's in the member's run, below)
 
 The x axis is the env step (``global_step``). The config goes in as TensorBoard hparams (the HPARAMS tab) and as
 a text table. W&B users: ``wandb sync --sync-tensorboard RUN_DIR/tensorboard``.
@@ -53,18 +53,26 @@ class TensorBoardWriter:
 
     def __init__(self, run_dir: str | Path, cfg: Config) -> None:
         require_tensorboard()
-        from torch.utils.tensorboard import SummaryWriter
-
         self.path = Path(run_dir) / TENSORBOARD_DIR
-        self.writer = SummaryWriter(str(self.path))
-        # a population's members, each a TensorBoard run of its own (see the module docstring)
-        self.member_writers = ([SummaryWriter(str(self.path / f"{MEMBER_DIR}{k}")) for k in range(cfg.num_members)]
-                               if cfg.num_members > 1 else [])
         self.cfg = cfg
-        _quiet_writer_thread_errors()
+        self.writer: Any = None
+        self.member_writers: list[Any] = []
 
     def at_start(self, trainer: Any) -> None:
-        if trainer.global_step == 0:  # a resumed run's files already have them
+        """Open the event files. A resumed run's purge what its earlier process wrote after the checkpoint it
+        resumes from (steps past ``trainer.global_step``), as its CSVs drop those rows: TensorBoard then shows each
+        step once."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        purge = trainer.global_step + 1 if trainer.global_step else None
+        # a run resumed with --tensorboard for the first time has no event files yet: the config goes in now
+        fresh = trainer.global_step == 0 or not any(self.path.glob("events.out.tfevents.*"))
+        self.writer = SummaryWriter(str(self.path), purge_step=purge)
+        # a population's members, each a TensorBoard run of its own (see the module docstring)
+        self.member_writers = ([SummaryWriter(str(self.path / f"{MEMBER_DIR}{k}"), purge_step=purge)
+                                for k in range(self.cfg.num_members)] if self.cfg.num_members > 1 else [])
+        _quiet_writer_thread_errors()
+        if fresh:  # a resumed run's files already have them
             self.write_hparams()
             for writer, member_cfg in zip(self.member_writers, self.cfg.member_configs() if self.member_writers else [],
                                           strict=True):
@@ -89,22 +97,22 @@ class TensorBoardWriter:
     def on_eval(self, trainer: Any, evaluation: Any) -> None:
         """An evaluation during training (`fastddpg.runs.evaluate.Evaluation`), at the env step of its weights."""
         step = evaluation.global_step
-        if not self.member_writers:
-            self.writer.add_scalar("eval/mean_reward", evaluation.mean, step)
-            self.writer.add_scalar("eval/mean_ep_length", evaluation.mean_length, step)
-            writers = [self.writer]
-        else:  # each member's own run, under the same tags as a single run's
-            writers = [self.member_writers[k] for k in evaluation.results]
-            for writer, r in zip(writers, evaluation.results.values(), strict=True):
-                writer.add_scalar("eval/mean_reward", r.mean, step)
-                writer.add_scalar("eval/mean_ep_length", float(r.lengths.mean()), step)
+        self.writer.add_scalar("eval/mean_reward", evaluation.mean, step)  # a population's: the members' mean
+        self.writer.add_scalar("eval/mean_ep_length", evaluation.mean_length, step)
+        writers = [self.writer]
+        if self.member_writers:  # and each member's in its own run, under the same tags as a single run's
+            for k, r in evaluation.results.items():
+                self.member_writers[k].add_scalar("eval/mean_reward", r.mean, step)
+                self.member_writers[k].add_scalar("eval/mean_ep_length", float(r.lengths.mean()), step)
+                writers.append(self.member_writers[k])
         with naming(self.path):
             for writer in writers:
                 writer.flush()
 
     def at_end(self, trainer: Any) -> None:
         for writer in [self.writer, *self.member_writers]:
-            writer.close()
+            if writer is not None:
+                writer.close()
 
 
 def write_hparams(writer: Any, cfg: Config) -> None:
@@ -159,10 +167,11 @@ def read_scalars(run_dir: str | Path) -> pd.DataFrame:
     members = sorted(root.glob(f"{MEMBER_DIR}*"), key=lambda p: int(p.name[len(MEMBER_DIR):]))
     rows = []
     for k, folder in [(int(p.name[len(MEMBER_DIR):]), p) for p in members] or [(None, root)]:
-        for events in sorted(folder.glob("events.out.tfevents.*")):
-            acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-            acc.Reload()
-            for tag in acc.Tags()["scalars"]:
-                rows += [(k, tag, e.step, e.value) for e in acc.Scalars(tag)]
+        # the folder as TensorBoard loads it: its event files in order, so that a resumed run's purge of the steps
+        # written after its checkpoint applies (one file at a time would keep them)
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            rows += [(k, tag, e.step, e.value) for e in acc.Scalars(tag)]
     frame = pd.DataFrame(rows, columns=["member", "tag", "step", "value"])
     return frame if members else frame.drop(columns="member")
