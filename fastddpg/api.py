@@ -53,7 +53,7 @@ def train(cfg: Config | None = None, *, callbacks: Iterable[Callback] = (), argv
     """
     cfg = cfg or Config()
     if overrides:
-        cfg = Config.from_dict({**cfg.to_dict(), **overrides})
+        cfg = Config.merged(cfg, overrides)
     trainer, writer = open_run(cfg, argv)
     return run_quietly_or_with_progress(trainer, writer, callbacks, progress)
 

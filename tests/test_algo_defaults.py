@@ -104,3 +104,31 @@ def test_help_shows_each_algorithms_defaults(capsys):
 def test_refused_fields_compare_with_the_algorithms_default():
     assert algorithm_default("sac", "grad_clip_norm") == 0.0 and algorithm_default("ddpg", "grad_clip_norm") == 1.0
     assert algorithm_default("nonesuch", "actor_lr") == 1e-3
+
+
+def test_a_value_given_with_a_new_algorithm_is_kept_even_if_it_is_the_old_algorithms_default(tmp_path):
+    """`Config.merged`, the one way a change is put over a base (a flag over a config file, train's overrides, a
+    sweep's point): a changed value counts as given, where from_dict alone would read 3e-4 over a SAC config as
+    SAC's carried-over default and give DDPG's 1e-3."""
+    sac = Config(algo="sac")
+    ddpg = Config.merged(sac, {"algo": "ddpg", "actor_lr": 3e-4})
+    assert (ddpg.actor_lr, ddpg.critic_lr, ddpg.batch_size) == (3e-4, 1e-3, 128)
+    assert ddpg.user_set == ("actor_lr",)
+    back = Config.merged(Config().to_dict(), {"algo": "sac", "actor_lr": 1e-3, "batch_size": 128})
+    assert (back.actor_lr, back.batch_size, back.critic_lr) == (1e-3, 128, 3e-4)
+    assert Config.merged(sac, {"algo": "ddpg"}).actor_lr == 1e-3  # what nobody gave still follows the algorithm
+    (tmp_path / "config.json").write_text(json.dumps({"config": sac.to_dict()}))
+    args = build_parser().parse_args(["run", "--config", str(tmp_path / "config.json"), "--algo", "ddpg",
+                                      "--actor-lr", "3e-4"])
+    assert config_from_args(args) == ddpg
+
+
+def test_a_sweep_over_algorithms_and_learning_rates_trains_each_point_at_its_rate(tmp_path):
+    from fastddpg.tools.sweeps.spec import make_spec
+    from fastddpg.tools.sweeps.trial import trial_config
+
+    spec = make_spec(Config(), tmp_path / "s", grid={"algo": ["ddpg", "sac"], "actor_lr": [1e-3, 3e-4]})
+    for algo in ("ddpg", "sac"):
+        for lr in (1e-3, 3e-4):
+            cfg = trial_config(spec, {"algo": algo, "actor_lr": lr}, tmp_path / "s" / "trials" / f"{algo}{lr}")
+            assert (cfg.algo, cfg.actor_lr, cfg.critic_lr) == (algo, lr, 1e-3 if algo == "ddpg" else 3e-4)

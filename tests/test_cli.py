@@ -4,6 +4,8 @@ Config field."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import subprocess
 import sys
 
@@ -27,6 +29,10 @@ BAD_INPUTS = [
     (["--gamma", "1.5"], "--gamma"),
     (["--seed", "-1"], "--seed=-1 is invalid"),  # numpy's global seed takes 0..2**32 - 1
     (["--seed", str(2**32)], "use a seed from 0 to 4294967295"),
+    # the members' seeds are seed + s * num_envs: the last must be a seed too
+    (["--seed", str(2**32 - 1), "--num-seeds", "2"], "use a seed from 0 to 4294967291"),
+    (["--algo", "crossq", "--renorm-momentum", "5"], "use a momentum in (0, 1]"),
+    (["--replay-size", str(10**12)], "lower --replay-size"),  # 33 TiB: one line, not the allocator's traceback
 ] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")])
 
 
@@ -91,3 +97,32 @@ def test_the_resume_help_names_every_flag_a_resume_takes():
     run = build_parser()._subparsers._group_actions[0].choices["run"]
     (resume,) = [a for a in run._actions if a.dest == "resume"]
     assert all("--" + k.replace("_", "-") in resume.help for k in RESUME_OVERRIDABLE)
+
+
+@pytest.mark.parametrize(("kwargs", "needle"), [
+    ({"layer_norm": "false"}, "--layer-norm='false' has the wrong type: give true or false"),
+    ({"num_envs": 2.5}, "--num-envs=2.5 has the wrong type: give a whole number"),
+    ({"total_steps": float("inf")}, "--total-steps=inf has the wrong type"),
+    ({"actor_lr": "1e-3"}, "--actor-lr='1e-3' has the wrong type: give a number"),
+    ({"hidden_sizes": (64, 64.5)}, "give a list of whole numbers"),
+    ({"env": 3}, "give a string"),
+])
+def test_python_config_checks_types_as_the_command_line_does(kwargs, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        Config(**kwargs)
+
+
+def test_python_config_takes_numbers_of_any_kind_and_saves_the_fields_types(tmp_path):
+    """1e5 steps, numpy scalars and a lone --grid string are what a Python user writes; the saved config.json
+    then holds the field's own type, which --config reads back."""
+    import numpy as np
+
+    from fastddpg.core.configfile import load_config_file
+
+    cfg = Config(total_steps=1e5, actor_lr=np.float32(0.5), seed=np.int64(3), layer_norm=np.bool_(True),
+                 grid="actor_lr=1e-3,3e-4")
+    assert (cfg.total_steps, cfg.seed, cfg.grid) == (100_000, 3, ("actor_lr=1e-3,3e-4",))
+    assert type(cfg.total_steps) is int and type(cfg.actor_lr) is float and cfg.layer_norm is True
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert Config(**load_config_file(path)) == cfg

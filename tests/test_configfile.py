@@ -72,8 +72,8 @@ BAD_FILES = [
     ("gama = 0.9\n", "unknown key 'gama'"),
     ("[training]\nbatch_szie = 3\n", "unknown key 'batch_szie'"),
     ('batch_size = "128"\n', "batch_size = '128'"),
-    ("batch_size = 1.5\n", "give an integer"),
-    ("hidden_sizes = 256\n", "list of integers"),
+    ("batch_size = 1.5\n", "give a whole number"),
+    ("hidden_sizes = 256\n", "list of whole numbers"),
     ("layer_norm = 1\n", "true or false"),
     ("gamma = 0.9\n[training]\ngamma = 0.8\n", "set twice"),
     ("gamma = \n", "not valid TOML"),
@@ -90,6 +90,26 @@ def test_bad_config_file_one_line_exit_2(text, needle, tmp_path, capsys):
     assert needle in line
     if "key" in needle or "give" in needle or "TOML" in needle:
         assert str(f) in line  # names the file
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    f = tmp_path / "utf16.toml"
+    f.write_text("gamma = 0.9\n", encoding="utf-16")  # as Windows PowerShell 5 redirects --dry-run's output
+    assert main(["run", "--config", str(f), "--dry-run"]) == 2
+    assert f"config file {f} is not UTF-8 text; save it as UTF-8." in one_error_line(capsys)
+
+
+def test_a_printed_config_follows_another_algorithm_as_its_config_json_does(tmp_path, capsys):
+    """--dry-run prints the record of which values were given: loaded with another --algo, the printed file and
+    the run's config.json give the same config (SAC's defaults follow the new algorithm, the values given stay)."""
+    sac = Config(algo="sac", batch_size=64)
+    (tmp_path / "config.json").write_text(json.dumps({"config": sac.to_dict()}))
+    assert main(["run", "--config", str(tmp_path / "config.json"), "--dry-run"]) == 0
+    (tmp_path / "printed.toml").write_text(capsys.readouterr().out)
+    from_json = cfg_of("--config", str(tmp_path / "config.json"), "--algo", "ddpg")
+    printed = cfg_of("--config", str(tmp_path / "printed.toml"), "--algo", "ddpg")
+    assert dataclasses.replace(printed, run_dir="") == from_json  # (a run's config.json leaves its run_dir out)
+    assert (from_json.batch_size, from_json.actor_lr, from_json.replay_size) == (64, 1e-3, 200_000)
 
 
 def test_missing_file_and_resume_are_refused(tmp_path, capsys):

@@ -340,3 +340,45 @@ def test_async_mode_matches_sync():
         env.close()
         out[mode] = torch.stack([torch.cat([s.next_obs, s.obs], -1) for s in steps])
     torch.testing.assert_close(out["sync"], out["async"])
+
+
+class _CheckedAsymmetricEnv(gym.Env):
+    """Refuses any action outside its Box [-1.3, 0.7] x [0.1, 0.3], as an env that checks its space does."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(np.array([-1.3, 0.1], np.float32), np.array([0.7, 0.3], np.float32))
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        assert self.action_space.contains(action), action
+        return np.zeros(3, np.float32), 0.0, False, False, {}
+
+
+def test_actions_at_the_bounds_stay_inside_asymmetric_bounds():
+    """scale * (+-1) + bias, a saturated tanh policy's action, rounds one float step outside bounds such as
+    [-1.3, 0.7] in float32; VecEnv.step clips to the space, so such an env never sees it."""
+    gym.register("fastddpg-test/CheckedAsymmetric-v0", entry_point=_CheckedAsymmetricEnv, max_episode_steps=5)
+    try:
+        env = make_env("fastddpg-test/CheckedAsymmetric-v0", 2, torch.device("cpu"), "sync", "gymnasium")
+        env.reset(seed=0)
+        scale, bias = (env.action_high - env.action_low) / 2, (env.action_high + env.action_low) / 2
+        saturated = torch.stack([bias + scale, bias - scale])
+        assert (saturated > env.action_high).any() or (saturated < env.action_low).any()  # the rounding is there
+        env.step(saturated)
+        env.close()
+    finally:
+        gym.registry.pop("fastddpg-test/CheckedAsymmetric-v0")
+
+
+def test_a_replay_ratio_of_one_over_n_is_exact_for_any_n():
+    from fractions import Fraction
+
+    assert Config(updates_per_step=1 / 16384).replay_ratio == Fraction(1, 16384)
+    assert Config(updates_per_step=7e-5).replay_ratio == Fraction(7, 100_000)
+    assert Config(updates_per_step=1 / 3).replay_ratio == Fraction(1, 3)
+    cfg = Config(num_envs=16384, updates_per_step=1 / 16384, total_steps=16384 * 10, batch_size=32, start_steps=0,
+                 update_after=0, hidden_sizes=(8,), device="cpu", compile="off", threads=1, quiet=True)
+    assert Trainer(cfg).train().summary["updates"] == 10  # one per vector step (1/10,000 made it 16)

@@ -230,7 +230,7 @@ def edit_config(d: Path, **changes) -> None:
     (truncate_latest, [], "truncated or corrupt"),
     (lambda d: edit_config(d, num_envs=3), [], "does not match"),
     (lambda d: edit_config(d, hidden_sizes=[16]), [], "hidden_sizes"),
-    (lambda d: edit_config(d, hidden_sizes=["a"]), [], "config.json is not a valid fastddpg config"),
+    (lambda d: edit_config(d, hidden_sizes=["a"]), [], "config.json: --hidden-sizes=['a'] has the wrong type"),
     (lambda d: None, [], "pass a larger --total-steps"),
     (lambda d: None, ["--total-steps", "100"], "pass a larger --total-steps"),
     (mark_stopped, ["--total-steps", "100"], "pass a larger --total-steps"),  # below a stopped run's checkpoint
@@ -303,7 +303,7 @@ def test_a_hand_edited_run_directory_is_one_line_for_its_readers(tmp_path, finis
     d = copy_run(finished, tmp_path)
     edit_config(d, hidden_sizes=["a"])
     assert main([command, str(d)]) == 2
-    assert "config.json is not a valid fastddpg config" in one_error_line(capsys)
+    assert "config.json: --hidden-sizes=['a'] has the wrong type" in one_error_line(capsys)
     d = copy_run(finished, tmp_path / "summary")
     (d / "summary.json").write_text("{not json")
     assert main([command, str(d)]) == 2

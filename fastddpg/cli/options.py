@@ -51,7 +51,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if getattr(args, "config", None):  # defaults < the file < the flags given (flags default to SUPPRESS)
         from ..core.configfile import load_config_file
 
-        values = {**load_config_file(args.config), **values}
+        return Config.merged(load_config_file(args.config), values)
     return Config(**values)
 
 

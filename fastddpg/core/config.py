@@ -8,6 +8,7 @@ help text in ``metadata["help"]``; the CLI builds its flags from these fields, a
 from __future__ import annotations
 
 import dataclasses
+import fractions
 import functools
 import inspect
 import math
@@ -228,9 +229,8 @@ class Config:
         return name in self.__dict__.get("_given", frozenset({name}))
 
     def __post_init__(self) -> None:
-        self.hidden_sizes = tuple(int(h) for h in self.hidden_sizes)
-        self.grid = tuple(str(g) for g in self.grid)
-        self.user_set = tuple(str(n) for n in self.user_set)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, typed_value(f.name, getattr(self, f.name)))
         self._resolve_algorithm_defaults()
         self.validate()
 
@@ -319,9 +319,12 @@ class Config:
              "theta * dt must stay below 2 or the OU recursion diverges; lower --ou-theta or --ou-dt")
         for _, h in hyper_fields():
             value = getattr(self, h.name)
-            need(_finite(value) and value >= h.minimum, h.name, h.fix)
+            need(_finite(value) and value >= h.minimum and (h.maximum is None or value <= h.maximum), h.name, h.fix)
         need(0 <= self.seed <= MAX_SEED, "seed", f"use a seed from 0 to {MAX_SEED} (numpy's global seed's range)")
         need(self.num_seeds >= 1, "num_seeds", "use 1 (a single agent) or more members")
+        span = (self.num_seeds - 1) * self.num_envs  # the last member's seed is seed + span (member_configs)
+        need(self.seed + span <= MAX_SEED, "seed", f"the members of --num-seeds {self.num_seeds} are seeded up to "
+             f"--seed + {span:,}; use a seed from 0 to {MAX_SEED - span}")
         analytic_algos = ", ".join(name for name, a in ALGORITHMS.items() if a.hand_derived)
         need(self.compile != "analytic" or spec.hand_derived, "compile",
              f"--algo {self.algo} has no hand-derived update (only {analytic_algos}); use --compile auto or default")
@@ -368,6 +371,12 @@ class Config:
         return [dataclasses.replace(self, **point, seed=self.seed + s * self.num_envs, num_seeds=1, grid=())
                 for point in self.grid_points() for s in range(self.num_seeds)]
 
+    @property
+    def replay_ratio(self) -> fractions.Fraction:
+        """``updates_per_step`` as the exact fraction it stands for (a float 1/3 is 1/3; 1/N for any N up to 10^9),
+        so that the updates owed, accumulated per vector step, add up to whole updates exactly when they should."""
+        return fractions.Fraction(self.updates_per_step).limit_denominator(10**9)
+
     # --- runs that learn nothing --------------------------------------------------------------------------------
     def idle_warnings(self) -> list[str]:
         """One line per way this config wastes its run, naming the setting that causes it: no gradient update at
@@ -375,8 +384,6 @@ class Config:
         actions (--start-steps). Exact for the trainer's loop: vector steps of num_envs env steps (per member),
         random actions while the steps taken are below start_steps, updates after a vector step once the steps
         taken reach both update_after and batch_size, updates_per_step of them per env step (fractions carried)."""
-        import fractions
-
         n = self.num_envs
         last = math.ceil(self.total_steps / n) * n  # env steps when the run ends (whole vector steps)
         total = f"--total-steps {self.total_steps:,}" + (f" ({last:,} in whole vector steps of {n})"
@@ -384,7 +391,7 @@ class Config:
         out = []
         first = max(1, math.ceil(max(self.update_after, self.batch_size) / n))  # the first vector step with updates
         steps_with_updates = max(0, last // n - first + 1)
-        ratio = fractions.Fraction(self.updates_per_step).limit_denominator(10_000)
+        ratio = self.replay_ratio
         if int(steps_with_updates * n * ratio) == 0:
             if self.update_after >= self.batch_size and last < self.update_after:
                 why, fix = f"--update-after {self.update_after:,} is beyond {total}", "lower --update-after"
@@ -417,6 +424,17 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; known keys are the fields of fastddpg.Config")
         return cls(**d)
+
+    @classmethod
+    def merged(cls, base: Config | dict[str, Any], changes: dict[str, Any]) -> Config:
+        """``base`` (a Config or its `to_dict`) with ``changes`` applied, every key of ``changes`` counting as
+        given: a flag over a config file, a sweep's point over its base, ``train(cfg, **overrides)``. Unlike
+        ``from_dict({**base, **changes})``, where a changed value that happens to equal the old algorithm's
+        default reads as carried over and follows a new ``algo`` (`_resolve_algorithm_defaults`), a changed
+        value is always kept: ``merged(sac_cfg, {"algo": "ddpg", "actor_lr": 3e-4})`` trains DDPG at 3e-4."""
+        values = base.to_dict() if isinstance(base, Config) else dict(base)
+        given = set(values.get("user_set", ())) | (set(changes) & algorithm_defaulted())
+        return cls.from_dict({**values, **changes, "user_set": tuple(sorted(given))})
 
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Config))
@@ -457,11 +475,53 @@ def algorithm_defaults_help(name: str) -> str:
 
 
 # --- --grid: one parser for `fastddpg run --grid` (members of one population) and `fastddpg sweep --grid` (trials) ----
+@functools.cache
 def field_types() -> dict[str, type]:
     """Each Config field's type, as its default's (tuple for hidden_sizes and grid); read from the fields, not from
     a Config(), whose validation parses the grid."""
     return {f.name: type(f.default if f.default is not dataclasses.MISSING else f.default_factory())
             for f in dataclasses.fields(Config)}
+
+
+def typed_value(name: str, value: Any) -> Any:
+    """``value`` as Config field ``name``'s type (`coerce_field`), else a one-line ConfigError naming the flag:
+    ``Config(layer_norm="false")`` would otherwise build a LayerNorm (a non-empty string is true), and a float step
+    count would save a config.json that ``--config`` refuses."""
+    value, want = coerce_field(name, value)
+    if want:
+        raise ConfigError(f"{flag_of(name)}={value!r} has the wrong type: give {want}.")
+    return value
+
+
+def coerce_field(name: str, value: Any) -> tuple[Any, str]:
+    """(``value`` as Config field ``name``'s type, '') where it is one, else (``value``, what to give instead). The
+    type is the default's: a bool for a bool field; an int for an int field (an integral float such as ``1e5``
+    too); a float for a float field (any real number); a tuple of ints for ``hidden_sizes``; a tuple of strings for
+    ``grid`` and ``user_set`` (a lone string is one entry); else a string. numpy's scalars count as Python's."""
+    kind = field_types()[name]
+    boolean = isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool",
+                                                                                                     "bool_"))
+    number = isinstance(value, numbers.Real) and not boolean
+    if kind is bool:
+        ok, want = boolean, "true or false"
+    elif kind is int:
+        ok = number and (isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer()))
+        want = "a whole number"
+    elif kind is float:
+        ok, want = number, "a number"
+    elif kind is tuple:
+        items = (value,) if isinstance(value, str) else value
+        if name == "hidden_sizes":
+            want = "a list of whole numbers, e.g. [256, 256]"
+            ok = isinstance(items, (list, tuple)) and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items)
+            return (tuple(int(v) for v in items), "") if ok else (value, want)
+        want = 'a list of strings, e.g. ["actor_lr=1e-3,3e-4"]'
+        ok = isinstance(items, (list, tuple)) and all(isinstance(v, str) for v in items)
+        return (tuple(items), "") if ok else (value, want)
+    else:
+        ok, want = isinstance(value, str), "a string"
+    return (kind(value), "") if ok else (value, want)
 
 
 def flag_of(name: str) -> str:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import GROUPS, Config, ConfigError
+from .config import GROUPS, RECORD_FIELDS, RECORD_GROUP, Config, ConfigError, coerce_field
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -73,6 +73,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}; give a .toml file or a run's "
                           "config.json.") from None
+    except UnicodeDecodeError:  # e.g. UTF-16, as Windows PowerShell 5 writes `fastddpg run --dry-run > file`
+        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8.") from None
     if path.suffix.lower() == ".json":
         raw = list(_parse_json(text, path).items())
     else:
@@ -108,30 +110,13 @@ def _flatten(data: dict[str, Any]) -> list[tuple[str, Any]]:
     """Top-level keys plus the keys of group tables (``[training]`` ...), as one list of (key, value)."""
     flat: list[tuple[str, Any]] = []
     for key, value in data.items():
-        flat += value.items() if isinstance(value, dict) and key in GROUPS else [(key, value)]
+        flat += value.items() if isinstance(value, dict) and (key in GROUPS or key == RECORD_GROUP) else [(key, value)]
     return flat
 
 
 def _check_type(name: str, value: Any, path: Path) -> Any:
-    default = getattr(_DEFAULTS, name)
-    if isinstance(default, bool):
-        ok, want = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
-    elif isinstance(default, float):
-        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-        value = float(value) if ok else value
-    elif name in ("grid", "user_set"):  # lists of strings (user_set: a run's config.json's record)
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        want = 'a list of strings, e.g. ["actor_lr=1e-3,3e-4"]'
-        value = tuple(value) if ok else value
-    elif isinstance(default, tuple):
-        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        want = "a list of integers, e.g. [256, 256]"
-        value = tuple(value) if ok else value
-    else:
-        ok, want = isinstance(value, str), "a string"
-    if not ok:
+    value, want = coerce_field(name, value)
+    if want:
         raise ConfigError(f"{name} = {value!r} in config file {path} has the wrong type: give {want}.")
     return value
 
@@ -144,7 +129,15 @@ def to_toml(cfg: Config) -> str:
         names = [f.name for f in dataclasses.fields(Config) if f.metadata.get("group", "training") == group]
         if names:
             tables.append("\n".join([f"[{group}]", *(f"{n} = {_toml_value(getattr(cfg, n))}" for n in names)]))
+    record = [f"{n} = {_toml_value(getattr(cfg, n))}" for n in RECORD_FIELDS]
+    tables.append("\n".join([RECORD_COMMENT, f"[{RECORD_GROUP}]", *record]))
     return "\n\n".join(tables) + "\n"
+
+
+# the record's table in a printed config: without it, a value equal to --algo's default would count as given and
+# stay when the file is loaded with another --algo, where the run's config.json lets it follow the new algorithm
+RECORD_COMMENT = ("# which per-algorithm defaults above were given (user_set) and whose defaults the others are "
+                  "(defaults_of);\n# without this table every value above counts as given")
 
 
 def _toml_value(v: Any) -> str:

@@ -33,9 +33,10 @@ COMMON_GRID_FIELDS = ("actor_lr", "critic_lr", "tau", "gamma", "noise_sigma", "g
 @dataclass(frozen=True)
 class HyperField:
     """One hyperparameter an algorithm adds to Config: ``name`` (the field; the flag is ``--name-with-dashes``), its
-    default (its type is the default's: int or float), help text, the smallest valid value (``minimum``, with
-    ``fix`` the one-line advice `Config.validate` gives below it), and whether it may differ between the members
-    of a population (``per_member``: a ``--grid`` field; the update then gets it as a (K,) tensor)."""
+    default (its type is the default's: int or float), help text, the smallest and largest valid values
+    (``minimum``, ``maximum``: None for no bound above), with ``fix`` the one-line advice `Config.validate` gives
+    outside them, and whether it may differ between the members of a population (``per_member``: a ``--grid``
+    field; the update then gets it as a (K,) tensor)."""
 
     name: str
     default: float | int
@@ -43,6 +44,7 @@ class HyperField:
     minimum: float
     fix: str
     per_member: bool = False
+    maximum: float | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
                             "as many as --hidden-sizes, the actor's); sb3-contrib's qf [1024, 1024] (the paper: "
                             "2048).", 1, "use a width of 1 or more"),
                  HyperField("renorm_momentum", 0.01, "CrossQ: BatchRenorm's running statistics move this fraction "
-                            "toward each training batch's.", 1e-12, "use a momentum in (0, 1]"),
+                            "toward each training batch's.", 1e-12, "use a momentum in (0, 1]", maximum=1.0),
                  HyperField("renorm_warmup", 100_000, "CrossQ: training forwards of each BatchRenorm layer that "
                             "normalise with the batch statistics alone, before renormalising toward the running "
                             "ones (sb3-contrib's renorm_warmup_steps).", 0, "use 0 or more forwards")),

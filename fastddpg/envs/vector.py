@@ -209,6 +209,10 @@ class VecEnv:
             env.single_observation_space, env.single_action_space)
         self._act_shape = env.single_action_space.shape
         self._act_dtype = env.single_action_space.dtype
+        # the bounds in the space's own dtype: scale * tanh + bias rounds to one float step outside asymmetric
+        # bounds (e.g. [-1.3, 0.7]), which an env that checks its action space refuses
+        self._act_low = np.broadcast_to(env.single_action_space.low, (self.num_envs, *self._act_shape))
+        self._act_high = np.broadcast_to(env.single_action_space.high, (self.num_envs, *self._act_shape))
         n, o = self.num_envs, self.obs_dim
         self._pack = np.zeros((n, 2 * o + 3), dtype=np.float32)  # [next_obs | reward | term | trunc | obs]
         if device.type == "cuda":
@@ -223,7 +227,7 @@ class VecEnv:
     def step(self, actions: torch.Tensor) -> Step:
         """actions (N, act_dim) on the device -> Step on the device."""
         a = actions.detach().cpu().numpy().reshape((self.num_envs, *self._act_shape)).astype(self._act_dtype)
-        obs, reward, terminated, truncated, info = self.env.step(a)
+        obs, reward, terminated, truncated, info = self.env.step(np.clip(a, self._act_low, self._act_high, out=a))
         o = self.obs_dim
         p = self._pack
         p[:, o + 3:] = self._flat(obs)

@@ -15,6 +15,7 @@ positions of their own rows (members with the same seed at different grid points
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,6 +24,31 @@ from .update import Batch
 
 if TYPE_CHECKING:
     from tensordict import TensorDict
+
+
+MEMINFO = "/proc/meminfo"
+
+
+class ReplayMemoryError(MemoryError):
+    """A replay buffer of ``nbytes`` that ``device`` cannot hold (``available``: the host's available memory in
+    bytes where known)."""
+
+    def __init__(self, nbytes: int, device: torch.device, available: int | None) -> None:
+        super().__init__(f"a replay buffer of {nbytes:,} bytes does not fit on {device}")
+        self.nbytes, self.device, self.available = nbytes, device, available
+
+
+def available_host_bytes(path: str = MEMINFO) -> int | None:
+    """The memory Linux can give a process without swapping (/proc/meminfo's MemAvailable), in bytes; None where
+    it does not say."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 class ReplayBuffer:
@@ -47,7 +73,17 @@ class ReplayBuffer:
         for key, w in widths.items():
             self._slices[key] = slice(start, start + w)
             start += w
-        self.data = torch.zeros(*lead, self.capacity, start, device=self.device)
+        shape = (*lead, self.capacity, start)
+        nbytes = math.prod(shape) * torch.finfo(torch.get_default_dtype()).bits // 8
+        free = available_host_bytes() if self.device.type == "cpu" else None
+        if free is not None and nbytes > free:  # zeroing it would touch every page: the OOM killer, not an error
+            raise ReplayMemoryError(nbytes, self.device, free)
+        try:
+            self.data = torch.zeros(*shape, device=self.device)
+        except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError (CUDA) and the CPU allocator's
+            if not isinstance(e, MemoryError) and "alloc" not in str(e).lower() and "out of memory" not in str(e):
+                raise
+            raise ReplayMemoryError(nbytes, self.device, free) from None
         self._storage: TensorDict | None = None
         self.ptr = 0
         self.size = 0

@@ -59,7 +59,8 @@ def _frames(env: gym.Env, env_id: str, actor: torch.nn.Module, episodes: int, se
         while not done:
             with torch.no_grad():
                 action = actor(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
-            obs, _, terminated, truncated, _ = env.step(action)
+            space = env.action_space  # within its bounds, as VecEnv.step clips (a float step outside is refused)
+            obs, _, terminated, truncated, _ = env.step(np.clip(action.astype(space.dtype), space.low, space.high))
             done = terminated or truncated
             yield _render(env, env_id)
 

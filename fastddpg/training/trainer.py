@@ -71,7 +71,7 @@ from ..core.threads import apply_threads, release_lease, resolve_threads
 from ..envs.vector import VecEnv, make_env
 from ..learning.compile import compile_explore, compile_update, resolve_compile_mode
 from ..learning.cpu_matmul import resolve_cpu_matmul
-from ..learning.replay import ReplayBuffer
+from ..learning.replay import ReplayBuffer, ReplayMemoryError
 from .denormals import apply_flush_denormal
 from .devicelog import DeviceLog, Pulled, episode_rows, metric_means
 from .failsafe import (
@@ -175,7 +175,14 @@ class Trainer:
         else:
             self.algo = make_population(cfg, o, a, self.action_low, self.action_high, self.device)
         pop = k if k > 1 else 0  # members of the replay buffer, device log and probes (0: a single run's layout)
-        self.buffer = ReplayBuffer(cfg.replay_size, o, a, self.device, members=pop, repeats=g)
+        try:
+            self.buffer = ReplayBuffer(cfg.replay_size, o, a, self.device, members=pop, repeats=g)
+        except ReplayMemoryError as e:
+            each = f" ({k} members' buffers)" if k > 1 else ""
+            room = f", where {e.available / 2**30:,.1f} GiB are free" if e.available is not None else ""
+            raise ConfigError(f"--replay-size {cfg.replay_size:,} needs {e.nbytes / 2**30:,.1f} GiB{each} on "
+                              f"{self.device}{room}; lower --replay-size"
+                              f"{' or --num-seeds' if k > 1 else ''}.") from None
         sigmas = [c.noise_sigma for c in member_cfgs]
         sigma = (sigmas[0] if len(set(sigmas)) == 1 else  # per member on a --grid of noise_sigma: each env's row
                  torch.tensor(sigmas, device=self.device).repeat_interleave(self.num_envs).reshape(-1, 1))
@@ -229,7 +236,7 @@ class Trainer:
         self.num_episodes = 0  # over all members
         self.member_episodes = [0] * k  # each member numbers its episodes on its own (a single run: [num_episodes])
         self.update_credit = Fraction(0)  # updates owed but not yet run (the replay ratio's fractional part)
-        self.ratio = Fraction(cfg.updates_per_step).limit_denominator(10_000)
+        self.ratio = cfg.replay_ratio
         # device-side state: the episodes in progress, and the log of the current report interval
         self.ep_return = torch.zeros(n, device=self.device)
         self.ep_len = torch.zeros(n, device=self.device)

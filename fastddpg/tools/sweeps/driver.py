@@ -333,9 +333,9 @@ def sweep(base_config: Config | None = None, space: dict[str, Any] | None = None
                 _validate(base, name, v, "space")
         else:
             fixed[name] = _cast(name, value)
-    own = base.was_given("eval_episodes") or "eval_episodes" in fixed  # (from_dict below counts every field given)
+    own = base.was_given("eval_episodes") or "eval_episodes" in fixed  # (merged below counts every field given)
     if fixed:
-        base = Config.from_dict({**base.to_dict(), **fixed})
+        base = Config.merged(base, fixed)
     if eval_episodes is None and not own:
         eval_episodes = SWEEP_EVAL_EPISODES
     base = with_eval_episodes(base, eval_episodes)

@@ -115,7 +115,7 @@ def sweep_grid_scope() -> GridScope:
 def _validate(base: Config, name: str, value: Any, option: str) -> None:
     """The field's own validation (`Config.validate`) of ``value`` on top of ``base``."""
     try:
-        Config.from_dict({**base.to_dict(), name: value})
+        Config.merged(base, {name: value})
     except (ConfigError, TypeError, ValueError) as e:
         raise ConfigError(f"{option}: {e}") from None
 
@@ -147,7 +147,7 @@ def _check_trial_configs(base: Config, spec: SweepSpec) -> None:
     if len(points) <= MAX_CHECKED_POINTS:
         for point in points:
             try:
-                Config.from_dict({**base.to_dict(), **dict(zip(names, point, strict=True))})
+                Config.merged(base, dict(zip(names, point, strict=True)))
             except (ConfigError, TypeError, ValueError) as e:
                 shown = ", ".join(f"{n}={v}" for n, v in zip(names, point, strict=True))
                 raise ConfigError(f"--grid point {shown}: {e}") from None
@@ -164,7 +164,7 @@ def with_eval_episodes(base: Config, eval_episodes: int | None) -> Config:
     --config file, ``Config(eval_episodes=...)``), else `SWEEP_EVAL_EPISODES`."""
     if eval_episodes is None:
         eval_episodes = base.eval_episodes if base.was_given("eval_episodes") else SWEEP_EVAL_EPISODES
-    return Config.from_dict({**base.to_dict(), "eval_episodes": eval_episodes})
+    return Config.merged(base, {"eval_episodes": eval_episodes})
 
 
 def _check_local_resources(spec: SweepSpec) -> None:

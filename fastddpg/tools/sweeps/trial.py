@@ -54,13 +54,13 @@ def _cast(name: str, value: Any) -> Any:
 def trial_config(spec: SweepSpec, params: dict[str, Any], run_dir: Path) -> Config:
     """The trial's Config: the base, its swept values, its run directory, quiet, torch threads from its CPUs (unless
     the base sets them) and, for PBT, a checkpoint every PBT interval."""
-    values = {**spec.base, **{k: _cast(k, v) for k, v in params.items() if k in field_types()},
+    values = {**{k: _cast(k, v) for k, v in params.items() if k in field_types()},
               "run_dir": str(run_dir), "quiet": True}
-    if not values.get("threads"):
+    if not values.get("threads", spec.base.get("threads")):
         values["threads"] = max(1, int(spec.cpus_per_trial))
     if spec.scheduler == "pbt":
         values["checkpoint_every"] = spec.interval()
-    return Config.from_dict(values)
+    return Config.merged(spec.base, values)
 
 
 REUSE_WAIT_S = 300  # TUNE_FUNCTION_THREAD_TIMEOUT_S: see run_trial
@@ -195,7 +195,7 @@ def exploit(cfg: Config, run_dir: Path, ckpt_file: Path, source: dict[str, Any],
         old = json.loads((run_dir / CONFIG_FILE).read_text())
         # Tune's PBT hands over the better trial's whole config (then mutates the --mutate fields); the seed is
         # not a hyperparameter but this trial's own randomness: it keeps it
-        cfg = Config.from_dict({**cfg.to_dict(), "seed": old["config"]["seed"]})
+        cfg = Config.merged(cfg, {"seed": old["config"]["seed"]})
         history = list(old.get("exploits", []))
         archive = run_dir / EXPLOITS_DIR / f"{len(history) + 1:02d}"
         archive.mkdir(parents=True, exist_ok=True)
