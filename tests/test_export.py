@@ -133,3 +133,37 @@ def test_bad_export_input_one_line_exit_2(run, tmp_path, capsys, monkeypatch):
     assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "a.onnx")]) == 2
     assert "pip install 'fastddpg[export]'" in one_error_line(capsys)
     assert not (tmp_path / "a.onnx").exists()
+
+
+def test_export_never_overwrites_the_runs_own_files(run, tmp_path, capsys):
+    """--out naming actor.pt or config.json would leave a run that can no longer be evaluated, exported or
+    resumed: refused, with the file untouched; export's own default file may be written again."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    for name in ("actor.pt", "config.json", "episodes.csv"):
+        before = (copy / name).read_bytes()
+        assert main(["export", str(copy), "--out", str(copy / name)]) == 2
+        assert "is one of the run's own files; export to a new name, such as" in one_error_line(capsys)
+        assert (copy / name).read_bytes() == before
+    for _ in range(2):
+        assert main(["export", str(copy)]) == 0
+    assert (copy / "actor.ts.pt").is_file()
+
+
+def test_a_damaged_actor_file_is_one_line_for_export_and_eval(run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "actor.pt").write_bytes((copy / "actor.pt").read_bytes()[:500])  # cut short
+    for command in (["export", str(copy)], ["eval", str(copy), "--episodes", "1"]):
+        assert main(command) == 2
+        line = one_error_line(capsys)
+        assert f"{copy / 'actor.pt'} is not this run's actor" in line, line
+    torch.save({"net.0.weight": torch.zeros(3, 3)}, copy / "actor.pt")  # another network's weights
+    assert main(["export", str(copy)]) == 2
+    assert "is not this run's actor" in one_error_line(capsys)
+
+
+def test_export_of_a_missing_run_directory_says_so(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nope")]) == 2
+    line = one_error_line(capsys)
+    assert "not a fastddpg run directory" in line and "--out" not in line, line

@@ -35,7 +35,7 @@ def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         raise ConfigError(f"--seed={args.seed} is invalid: use a seed of 0 or more.")
     check_video_args(args)
     check_which(args.which)
-    video = (eval_video(args.run_dir, args.video_episodes, args.seed, args.which) if args.video
+    video = (eval_video(args.run_dir, args.video_episodes, args.seed, args.which, args.member) if args.video
              else None)  # fails first
     results = evaluate_members(args.run_dir, args.episodes, args.seed,
                                None if args.member is None else [args.member], which=args.which)
@@ -80,16 +80,22 @@ def check_video_args(args: argparse.Namespace) -> None:
         args.video_episodes = 1
     if args.video_episodes < 1:
         raise ConfigError(f"--video-episodes={args.video_episodes} is invalid: record at least 1 episode.")
+    if args.video and args.video_episodes > args.episodes:  # the video shows the evaluation's first episodes
+        raise ConfigError(f"--video-episodes={args.video_episodes} is more than the {args.episodes} episodes "
+                          "evaluated; record at most --episodes (or evaluate more).")
 
 
-def eval_video(run_dir: str, episodes: int, seed: int | None, which: str = "final") -> str:
-    """Record ``episodes`` episodes (seeded as the evaluation's first ones); returns the line to print."""
+def eval_video(run_dir: str, episodes: int, seed: int | None, which: str = "final", member: int | None = None
+               ) -> str:
+    """Record ``episodes`` episodes (seeded as the evaluation's first ones) of ``member``'s actor (a population's
+    member 0 unless given); returns the line to print, which names the member of a population."""
     from ..runs.evaluate import EVAL_SEED_OFFSET, load_actor
     from ..runs.video import record_video
 
-    actor, cfg = load_actor(run_dir, which=which)
+    actor, cfg = load_actor(run_dir, member=member or 0, which=which)  # (checks the member before rendering)
     seed = cfg.seed + EVAL_SEED_OFFSET if seed is None else seed
     path, frames = record_video(actor, cfg.env, run_dir, episodes, seed)
-    return f"video: {episodes} episode{'s' if episodes > 1 else ''}, {frames} frames -> {path}"
+    of = f" of member {member or 0} (of {cfg.num_members})" if cfg.num_members > 1 else ""
+    return f"video: {episodes} episode{'s' if episodes > 1 else ''}{of}, {frames} frames -> {path}"
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..core.config import ConfigError
 from .options import add_which_argument, check_out_file
 
 
@@ -27,14 +28,26 @@ def add_parser(sub: Any) -> None:
 
 
 def command(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    from ..runs.export import default_out, export_policy
+    from ..runs.export import FORMATS, default_out, export_policy
     from ..runs.policy import load_policy
 
+    policy = load_policy(args.run_dir, args.which, args.member)  # RUN_DIR first: the error a missing one needs
     out = Path(args.out) if args.out else default_out(args.run_dir, args.format)
     check_out_file(out)
-    policy = load_policy(args.run_dir, args.which, args.member)
+    check_not_a_run_file(out, args.run_dir, set(FORMATS.values()), default_out(args.run_dir, args.format))
     export_policy(policy.actor, args.format, out)
-    print(f"exported {args.format}: {out.resolve()}")
+    member = f" (member {args.member} of {policy.config.num_members})" if policy.config.num_members > 1 else ""
+    print(f"exported {args.format}{member}: {out.resolve()}")
     return 0
+
+
+def check_not_a_run_file(out: Path, run_dir: str | Path, ours: set[str], instead: Path) -> None:
+    """A one-line ConfigError for an ``--out`` that would overwrite a file the run wrote (actor.pt, config.json,
+    a CSV, a checkpoint...): with it gone, the run can no longer be evaluated, exported or resumed. Export's own
+    files (``ours``) may be written again; ``instead`` is the path the line suggests."""
+    root = Path(run_dir).resolve()
+    target = out.resolve()
+    if target.exists() and root in target.parents and not (target.parent == root and target.name in ours):
+        raise ConfigError(f"--out={out} is one of the run's own files; export to a new name, such as {instead}.")
 
 

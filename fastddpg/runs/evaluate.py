@@ -75,9 +75,12 @@ class EvalResult:
         return float(np.std(self.returns))
 
 
+MAX_EPISODE_STEPS = 100_000  # an evaluation (or video) episode longer than this has no time limit
+
+
 @torch.no_grad()
 def evaluate_actor(actor: torch.nn.Module, env_id: str, episodes: int = 10, seed: int = 0,
-                   max_steps: int = 100_000, backend: str = "gymnasium") -> EvalResult:
+                   max_steps: int = MAX_EPISODE_STEPS, backend: str = "gymnasium") -> EvalResult:
     """Run ``episodes`` noise-free episodes of ``env_id`` with ``actor`` (obs (N, obs_dim) -> action (N, act_dim),
     on the CPU), one env per episode, through `make_env` (``backend`` as a run's ``--env-backend``). Raises
     ConfigError if an episode has not ended after ``max_steps`` steps."""
@@ -127,6 +130,21 @@ def actor_file(run_dir: str | Path, run: Any, which: str = "final") -> Path:
     return path
 
 
+def read_actor_file(path: Path, cfg: Config) -> dict[str, torch.Tensor]:
+    """The actor state_dict in ``path`` (actor.pt, best_actor.pt) of a run with config ``cfg``; a file that is not
+    one (truncated, corrupt, another format, another run's network) is a one-line ConfigError naming it."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"it holds a {type(state).__name__}, not a state_dict")
+        policy_from_state_dict(state, cfg, 0)  # the shapes and names of this run's actor
+    except Exception as e:  # torch.load's and load_state_dict's errors are RuntimeErrors, pickle's, EOFError...
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{path} is not this run's actor ({why}); it was replaced or damaged: take the policy of "
+                          "a checkpoint with fastddpg export, or retrain.") from None
+    return state
+
+
 def load_actor(run_dir: str | Path, member: int = 0, which: str = "final") -> tuple[Actor, Config]:
     """The final actor of a run directory (``which="best"``: its best_actor.pt) on the CPU, in eval mode (of a
     population: member ``member``'s), and the run's Config."""
@@ -134,8 +152,7 @@ def load_actor(run_dir: str | Path, member: int = 0, which: str = "final") -> tu
     path = actor_file(run_dir, run, which)
     cfg = run.config
     check_member(member, cfg.num_members)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return policy_from_state_dict(state, cfg, member), cfg
+    return policy_from_state_dict(read_actor_file(path, cfg), cfg, member), cfg
 
 
 def member_actors(actor_state: dict[str, torch.Tensor], cfg: Config,
@@ -177,7 +194,7 @@ def evaluate_members(run_dir: str | Path, episodes: int = 10, seed: int | None =
     members = list(range(k)) if members is None else members
     for m in members:
         check_member(m, k)
-    state = torch.load(actor_file(run_dir, run, which), map_location="cpu", weights_only=True)
+    state = read_actor_file(actor_file(run_dir, run, which), run.config)
     results = evaluate_state(state, run.config, episodes, seed, members)
     if which == "best":
         steps = [int(b["global_step"]) for b in read_best(run_dir)["members"]]

@@ -23,7 +23,7 @@ from ..core.config import Config, ConfigError, check_member, check_which, resolv
 from ..core.schema import ACTOR_FILE, BEST_ACTOR_FILE
 from ..learning.networks import policy_obs_dim
 from .checkpoint import latest_checkpoint, load_checkpoint
-from .evaluate import no_best_model
+from .evaluate import no_best_model, read_actor_file
 from .rundir import load_run
 
 
@@ -79,8 +79,7 @@ def load_policy(run_dir: str | Path, which: str = "final", member: int = 0, devi
     check_member(member, cfg.num_members)
     path = Path(run_dir) / (ACTOR_FILE if which == "final" else BEST_ACTOR_FILE)
     if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        actor = policy_from_state_dict(state, cfg, member)
+        actor = policy_from_state_dict(read_actor_file(path, cfg), cfg, member)
     elif which == "best":
         raise no_best_model(run_dir)
     elif latest_checkpoint(run_dir) is not None:

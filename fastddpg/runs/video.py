@@ -24,6 +24,7 @@ import torch
 
 from ..core.config import ConfigError
 from ..core.fileio import os_error_of
+from .evaluate import MAX_EPISODE_STEPS
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -42,6 +43,9 @@ def _make_env(env_id: str, max_episode_steps: int | None) -> gym.Env:
     # pygame initialises its display and audio even to draw off-screen; the dummy drivers need no X or sound
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    if is_mujoco_env(env_id) and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        # with no display MuJoCo's first choice, GLFW, cannot open a context: EGL renders without one
+        os.environ.setdefault("MUJOCO_GL", "egl")
     kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
     try:
         with settotalmass_filtered() if is_mujoco_env(env_id) else contextlib.nullcontext():
@@ -50,19 +54,25 @@ def _make_env(env_id: str, max_episode_steps: int | None) -> gym.Env:
         raise _render_error(env_id, e) from None
 
 
-def _frames(env: gym.Env, env_id: str, actor: torch.nn.Module, episodes: int, seed: int) -> Iterator[np.ndarray]:
-    """Rendered frames (H, W, 3) uint8 of ``episodes`` noise-free episodes, episode i seeded seed + i."""
+def _frames(env: gym.Env, env_id: str, actor: torch.nn.Module, episodes: int, seed: int,
+            max_steps: int = MAX_EPISODE_STEPS) -> Iterator[np.ndarray]:
+    """Rendered frames (H, W, 3) uint8 of ``episodes`` noise-free episodes, episode i seeded seed + i; a
+    ConfigError if one has not ended after ``max_steps`` steps, as the evaluation's (`evaluate_actor`)."""
+    space = env.action_space
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
         yield _render(env, env_id)
-        done = False
-        while not done:
+        for _ in range(max_steps):
             with torch.no_grad():
                 action = actor(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
-            space = env.action_space  # within its bounds, as VecEnv.step clips (a float step outside is refused)
+            # within the bounds, as VecEnv.step clips (a float step outside asymmetric ones is refused)
             obs, _, terminated, truncated, _ = env.step(np.clip(action.astype(space.dtype), space.low, space.high))
-            done = terminated or truncated
             yield _render(env, env_id)
+            if terminated or truncated:
+                break
+        else:
+            raise ConfigError(f"the video's episodes of {env_id} did not end within {max_steps} steps; the env "
+                              "needs a time limit (gymnasium.wrappers.TimeLimit).")
 
 
 def _render(env: gym.Env, env_id: str) -> np.ndarray:
@@ -72,6 +82,16 @@ def _render(env: gym.Env, env_id: str) -> np.ndarray:
         return np.asarray(env.render())
     except DependencyNotInstalled as e:
         raise _render_error(env_id, e) from None
+    except Exception as e:  # MuJoCo without an OpenGL it can use: mujoco.FatalError, RuntimeError, AttributeError
+        from ..envs.vector import is_mujoco_env
+
+        if not is_mujoco_env(env_id):
+            raise
+        backend = os.environ.get("MUJOCO_GL", "glfw")
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"cannot render {env_id} with MUJOCO_GL={backend} ({why}); set MUJOCO_GL to an OpenGL "
+                          "this machine has: egl (a GPU driver or libEGL), osmesa (libOSMesa) or glfw (a "
+                          "display).") from None
 
 
 def _render_error(env_id: str, e: Exception) -> ConfigError:
