@@ -112,6 +112,11 @@ def test_a_printed_config_follows_another_algorithm_as_its_config_json_does(tmp_
     assert (from_json.batch_size, from_json.actor_lr, from_json.replay_size) == (64, 1e-3, 200_000)
 
 
+def test_dry_run_refuses_an_env_id_gymnasium_does_not_know(capsys):
+    assert main(["run", "--env", "NoSuchEnv-v0", "--dry-run"]) == 2
+    assert "NoSuchEnv-v0" in one_error_line(capsys)
+
+
 def test_missing_file_and_resume_are_refused(tmp_path, capsys):
     assert main(["run", "--config", str(tmp_path / "nope.toml"), "--dry-run"]) == 2
     assert "cannot read config file" in one_error_line(capsys)

@@ -65,8 +65,11 @@ def check_run_args(args: argparse.Namespace) -> None:
 def cmd_dry_run(args: argparse.Namespace) -> int:
     """Print the effective config of ``fastddpg run`` (defaults < --config file < flags) as TOML."""
     from ..core.configfile import to_toml
+    from ..envs.vector import check_env_id
 
-    print(to_toml(run_config(args)), end="")
+    cfg = run_config(args)
+    check_env_id(cfg.env)  # the run's first error, without making the env
+    print(to_toml(cfg), end="")
     return 0
 
 
