@@ -112,6 +112,16 @@ def test_a_printed_config_follows_another_algorithm_as_its_config_json_does(tmp_
     assert (from_json.batch_size, from_json.actor_lr, from_json.replay_size) == (64, 1e-3, 200_000)
 
 
+def test_a_byte_order_mark_is_read_and_yaml_is_one_line(tmp_path, capsys):
+    bom = tmp_path / "bom.toml"
+    bom.write_text("gamma = 0.9\n", encoding="utf-8-sig")
+    assert load_config_file(bom) == {"gamma": 0.9}
+    yml = tmp_path / "c.yaml"
+    yml.write_text("gamma: 0.9\n")
+    assert main(["run", "--config", str(yml), "--dry-run"]) == 2
+    assert "YAML is not read; give a .toml file" in one_error_line(capsys)
+
+
 def test_dry_run_refuses_an_env_id_gymnasium_does_not_know(capsys):
     assert main(["run", "--env", "NoSuchEnv-v0", "--dry-run"]) == 2
     assert "NoSuchEnv-v0" in one_error_line(capsys)

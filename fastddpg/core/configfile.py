@@ -68,8 +68,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     against the field's default (ints for int fields, numbers for float fields, a list of ints for
     ``hidden_sizes``, ...); range checks are left to `Config.validate`."""
     path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise ConfigError(f"config file {path}: YAML is not read; give a .toml file (fastddpg run --dry-run prints "
+                          "one) or a run's config.json.")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # (a byte-order mark, as some Windows editors write, is dropped)
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}; give a .toml file or a run's "
                           "config.json.") from None
