@@ -53,6 +53,7 @@ def test_replay_ratio_counts_updates_per_transition(num_envs, ups, expected_upda
     # update_after=10: the first vector step with global_step >= 10 starts the updates
     cfg = small(num_envs=num_envs, updates_per_step=ups, total_steps=120)
     trainer = Trainer(cfg)
+    assert trainer.planned_updates() == expected_updates  # the plan (auto compile, the thread tuner) is exact
     result = trainer.train()
     first = next(v for v in range(1, 1000) if v * num_envs >= 10) - 1  # vector steps without updates
     vsteps = 120 // num_envs

@@ -377,6 +377,14 @@ class Config:
         so that the updates owed, accumulated per vector step, add up to whole updates exactly when they should."""
         return fractions.Fraction(self.updates_per_step).limit_denominator(10**9)
 
+    def planned_updates(self) -> int:
+        """The gradient updates a run (each member of a population) makes, exactly as the trainer's loop makes
+        them: after each vector step of num_envs env steps from the first whose steps taken reach both
+        update_after and batch_size, num_envs x the replay ratio of them, fractions carried."""
+        n = self.num_envs
+        first = max(1, math.ceil(max(self.update_after, self.batch_size) / n))  # the first vector step with updates
+        return int(max(0, math.ceil(self.total_steps / n) - first + 1) * n * self.replay_ratio)
+
     # --- runs that learn nothing --------------------------------------------------------------------------------
     def idle_warnings(self) -> list[str]:
         """One line per way this config wastes its run, naming the setting that causes it: no gradient update at
@@ -389,10 +397,7 @@ class Config:
         total = f"--total-steps {self.total_steps:,}" + (f" ({last:,} in whole vector steps of {n})"
                                                          if last != self.total_steps else "")
         out = []
-        first = max(1, math.ceil(max(self.update_after, self.batch_size) / n))  # the first vector step with updates
-        steps_with_updates = max(0, last // n - first + 1)
-        ratio = self.replay_ratio
-        if int(steps_with_updates * n * ratio) == 0:
+        if self.planned_updates() == 0:
             if self.update_after >= self.batch_size and last < self.update_after:
                 why, fix = f"--update-after {self.update_after:,} is beyond {total}", "lower --update-after"
             elif last < self.batch_size:

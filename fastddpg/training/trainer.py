@@ -285,8 +285,8 @@ class Trainer:
         return [start(c.seed) + j for c in self.cfg.member_configs() for j in range(self.num_envs)]
 
     def planned_updates(self) -> int:
-        """Gradient updates this run will perform (the replay ratio times the env steps after update_after)."""
-        return int(max(0, self.cfg.total_steps - self.cfg.update_after) * self.cfg.updates_per_step)
+        """Gradient updates this run will perform (`Config.planned_updates`)."""
+        return self.cfg.planned_updates()
 
     # --- the whole run ------------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
