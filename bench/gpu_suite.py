@@ -198,7 +198,8 @@ def plan(work: Path, python: str = sys.executable) -> list[Step]:
         verify("td3"),
         Step("run-e2e", [*cli, "run", "--num-envs", "16", "--device", "cuda", "--total-steps", "20000", "--run-dir",
                          str(run_dir), "--quiet"], 240, parse_run),
-        # addopts= drops pyproject's -n auto: a machine with the base packages only has no pytest-xdist
+        # addopts= drops pyproject's -n auto: a machine with the base packages only has no pytest-xdist; -k cuda
+        # must select no test that a GPU skips (a skip fails the step; tests/test_gpu_suite.py checks the names)
         Step("pytest-cuda", [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-m", "not slow",
                              "-k", "cuda"], 180, lambda s, w: summarize_pytest(s.output)),
         Step("bench-update", [python, "bench/update.py", "--device", "cuda", "--quick", "--batch-sizes", "128", "1024",

@@ -126,3 +126,16 @@ def test_python_config_takes_numbers_of_any_kind_and_saves_the_fields_types(tmp_
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg.to_dict()))
     assert Config(**load_config_file(path)) == cfg
+
+
+def test_a_cuda_device_becomes_the_current_one(monkeypatch):
+    """--device cuda:1 makes device 1 current: CUDA graphs are captured and replayed on the current device's
+    streams (with device 0 current, the update's graph would be empty). CPU-runnable: CUDA is faked."""
+    from fastddpg.core.config import select_device
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert select_device("cuda:1") == torch.device("cuda:1") and chosen == [torch.device("cuda:1")]
+    assert select_device("cpu") == torch.device("cpu") and len(chosen) == 1

@@ -382,3 +382,32 @@ def test_a_replay_ratio_of_one_over_n_is_exact_for_any_n():
     cfg = Config(num_envs=16384, updates_per_step=1 / 16384, total_steps=16384 * 10, batch_size=32, start_steps=0,
                  update_after=0, hidden_sizes=(8,), device="cpu", compile="off", threads=1, quiet=True)
     assert Trainer(cfg).train().summary["updates"] == 10  # one per vector step (1/10,000 made it 16)
+
+
+@pytest.mark.parametrize("backend", ["gymnasium", "numpy"])
+def test_step_observations_have_resets_strides(backend):
+    """The acting step is compiled with static shapes on CUDA: an obs laid out differently after a step than after
+    a reset would compile it a second time."""
+    env = make_env("Pendulum-v1", 3, torch.device("cpu"), "sync", backend)
+    first = env.reset(seed=0)
+    step = env.step(torch.zeros(3, 1))
+    assert step.obs.is_contiguous() and step.obs.stride() == first.stride()
+    env.close()
+
+
+def test_a_step_waits_for_the_last_upload_before_rewriting_the_pinned_pack():
+    """On CUDA the pack array is pinned and uploaded asynchronously; the next step rewrites it only after the
+    upload's event (CPU-runnable: the event is faked)."""
+    env = make_env("Pendulum-v1", 2, torch.device("cpu"), "sync", "gymnasium")
+    env.reset(seed=0)
+    seen = []
+
+    class Upload:
+        def synchronize(self):
+            seen.append(env._pack.copy())  # the pack as the upload left it: not yet rewritten
+
+    env._uploaded = Upload()
+    before = env._pack.copy()
+    env.step(torch.zeros(2, 1))
+    assert len(seen) == 1 and np.array_equal(seen[0], before) and not np.array_equal(env._pack, before)
+    env.close()

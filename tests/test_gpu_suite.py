@@ -28,12 +28,26 @@ from bench.gpu_suite import (
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
-def test_refuses_without_cuda_in_one_line(tmp_path, capsys):
+def test_refuses_without_a_gpu_in_one_line(tmp_path, capsys):
     assert gpu_suite.main(["--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("gpu_suite: error: CUDA is not available")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_cuda_step_selects_no_test_that_a_gpu_skips():
+    """The pytest step runs ``-k cuda`` and counts a skip as a failure: a test skipped where CUDA is available
+    (a CPU-only check) must not have "cuda" in its name, or the step fails on every GPU machine."""
+    import ast
+
+    for path in Path(__file__).parent.glob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and "cuda" in node.name.lower():
+                for decorator in node.decorator_list:
+                    text = ast.unparse(decorator)
+                    assert not ("skipif" in text and "not torch.cuda.is_available()" not in text
+                                and "cuda.is_available()" in text), f"{path.name}::{node.name} skips on a GPU"
 
 
 def test_dry_run_lists_every_step(tmp_path, capsys):

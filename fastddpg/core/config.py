@@ -648,5 +648,18 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def select_device(name: str) -> torch.device:
+    """`resolve_device`, and for a CUDA device also this process's current CUDA device: a CUDA graph is captured,
+    and inductor's kernels and a graph's replay launched, on the current device's streams, so that on cuda:1 with
+    device 0 current the captured update graph would be empty (every update silently doing nothing). A run and
+    `fastddpg verify` use one device each."""
+    import torch
+
+    device = resolve_device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
 def _finite(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)

@@ -60,7 +60,7 @@ class VerifyOptions:
 
     def validate(self) -> torch.device:
         """Raise ConfigError (one line) for bad options; return the resolved device."""
-        from .config import resolve_device
+        from .config import select_device
 
         def need(ok: bool, msg: str) -> None:
             if not ok:
@@ -75,4 +75,4 @@ class VerifyOptions:
         need(self.timed_updates >= 1 and self.repeats >= 1, "--timed-updates and --repeats: use 1 or more.")
         need(self.compile_mode in ("default", "max-autotune"),
              f"--compile-mode={self.compile_mode!r}: use default or max-autotune.")
-        return resolve_device(self.device)
+        return select_device(self.device)

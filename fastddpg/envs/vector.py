@@ -215,6 +215,10 @@ class VecEnv:
         self._act_high = np.broadcast_to(env.single_action_space.high, (self.num_envs, *self._act_shape))
         n, o = self.num_envs, self.obs_dim
         self._pack = np.zeros((n, 2 * o + 3), dtype=np.float32)  # [next_obs | reward | term | trunc | obs]
+        # on CUDA the pack is pinned and uploaded asynchronously; the event marks the upload's end, which the next
+        # step waits for before rewriting the pack (the trainer's blocking copy of its actions already has: a caller
+        # whose actions are on the host has not)
+        self._uploaded: Any = None
         if device.type == "cuda":
             self._pack = torch.zeros(self._pack.shape, pin_memory=True).numpy()
 
@@ -229,6 +233,8 @@ class VecEnv:
         a = actions.detach().cpu().numpy().reshape((self.num_envs, *self._act_shape)).astype(self._act_dtype)
         obs, reward, terminated, truncated, info = self.env.step(np.clip(a, self._act_low, self._act_high, out=a))
         o = self.obs_dim
+        if self._uploaded is not None:
+            self._uploaded.synchronize()
         p = self._pack
         p[:, o + 3:] = self._flat(obs)
         p[:, :o] = p[:, o + 3:]
@@ -242,7 +248,12 @@ class VecEnv:
         t = torch.from_numpy(p).to(self.device, non_blocking=True)
         if t.data_ptr() == p.__array_interface__["data"][0]:
             t = t.clone()  # on CPU from_numpy shares memory with the pack array, which the next step rewrites
-        return Step(t[:, :o], t[:, o], t[:, o + 1], t[:, o + 2], t[:, o + 3:])
+        elif self.device.type == "cuda":
+            self._uploaded = torch.cuda.Event()
+            self._uploaded.record()
+        # obs contiguous, as reset's: the acting step compiled on CUDA (static shapes) would compile again for a
+        # strided view
+        return Step(t[:, :o], t[:, o], t[:, o + 1], t[:, o + 2], t[:, o + 3:].contiguous())
 
     def close(self) -> None:
         self.env.close()

@@ -94,11 +94,15 @@ CPU_CPP_WRAPPER = {"cpp_wrapper": True, "cpp_cache_precompile_headers": False, "
 def inductor_options(mode: str, device: torch.device, cpu_matmul: str = "auto") -> dict[str, Any]:
     """The inductor options of ``torch.compile`` for ``mode`` (``default`` or ``max-autotune``) on ``device``: the
     mode's own options, plus on a CPU `CPU_CPP_WRAPPER` (those this torch knows) and the products' routing
-    (``cpu_matmul``, `fastddpg.learning.cpu_matmul`)."""
+    (``cpu_matmul``, `fastddpg.learning.cpu_matmul`), on CUDA inductor's own CUDA graphs off."""
     import torch._inductor as inductor
     import torch._inductor.config as inductor_config
 
     options = dict(inductor.list_mode_options(mode))
+    if device.type == "cuda":
+        # max-autotune's own CUDA graphs (inductor's graph trees) would run inside the update's capture
+        # (`CudaGraphUpdate`), and in `fastddpg verify`'s compiled-without-a-graph check would put one back
+        options["triton.cudagraphs"] = False
     if device.type == "cpu":
         options |= {k: v for k, v in CPU_CPP_WRAPPER.items() if hasattr(inductor_config, k)}
         options |= cpu_matmul_options(resolve_cpu_matmul(cpu_matmul))

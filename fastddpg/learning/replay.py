@@ -162,12 +162,14 @@ class ReplayBuffer:
         return TensorDict(batch._asdict(), batch_size=batch.obs.shape[:-1], device=self.device)
 
     def state_dict(self) -> dict[str, object]:
-        return {"data": self.data[..., : self.size, :].clone(), "ptr": self.ptr, "size": self.size}
+        """The filled rows, copied to the host (a checkpoint's copy: on a GPU no second device copy of a buffer
+        that may fill most of its memory), and the ring's position."""
+        return {"data": self.data[..., : self.size, :].to("cpu", copy=True), "ptr": self.ptr, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
         data = state["data"]
         if data.shape[:-2] != self.data.shape[:-2]:
             raise ValueError(f"replay data of shape {tuple(data.shape)} does not fit {tuple(self.data.shape)}")
         self.data.zero_()
-        self.data[..., : data.shape[-2], :] = data.to(self.device)
+        self.data[..., : data.shape[-2], :].copy_(data)  # straight from wherever it is: no device temporary
         self.ptr, self.size = int(state["ptr"]), int(state["size"])

@@ -301,9 +301,10 @@ class RunWriter:
         else of ``trainer.tables()``."""
         if not self.failed:
             self.write_probes(trainer)
-        if weights:
-            atomic_save(trainer.algo.actor.state_dict(), self.path / ACTOR_FILE)
-            atomic_save(trainer.algo.critic.state_dict(), self.path / CRITIC_FILE)
+        if weights:  # host copies: a GPU run's weights load on a machine without CUDA too
+            atomic_save({k: v.to("cpu") for k, v in trainer.algo.actor.state_dict().items()}, self.path / ACTOR_FILE)
+            atomic_save({k: v.to("cpu") for k, v in trainer.algo.critic.state_dict().items()},
+                        self.path / CRITIC_FILE)
         write_json(self.path / SUMMARY_FILE, summary if summary is not None else trainer.summary())
         if not self.failed:  # the CSVs end at the last whole report: the copies must not hold more
             write_parquet(self.path, tables if tables is not None else trainer.tables())

@@ -55,7 +55,7 @@ import torch
 
 from ..algos import Algorithm, make_algorithm
 from ..algos.population import Population
-from ..core.config import Config, ConfigError, format_hyper, resolve_device
+from ..core.config import Config, ConfigError, format_hyper, select_device
 from ..core.lazy import LazyModule
 from ..core.schema import (
     EPISODE_COLUMNS,
@@ -140,7 +140,7 @@ class Trainer:
         self.cfg = cfg
         # before the first parallel region, so that OpenMP's worker threads inherit the modes (training.denormals)
         self.flush_denormal = apply_flush_denormal(cfg.flush_denormal)
-        self.device = resolve_device(cfg.device)
+        self.device = select_device(cfg.device)
         self.threads = apply_threads(cfg.threads)
         try:
             self._build(cfg, env, callbacks, checkpointer)
