@@ -33,6 +33,10 @@ BAD_INPUTS = [
     (["--seed", str(2**32 - 1), "--num-seeds", "2"], "use a seed from 0 to 4294967291"),
     (["--algo", "crossq", "--renorm-momentum", "5"], "use a momentum in (0, 1]"),
     (["--replay-size", str(10**12)], "lower --replay-size"),  # 33 TiB: one line, not the allocator's traceback
+    # a population grid over a field DDPG does not use would train identical members; a value twice, one label
+    (["--grid", "policy_noise=0.1,0.3"], "--algo ddpg does not use --policy-noise"),
+    (["--grid", "actor_lr=1e-3,0.001"], "0.001 is given more than once"),
+    (["--grid", "actor_lr=abc"], "'abc' is not a number; write NAME=V1,V2"),
 ] + ([] if torch.cuda.is_available() else [(["--device", "cuda"], "CUDA is not available")])
 
 
@@ -139,3 +143,17 @@ def test_a_cuda_device_becomes_the_current_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
     assert select_device("cuda:1") == torch.device("cuda:1") and chosen == [torch.device("cuda:1")]
     assert select_device("cpu") == torch.device("cpu") and len(chosen) == 1
+
+
+def test_a_population_larger_than_the_memory_is_one_line_before_it_is_built(monkeypatch, capsys, tmp_path):
+    """K members are built one by one and then stacked: the first member's size times 2 K is checked against the
+    host's available memory before the rest are built (faked small here), not left to the allocator or the OOM
+    killer part way."""
+    from fastddpg.training import trainer
+
+    monkeypatch.setattr(trainer, "available_host_bytes", lambda: 2**14)
+    assert main(["run", "--total-steps", "10", "--num-seeds", "3", "--num-envs", "2", "--hidden-sizes", "64",
+                 "--run-dir", str(tmp_path / "run")]) == 2
+    line = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(line) == 1 and "--num-seeds 3 (3 members): their networks and optimizer states need" in line[0]
+    assert "GiB are free; lower --num-seeds, the --grid or --hidden-sizes." in line[0]

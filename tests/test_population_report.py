@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,15 @@ def test_live_panel_labels_a_populations_units():
     for needle in ("env steps per member", "env steps/s per member", "updates/s per member",
                    "episodes over 2 members", "updates per member"):
         assert needle in out, needle
+
+
+def test_two_populations_in_one_report_are_told_apart_by_name(population, tmp_path):
+    from fastddpg.reports.plots import build_figures, run_labels
+
+    d, _ = population
+    other = tmp_path / "other"
+    shutil.copytree(d, other)
+    runs = [load_run(d), load_run(other)]
+    titles = [f.layout.title.text for f in build_figures(runs) if "population" in (f.layout.title.text or "")]
+    assert len(titles) == 2 and len(set(titles)) == 2
+    assert all(f"({label})" in title for label, title in zip(run_labels(runs), titles, strict=True))

@@ -185,7 +185,7 @@ def test_four_member_population_learns_pendulum():
                                            ("algo=1,2", "--grid algo is refused"),
                                            ("lr=1,2", "--grid lr is invalid"),
                                            ("tau", "write NAME=V1,V2"),
-                                           ("tau=0.1,big", "--tau='big' is not a valid float value"),
+                                           ("tau=0.1,big", "--grid 'tau=0.1,big' is invalid: 'big' is not a number"),
                                            ("tau=0.1,2", "--tau=2.0 is invalid")])
 def test_bad_grid_is_one_line_exit_2(entry, needle, capsys):
     assert main(["run", "--grid", entry, "--total-steps", "10", "--quiet"]) == 2

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .registry import ALGORITHMS, algo_help, algo_names, algorithm_defaulted, grid_fields, hyper_fields
+from .registry import ALGORITHMS, algo_help, algo_names, algorithm_defaulted, grid_fields, hyper_fields, uses
 from .threads import AUTO_MAX_THREADS
 
 if TYPE_CHECKING:
@@ -330,7 +330,10 @@ class Config:
              f"--algo {self.algo} has no hand-derived update (only {analytic_algos}); use --compile auto or default")
         need(self.compile != "analytic" or not self.layer_norm, "compile",
              "the hand-derived update has no LayerNorm; leave out --layer-norm or use --compile auto or default")
-        self.grid_points()  # a malformed or refused --grid is a ConfigError
+        for name in parse_grid(self.grid, population_grid_scope()):  # a malformed or refused --grid: ConfigError
+            if not uses(self.algo, name):
+                raise ConfigError(f"--grid {name} is invalid: --algo {self.algo} does not use {flag_of(name)}, so "
+                                  "its grid points would train the same members; leave it out of --grid.")
         if self.grid:  # the rest of the config is valid: what fails now is a --grid value
             try:
                 for member in self.member_configs():  # (each member's Config validates itself)
@@ -598,16 +601,32 @@ def parse_grid(entries: Iterable[str], scope: GridScope) -> dict[str, list[Any]]
         if name in grid:
             raise ConfigError(f"--grid {name} is given twice; give all its values in one --grid.")
         kind = types[name]
+        value = functools.partial(_grid_value, entry, name)
         if kind is int and ".." in values:
             lo, _, hi = values.partition("..")
-            grid[name] = list(range(parse_field_value(name, lo), parse_field_value(name, hi) + 1))
+            grid[name] = list(range(value(lo), value(hi) + 1))
             if not grid[name]:
                 raise ConfigError(f"--grid {entry!r} is invalid: the range A..B needs A <= B.")
         elif kind is tuple and "x" not in values:
-            grid[name] = [parse_field_value(name, values)]
+            grid[name] = [value(values)]
         else:
-            grid[name] = [parse_field_value(name, v) for v in texts]
+            grid[name] = [value(v) for v in texts]
+        repeated = sorted({repr(v) for v in grid[name] if grid[name].count(v) > 1})
+        if repeated:  # two members of one grid point under one label: the report would merge them
+            raise ConfigError(f"--grid {entry!r} is invalid: {', '.join(repeated)} is given more than once; give "
+                              "each value once (--num-seeds repeats a point over seeds).")
     return grid
+
+
+def _grid_value(entry: str, name: str, text: str) -> Any:
+    """One value of a --grid entry (`parse_field_value`), with the entry's own line where it is not one."""
+    try:
+        return parse_field_value(name, text)
+    except ConfigError:  # its line names the flag; here the value is the --grid entry's
+        want = {int: "a whole number", float: "a number", bool: "true or false",
+                tuple: "layer sizes such as 64x64"}.get(field_types()[name], "a value")
+        raise ConfigError(f"--grid {entry!r} is invalid: {text.strip()!r} is not {want}; write NAME=V1,V2,... with "
+                          "the values separated by commas.") from None
 
 
 def check_member(member: int, members: int) -> None:

@@ -63,7 +63,10 @@ class AlgoSpec:
     ``defaults``: Config fields (shared ones such as ``actor_lr``, or another algorithm's, such as TD3's
     ``policy_delay``) whose default differs for this algorithm, {field: value}. A Config with this ``--algo`` takes
     them for every such field the user did not give (flag, config file, keyword); ``--help`` lists them beside each
-    field's default (see `fastddpg.core.config.Config`, "per-algorithm defaults")."""
+    field's default (see `fastddpg.core.config.Config`, "per-algorithm defaults").
+
+    ``borrows``: other algorithms' hyperparameters this one uses too (CrossQ: SAC's ``init_alpha``, TD3's
+    ``policy_delay``); the others it does not use (`uses`)."""
 
     name: str
     target: str  # "module:Class", e.g. "fastddpg.algos.td3:TD3"
@@ -74,6 +77,7 @@ class AlgoSpec:
     why: str = ""
     defaults: Mapping[str, Any] = field(default_factory=dict)
     hand_derived: bool = False
+    borrows: tuple[str, ...] = ()
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
@@ -117,7 +121,8 @@ ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
              # sb3-contrib's CrossQ: learning_rate 1e-3, batch_size 256, buffer_size 1e6, learning_starts 100,
              # policy_delay 3, no gradient clipping; gamma 0.99 and net_arch pi [256, 256] are the shared defaults
              defaults={"actor_lr": 1e-3, "critic_lr": 1e-3, "batch_size": 256, "replay_size": 1_000_000,
-                       "start_steps": 100, "update_after": 100, "grad_clip_norm": 0.0, "policy_delay": 3}),
+                       "start_steps": 100, "update_after": 100, "grad_clip_norm": 0.0, "policy_delay": 3},
+             borrows=("init_alpha", "policy_delay")),
 )}
 
 
@@ -143,6 +148,14 @@ def algorithm_defaulted() -> frozenset[str]:
 def hyper_fields() -> list[tuple[AlgoSpec, HyperField]]:
     """Every algorithm's own hyperparameters, in registry order, with the algorithm that declares each."""
     return [(spec, h) for spec in ALGORITHMS.values() for h in spec.hyper]
+
+
+def uses(algo: str, name: str) -> bool:
+    """Whether ``--algo algo`` uses Config field ``name``: every shared field, its own hyperparameters and those it
+    borrows; not another algorithm's (DDPG has no policy smoothing: ``policy_noise`` changes nothing)."""
+    spec = ALGORITHMS[algo]
+    owned = {h.name for _, h in hyper_fields()}
+    return name not in owned or name in {h.name for h in spec.hyper} or name in spec.borrows
 
 
 def grid_fields() -> tuple[str, ...]:

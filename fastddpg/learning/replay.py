@@ -38,6 +38,12 @@ class ReplayMemoryError(MemoryError):
         self.nbytes, self.device, self.available = nbytes, device, available
 
 
+def allocation_failed(e: BaseException) -> bool:
+    """Whether ``e`` is an allocator's refusal: MemoryError, torch.OutOfMemoryError (CUDA), or the RuntimeError of
+    the CPU allocator ("DefaultCPUAllocator: can't allocate memory")."""
+    return isinstance(e, MemoryError) or "alloc" in str(e).lower() or "out of memory" in str(e).lower()
+
+
 def available_host_bytes(path: str = MEMINFO) -> int | None:
     """The memory Linux can give a process without swapping (/proc/meminfo's MemAvailable), in bytes; None where
     it does not say."""
@@ -81,7 +87,7 @@ class ReplayBuffer:
         try:
             self.data = torch.zeros(*shape, device=self.device)
         except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError (CUDA) and the CPU allocator's
-            if not isinstance(e, MemoryError) and "alloc" not in str(e).lower() and "out of memory" not in str(e):
+            if not allocation_failed(e):
                 raise
             raise ReplayMemoryError(nbytes, self.device, free) from None
         self._storage: TensorDict | None = None

@@ -84,9 +84,10 @@ def _band(curves: list[pd.DataFrame], x: str) -> tuple[np.ndarray, np.ndarray, n
     return grid, mean, half
 
 
-def population_curve(run: RunData, colors: Sequence[str]) -> go.Figure:
+def population_curve(run: RunData, colors: Sequence[str], run_label: str = "") -> go.Figure:
     """Per grid point: the mean 10-episode return with its 95% band over seeds, and every member as a thin
-    line; a menu switches the x axis between env steps and wall-clock seconds."""
+    line; a menu switches the x axis between env steps and wall-clock seconds. ``run_label`` (reports of several
+    runs) names the run in the title, so that two populations' figures tell apart."""
     curves = member_curves(run)
     fig = go.Figure()
     xs: dict[str, list[list[float]]] = {"global_step": [], "wall_time": []}
@@ -126,7 +127,9 @@ def population_curve(run: RunData, colors: Sequence[str]) -> go.Figure:
     titles = {"global_step": "Env steps (per member)", "wall_time": "Wall-clock time (s)"}
     buttons = [dict(label=f"x: {titles[k].lower()}", method="update",
                     args=[{"x": xs[k], "y": ys[k]}, {"xaxis.title.text": titles[k]}]) for k in xs]
-    fig.update_layout(title=f"{run.config.algo.upper()} population: {MA_WINDOW}-episode mean return per grid point",
+    of = f" ({run_label})" if run_label else ""
+    fig.update_layout(title=f"{run.config.algo.upper()} population{of}: {MA_WINDOW}-episode mean return per grid "
+                      "point",
                       xaxis_title=titles["global_step"], yaxis_title=f"Return ({MA_WINDOW}-episode mean)",
                       updatemenus=[dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.15,
                                         yanchor="top")])

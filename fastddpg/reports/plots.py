@@ -379,7 +379,8 @@ def build_figures(runs: Sequence[RunData]) -> list[go.Figure]:
     """All report figures for one or more runs, in report order."""
     labels = run_labels(runs)
     multi = len(runs) > 1
-    figs = [population_curve(run, COLORS) for run in runs if _is_population(run)]
+    figs = [population_curve(run, COLORS, label if multi else "")
+            for run, label in zip(runs, labels, strict=True) if _is_population(run)]
     figs += [learning_curve(runs, labels), q_vs_target(runs, labels), losses(runs, labels)]
     evals = eval_curve(runs, labels)
     if evals is not None:  # right after the learning curve

@@ -71,7 +71,7 @@ from ..core.threads import apply_threads, release_lease, resolve_threads
 from ..envs.vector import VecEnv, make_env
 from ..learning.compile import compile_explore, compile_update, resolve_compile_mode
 from ..learning.cpu_matmul import resolve_cpu_matmul
-from ..learning.replay import ReplayBuffer, ReplayMemoryError
+from ..learning.replay import ReplayBuffer, ReplayMemoryError, allocation_failed, available_host_bytes
 from .denormals import apply_flush_denormal
 from .devicelog import DeviceLog, Pulled, episode_rows, metric_means
 from .failsafe import (
@@ -715,11 +715,41 @@ def make_population(cfg: Config, obs_dim: int, act_dim: int, action_low: torch.T
     ``torch.manual_seed`` of its seed, as a single run with that seed initialises them, and it takes its grid
     point's hyperparameters; its grid points share their extra random inputs (``repeats``)."""
     members = []
-    for member_cfg in cfg.member_configs():
-        torch.manual_seed(member_cfg.seed)
-        members.append(make_algorithm(member_cfg, obs_dim, act_dim, action_low, action_high, device))
-    torch.manual_seed(cfg.seed)
-    return Population(members, repeats=len(cfg.grid_points()))
+    try:
+        for k, member_cfg in enumerate(cfg.member_configs()):
+            torch.manual_seed(member_cfg.seed)
+            members.append(make_algorithm(member_cfg, obs_dim, act_dim, action_low, action_high, device))
+            if k == 0:
+                check_population_fits(cfg, device, learner_bytes(members[0]))  # before K of them are built
+        torch.manual_seed(cfg.seed)
+        return Population(members, repeats=len(cfg.grid_points()))
+    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError (CUDA) and the CPU allocator's
+        if not allocation_failed(e):
+            raise
+        raise population_too_large(cfg, device, "do not fit", None) from None
+
+
+def learner_bytes(algo: Algorithm) -> int:
+    """The bytes of one learner's networks (targets included) and its optimizers' two moments (Adam's)."""
+    tensors = [t for m in algo.modules().values() for t in [*m.parameters(), *m.buffers()]]
+    moments = [t for opt in algo.state["optim"].values() for key in ("exp_avg", "exp_avg_sq") for t in opt[key]]
+    return sum(t.numel() * t.element_size() for t in [*tensors, *moments])
+
+
+def check_population_fits(cfg: Config, device: torch.device, per_member: int) -> None:
+    """A one-line ConfigError where the population's members, built one by one and then stacked into one learner
+    (twice ``per_member`` bytes each), exceed the host's available memory: found before they are built, where the
+    allocator's traceback or the OOM killer would come part way."""
+    free = available_host_bytes() if device.type == "cpu" else None
+    need = 2 * cfg.num_members * per_member
+    if free is not None and need > free:
+        raise population_too_large(cfg, device, f"need {need / 2**30:,.1f} GiB", free)
+
+
+def population_too_large(cfg: Config, device: torch.device, size: str, free: int | None) -> ConfigError:
+    room = f", where {free / 2**30:,.1f} GiB are free" if free is not None else ""
+    return ConfigError(f"--num-seeds {cfg.num_seeds} ({cfg.num_members} members): their networks and optimizer "
+                       f"states {size} on {device}{room}; lower --num-seeds, the --grid or --hidden-sizes.")
 
 
 def probe_counters(state: dict[str, Any]) -> tuple[int, int]:
