@@ -248,3 +248,14 @@ def test_a_verified_population_has_hyperparameters_of_its_own_per_member():
     hyper = setup.learner.hyper
     for values in (hyper.gamma, hyper.tau, hyper.actor.lr, hyper.critic.lr):
         assert torch.as_tensor(values).unique().numel() == 3
+
+
+def test_a_verified_crossq_population_varies_what_crossq_has():
+    """CrossQ has no target networks, so no tau: its members differ in gamma and the learning rates only (a tau
+    of their own was a ConfigError, and verify --algo crossq --num-seeds 2 failed before it verified anything)."""
+    from fastddpg import Config
+    from fastddpg.tools.verify import member_config
+
+    cfg = Config(algo="crossq", hidden_sizes=(8,))
+    member = member_config(cfg, 1)
+    assert member.tau == cfg.tau and member.gamma != cfg.gamma and member.actor_lr != cfg.actor_lr

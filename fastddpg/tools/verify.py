@@ -58,6 +58,7 @@ from ..algos.population import Population
 from ..core import fileio
 from ..core.config import Config
 from ..core.cpuinfo import cpu_model
+from ..core.registry import ALGORITHMS
 from ..core.verifyoptions import ACT_ATOL, ACT_RTOL, ATOL, ATOL64, F32_RESOLVED, RTOL, RTOL64, VerifyOptions
 from ..learning.compile import CudaGraphUpdate, compile_explore, compile_update
 from ..learning.cpu_matmul import resolve_cpu_matmul
@@ -117,8 +118,10 @@ def member_config(cfg: Config, k: int) -> Config:
     wrong axis, member 0's value for all) gives other numbers than eager and fails."""
     if k == 0:
         return cfg
-    return dataclasses.replace(cfg, gamma=cfg.gamma - 0.01 * k, tau=cfg.tau * (1 + 0.5 * k),
-                               actor_lr=cfg.actor_lr / (1 + k), critic_lr=cfg.critic_lr * (1 + 0.5 * k))
+    own = {"gamma": cfg.gamma - 0.01 * k, "tau": cfg.tau * (1 + 0.5 * k), "actor_lr": cfg.actor_lr / (1 + k),
+           "critic_lr": cfg.critic_lr * (1 + 0.5 * k)}
+    refused = ALGORITHMS[cfg.algo].refuses  # CrossQ has no target networks: no tau of its own
+    return dataclasses.replace(cfg, **{name: v for name, v in own.items() if name not in refused})
 
 
 def build_setup(algo: str, device: torch.device, updates: int, batch_size: int, hidden_sizes: tuple[int, ...],
