@@ -116,3 +116,46 @@ def test_missing_dependency_keeps_gymnasiums_hint_only(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(ConfigError, match="Check the id"):  # a wrong id still gets the hint
         make_gym_vector_env("NoSuchEnv-v0", 1)
+
+
+def test_run_labels_are_never_empty_and_never_the_same(tmp_path, monkeypatch):
+    """`fastddpg plot . ../b` named the first run ''; the same directory twice, or two runs whose last two folders
+    match (x1/s/a, x2/s/a), shared a label, so their traces and table rows could not be told apart."""
+    from types import SimpleNamespace
+
+    from fastddpg.reports.plots import run_labels
+
+    monkeypatch.chdir(tmp_path)
+    runs = [SimpleNamespace(path=Path(p)) for p in (".", "x1/s/a", "x2/s/a", "x1/s/a")]
+    labels = run_labels(runs)
+    assert all(labels) and len(set(labels)) == len(labels)
+    assert labels[0] == tmp_path.name and labels[1] == "x1/s/a" and labels[3] == "x1/s/a (2)"
+
+
+def test_the_learning_curves_hover_follows_its_x_axis(run):
+    fig = learning_curve([load_run(run)], ["run"])
+    for button in fig.layout.updatemenus[0].buttons:
+        axis = button.args[1]["xaxis.title.text"]
+        hover = button.args[0]["hovertemplate"]
+        first = {"Env steps": "env step %{x", "Episode": "episode %{x", "Wall-clock time (s)": "wall %{x"}[axis]
+        assert hover.startswith(first), (axis, hover)
+
+
+def test_a_run_without_updates_and_a_stopped_run_say_so(run, tmp_path):
+    import json
+    import shutil
+
+    from fastddpg.reports.plots import render_html
+
+    copy = tmp_path / "stopped"
+    shutil.copytree(run, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    (copy / "summary.json").write_text(json.dumps({**summary, "stopped_by": "SIGINT"}))
+    idle = tmp_path / "idle"
+    assert main(["run", *TINY_RUN, "--total-steps", "300", "--run-dir", str(idle)]) == 0  # update_after 200, batch 32
+    data = load_run(idle)
+    data.updates = data.updates.iloc[:0]  # as a run that ended before --update-after
+    for fig in (q_vs_target([data], ["idle"]), throughput([data], ["idle"])):
+        assert any("no gradient update" in a.text for a in fig.layout.annotations)
+    page = render_html([load_run(copy)], plotly_cdn=True)
+    assert "<th>ended</th>" in page and "stopped: SIGINT" in page

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -77,11 +78,25 @@ def moving_average(x: np.ndarray, window: int = MA_WINDOW) -> np.ndarray:
 
 
 def run_labels(runs: Sequence[RunData]) -> list[str]:
-    """Directory names, made unique with their parent when two runs share a name."""
-    labels = [r.path.name for r in runs]
-    if len(set(labels)) < len(labels):
-        labels = [f"{r.path.parent.name}/{r.path.name}" for r in runs]
-    return labels
+    """Each run's directory name (of its resolved path: `.` is named too), with as many parent folders as it takes
+    to tell runs with the same name apart, and "(2)", "(3)" ... for the same directory given twice."""
+    paths = [r.path.resolve() for r in runs]
+    distinct = list(dict.fromkeys(paths))
+
+    def tail(path: Path) -> str:  # its last folders, as few as tell it from every other run's
+        others = [q for q in distinct if q != path]
+        for depth in range(1, len(path.parts) + 1):
+            if all(q.parts[-depth:] != path.parts[-depth:] for q in others):
+                break
+        return Path(*path.parts[-depth:]).as_posix()
+
+    labels = [tail(p) for p in paths]
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return out
 
 
 def _name(label: str, what: str, multi: bool) -> str:
@@ -105,6 +120,17 @@ def by_member(run: RunData, table: pd.DataFrame, run_index: int, label: str,
     return out
 
 
+# the learning curve's hover per x axis (the menu switches both): customdata holds (episode, wall s, env step)
+LEARNING_HOVER = {
+    "steps": "env step %{x:,}<br>episode %{customdata[0]}<br>wall %{customdata[1]:.1f} s<br>%{fullData.name}: "
+             "%{y:.1f}<extra></extra>",
+    "episodes": "episode %{x:,}<br>env step %{customdata[2]:,}<br>wall %{customdata[1]:.1f} s<br>"
+                "%{fullData.name}: %{y:.1f}<extra></extra>",
+    "wall": "wall %{x:.1f} s<br>episode %{customdata[0]}<br>env step %{customdata[2]:,}<br>%{fullData.name}: "
+            "%{y:.1f}<extra></extra>",
+}
+
+
 def learning_curve(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
     fig = go.Figure()
     multi = len(runs) > 1
@@ -114,9 +140,9 @@ def learning_curve(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
         pop = "member" in run.episodes.columns
         for ep, prefix, color, group in lines:
             ep = ep.sort_values("episode")
-            custom = np.stack([ep["episode"].to_numpy(), ep["wall_time"].to_numpy()], axis=-1) if len(ep) else None
-            hover = ("episode %{customdata[0]}<br>env step %{x:,}<br>wall %{customdata[1]:.1f} s<br>"
-                     "%{fullData.name}: %{y:.1f}<extra></extra>")
+            custom = (np.stack([ep["episode"].to_numpy(), ep["wall_time"].to_numpy(), ep["global_step"].to_numpy()],
+                               axis=-1) if len(ep) else None)
+            hover = LEARNING_HOVER["steps"]
             common = dict(x=ep["global_step"].to_numpy(), customdata=custom, hovertemplate=hover, legendgroup=group)
             # markers, not lines: with N envs several episodes end at the same env step
             fig.add_trace(go.Scatter(y=ep["return"].to_numpy(), name=_name(prefix, "Return", multi or pop),
@@ -129,9 +155,11 @@ def learning_curve(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
                 xs["steps"].append(ep["global_step"].to_numpy())
                 xs["episodes"].append(ep["episode"].to_numpy())
                 xs["wall"].append(ep["wall_time"].to_numpy())
-    axis_titles = {"steps": "Env steps", "episodes": "Episode", "wall": "Wall-clock time (s)"}
+    per = " (per member)" if any("member" in run.episodes.columns for run in runs) else ""
+    axis_titles = {"steps": f"Env steps{per}", "episodes": f"Episode{per}", "wall": "Wall-clock time (s)"}
     buttons = [dict(label=f"x: {axis_titles[k].lower()}", method="update",
-                    args=[{"x": [a.tolist() for a in xs[k]]}, {"xaxis.title.text": axis_titles[k]}])
+                    args=[{"x": [a.tolist() for a in xs[k]], "hovertemplate": LEARNING_HOVER[k]},
+                          {"xaxis.title.text": axis_titles[k]}])
                for k in ("steps", "episodes", "wall")]
     algos = {run.config.algo.upper() for run in runs}
     title = f"{algos.pop()} {TITLE_RETURNS}" if len(algos) == 1 else TITLE_RETURNS.capitalize()
@@ -234,7 +262,7 @@ def q_vs_target(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
                                          line=dict(color=color, dash=_EXTRA_DASHES[j % len(_EXTRA_DASHES)],
                                                    width=1.5), opacity=0.8))
     fig.update_layout(title=TITLE_Q, xaxis_title="Update step", yaxis_title="Value")
-    return fig
+    return _note_runs_without_updates(fig, runs, labels)
 
 
 def losses(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
@@ -254,6 +282,16 @@ def losses(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
     fig.update_layout(title=TITLE_LOSSES, height=600)
     fig.update_xaxes(title_text="Update step", row=2, col=1)
     fig.update_yaxes(title_text="Loss")
+    return _note_runs_without_updates(fig, runs, labels)
+
+
+def _note_runs_without_updates(fig: go.Figure, runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
+    """An annotation naming each run that made no gradient update (its panel would be empty, unexplained)."""
+    multi = len(runs) > 1
+    idle = [_name(label, "no gradient update (the run ended before --update-after and --batch-size were reached)",
+                  multi) for run, label in zip(runs, labels, strict=True) if run.updates.empty]
+    if idle:
+        fig.add_annotation(text="<br>".join(idle), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     return fig
 
 
@@ -307,8 +345,10 @@ def probe_heatmap(run: RunData, label: str, value: str, multi: bool) -> go.Figur
         title = f"{title} (member 0)"
     fig = go.Figure()
     if probes.empty:
-        fig.add_annotation(text="No probe snapshots recorded (the run ended before the buffer held "
-                                "max(probe_n, batch_size) transitions).", showarrow=False, x=0.5, y=0.5,
+        stopped = (run.summary or {}).get("stopped_by")
+        why = (f"the run was stopped ({stopped}) before its first snapshot" if stopped else
+               "the run ended before the buffer held max(probe_n, batch_size) transitions")
+        fig.add_annotation(text=f"No probe snapshots recorded ({why}).", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")
     else:
         z, snaps = probe_matrix(probes, value)
@@ -328,7 +368,8 @@ def probe_heatmap(run: RunData, label: str, value: str, multi: bool) -> go.Figur
     if not probes.empty:
         steps = snaps["global_step"].tolist()[:: -(-len(snaps) // 10)]  # at most 10 labels
         fig.update_xaxes(type="category", tickvals=steps, ticktext=[f"{s:,}" for s in steps])
-    fig.update_layout(title=title, xaxis_title="Env steps at snapshot", yaxis_title="Probe state index")
+    per = " (per member)" if "member" in run.probes.columns else ""
+    fig.update_layout(title=title, xaxis_title=f"Env steps at snapshot{per}", yaxis_title="Probe state index")
     return fig
 
 
@@ -355,7 +396,7 @@ def throughput(runs: Sequence[RunData], labels: Sequence[str]) -> go.Figure:
                                      name=_name(label, f"env steps/s{unit}, warm-up (before --update-after)", multi),
                                      marker=dict(color=color, symbol="x", size=9)))
     fig.update_layout(title=TITLE_THROUGHPUT, xaxis_title="Wall-clock time (s)", yaxis_title="Per second")
-    return fig
+    return _note_runs_without_updates(fig, runs, labels)  # (the rates come with the update rows)
 
 
 def warmup_rows(run: RunData, updates: pd.DataFrame | None = None) -> pd.Series:
@@ -406,15 +447,18 @@ def _plotly_script(cdn: bool) -> str:
 
 
 def _fmt(x: Any, spec: str = ",.1f") -> str:
+    """``x`` formatted; "-" for a missing or non-finite number (a run with no episode, or stopped by NaN)."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "-"
     try:
         return format(x, spec)
     except (TypeError, ValueError):
-        return "-" if x is None else str(x)
+        return str(x)
 
 
 def _summary_table(runs: Sequence[RunData], labels: Sequence[str]) -> str:
     head = ("run", "env", "algo", "seed", "num envs", "device", "episodes", "env steps", "updates", "wall time (s)",
-            "env steps/s", "last-10 return", "eval return (mean ± std)")
+            "env steps/s", "last-10 return", "eval return (mean ± std)", "ended")
     rows = []
     for run, label in zip(runs, labels, strict=True):
         cfg, s = run.config, run.summary or {}
@@ -428,10 +472,20 @@ def _summary_table(runs: Sequence[RunData], labels: Sequence[str]) -> str:
             (s.get("episodes", len(run.episodes)), _fmt(s.get("env_steps"), ","), _fmt(s.get("updates"), ","),
              _fmt(s.get("env_steps_per_sec"), ",.0f")) if "members" not in s else _population_counts(s))
         cells = (label, cfg.env, cfg.algo, cfg.seed, cfg.num_envs, run.meta.get("device", cfg.device),
-                 episodes, steps, updates, _fmt(s.get("wall_time_s")), rate, _fmt(s.get("last10_mean_return")), evtxt)
+                 episodes, steps, updates, _fmt(s.get("wall_time_s")), rate, _fmt(s.get("last10_mean_return")), evtxt,
+                 _ended(s))
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
+
+
+def _ended(summary: dict[str, Any]) -> str:
+    """How a run ended, for the summary table: "finished", "stopped: <why>" (a signal, a non-finite value, an
+    error: summary.json's ``stopped_by``), or "-" for a run still going or that died without a summary."""
+    if not summary:
+        return "-"
+    stopped = summary.get("stopped_by")
+    return f"stopped: {stopped}" if stopped else "finished"
 
 
 def _population_counts(s: dict[str, Any]) -> tuple[str, str, str, str]:
