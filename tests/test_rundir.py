@@ -179,3 +179,23 @@ def test_writer_appends_only_new_rows(tmp_path):
     pd.testing.assert_frame_equal(data.episodes, result.episodes, check_exact=True)
     pd.testing.assert_frame_equal(data.updates, result.updates, check_exact=True)
     pd.testing.assert_frame_equal(data.probes, result.probes, check_exact=True)  # including the end-of-run snapshot
+
+
+def test_summary_json_is_strict_json_when_a_number_has_no_value(tmp_path):
+    """A run with no finished episode has no last-10 mean: summary.json says null (NaN is Python's JSON only,
+    which JavaScript's JSON.parse refuses), and the report reads it as missing."""
+    import json
+
+    from fastddpg import load_run
+    from fastddpg.cli import main
+
+    run = tmp_path / "run"
+    assert main(["run", "--total-steps", "100", "--start-steps", "50", "--update-after", "50", "--batch-size", "16",
+                 "--hidden-sizes", "8", "--compile", "off", "--quiet", "--run-dir", str(run)]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    summary = json.loads((run / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["last10_mean_return"] is None and summary["episodes"] == 0
+    assert load_run(run).summary["last10_mean_return"] is None

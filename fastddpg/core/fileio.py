@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -136,6 +137,18 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 def write_json(path: str | Path, obj: Any) -> Path:
     """JSON (indented, NaN allowed; numpy scalars and paths converted) written atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+
+
+def finite_or_null(obj: Any) -> Any:
+    """``obj`` (dicts and lists of numbers, strings...) with every non-finite float as None: JSON's null, where
+    Python would write NaN or Infinity, which strict JSON readers (JavaScript's JSON.parse) refuse."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
 
 
 def _json_default(x: Any) -> Any:

@@ -51,7 +51,7 @@ import torch
 
 from ..algos import metric_names
 from ..core.config import Config, ConfigError
-from ..core.fileio import atomic_save, atomic_write, naming, write_json
+from ..core.fileio import atomic_save, atomic_write, finite_or_null, naming, write_json
 from ..core.lazy import LazyModule, not_installed
 from ..core.schema import (
     ACTOR_FILE,
@@ -305,7 +305,8 @@ class RunWriter:
             atomic_save({k: v.to("cpu") for k, v in trainer.algo.actor.state_dict().items()}, self.path / ACTOR_FILE)
             atomic_save({k: v.to("cpu") for k, v in trainer.algo.critic.state_dict().items()},
                         self.path / CRITIC_FILE)
-        write_json(self.path / SUMMARY_FILE, summary if summary is not None else trainer.summary())
+        # strict JSON: a number with no value (no finished episode, a non-finite stop) is null, not NaN
+        write_json(self.path / SUMMARY_FILE, finite_or_null(summary if summary is not None else trainer.summary()))
         if not self.failed:  # the CSVs end at the last whole report: the copies must not hold more
             write_parquet(self.path, tables if tables is not None else trainer.tables())
 
