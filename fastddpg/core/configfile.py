@@ -27,7 +27,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-_DEFAULTS = Config()
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 
