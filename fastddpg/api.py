@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .core.config import Config, ConfigError
+from .core.config import Config, ConfigError, first_line
 from .core.fileio import os_error_of
 from .core.schema import REPORT_FILE, SUMMARY_FILE
 from .reports.plots import write_report
@@ -211,7 +211,7 @@ def run_dir_os_error(e: BaseException, run_dir: Path) -> OSError | None:
 
 def _stop_reason(e: BaseException) -> str:
     """summary.json's ``stopped_by`` for a run an exception stopped: its type and first line."""
-    line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    line = first_line(e)
     return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 

@@ -69,6 +69,12 @@ class ConfigError(ValueError):
     """A user-facing error: one line saying what is wrong and what to do. The CLI prints it and exits 2."""
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of ``e``'s message ('' where it has none): what a one-line error quotes of an exception."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, group: str = "training") -> Any:
     meta = {"help": help, "group": group}
     if choices is not None:

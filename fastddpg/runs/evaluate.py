@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..algos import policy_from_state_dict
-from ..core.config import NO_BEST_HINT, Config, ConfigError, check_member, check_which
+from ..core.config import NO_BEST_HINT, Config, ConfigError, check_member, check_which, first_line
 from ..core.fileio import atomic_save, atomic_write_text, write_json
 from ..core.lazy import LazyModule
 from ..core.schema import (
@@ -139,7 +139,7 @@ def read_actor_file(path: Path, cfg: Config) -> dict[str, torch.Tensor]:
             raise TypeError(f"it holds a {type(state).__name__}, not a state_dict")
         policy_from_state_dict(state, cfg, 0)  # the shapes and names of this run's actor
     except Exception as e:  # torch.load's and load_state_dict's errors are RuntimeErrors, pickle's, EOFError...
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        why = first_line(e) or type(e).__name__
         raise ConfigError(f"{path} is not this run's actor ({why}); it was replaced or damaged: take the policy of "
                           "a checkpoint with fastddpg export, or retrain.") from None
     return state

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..core.config import RECORD_FIELDS, RESUME_OVERRIDABLE, Config, ConfigError, resolve_device
+from ..core.config import RECORD_FIELDS, RESUME_OVERRIDABLE, Config, ConfigError, first_line, resolve_device
 from ..core.fileio import write_json
 from ..core.lazy import LazyModule
 from ..core.schema import (
@@ -176,7 +176,7 @@ def _restore(trainer: Trainer, state: dict[str, Any], ckpt_path: Path) -> None:
     try:
         trainer.load_state_dict(state["trainer"])
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e) or type(e).__name__
         raise ConfigError(f"checkpoint {ckpt_path} does not fit this run's networks or buffer: {first}") from None
     trainer.last_checkpoint = ckpt_path
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..core.config import ConfigError
+from ..core.config import ConfigError, first_line
 from ..core.fileio import os_error_of
 from .evaluate import MAX_EPISODE_STEPS
 
@@ -88,7 +88,7 @@ def _render(env: gym.Env, env_id: str) -> np.ndarray:
         if not is_mujoco_env(env_id):
             raise
         backend = os.environ.get("MUJOCO_GL", "glfw")
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        why = first_line(e) or type(e).__name__
         raise ConfigError(f"cannot render {env_id} with MUJOCO_GL={backend} ({why}); set MUJOCO_GL to an OpenGL "
                           "this machine has: egl (a GPU driver or libEGL), osmesa (libOSMesa) or glfw (a "
                           "display).") from None

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...core.config import ConfigError
+from ...core.config import ConfigError, first_line
 from .spec import INSTALL_HINT, SweepSpec
 
 
@@ -79,7 +79,7 @@ def connect(spec: SweepSpec) -> bool:
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as e:  # ConnectionError, RuntimeError, grpc errors: all mean "no cluster here"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e) or type(e).__name__
         raise ConfigError(f"--address {address}: cannot connect to a Ray cluster ({first}); {hint}.") from None
     return True
 
