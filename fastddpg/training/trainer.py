@@ -179,10 +179,9 @@ class Trainer:
             self.buffer = ReplayBuffer(cfg.replay_size, o, a, self.device, members=pop, repeats=g)
         except ReplayMemoryError as e:
             each = f" ({k} members' buffers)" if k > 1 else ""
-            room = f", where {e.available / 2**30:,.1f} GiB are free" if e.available is not None else ""
-            raise ConfigError(f"--replay-size {cfg.replay_size:,} needs {e.nbytes / 2**30:,.1f} GiB{each} on "
-                              f"{self.device}{room}; lower --replay-size"
-                              f"{' or --num-seeds' if k > 1 else ''}.") from None
+            raise does_not_fit(f"--replay-size {cfg.replay_size:,} needs {e.nbytes / 2**30:,.1f} GiB{each}",
+                               self.device, e.available,
+                               f"lower --replay-size{' or --num-seeds' if k > 1 else ''}") from None
         sigmas = [c.noise_sigma for c in member_cfgs]
         sigma = (sigmas[0] if len(set(sigmas)) == 1 else  # per member on a --grid of noise_sigma: each env's row
                  torch.tensor(sigmas, device=self.device).repeat_interleave(self.num_envs).reshape(-1, 1))
@@ -747,9 +746,15 @@ def check_population_fits(cfg: Config, device: torch.device, per_member: int) ->
 
 
 def population_too_large(cfg: Config, device: torch.device, size: str, free: int | None) -> ConfigError:
+    return does_not_fit(f"--num-seeds {cfg.num_seeds} ({cfg.num_members} members): their networks and optimizer "
+                        f"states {size}", device, free, "lower --num-seeds, the --grid or --hidden-sizes")
+
+
+def does_not_fit(what: str, device: torch.device, free: int | None, fix: str) -> ConfigError:
+    """The one line for memory a run cannot have: ``what`` it needs, on ``device``, the host's ``free`` bytes where
+    known, and the ``fix``."""
     room = f", where {free / 2**30:,.1f} GiB are free" if free is not None else ""
-    return ConfigError(f"--num-seeds {cfg.num_seeds} ({cfg.num_members} members): their networks and optimizer "
-                       f"states {size} on {device}{room}; lower --num-seeds, the --grid or --hidden-sizes.")
+    return ConfigError(f"{what} on {device}{room}; {fix}.")
 
 
 def probe_counters(state: dict[str, Any]) -> tuple[int, int]:
