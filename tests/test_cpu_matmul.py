@@ -75,36 +75,104 @@ def test_auto_picks_onednn_on_amd_avx512_only(monkeypatch, machine, vendor, flag
 
 
 @needs_onednn
-def test_onednn_options_carry_the_pass_and_mkl_none():
+def test_onednn_and_mkl_options_carry_their_own_products_pass():
     on = inductor_options("default", CPU, cpu_matmul="onednn")
     off = inductor_options("default", CPU, cpu_matmul="mkl")
-    assert on.pop("post_grad_custom_post_pass").uuid().startswith("fastddpg-onednn-matmul-")
-    assert on == off and "post_grad_custom_post_pass" not in off
+    on_uuid, off_uuid = on.pop("post_grad_custom_post_pass").uuid(), off.pop("post_grad_custom_post_pass").uuid()
+    assert on_uuid.startswith("fastddpg-products-onednn-matmul-") and off_uuid.startswith("fastddpg-products-mkl-")
+    assert on == off
     assert "post_grad_custom_post_pass" not in inductor_options("default", torch.device("cuda"), cpu_matmul="onednn")
+
+
+def compiled_against_eager(critics: int, cpu_matmul_choice: str, hidden: tuple[int, ...]) -> None:
+    """DDPG (1 critic) or TD3 (2) with ``hidden`` layers, compiled with ``cpu_matmul_choice``'s products and no cache
+    (so the passes run, not a cached graph), against eager over 10 updates: the metrics and every state tensor within
+    test_compile's tolerances."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = make_learner(3, 1, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU,
+                         num_critics=critics, policy_delay=1)
+    comp = copy.deepcopy(eager)
+    buf = filled_buffer()
+    g = torch.Generator().manual_seed(2)
+    rows = buf.sample_rows(10, 64, g)
+    if critics == 2:  # TD3's smoothing noise
+        rows = torch.cat([rows, torch.randn(*rows.shape[:-1], eager.eps_dim, generator=g)], dim=-1)
+    f_eager = eager.update_fns(buf.as_batch, buf.width)[True]
+    with torch._inductor.config.patch(force_disable_caches=True):
+        f_comp = compile_update(comp.update_fns(buf.as_batch, buf.width)[True], "default", CPU,
+                                cpu_matmul=cpu_matmul_choice)
+        for i in range(10):
+            torch.testing.assert_close(f_comp(comp.state, rows[i]), f_eager(eager.state, rows[i]), rtol=1e-5,
+                                       atol=1e-6)
+    s_eager, s_comp = all_state(eager), all_state(comp)
+    for k in s_eager:
+        torch.testing.assert_close(s_comp[k], s_eager[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 @needs_onednn
 def test_compiled_update_with_onednn_products_equals_eager(monkeypatch):
     """TD3 (an actor's addmm, the twin critics' baddbmm, their gradients' mm and bmm) at sizes the pass takes: the
     compiled update, through oneDNN, gives eager's (MKL's) numbers within test_compile's tolerances."""
-    torch._dynamo.reset()
     seen = []
     monkeypatch.setattr(cpu_matmul, "replace_products", lambda graph: seen.append(replace_products(graph)))
-    torch.manual_seed(0)
-    eager = make_learner(3, 1, (128, 128), torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU,
-                         num_critics=2, policy_delay=1)
-    comp = copy.deepcopy(eager)
-    buf = filled_buffer()
-    g = torch.Generator().manual_seed(2)
-    rows = buf.sample_rows(10, 64, g)
-    rows = torch.cat([rows, torch.randn(*rows.shape[:-1], eager.eps_dim, generator=g)], dim=-1)  # TD3's smoothing
-    f_eager = eager.update_fns(buf.as_batch, buf.width)[True]
-    with torch._inductor.config.patch(force_disable_caches=True):  # so the pass runs, not a cached graph
-        f_comp = compile_update(comp.update_fns(buf.as_batch, buf.width)[True], "default", CPU, cpu_matmul="onednn")
-        for i in range(10):
-            torch.testing.assert_close(f_comp(comp.state, rows[i]), f_eager(eager.state, rows[i]), rtol=1e-5,
-                                       atol=1e-6)
+    compiled_against_eager(2, "onednn", (128, 128))
     assert seen and seen[0] >= 10  # the 128x128 layers' products, forward and backward
-    s_eager, s_comp = all_state(eager), all_state(comp)
-    for k in s_eager:
-        torch.testing.assert_close(s_comp[k], s_eager[k], rtol=1e-5, atol=1e-6, msg=k)
+
+def mkl_products(a, w4, d, b, x3, w3n, bias3, q_w, h, h3, w_t, c2, dq):
+    """Each product `reshape_products` rewrites, and those it must leave alone."""
+    return (torch.mm(d.t(), a),  # (256, 4): a first layer's weight gradient -> transposed
+            torch.mm(d, w4),  # (128, 4): the gradient with respect to a critic's input -> transposed
+            torch.addmm(b, a, w4.t()),  # (128, 256) with a bias -> mm + add
+            torch.bmm(x3, w3n),  # (2, 128, 4) -> transposed
+            torch.baddbmm(bias3, x3, q_w),  # (2, 128, 1): stacked Q heads -> a sum, then the bias
+            torch.bmm(dq.transpose(1, 2), h3),  # (2, 1, 256): their weight gradient -> a sum
+            torch.mm(h, w_t),  # (128, 256): wide, left alone
+            torch.mm(h, w_t[:, :1]),  # (128, 1): MKL's matrix-vector product, left alone
+            torch.addmm(b, a, w4.t(), beta=0.5),  # scaled: left alone
+            torch.mm(d.double().t(), a.double()),  # float64: left alone
+            torch.mm(c2, a[:2]))  # (2, 4): no wider than narrow, left alone
+
+
+def mkl_inputs() -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    return (r(128, 4), r(256, 4), r(128, 256), r(256), r(2, 128, 256), r(2, 256, 4), r(2, 1, 1), r(2, 256, 1),
+            r(128, 256), r(2, 128, 256), r(256, 256), r(2, 2), r(2, 128, 1))
+
+
+def test_reshape_products_writes_mkls_slow_shapes_as_the_same_sums_in_fast_ones():
+    inputs = mkl_inputs()
+    gm = make_fx(mkl_products, tracing_mode="fake")(*inputs)  # one fake mode for every node, as inductor's graphs
+    want = mkl_products(*inputs)
+    assert cpu_matmul.reshape_products(gm.graph) == cpu_matmul.ProductRewrites(transposed=3, summed=2, unfused=2)
+    gm.recompile()
+    aten = torch.ops.aten
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert targets.count(aten.addmm.default) == 1 and aten.baddbmm.default not in targets  # the scaled one stays
+    assert targets.count(aten.sum.dim_IntList) == 2 and targets.count(aten.add.Tensor) == 2
+    for node in gm.graph.nodes:  # every new node carries the fake value inductor's lowering reads
+        if node.op == "call_function":
+            assert isinstance(node.meta.get("val"), torch.Tensor), node
+    for got, ref in zip(gm(*inputs), want, strict=True):
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_narrow_rule():
+    assert cpu_matmul.narrow_output(256, 4) and cpu_matmul.narrow_output(128, 2) and cpu_matmul.narrow_output(9, 8)
+    assert not cpu_matmul.narrow_output(128, 1)  # a matrix-vector product: MKL's is fast
+    assert not cpu_matmul.narrow_output(256, 16)  # from 16 columns up the plain product is as fast
+    assert not cpu_matmul.narrow_output(4, 4)  # no wider than it is long: nothing to gain
+
+
+@pytest.mark.parametrize("critics", [1, 2])
+def test_compiled_update_with_mkls_products_reshaped_equals_eager(monkeypatch, critics):
+    """DDPG and TD3 compiled with MKL's products (the products pass rewriting the first layers' gradients, the twin
+    critics' Q heads and every bias): eager's numbers within test_compile's tolerances, and the pass did run."""
+    seen = []
+    reshape = cpu_matmul.reshape_products
+    monkeypatch.setattr(cpu_matmul, "reshape_products", lambda graph: seen.append(reshape(graph)))
+    compiled_against_eager(critics, "mkl", (64, 64))
+    assert len(seen) == 1 and seen[0].transposed >= 2 and seen[0].unfused >= 6
+    assert (seen[0].summed >= 2) == (critics == 2)

@@ -1,4 +1,5 @@
-"""The compiled update's matrix products on a CPU: oneDNN's instead of MKL's where MKL leaves the CPU half idle.
+"""The compiled update's matrix products on a CPU: oneDNN's instead of MKL's where MKL leaves the CPU half idle, and
+MKL's in the shapes it runs fast.
 
 PyTorch's x86 builds compute a float32 ``mm`` / ``addmm`` / ``bmm`` / ``baddbmm`` with MKL's sgemm. MKL picks its
 kernels by CPU vendor: on an AMD CPU with AVX-512 (Zen 4, Zen 5) it runs its AVX2 code, half the vector width the
@@ -19,13 +20,20 @@ tolerances that compiled and eager are held to, and checked on any machine by ``
 Where: ``--cpu-matmul auto`` takes oneDNN on an AMD x86 CPU that reports AVX-512 and MKL everywhere else (Intel's
 MKL runs AVX-512 on Intel CPUs; nothing was measured elsewhere); ``onednn`` and ``mkl`` force either. Only the
 compiled update on a CPU is concerned: eager updates, acting and CUDA are not.
+
+The products left to MKL (all of them with ``mkl``) go through the same pass, which writes the shapes MKL runs slowly
+as the same sums in shapes it runs fast (`reshape_products`): an output of 2-8 columns as its transpose, a stack of
+products with one output column or row as a multiply and a sum, and a bias added after the product rather than copied
+in before it. On a 2-core AMD EPYC Zen 3 the compiled DDPG update gained 1.04-1.06x, TD3's 1.08-1.09x, 1 and 2
+threads (CONTRIBUTING, "Compile options"). The hand-derived update (`fastddpg.learning.analytic`) picks its products'
+shapes by the same measurements.
 """
 
 from __future__ import annotations
 
 import functools
 import platform
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -139,31 +147,50 @@ def _register_lowering(op: Any) -> None:
                       for i in range(int(a.get_size()[0]))])
 
 
-# --- the pass -----------------------------------------------------------------------------------------------------
+# --- the passes ---------------------------------------------------------------------------------------------------
+
+class PlainProduct(NamedTuple):
+    """A float32 CPU product node of an FX graph with alpha = beta = 1: ``bias + a @ b`` (bias None for ``mm`` and
+    ``bmm``), its output's fake value ``out``, and the same product's op without a bias (``mm`` or ``bmm``)."""
+
+    out: torch.Tensor
+    bias: torch.fx.Node | None
+    a: torch.fx.Node
+    b: torch.fx.Node
+    unbiased: Any
+
+
+def plain_product(node: torch.fx.Node) -> PlainProduct | None:
+    """``node`` as a `PlainProduct`, or None if it is not one (another op, dtype or device, a scaled product)."""
+    aten = torch.ops.aten
+    unbiased = {aten.mm.default: aten.mm.default, aten.bmm.default: aten.bmm.default,
+                aten.addmm.default: aten.mm.default, aten.baddbmm.default: aten.bmm.default}
+    if node.op != "call_function" or node.target not in unbiased:
+        return None
+    out = node.meta.get("val")
+    if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or out.device.type != "cpu":
+        return None
+    if unbiased[node.target] is node.target:
+        return PlainProduct(out, None, *node.args, unbiased[node.target])
+    if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1 or len(node.args) != 3:
+        return None
+    return PlainProduct(out, *node.args, unbiased[node.target])
+
 
 def replace_products(graph: torch.fx.Graph) -> int:
     """Every float32 CPU ``mm``/``addmm``/``bmm``/``baddbmm`` of ``graph`` (plain: alpha = beta = 1, the bias a row
     vector per slice) whose per-slice product is `worth_onednn` becomes ``fastddpg::onednn_matmul``, in place.
     Returns how many."""
-    aten = torch.ops.aten
-    with_bias = {aten.mm.default: False, aten.bmm.default: False, aten.addmm.default: True,
-                 aten.baddbmm.default: True}
     replaced = 0
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in with_bias:
+        plain = plain_product(node)
+        if plain is None:
             continue
-        out = node.meta.get("val")
-        if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or out.device.type != "cpu":
-            continue
-        if with_bias[node.target]:
-            if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1 or len(node.args) != 3:
-                continue
-            bias, a, b = node.args
+        out, bias, a, b = plain.out, plain.bias, plain.a, plain.b
+        if bias is not None:
             row = (out.shape[-1],) if out.dim() == 2 else (out.shape[0], 1, out.shape[-1])
             if tuple(bias.meta["val"].shape) != row:
                 continue
-        else:
-            bias, (a, b) = None, node.args
         m, k = a.meta["val"].shape[-2:]
         if not worth_onednn(int(m), int(k), int(out.shape[-1])):
             continue
@@ -176,35 +203,127 @@ def replace_products(graph: torch.fx.Graph) -> int:
     return replaced
 
 
+# --- MKL's products: shapes it runs slowly, written as the same sums in shapes it runs fast --------------------------
+
+# MKL's float32 product whose output has 2-8 columns (a first layer's weight gradient, 256 x 128 @ 128 x 4; the
+# gradient of a critic with respect to its input, 128 x 256 @ 256 x 4) runs a slow kernel: 54 us against 11 us for the
+# same product computed as its transpose (4 x 128 @ 128 x 256), 30 against 15 us on 2 threads; a stack of two, 85
+# against 21 us. From 16 columns up the plain product is as fast or faster, and a 1-column one is a matrix-vector
+# product MKL does well (6.0 against 7.3 us transposed). Measured on a 2-core AMD EPYC Zen 3 (MKL's AVX2 code).
+NARROW_OUT = (2, 8)
+
+
+def narrow_output(m: int, n: int) -> bool:
+    """Whether a product with an (m, n) output runs faster as its transpose: n in `NARROW_OUT`, below m."""
+    return NARROW_OUT[0] <= n <= NARROW_OUT[1] < m
+
+
+class ProductRewrites(NamedTuple):
+    """What `reshape_products` changed: products computed as their transpose, stacked products with one output row
+    or column computed as a sum, and biases added after the product instead of copied in before it."""
+
+    transposed: int
+    summed: int
+    unfused: int
+
+
+def _fake(target: Any, args: tuple) -> Any:
+    """``target(*args)`` on the args' fake tensors: the ``val`` inductor's lowering reads from every node."""
+    vals = [a.meta["val"] if isinstance(a, torch.fx.Node) else a for a in args]
+    mode = next(v.fake_mode for v in vals if isinstance(v, torch.Tensor))
+    with mode:
+        return target(*vals)
+
+
+def _call(graph: torch.fx.Graph, target: Any, *args: Any) -> torch.fx.Node:
+    node = graph.call_function(target, args)
+    node.meta["val"] = _fake(target, args)
+    return node
+
+
+def reshape_products(graph: torch.fx.Graph) -> ProductRewrites:
+    """Every float32 CPU ``mm``/``addmm``/``bmm``/``baddbmm`` left to ATen (plain: alpha = beta = 1), in place:
+
+    - an output with `narrow_output` columns: ``(b^T @ a^T)^T``, the same dot products in MKL's fast shape;
+    - a stack of products with one output column or row (the twin critics' Q heads, forward and backward): a
+      broadcast multiply and a sum, which inductor fuses with its neighbours; ATen's batched product takes a slow
+      path there (87 us for (2, 128, 256) @ (2, 256, 1), 1 thread, against ~6 us a slice);
+    - a bias: added after the product (``add``, fused into the kernel that reads the product, a ReLU's) instead of
+      expanded and copied into the output before it, a pass over the output that cost ~10 us a 128 x 256 layer.
+
+    The numbers are the same sums in another order (tested against the eager update)."""
+    aten = torch.ops.aten
+    transposed = summed = unfused = 0
+    for node in list(graph.nodes):
+        plain = plain_product(node)
+        if plain is None:
+            continue
+        out, bias, a, b = plain.out, plain.bias, plain.a, plain.b
+        m, n = (int(d) for d in out.shape[-2:])
+        stacked = out.dim() == 3
+        swap = [0, 2, 1] if stacked else [1, 0]
+        with graph.inserting_before(node):
+            if stacked and (n == 1 or m == 1):
+                # n == 1: sum_k a[c, i, k] b[c, k, 0]; m == 1: sum_k a[c, 0, k] b[c, k, j]
+                if n == 1:
+                    terms = _call(graph, aten.mul.Tensor, a, _call(graph, aten.permute.default, b, swap))
+                    product = _call(graph, aten.sum.dim_IntList, terms, [2], True)
+                else:
+                    terms = _call(graph, aten.mul.Tensor, _call(graph, aten.permute.default, a, swap), b)
+                    product = _call(graph, aten.sum.dim_IntList, terms, [1], True)
+                summed += 1
+            elif narrow_output(m, n):
+                b_t, a_t = (_call(graph, aten.permute.default, x, swap) for x in (b, a))
+                product = _call(graph, aten.permute.default, _call(graph, plain.unbiased, b_t, a_t), swap)
+                transposed += 1
+            elif bias is not None:
+                product = _call(graph, plain.unbiased, a, b)
+            else:
+                continue
+            if bias is not None:
+                product = _call(graph, aten.add.Tensor, product, bias)
+                unfused += 1
+        node.replace_all_uses_with(product)
+        graph.erase_node(node)
+    return ProductRewrites(transposed, summed, unfused)
+
+
 @functools.cache
-def onednn_matmul_pass() -> Any:
-    """The inductor post-grad pass (a ``CustomGraphPass``) running `replace_products`; its ``uuid`` keys inductor's
-    cache, so graphs compiled with and without it never mix. Built on first use: inductor's import costs ~1 s of
-    start-up that a run which never compiles should not pay."""
+def products_pass(onednn: bool) -> Any:
+    """The inductor post-grad pass (a ``CustomGraphPass``) of a CPU update's products: with ``onednn``
+    `replace_products`, then `reshape_products` of those left to MKL. Its ``uuid`` keys inductor's cache, so graphs
+    compiled with one pass never mix with another's. Built on first use: inductor's import costs ~1 s of start-up
+    that a run which never compiles should not pay."""
     from torch._inductor.custom_graph_pass import CustomGraphPass
 
-    class OneDNNMatmulPass(CustomGraphPass):
+    class ProductsPass(CustomGraphPass):
         def __call__(self, graph: torch.fx.Graph) -> None:
-            replace_products(graph)
+            if onednn:
+                replace_products(graph)
+            reshape_products(graph)
 
         def uuid(self) -> Any:
-            # this file's hash: any edit to the pass or its lowering keys inductor's cache anew
+            # this file's hash: any edit to the passes or the lowering keys inductor's cache anew
             try:
                 from torch._inductor.custom_graph_pass import get_hash_for_files
                 digest = get_hash_for_files((__file__,)).hex()[:16]
             except ImportError:
                 digest = _PASS_VERSION
-            return f"fastddpg-onednn-matmul-{digest}-{MIN_MACS}-{MIN_INNER}-{MIN_OUT}"
+            routing = f"onednn-matmul-{MIN_MACS}-{MIN_INNER}-{MIN_OUT}" if onednn else "mkl"
+            return f"fastddpg-products-{routing}-{digest}-narrow-{NARROW_OUT[0]}-{NARROW_OUT[1]}"
 
-    return OneDNNMatmulPass()
+    return ProductsPass()
 
 
 def cpu_matmul_options(choice: str) -> dict[str, Any]:
-    """The inductor options that route a CPU update's products as ``choice`` (resolved) says: oneDNN's pass, or
-    none (MKL, inductor's default)."""
-    if choice == "onednn":
-        if not onednn_available():
-            raise ConfigError(f"--cpu-matmul onednn: torch {torch.__version__} has no oneDNN linear (or not the "
-                              "inductor hooks fastddpg lowers it with); use --cpu-matmul mkl or auto")
-        return {"post_grad_custom_post_pass": onednn_matmul_pass()}
-    return {}
+    """The inductor options that route a CPU update's products as ``choice`` (resolved) says: the products pass
+    (`products_pass`) with oneDNN's products or with MKL's alone; none where this torch's inductor takes no pass."""
+    if choice == "onednn" and not onednn_available():
+        raise ConfigError(f"--cpu-matmul onednn: torch {torch.__version__} has no oneDNN linear (or not the "
+                          "inductor hooks fastddpg lowers it with); use --cpu-matmul mkl or auto")
+    persistent_compile_cache()  # importing inductor fixes its cache directory
+    from torch._inductor import config as inductor_config
+
+    if not hasattr(inductor_config, "post_grad_custom_post_pass"):
+        return {}
+    return {"post_grad_custom_post_pass": products_pass(choice == "onednn")}
