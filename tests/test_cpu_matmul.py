@@ -166,13 +166,14 @@ def test_narrow_rule():
     assert not cpu_matmul.narrow_output(4, 4)  # no wider than it is long: nothing to gain
 
 
-@pytest.mark.parametrize("critics", [1, 2])
-def test_compiled_update_with_mkls_products_reshaped_equals_eager(monkeypatch, critics):
-    """DDPG and TD3 compiled with MKL's products (the products pass rewriting the first layers' gradients, the twin
-    critics' Q heads and every bias): eager's numbers within test_compile's tolerances, and the pass did run."""
+def test_compiled_update_with_mkls_products_reshaped_equals_eager(monkeypatch):
+    """TD3 compiled with MKL's products (the products pass rewriting the first layers' weight gradients and the
+    critic's gradient with respect to its input, the twin critics' stacked Q heads and every bias): eager's numbers
+    within test_compile's tolerances, and the pass did run (DDPG's graph has the same products but the stacked
+    ones; test_compile holds it to eager through the same pass)."""
     seen = []
     reshape = cpu_matmul.reshape_products
     monkeypatch.setattr(cpu_matmul, "reshape_products", lambda graph: seen.append(reshape(graph)))
-    compiled_against_eager(critics, "mkl", (64, 64))
-    assert len(seen) == 1 and seen[0].transposed >= 2 and seen[0].unfused >= 6
-    assert (seen[0].summed >= 2) == (critics == 2)
+    compiled_against_eager(2, "mkl", (64, 64))
+    assert len(seen) == 1
+    assert seen[0].transposed >= 2 and seen[0].summed >= 2 and seen[0].unfused >= 6
