@@ -31,6 +31,7 @@ shapes by the same measurements.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 from typing import Any, NamedTuple
@@ -228,14 +229,17 @@ class ProductRewrites(NamedTuple):
 
 
 def _fake(target: Any, args: tuple) -> Any:
-    """``target(*args)`` on the args' fake tensors: the ``val`` inductor's lowering reads from every node."""
+    """``target(*args)`` on the args' fake tensors (in the graph's fake mode): the ``val`` inductor's lowering reads
+    from every node."""
+    from torch._guards import detect_fake_mode
+
     vals = [a.meta["val"] if isinstance(a, torch.fx.Node) else a for a in args]
-    mode = next(v.fake_mode for v in vals if isinstance(v, torch.Tensor))
-    with mode:
+    with detect_fake_mode(vals) or contextlib.nullcontext():
         return target(*vals)
 
 
 def _call(graph: torch.fx.Graph, target: Any, *args: Any) -> torch.fx.Node:
+    """A new node ``target(*args)`` of ``graph``, at its insertion point, with its fake value."""
     node = graph.call_function(target, args)
     node.meta["val"] = _fake(target, args)
     return node
