@@ -84,6 +84,18 @@ def test_onednn_and_mkl_options_carry_their_own_products_pass():
     assert "post_grad_custom_post_pass" not in inductor_options("default", torch.device("cuda"), cpu_matmul="onednn")
 
 
+def test_mkls_products_are_reshaped_on_x86_only(monkeypatch):
+    """The reshaping was measured on MKL, the products of PyTorch's x86 wheels: elsewhere an MKL-routed compile gets
+    no pass at all."""
+    monkeypatch.setattr(cpu_matmul.platform, "machine", lambda: "x86_64")
+    assert cpu_matmul.mkl_products()
+    uuid = inductor_options("default", CPU, cpu_matmul="mkl")["post_grad_custom_post_pass"].uuid()
+    assert uuid.startswith("fastddpg-products-mkl-") and "-narrow-2-8" in uuid
+    monkeypatch.setattr(cpu_matmul.platform, "machine", lambda: "aarch64")
+    assert not cpu_matmul.mkl_products()
+    assert "post_grad_custom_post_pass" not in inductor_options("default", CPU, cpu_matmul="mkl")
+
+
 def compiled_against_eager(critics: int, cpu_matmul_choice: str, hidden: tuple[int, ...]) -> None:
     """DDPG (1 critic) or TD3 (2) with ``hidden`` layers, compiled with ``cpu_matmul_choice``'s products and no cache
     (so the passes run, not a cached graph), against eager over 10 updates: the metrics and every state tensor within
@@ -119,7 +131,7 @@ def test_compiled_update_with_onednn_products_equals_eager(monkeypatch):
     compiled_against_eager(2, "onednn", (128, 128))
     assert seen and seen[0] >= 10  # the 128x128 layers' products, forward and backward
 
-def mkl_products(a, w4, d, b, x3, w3n, bias3, q_w, h, h3, w_t, c2, dq):
+def products_to_reshape(a, w4, d, b, x3, w3n, bias3, q_w, h, h3, w_t, c2, dq):
     """Each product `reshape_products` rewrites, and those it must leave alone."""
     return (torch.mm(d.t(), a),  # (256, 4): a first layer's weight gradient -> transposed
             torch.mm(d, w4),  # (128, 4): the gradient with respect to a critic's input -> transposed
@@ -134,7 +146,7 @@ def mkl_products(a, w4, d, b, x3, w3n, bias3, q_w, h, h3, w_t, c2, dq):
             torch.mm(c2, a[:2]))  # (2, 4): no wider than narrow, left alone
 
 
-def mkl_inputs() -> tuple[torch.Tensor, ...]:
+def reshape_inputs() -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     return (r(128, 4), r(256, 4), r(128, 256), r(256), r(2, 128, 256), r(2, 256, 4), r(2, 1, 1), r(2, 256, 1),
@@ -142,9 +154,9 @@ def mkl_inputs() -> tuple[torch.Tensor, ...]:
 
 
 def test_reshape_products_writes_mkls_slow_shapes_as_the_same_sums_in_fast_ones():
-    inputs = mkl_inputs()
-    gm = make_fx(mkl_products, tracing_mode="fake")(*inputs)  # one fake mode for every node, as inductor's graphs
-    want = mkl_products(*inputs)
+    inputs = reshape_inputs()
+    gm = make_fx(products_to_reshape, tracing_mode="fake")(*inputs)  # one fake mode for all, as inductor has
+    want = products_to_reshape(*inputs)
     assert cpu_matmul.reshape_products(gm.graph) == cpu_matmul.ProductRewrites(transposed=3, summed=2, unfused=2)
     gm.recompile()
     aten = torch.ops.aten
@@ -166,6 +178,7 @@ def test_narrow_rule():
     assert not cpu_matmul.narrow_output(4, 4)  # no wider than it is long: nothing to gain
 
 
+@pytest.mark.skipif(not cpu_matmul.mkl_products(), reason="the reshaping runs where MKL computes the products (x86)")
 def test_compiled_update_with_mkls_products_reshaped_equals_eager(monkeypatch):
     """TD3 compiled with MKL's products (the products pass rewriting the first layers' weight gradients and the
     critic's gradient with respect to its input, the twin critics' stacked Q heads and every bias): eager's numbers

@@ -21,12 +21,12 @@ Where: ``--cpu-matmul auto`` takes oneDNN on an AMD x86 CPU that reports AVX-512
 MKL runs AVX-512 on Intel CPUs; nothing was measured elsewhere); ``onednn`` and ``mkl`` force either. Only the
 compiled update on a CPU is concerned: eager updates, acting and CUDA are not.
 
-The products left to MKL (all of them with ``mkl``) go through the same pass, which writes the shapes MKL runs slowly
-as the same sums in shapes it runs fast (`reshape_products`): an output of 2-8 columns as its transpose, a stack of
-products with one output column or row as a multiply and a sum, and a bias added after the product rather than copied
-in before it. On a 2-core AMD EPYC Zen 3 the compiled DDPG update gained 1.04-1.06x, TD3's 1.08-1.09x, 1 and 2
-threads (CONTRIBUTING, "Compile options"). The hand-derived update (`fastddpg.learning.analytic`) picks its products'
-shapes by the same measurements.
+On x86 (`mkl_products`), the products left to MKL (all of them with ``mkl``) go through the same pass, which
+writes the shapes MKL runs slowly as the same sums in shapes it runs fast (`reshape_products`): an output of 2-8
+columns as its transpose, a stack of products with one output column or row as a multiply and a sum, and a bias added
+after the product rather than copied in before it. On a 2-core AMD EPYC Zen 3 the compiled DDPG update gained
+1.06-1.08x, TD3's 1.09x, 1 and 2 threads (CONTRIBUTING, "Compile options"). The hand-derived update
+(`fastddpg.learning.analytic`) picks its products' shapes by the same measurements.
 """
 
 from __future__ import annotations
@@ -292,19 +292,26 @@ def reshape_products(graph: torch.fx.Graph) -> ProductRewrites:
     return ProductRewrites(transposed, summed, unfused)
 
 
+def mkl_products() -> bool:
+    """Whether this machine's float32 CPU products are MKL's, whose shapes `reshape_products` was measured on: an
+    x86 CPU (PyTorch's aarch64 wheels use other libraries, not measured)."""
+    return platform.machine() in ("x86_64", "AMD64")
+
+
 @functools.cache
-def products_pass(onednn: bool) -> Any:
+def products_pass(onednn: bool, reshape: bool) -> Any:
     """The inductor post-grad pass (a ``CustomGraphPass``) of a CPU update's products: with ``onednn``
-    `replace_products`, then `reshape_products` of those left to MKL. Its ``uuid`` keys inductor's cache, so graphs
-    compiled with one pass never mix with another's. Built on first use: inductor's import costs ~1 s of start-up
-    that a run which never compiles should not pay."""
+    `replace_products`, then with ``reshape`` `reshape_products` of those left to MKL. Its ``uuid`` keys inductor's
+    cache, so graphs compiled with one pass never mix with another's. Built on first use: inductor's import costs
+    ~1 s of start-up that a run which never compiles should not pay."""
     from torch._inductor.custom_graph_pass import CustomGraphPass
 
     class ProductsPass(CustomGraphPass):
         def __call__(self, graph: torch.fx.Graph) -> None:
             if onednn:
                 replace_products(graph)
-            reshape_products(graph)
+            if reshape:
+                reshape_products(graph)
 
         def uuid(self) -> Any:
             # this file's hash: any edit to the passes or the lowering keys inductor's cache anew
@@ -314,20 +321,23 @@ def products_pass(onednn: bool) -> Any:
             except ImportError:
                 digest = _PASS_VERSION
             routing = f"onednn-matmul-{MIN_MACS}-{MIN_INNER}-{MIN_OUT}" if onednn else "mkl"
-            return f"fastddpg-products-{routing}-{digest}-narrow-{NARROW_OUT[0]}-{NARROW_OUT[1]}"
+            shapes = f"narrow-{NARROW_OUT[0]}-{NARROW_OUT[1]}" if reshape else "as-traced"
+            return f"fastddpg-products-{routing}-{digest}-{shapes}"
 
     return ProductsPass()
 
 
 def cpu_matmul_options(choice: str) -> dict[str, Any]:
     """The inductor options that route a CPU update's products as ``choice`` (resolved) says: the products pass
-    (`products_pass`) with oneDNN's products or with MKL's alone; none where this torch's inductor takes no pass."""
+    (`products_pass`) with oneDNN's products and/or MKL's reshaped (on x86); none where it would do nothing or this
+    torch's inductor takes no pass."""
     if choice == "onednn" and not onednn_available():
         raise ConfigError(f"--cpu-matmul onednn: torch {torch.__version__} has no oneDNN linear (or not the "
                           "inductor hooks fastddpg lowers it with); use --cpu-matmul mkl or auto")
     persistent_compile_cache()  # importing inductor fixes its cache directory
     from torch._inductor import config as inductor_config
 
-    if not hasattr(inductor_config, "post_grad_custom_post_pass"):
+    onednn, reshape = choice == "onednn", mkl_products()
+    if not (onednn or reshape) or not hasattr(inductor_config, "post_grad_custom_post_pass"):
         return {}
-    return {"post_grad_custom_post_pass": products_pass(choice == "onednn")}
+    return {"post_grad_custom_post_pass": products_pass(onednn, reshape)}
