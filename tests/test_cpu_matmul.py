@@ -96,20 +96,19 @@ def test_mkls_products_are_reshaped_on_x86_only(monkeypatch):
     assert "post_grad_custom_post_pass" not in inductor_options("default", CPU, cpu_matmul="mkl")
 
 
-def compiled_against_eager(critics: int, cpu_matmul_choice: str, hidden: tuple[int, ...]) -> None:
-    """DDPG (1 critic) or TD3 (2) with ``hidden`` layers, compiled with ``cpu_matmul_choice``'s products and no cache
-    (so the passes run, not a cached graph), against eager over 10 updates: the metrics and every state tensor within
-    test_compile's tolerances."""
+def td3_compiled_against_eager(cpu_matmul_choice: str, hidden: tuple[int, ...]) -> None:
+    """TD3 (twin critics, policy delay 1) with ``hidden`` layers, compiled with ``cpu_matmul_choice``'s products and
+    no cache (so the passes run, not a cached graph), against eager over 10 updates: the metrics and every state
+    tensor within test_compile's tolerances."""
     torch._dynamo.reset()
     torch.manual_seed(0)
     eager = make_learner(3, 1, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), 1e-3, 1e-3, CPU,
-                         num_critics=critics, policy_delay=1)
+                         num_critics=2, policy_delay=1)
     comp = copy.deepcopy(eager)
     buf = filled_buffer()
     g = torch.Generator().manual_seed(2)
     rows = buf.sample_rows(10, 64, g)
-    if critics == 2:  # TD3's smoothing noise
-        rows = torch.cat([rows, torch.randn(*rows.shape[:-1], eager.eps_dim, generator=g)], dim=-1)
+    rows = torch.cat([rows, torch.randn(*rows.shape[:-1], eager.eps_dim, generator=g)], dim=-1)  # TD3's smoothing
     f_eager = eager.update_fns(buf.as_batch, buf.width)[True]
     with torch._inductor.config.patch(force_disable_caches=True):
         f_comp = compile_update(comp.update_fns(buf.as_batch, buf.width)[True], "default", CPU,
@@ -128,7 +127,7 @@ def test_compiled_update_with_onednn_products_equals_eager(monkeypatch):
     compiled update, through oneDNN, gives eager's (MKL's) numbers within test_compile's tolerances."""
     seen = []
     monkeypatch.setattr(cpu_matmul, "replace_products", lambda graph: seen.append(replace_products(graph)))
-    compiled_against_eager(2, "onednn", (128, 128))
+    td3_compiled_against_eager("onednn", (128, 128))
     assert seen and seen[0] >= 10  # the 128x128 layers' products, forward and backward
 
 def products_to_reshape(a, w4, d, b, x3, w3n, bias3, q_w, h, h3, w_t, c2, dq):
@@ -187,6 +186,6 @@ def test_compiled_update_with_mkls_products_reshaped_equals_eager(monkeypatch):
     seen = []
     reshape = cpu_matmul.reshape_products
     monkeypatch.setattr(cpu_matmul, "reshape_products", lambda graph: seen.append(reshape(graph)))
-    compiled_against_eager(2, "mkl", (64, 64))
+    td3_compiled_against_eager("mkl", (64, 64))
     assert len(seen) == 1
     assert seen[0].transposed >= 2 and seen[0].summed >= 2 and seen[0].unfused >= 6
