@@ -71,6 +71,11 @@ def test_a_resumed_run_purges_what_its_dead_process_wrote_after_the_checkpoint(t
     for step in (100, 200, 300, 400, 500, 600):
         dead.writer.add_scalar("losses/critic_loss", -step, step)
     dead.writer.flush()  # killed: never closed
+    # its file is named for the second it opened, as a process that ran before the resumed one would have it;
+    # within one second the names would sort by a per-process counter ("...9" after "...10") instead
+    (events,) = tmp_path.joinpath("tensorboard").glob("events.out.tfevents.*")
+    stamp = events.name.split(".")[3]
+    events.rename(events.with_name(events.name.replace(f".{stamp}.", f".{int(stamp) - 60:010d}.", 1)))
     resumed = TensorBoardWriter(tmp_path, cfg)
     resumed.at_start(SimpleNamespace(global_step=400))
     for step in (500, 600):
