@@ -36,8 +36,14 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-@pytest.mark.parametrize("case", list(golden.CASES))
+# compiled TD3 and LayerNorm are slow here (~35 s of a cold 2-core compile): the default suite holds them to eager
+# in test_td3 and test_compile, and eager to these values below
+GOLDEN_PATHS = [pytest.param(case, compiled, id=f"{case}-{'compiled' if compiled else 'eager'}",
+                             marks=[pytest.mark.slow] if compiled and case != "ddpg" else [])
+                for case in golden.CASES for compiled in (False, True)]
+
+
+@pytest.mark.parametrize(("case", "compiled"), GOLDEN_PATHS)
 def test_updates_match_the_golden_values(case, compiled, recorded):
     excess, where = golden.deviation(golden.build(case, compiled), recorded[case])
     assert excess <= 1.0, f"{case}: {where} is {excess:.3g} tolerances from the recorded value"

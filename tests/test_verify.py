@@ -91,11 +91,12 @@ def test_verify_td3_passes_on_cpu(fresh_dynamo):
 
 def test_verify_population_passes_on_cpu(fresh_dynamo):
     """--num-seeds 3: the stacked population update (one graph, (K,) hyperparameters), eager vs compiled vs the
-    graph logic, every member's tensors compared; the acting step on each member's rows."""
-    report = run_verify(VerifyOptions(device="cpu", algo="td3", num_seeds=3, updates=6, batch_size=32,
+    graph logic, every member's tensors compared; the acting step on each member's rows. DDPG: one update function
+    to compile, in float64 and float32 (a TD3 population's two compile in test_population)."""
+    report = run_verify(VerifyOptions(device="cpu", algo="ddpg", num_seeds=3, updates=6, batch_size=32,
                                       hidden_sizes=(16, 16), timed_updates=4, repeats=1, graph_logic_on_cpu=True))
     assert report["passed"], format_report(report)
-    assert report["num_seeds"] == 3 and "td3 population of 3" in format_report(report)
+    assert report["num_seeds"] == 3 and "ddpg population of 3" in format_report(report)
     assert [p["name"] for p in report["update_paths"]] == ["eager", "compiled", "compiled+graph-logic"]
 
 
