@@ -7,7 +7,8 @@ timed as a user waits for it (imports, env creation and compile included).
 
 Sides (SIDES): `fastddpg run` at its defaults (``--device cpu --quiet``), the same with ``--num-envs 1`` and with
 ``--num-envs 16`` (and, when asked for, ``fastddpg-compiled``: ``--compile default``, the compiled update where
-the default takes the hand-derived one); the notebook's loop (bench/baseline.py); Stable-Baselines3's DDPG with the
+the default takes the hand-derived one; ``fastddpg-noclip`` and ``fastddpg-16env-noclip``: ``--grad-clip-norm 0``,
+SB3's setting); the notebook's loop (bench/baseline.py); Stable-Baselines3's DDPG with the
 notebook's hyperparameters (bench/fidelity.py's HYPER: 2,000 random steps, updates from 1,000, Gaussian noise
 0.1, batch 128, 256x256, Adam 1e-3, tau 0.005, one update per env step) in a virtual environment of its own
 (``--sb3-python``; without one the SB3 side is skipped). fastddpg's defaults are the notebook's hyperparameters;
@@ -60,11 +61,17 @@ OUT = ROOT / "bench" / "results" / "time_to_threshold.json"
 ENV_ID = "Pendulum-v1"
 THRESHOLD = -200.0
 FASTDDPG_SIDES = {"fastddpg": [], "fastddpg-1env": ["--num-envs", "1"], "fastddpg-16env": ["--num-envs", "16"],
-                  "fastddpg-compiled": ["--compile", "default"]}
+                  "fastddpg-compiled": ["--compile", "default"],
+                  # SB3's DDPG has no gradient clipping: these are the notebook's hyperparameters less its clip, as SB3
+                  # runs them
+                  "fastddpg-noclip": ["--grad-clip-norm", "0"],
+                  "fastddpg-16env-noclip": ["--num-envs", "16", "--grad-clip-norm", "0"]}
 SIDES = ["fastddpg", "fastddpg-1env", "fastddpg-16env", "notebook", "sb3"]  # the default sitting
 ALL_SIDES = [*FASTDDPG_SIDES, "notebook", "sb3"]
 LABELS = {"fastddpg": "fastddpg run (defaults)", "fastddpg-1env": "fastddpg run --num-envs 1",
           "fastddpg-16env": "fastddpg run --num-envs 16", "fastddpg-compiled": "fastddpg run --compile default",
+          "fastddpg-noclip": "fastddpg run --grad-clip-norm 0",
+          "fastddpg-16env-noclip": "fastddpg run --num-envs 16 --grad-clip-norm 0",
           "notebook": "the notebook's loop (bench/baseline.py)",
           "sb3": "SB3 DDPG, the notebook's hyperparameters"}
 WARM_UP_STEPS = 1_200  # past update_after (1,000): the warm-up run compiles the update
@@ -217,7 +224,8 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                      f"{num(r['seconds_to_threshold'], '.1f')} | {r['reached']}/{r['runs']} | {vs_sb3} | "
                      f"{r['seconds']:.1f} | {cell(r.get('to_first_update_s'))} | "
                      f"{cell(r.get('compile_s'))} |")
-    lines += ["", "fastddpg and the notebook clip the gradient norm at 1.0; SB3's DDPG does not clip."]
+    lines += ["", "fastddpg (but its --grad-clip-norm 0 sides) and the notebook clip the gradient norm at 1.0; SB3's "
+              "DDPG does not clip."]
     return "\n".join(lines) + "\n"
 
 
