@@ -68,10 +68,8 @@ FASTDDPG_SIDES = {"fastddpg": [], "fastddpg-1env": ["--num-envs", "1"], "fastddp
                   "fastddpg-16env-noclip": ["--num-envs", "16", "--grad-clip-norm", "0"]}
 SIDES = ["fastddpg", "fastddpg-1env", "fastddpg-16env", "notebook", "sb3"]  # the default sitting
 ALL_SIDES = [*FASTDDPG_SIDES, "notebook", "sb3"]
-LABELS = {"fastddpg": "fastddpg run (defaults)", "fastddpg-1env": "fastddpg run --num-envs 1",
-          "fastddpg-16env": "fastddpg run --num-envs 16", "fastddpg-compiled": "fastddpg run --compile default",
-          "fastddpg-noclip": "fastddpg run --grad-clip-norm 0",
-          "fastddpg-16env-noclip": "fastddpg run --num-envs 16 --grad-clip-norm 0",
+LABELS = {**{side: " ".join(["fastddpg run", *flags]) if flags else "fastddpg run (defaults)"
+             for side, flags in FASTDDPG_SIDES.items()},
           "notebook": "the notebook's loop (bench/baseline.py)",
           "sb3": "SB3 DDPG, the notebook's hyperparameters"}
 WARM_UP_STEPS = 1_200  # past update_after (1,000): the warm-up run compiles the update
