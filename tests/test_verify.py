@@ -79,6 +79,9 @@ def test_verify_ddpg_passes_on_cpu_with_graph_logic(tmp_path, capsys, fresh_dyna
         assert p["float32"]["max_abs_diff_float64"] > 0
 
 
+# slow: ~40 s of a cold 2-core compile (two functions, float64 and float32). The default suite holds compiled TD3 to
+# eager in test_td3 (both functions), its hand-derived update in test_analytic and the graph logic in test_compile
+@pytest.mark.slow
 def test_verify_td3_passes_on_cpu(fresh_dynamo):
     """TD3: both compiled functions (critic only, and critic + actor + targets) in the policy-delay order, and both
     hand-derived ones."""
@@ -89,6 +92,9 @@ def test_verify_td3_passes_on_cpu(fresh_dynamo):
     assert report["acting_paths"] == []
 
 
+# slow: ~35 s of a cold 2-core compile. The default suite holds a compiled population to eager in test_population
+# (TD3's two functions) and verify's population comparison in the test below, eagerly
+@pytest.mark.slow
 def test_verify_population_passes_on_cpu(fresh_dynamo):
     """--num-seeds 3: the stacked population update (one graph, (K,) hyperparameters), eager vs compiled vs the
     graph logic, every member's tensors compared; the acting step on each member's rows. DDPG: one update function
