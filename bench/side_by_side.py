@@ -93,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.concurrent < 2:
         p.error("--concurrent must be at least 2 (one run alone is always measured)")
+    if missing := [s for s in args.alone_settings if s not in args.settings]:
+        p.error(f"--alone-settings {' '.join(missing)}: not among --settings; add it there too (it is one of the "
+                "settings measured, only without runs together)")
     if args.rounds < 1 or args.total_steps < 1_000:
         p.error("use --rounds >= 1 and --total-steps >= 1000 (the first 1,000 steps have no updates)")
     return args

@@ -142,6 +142,10 @@ def test_side_by_side_runs_alone_settings_alone_only():
     assert side_args([]).alone_settings == []
     with pytest.raises(SystemExit):
         side_args(["--alone-settings", "threads9"])
+    # a setting to measure alone must be one of those measured: otherwise it would be left out without a word
+    with pytest.raises(SystemExit):
+        side_args(["--settings", "lease", "threads1", "--alone-settings", "threads2"])
+    assert side_args(["--settings", "lease", "threads2", "--alone-settings", "threads2"]).alone_settings == ["threads2"]
 
 
 def test_update_products_are_recorded_from_the_traced_graphs_and_replayed_as_they_ran():
