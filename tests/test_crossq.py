@@ -271,7 +271,7 @@ def all_tensors(algo) -> dict[str, torch.Tensor]:
 
 
 # a population of 2 compiles its own two graphs (~50 s of a cold 2-core compile): slow; one member stays in the
-# default suite, and a compiled population is checked there by test_population (TD3) and test_verify (DDPG)
+# default suite, and a compiled population is checked there by test_population (TD3)
 @pytest.mark.parametrize("members", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_compiled_crossq_equals_eager(members):
     """fullgraph, one graph per update kind (error_on_recompile), eager's metrics, parameters and running
