@@ -59,6 +59,7 @@ HIDDEN = (256, 256)
 MAX_GRAD_NORM = 1.0
 PROBE_N = 32  # only used for the notebook's one probe-index draw (see module docstring)
 DEFAULT_EPISODE_LEN = 200
+EVAL_SEED_OFFSET = 10_000  # evaluation episode i is reset with seed + this + i, as fastddpg's
 
 # Pendulum-v1 shapes, used by the synthetic update benchmark
 PENDULUM_OBS_DIM = 3
@@ -292,6 +293,27 @@ class NotebookTrainer:
             self._probe_drawn = True
         return ep_return
 
+    @torch.no_grad()
+    def evaluate(self, episodes: int, seed: int) -> float:
+        """The mean return of ``episodes`` noise-free episodes of the current actor, episode i on an env of its own
+        reset with ``seed + i`` (fastddpg's evaluation episodes). Nothing here draws from the training's random
+        streams (numpy's global one, torch's, the env's, the buffer's), so training goes on as without it."""
+        env = gym.make(ENV_ID)
+        low, high = env.action_space.low, env.action_space.high
+        returns = []
+        for i in range(episodes):
+            obs, _ = env.reset(seed=seed + i)
+            total, done = 0.0, False
+            while not done:
+                x = torch.as_tensor(np.asarray(obs, dtype=np.float32).reshape(1, -1), device=self.agent.device)
+                action = np.clip(self.agent.actor(x).cpu().numpy()[0], low, high)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                total += float(reward)
+                done = bool(terminated or truncated)
+            returns.append(total)
+        env.close()
+        return float(np.mean(returns))
+
     def close(self) -> None:
         self.env.close()
 
@@ -302,6 +324,8 @@ def notebook_train(
     device: str = "cpu",
     batch_size: int = 128,
     updates_per_step: int = 1,
+    eval_every: int = 0,
+    eval_episodes: int = 10,
 ) -> dict:
     """Train the notebook's DDPG on Pendulum-v1 for ``total_steps`` env steps and time it.
 
@@ -314,18 +338,32 @@ def notebook_train(
     ``updates_per_sec`` (updates / seconds, over the whole run including the update-free warm-up),
     ``returns`` (per-episode returns), ``episode_end_steps`` (global step at each episode end),
     ``episode_end_seconds`` (wall seconds since the start at each episode end) and ``last10_mean_return``.
+
+    With ``eval_every`` N > 0, after the episode that reaches each multiple of N env steps the actor is evaluated
+    (`NotebookTrainer.evaluate`: ``eval_episodes`` noise-free episodes seeded ``seed + 10000 + i``, as fastddpg's
+    ``--eval-every``) and ``evaluations`` lists (env step, seconds, mean return). Every seconds figure then leaves
+    the evaluations' time out (``eval_seconds``), as fastddpg's rates do, so the clock is the training's alone.
     """
     t0 = time.perf_counter()
     run = NotebookTrainer(seed=seed, device=device, batch_size=batch_size, updates_per_step=updates_per_step)
     returns: list[float] = []
     end_steps: list[int] = []
     end_seconds: list[float] = []
+    evaluations: list[tuple[int, float, float]] = []
+    eval_seconds = 0.0
+    next_eval = eval_every
     while run.global_step < total_steps:
         returns.append(run.run_episode())
         end_steps.append(run.global_step)
-        end_seconds.append(time.perf_counter() - t0)
+        end_seconds.append(time.perf_counter() - t0 - eval_seconds)
+        if eval_every and run.global_step >= next_eval:
+            t_eval = time.perf_counter()
+            evaluations.append((run.global_step, t_eval - t0 - eval_seconds,
+                                run.evaluate(eval_episodes, seed + EVAL_SEED_OFFSET)))
+            eval_seconds += time.perf_counter() - t_eval
+            next_eval = (run.global_step // eval_every + 1) * eval_every
     run.close()
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 - eval_seconds
     return {
         "env_steps": run.global_step,
         "updates": run.updates,
@@ -336,6 +374,8 @@ def notebook_train(
         "episode_end_steps": end_steps,
         "episode_end_seconds": end_seconds,
         "last10_mean_return": float(np.mean(returns[-10:])) if returns else float("nan"),
+        "evaluations": evaluations,
+        "eval_seconds": eval_seconds,
     }
 
 
@@ -496,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--updates-per-step", type=int, default=1)
+    p.add_argument("--eval-every", type=int, default=0, help="noise-free evaluation every N env steps (0: none)")
+    p.add_argument("--eval-episodes", type=int, default=10)
     args = p.parse_args(argv)
     started_unix = time.time()  # notebook_train's clock starts here: lets a launcher count from its own start
     r = notebook_train(
@@ -504,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         device=args.device,
         batch_size=args.batch_size,
         updates_per_step=args.updates_per_step,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
     )
     print(
         json.dumps(
@@ -517,6 +561,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "returns": [round(x, 1) for x in r["returns"]],
                 "episode_end_seconds": [round(x, 3) for x in r["episode_end_seconds"]],
                 "started_unix": started_unix,
+                "evaluations": [[s, round(t, 3), ret] for s, t, ret in r["evaluations"]],
+                "eval_seconds": round(r["eval_seconds"], 3),
             }
         )
     )

@@ -27,6 +27,15 @@ headers), of its own, as on a fresh machine, unless ``--warm-cache`` (one cache 
 unmeasured short compiled run per fastddpg side). A default DDPG run on the CPU compiles nothing (``--compile auto``
 takes the hand-derived update below 30,000 updates); ``fastddpg-compiled`` measures the compile.
 
+With ``--eval-every N`` every side also evaluates its current actor after the env step that reaches each multiple
+of N: ``--eval-episodes`` noise-free episodes on an env of its own, episode i reset with seed + 10,000 + i, the same
+episodes on every side (fastddpg's own ``--eval-every``; bench/baseline.py's and the SB3 runner's evaluation in
+the same terms). No evaluation draws from training's random streams, so training is what it is without them. Each
+side times its evaluations, and every seconds figure (episode ends, evaluations, env steps/s) leaves them out: the
+clock is training's, start-up included. The seconds to the threshold on evaluations are those of the first
+evaluation whose mean return reaches it: a measure of the policy itself, free of the exploration noise in the
+training returns and of when a side's episodes happen to end.
+
 Reported per side: medians over seeds of env steps/s (env steps / process seconds) and of seconds to -200 (a seed
 that never reaches it counts as never: the median exists when more than half reach it), how many seeds reached it,
 and ratios of the medians: env steps/s against the notebook's, seconds to -200 against SB3's.
@@ -37,6 +46,7 @@ bench/results/time_to_threshold.md holds the table for the README's Performance 
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
 import json
 import math
@@ -46,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +66,7 @@ from bench.common import SB3_VENV, first_crossing, sb3_python
 from bench.fidelity import HYPER, machine
 from bench.side_by_side import THREAD_VARS
 from fastddpg.core.config import Config
+from fastddpg.runs.evaluate import EVAL_SEED_OFFSET
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "time_to_threshold.json"
@@ -89,14 +101,32 @@ h = spec["hyper"]
 
 
 class Episodes(BaseCallback):
+    """Each episode's end (unix time less the evaluations' seconds so far, return) and, every eval_every env steps,
+    the mean return of eval_episodes noise-free episodes (env step, that clock, mean) on an env of its own: episode
+    i reset with eval_seed + i. predict(deterministic=True) draws no random numbers, so training is unchanged."""
+
     def __init__(self):
         super().__init__()
-        self.rows = []
+        self.rows, self.evals, self.eval_seconds = [], [], 0.0
 
     def _on_step(self):
         for info in self.locals["infos"]:
             if "episode" in info:
-                self.rows.append((time.time(), float(info["episode"]["r"])))
+                self.rows.append((time.time() - self.eval_seconds, float(info["episode"]["r"])))
+        if spec["eval_every"] and self.num_timesteps % spec["eval_every"] == 0:
+            t0 = time.time()
+            env, returns = gym.make(spec["env"]), []
+            for i in range(spec["eval_episodes"]):
+                obs, _ = env.reset(seed=spec["eval_seed"] + i)
+                total, done = 0.0, False
+                while not done:
+                    action, _ = self.model.predict(obs, deterministic=True)
+                    obs, reward, terminated, truncated, _ = env.step(action)
+                    total, done = total + float(reward), terminated or truncated
+                returns.append(total)
+            env.close()
+            self.evals.append((int(self.num_timesteps), t0 - self.eval_seconds, float(np.mean(returns))))
+            self.eval_seconds += time.time() - t0
         return True
 
 
@@ -114,8 +144,8 @@ model = Warm("MlpPolicy", env, learning_rate=h["lr"], buffer_size=h["buffer_size
              seed=spec["seed"], device="cpu", verbose=0)
 cb = Episodes()
 model.learn(total_timesteps=spec["steps"], callback=cb)
-print(json.dumps({"episodes": cb.rows, "env_steps": int(model.num_timesteps),
-                  "version": stable_baselines3.__version__}))
+print(json.dumps({"episodes": cb.rows, "env_steps": int(model.num_timesteps), "evaluations": cb.evals,
+                  "eval_seconds": cb.eval_seconds, "version": stable_baselines3.__version__}))
 '''
 
 
@@ -131,6 +161,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sb3-python", default="", help="python of a venv with stable-baselines3 (default: "
                    "bench/.sb3-venv's if it exists; none: the SB3 side is skipped)")
     p.add_argument("--make-sb3-venv", action="store_true", help="make bench/.sb3-venv if it is missing (downloads)")
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="every side also evaluates its actor every N env steps on noise-free episodes (fastddpg's "
+                   "--eval-every; the same episodes on every side), and each run's seconds leave the evaluations' "
+                   "time out; the report adds the seconds to the first evaluation at the threshold (default 0: none)")
+    p.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation (default: 10)")
     p.add_argument("--quick", action="store_true", help="1 seed x 3,000 env steps: the plumbing, not learning")
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--rescore", nargs="+", metavar="JSON", default=None,
@@ -142,6 +177,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seeds, args.total_steps = 1, 3_000
     if args.seeds < 1 or args.total_steps < 1_000:
         p.error("use --seeds >= 1 and --total-steps >= 1000 (the first 1,000 steps have no updates)")
+    if args.eval_every < 0 or args.eval_episodes < 1:
+        p.error("use --eval-every 0 (none) or a positive number of env steps, and --eval-episodes >= 1")
     return args
 
 
@@ -158,6 +195,19 @@ def seconds_to_threshold(rows: list[tuple[float, float]], threshold: float) -> f
     that ended then (`fastddpg.core.schema.first_crossing`)."""
     i = first_crossing([t for t, _ in rows], [r for _, r in rows], threshold)
     return None if i is None else rows[i][0]
+
+
+def first_evaluation_at(evals: list[tuple[int, float, float]], threshold: float) -> tuple[int, float] | None:
+    """``evals``: (env step, seconds since launch, mean return) per evaluation, in order. The (env step, seconds)
+    of the first whose mean return reaches ``threshold`` (None: never)."""
+    return next(((step, t) for step, t, ret in evals if ret >= threshold), None)
+
+
+def evaluated_threshold(evals: list[tuple[int, float, float]] | None, threshold: float) -> dict[str, Any]:
+    """A record's fields of `first_evaluation_at` (both None without evaluations or where none reached it)."""
+    first = None if evals is None else first_evaluation_at(evals, threshold)
+    return {"eval_steps_to_threshold": None if first is None else first[0],
+            "eval_seconds_to_threshold": None if first is None else first[1]}
 
 
 def median_to_threshold(values: list[float | None]) -> float | None:
@@ -185,13 +235,31 @@ def summarize(records: list[dict[str, Any]], sides: list[str]) -> list[dict[str,
                          "seconds_to_threshold": median_to_threshold([r["seconds_to_threshold"] for r in rs]),
                          "to_first_update_s": _median_of(rs, "to_first_update_s"),
                          "compile_s": _median_of(rs, "compile_s")})
+        if any(r.get("evaluations") for r in rs):  # a sitting with --eval-every
+            rows[-1].update({"eval_reached": sum(r["eval_seconds_to_threshold"] is not None for r in rs),
+                             "eval_seconds_to_threshold": median_to_threshold([r["eval_seconds_to_threshold"]
+                                                                               for r in rs]),
+                             "eval_steps_to_threshold": median_to_threshold([r["eval_steps_to_threshold"]
+                                                                             for r in rs])})
     by = {r["side"]: r for r in rows}
     for row in rows:
         nb, sb3 = by.get("notebook"), by.get("sb3")
         row["steps_per_s_vs_notebook"] = row["steps_per_s"] / nb["steps_per_s"] if nb else None
-        ttt = (row["seconds_to_threshold"], sb3["seconds_to_threshold"] if sb3 else None)
-        row["to_threshold_vs_sb3"] = ttt[0] / ttt[1] if None not in ttt else None
+        for key, ratio in (("seconds_to_threshold", "to_threshold_vs_sb3"),
+                           ("eval_seconds_to_threshold", "eval_to_threshold_vs_sb3")):
+            pair = (row.get(key), sb3.get(key) if sb3 else None)
+            if key in row:
+                row[ratio] = pair[0] / pair[1] if None not in pair else None
     return rows
+
+
+def label_of(side: str, meta: dict[str, Any]) -> str:
+    """A side's name in the tables (the defaults' env count and SB3's version when the sitting knows them)."""
+    if side == "fastddpg" and meta.get("fastddpg_num_envs"):
+        return f"fastddpg run (defaults: {meta['fastddpg_num_envs']} envs)"
+    if side == "sb3" and meta.get("sb3_version"):
+        return f"SB3 {meta['sb3_version']} DDPG, the notebook's hyperparameters"
+    return LABELS[side]
 
 
 def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -211,11 +279,7 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "| seconds per run | launch to first update (s) | compile (s) |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in table:
-        label = LABELS[r["side"]]
-        if r["side"] == "fastddpg" and meta.get("fastddpg_num_envs"):
-            label = f"fastddpg run (defaults: {meta['fastddpg_num_envs']} envs)"
-        if r["side"] == "sb3" and meta.get("sb3_version"):
-            label = f"SB3 {meta['sb3_version']} DDPG, the notebook's hyperparameters"
+        label = label_of(r["side"], meta)
         vs_nb = "" if r["steps_per_s_vs_notebook"] is None else f"{r['steps_per_s_vs_notebook']:.2f}x"
         vs_sb3 = "" if r["to_threshold_vs_sb3"] is None else f"{r['to_threshold_vs_sb3']:.2f}x"
         lines.append(f"| {label} | {r['runs']} | {r['steps_per_s']:,.0f} | {vs_nb} | "
@@ -224,7 +288,55 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                      f"{cell(r.get('compile_s'))} |")
     lines += ["", "fastddpg (but its --grad-clip-norm 0 sides) and the notebook clip the gradient norm at 1.0; SB3's "
               "DDPG does not clip."]
+    if any("eval_reached" in r for r in table):
+        lines += ["", f"Noise-free evaluations every {meta['eval_every']:,} env steps, {meta['eval_episodes']} "
+                  "episodes each, the same episodes on every side; every seconds figure above and below leaves the "
+                  "evaluations' time out. The first evaluation whose mean return reaches the threshold:", "",
+                  f"| run | seconds to {thr:g} | seeds at {thr:g} | vs SB3 | env steps |",
+                  "| --- | --- | --- | --- | --- |"]
+        for r in table:
+            if "eval_reached" in r:
+                vs_sb3 = "" if r["eval_to_threshold_vs_sb3"] is None else f"{r['eval_to_threshold_vs_sb3']:.2f}x"
+                lines.append(f"| {label_of(r['side'], meta)} | {num(r['eval_seconds_to_threshold'], '.1f')} | "
+                             f"{r['eval_reached']}/{r['runs']} | {vs_sb3} | "
+                             f"{num(r['eval_steps_to_threshold'], ',.0f')} |")
     return "\n".join(lines) + "\n"
+
+
+def training_evaluations(run_dir: Path, kinds: tuple[str, ...] = ("periodic", "final")
+                         ) -> list[tuple[int, float, float, float]]:
+    """A fastddpg run directory's evaluations during training of ``kinds`` as (env step, wall_time, eval_seconds,
+    mean return), in order (`fastddpg.core.schema.EvalRow`: wall_time its start on episodes.csv's clock,
+    eval_seconds the seconds of the evaluations before it)."""
+    path = run_dir / "eval.csv"
+    if not path.exists():
+        return []
+    by_step: dict[tuple[float, int], list[dict[str, str]]] = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["kind"] in kinds:
+                by_step.setdefault((float(r["wall_time"]), int(r["global_step"])), []).append(r)
+    return [(step, wall, float(rs[0]["eval_seconds"]), statistics.fmean(float(r["return"]) for r in rs))
+            for (wall, step), rs in sorted(by_step.items())]
+
+
+def periodic_evaluations(run_dir: Path) -> list[tuple[int, float, float, float]]:
+    """`training_evaluations` of --eval-every's multiples of N only: the other sides have no final one."""
+    return training_evaluations(run_dir, ("periodic",))
+
+
+def eval_free_clock(evals: list[tuple[int, float, float, float]], total_eval_s: float) -> Callable[[float], float]:
+    """Seconds on a run's clock (episodes.csv's wall_time) -> the same less the evaluations that ended before
+    then: each evaluation in ``evals`` (`training_evaluations`, all of them) ends when the next one's eval_seconds
+    count it, the last when ``total_eval_s`` (summary.json's eval_seconds) does."""
+    starts = [w for _, w, _, _ in evals]
+    ended = [e for _, _, e, _ in evals[1:]] + [total_eval_s]
+
+    def clock(w: float) -> float:
+        k = bisect.bisect_left(starts, w)  # evaluations that began before w: episode rows come before them
+        return w - (ended[k - 1] if k else 0.0)
+
+    return clock
 
 
 def fastddpg_episodes(run_dir: Path, launched: float) -> tuple[list[tuple[float, float]], dict[str, Any]]:
@@ -232,16 +344,22 @@ def fastddpg_episodes(run_dir: Path, launched: float) -> tuple[list[tuple[float,
     seconds (launch to the trainer's start), compile seconds, env steps and the thread counts it trained on
     (summary.json's ``thread_changes``: the auto threads' and the tuner's choices). episodes.csv's wall_time counts
     from the trainer's start; summary.json is written just after its wall_time_s is read, so its modification time
-    less wall_time_s is that start on the unix clock."""
+    less wall_time_s is that start on the unix clock. A run with --eval-every adds its periodic evaluations
+    (``evaluations``: env step, seconds since ``launched``, mean return) and their seconds (``eval_seconds``), and
+    every seconds figure leaves the evaluations' time out."""
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text())
     startup = summary_path.stat().st_mtime - summary["wall_time_s"] - launched
+    evals, eval_s = periodic_evaluations(run_dir), float(summary.get("eval_seconds", 0.0))
+    clock = eval_free_clock(training_evaluations(run_dir), eval_s)
     with open(run_dir / "episodes.csv", newline="") as f:
-        rows = [(startup + float(r["wall_time"]), float(r["return"])) for r in csv.DictReader(f)]
+        rows = [(startup + clock(float(r["wall_time"])), float(r["return"])) for r in csv.DictReader(f)]
     first = summary.get("first_update_s")
     return rows, {"startup_s": startup, "compile_s": summary.get("compile_seconds"),
                   "to_first_update_s": None if first is None else startup + first,
-                  "env_steps": int(summary["env_steps"]), "thread_changes": summary.get("thread_changes")}
+                  "env_steps": int(summary["env_steps"]), "thread_changes": summary.get("thread_changes"),
+                  "evaluations": [(step, startup + w - e, ret) for step, w, e, ret in evals],
+                  "eval_seconds": eval_s}
 
 
 # --- the runs ---------------------------------------------------------------------------------------------------------
@@ -268,10 +386,13 @@ def launch(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return launched, seconds, p.stdout
 
 
-def fastddpg_command(side: str, seed: int, steps: int, threads: int, run_dir: Path) -> list[str]:
+def fastddpg_command(side: str, seed: int, steps: int, threads: int, run_dir: Path,
+                     evals: tuple[int, int] = (0, 0)) -> list[str]:
+    """``evals``: (every N env steps, episodes), N = 0 for none."""
     return [sys.executable, "-m", "fastddpg.cli", "run", "--total-steps", str(steps), "--seed", str(seed),
             "--device", "cpu", "--quiet", "--run-dir", str(run_dir), *FASTDDPG_SIDES[side],
-            *(["--threads", str(threads)] if threads else [])]
+            *(["--threads", str(threads)] if threads else []),
+            *(["--eval-every", str(evals[0]), "--eval-episodes", str(evals[1])] if evals[0] else [])]
 
 
 def run_one(side: str, seed: int, args: argparse.Namespace, tmp: Path, sb3: Path | None) -> dict[str, Any]:
@@ -281,30 +402,37 @@ def run_one(side: str, seed: int, args: argparse.Namespace, tmp: Path, sb3: Path
     if side in FASTDDPG_SIDES:
         cache = tmp / "inductor" if args.warm_cache else run_tmp / "inductor"
         run_dir = run_tmp / "run"
-        launched, seconds, _ = launch(fastddpg_command(side, seed, args.total_steps, args.threads, run_dir),
+        launched, seconds, _ = launch(fastddpg_command(side, seed, args.total_steps, args.threads, run_dir,
+                                                       (args.eval_every, args.eval_episodes)),
                                       environment(args.threads, cache))
         rows, extra = fastddpg_episodes(run_dir, launched)
     elif side == "notebook":
         cmd = [sys.executable, str(ROOT / "bench" / "baseline.py"), "--total-steps", str(args.total_steps), "--seed",
-               str(seed), "--device", "cpu"]
+               str(seed), "--device", "cpu", "--eval-every", str(args.eval_every), "--eval-episodes",
+               str(args.eval_episodes)]
         launched, seconds, out = launch(cmd, environment(args.threads))
         r = json.loads(out.strip().splitlines()[-1])
         startup = r["started_unix"] - launched
         rows = [(startup + t, ret) for t, ret in zip(r["episode_end_seconds"], r["returns"], strict=True)]
-        extra = {"startup_s": startup, "env_steps": r["env_steps"]}
+        extra = {"startup_s": startup, "env_steps": r["env_steps"], "eval_seconds": r["eval_seconds"],
+                 "evaluations": [(step, startup + t, ret) for step, t, ret in r["evaluations"]]}
     else:
         runner = run_tmp / "sb3_runner.py"
         runner.write_text(SB3_RUNNER)
-        spec = {"env": ENV_ID, "seed": seed, "steps": args.total_steps, "hyper": HYPER}
+        spec = {"env": ENV_ID, "seed": seed, "steps": args.total_steps, "hyper": HYPER, "eval_every": args.eval_every,
+                "eval_episodes": args.eval_episodes, "eval_seed": seed + EVAL_SEED_OFFSET}
         env = {k: v for k, v in environment(args.threads).items() if k != "PYTHONPATH"}
         launched, seconds, out = launch([str(sb3), str(runner), json.dumps(spec)], env)
         r = json.loads(out.strip().splitlines()[-1])
         rows = [(t - launched, ret) for t, ret in r["episodes"]]
-        extra = {"env_steps": r["env_steps"], "sb3_version": r["version"]}
+        extra = {"env_steps": r["env_steps"], "sb3_version": r["version"], "eval_seconds": r["eval_seconds"],
+                 "evaluations": [(step, t - launched, ret) for step, t, ret in r["evaluations"]]}
     returns = [ret for _, ret in rows]
+    trained = seconds - extra["eval_seconds"]  # the process's seconds less its evaluations'
     return {"side": side, "seed": seed, "steps": args.total_steps, "seconds": seconds, **extra,
-            "steps_per_s": extra["env_steps"] / seconds,
+            "steps_per_s": extra["env_steps"] / trained,
             "seconds_to_threshold": seconds_to_threshold(rows, args.threshold),
+            **evaluated_threshold(extra["evaluations"] if args.eval_every else None, args.threshold),
             "last10_return": statistics.fmean(returns[-10:]) if returns else None, "episodes": rows}
 
 
@@ -326,13 +454,16 @@ def per_seed_ratios(records: list[dict[str, Any]]) -> dict[str, dict[str, list[f
     seeds = sorted({r["seed"] for r in records})
     out: dict[str, dict[str, list[float | None]]] = {}
     for side in [s for s in FASTDDPG_SIDES if any(k[0] == s for k in by)]:
-        speed, ttt = [], []
+        speed, ttt, evaluated = [], [], []
         for seed in seeds:
             mine, nb, sb3 = by.get((side, seed)), by.get(("notebook", seed)), by.get(("sb3", seed))
             speed.append(mine["steps_per_s"] / nb["steps_per_s"] if mine and nb else None)
-            pair = (mine or {}).get("seconds_to_threshold"), (sb3 or {}).get("seconds_to_threshold")
-            ttt.append(pair[0] / pair[1] if None not in pair else None)
+            for key, ratios in (("seconds_to_threshold", ttt), ("eval_seconds_to_threshold", evaluated)):
+                pair = (mine or {}).get(key), (sb3 or {}).get(key)
+                ratios.append(pair[0] / pair[1] if None not in pair else None)
         out[side] = {"seeds": seeds, "steps_per_s_vs_notebook": speed, "to_threshold_vs_sb3": ttt}
+        if any(r.get("evaluations") for r in records):
+            out[side]["eval_to_threshold_vs_sb3"] = evaluated
     return out
 
 
@@ -371,7 +502,8 @@ def rescore(paths: list[str]) -> int:
 
     for side, r in everything.items():
         print(f"{side}: env steps/s vs the notebook {fmt(r['steps_per_s_vs_notebook'])}; "
-              f"seconds to the threshold vs SB3 {fmt(r['to_threshold_vs_sb3'])}")
+              f"seconds to the threshold vs SB3 {fmt(r['to_threshold_vs_sb3'])}"
+              + (f"; on evaluations {fmt(r['eval_to_threshold_vs_sb3'])}" if "eval_to_threshold_vs_sb3" in r else ""))
     return 0
 
 
@@ -393,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"env": ENV_ID, "total_steps": args.total_steps, "threshold": args.threshold,
             "seeds": ", ".join(map(str, seeds)), "cache": "warm" if args.warm_cache else "cold",
             "threads": args.threads or "each side's default", "fastddpg_num_envs": Config().num_envs,
-            **machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sb3_python": str(sb3 or "")}
+            **machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sb3_python": str(sb3 or ""),
+            "eval_every": args.eval_every, "eval_episodes": args.eval_episodes}
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ttt-") as tmp:
         if args.warm_cache:  # fill the sitting's cache: no measured run compiles from scratch

@@ -46,6 +46,22 @@ def test_notebook_train_short_run():
     assert secs[-1] <= r["seconds"]
 
 
+def test_evaluations_leave_training_and_its_clock_as_they_were():
+    """Evaluating every 400 env steps draws from none of training's random streams (the same returns, in one
+    process on one machine) and its seconds stay off every figure."""
+    plain = notebook_train(total_steps=1200, seed=3)
+    r = notebook_train(total_steps=1200, seed=3, eval_every=400, eval_episodes=2)
+    assert r["returns"] == plain["returns"] and r["updates"] == plain["updates"]
+    assert [s for s, _, _ in r["evaluations"]] == [400, 800, 1200] and r["eval_seconds"] > 0
+    assert plain["evaluations"] == [] and plain["eval_seconds"] == 0.0
+    ends = dict(zip(r["episode_end_steps"], r["episode_end_seconds"], strict=True))
+    for step, t, ret in r["evaluations"]:
+        assert ends[step] <= t <= r["seconds"] and -2_000 < ret < 0  # two 200-step Pendulum episodes' mean
+    # the clock stands still during an evaluation: with the evaluations at 400 and 800 on it, the last episode
+    # would end after the run's seconds, which leave all three out
+    assert r["episode_end_seconds"][-1] <= r["seconds"]
+
+
 def test_notebook_train_rounds_up_to_whole_episodes():
     r = notebook_train(total_steps=250, seed=1)
     assert r["env_steps"] == 400 and len(r["returns"]) == 2 and r["updates"] == 0

@@ -27,7 +27,9 @@ def test_eval_prints_mean_and_writes_its_file(run, capsys):
     m = re.search(r"return (-?\d+\.\d) \+- (\d+\.\d)", out)
     assert m is not None, out
     ev = load_run(run).evals
-    assert list(ev.columns) == ["eval_time", "kind", "global_step", "seed", "episode", "return", "length"]
+    assert list(ev.columns) == ["eval_time", "kind", "global_step", "seed", "episode", "return", "length",
+                                "wall_time", "eval_seconds"]
+    assert ev[["wall_time", "eval_seconds"]].isna().all().all()  # not during a run: no run's clock
     assert len(ev) == 3 and ev["seed"].tolist() == [5, 5, 5] and ev["episode"].tolist() == [0, 1, 2]
     assert ev["kind"].tolist() == ["manual"] * 3 and ev["global_step"].tolist() == [800] * 3  # the final actor's
     assert (ev["length"] == 200).all()  # Pendulum's time limit

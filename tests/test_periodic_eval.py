@@ -229,9 +229,46 @@ def test_old_eval_csv_still_reads_and_is_upgraded(tmp_path):
     assert ev["return"].tolist() == [-123.5]
     evaluate_members(run_dir, episodes=1)
     assert (run_dir / "eval.csv").read_text().splitlines()[0] == \
-        "eval_time,kind,global_step,seed,episode,return,length"
+        "eval_time,kind,global_step,seed,episode,return,length,wall_time,eval_seconds"
     ev = load_run(run_dir).evals
     assert ev["return"].iloc[0] == -123.5 and ev["kind"].tolist() == ["manual", "manual"]
+    assert ev["wall_time"].isna().all() and ev["eval_seconds"].isna().all()  # no run's clock to tell
+
+
+def test_eval_csv_without_the_clock_columns_reads_and_is_upgraded(tmp_path):
+    run_dir = short_run(tmp_path / "older")
+    (run_dir / "eval.csv").write_text("eval_time,kind,global_step,seed,episode,return,length\r\n"
+                                      "2025-01-01T00:00:00.000+00:00,periodic,400,7,0,-150.25,200\r\n")
+    ev = load_run(run_dir).evals
+    assert ev[["kind", "global_step", "return"]].values.tolist() == [["periodic", 400, -150.25]]
+    assert ev["wall_time"].isna().all() and ev["eval_seconds"].isna().all()
+    evaluate_members(run_dir, episodes=1)
+    assert (run_dir / "eval.csv").read_text().splitlines()[0].endswith(",length,wall_time,eval_seconds")
+    assert load_run(run_dir).evals["kind"].tolist() == ["periodic", "manual"]
+
+
+def test_evaluations_on_the_runs_clock(run):
+    """wall_time: each periodic evaluation's start on episodes.csv's clock; eval_seconds: the seconds earlier
+    evaluations took, so that wall_time - eval_seconds is the time that reached the evaluated weights."""
+    run_dir, _ = run
+    r = load_run(run_dir)
+    ev = r.evals[r.evals["kind"] != "manual"]
+    per = ev.groupby("global_step")[["wall_time", "eval_seconds"]].agg(["min", "max"])
+    for col in ("wall_time", "eval_seconds"):  # one clock reading per evaluation, shared by its episodes
+        assert (per[(col, "min")] == per[(col, "max")]).all()
+    wall, before = per[("wall_time", "min")].to_numpy(), per[("eval_seconds", "min")].to_numpy()
+    assert before[0] == 0.0 and (np.diff(before) > 0).all()
+    # an evaluation begins after the previous one ended: the gap holds at least the previous one's seconds
+    assert (np.diff(wall) >= np.diff(before)).all()
+    trained = wall - before
+    assert (np.diff(trained) > 0).all()
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert wall[-1] < s["wall_time_s"] and before[-1] < s["eval_seconds"]
+    # the episode that ended at an evaluation's step ended before that evaluation began, on the same clock
+    eps = r.episodes.set_index("global_step")["wall_time"]
+    for step, w in zip(per.index, wall, strict=True):
+        if step in eps.index:
+            assert eps.loc[[step]].max() <= w
 
 
 def test_sweep_eval_return_is_the_same_evaluation(tmp_path):

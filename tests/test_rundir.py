@@ -65,7 +65,7 @@ def test_load_run_gives_documented_frames(run):
     assert (pr.groupby("snapshot").size() == 8).all() and pr["snapshot"].nunique() >= 2
     assert pr["action"].between(-2, 2).all()  # Pendulum's torque bounds
     assert data.evals.empty and list(data.evals.columns) == ["eval_time", "kind", "global_step", "seed", "episode",
-                                                             "return", "length"]
+                                                             "return", "length", "wall_time", "eval_seconds"]
 
 
 def test_config_round_trips(run):

@@ -86,8 +86,9 @@ PROBE_COLUMNS = ProbeRow._fields[1:]
 class EvalRow(NamedTuple):
     """One noise-free evaluation episode, by name: a row of eval.csv. ``kind``: "periodic" (--eval-every), "final"
     (the end of a run with --eval-every) or "manual" (`fastddpg eval`); ``global_step``: the env step (per member)
-    of the weights evaluated. Files written before these two columns existed read back as kind "manual"
-    (`fastddpg.runs.rundir.load_run`). ``member`` is 0 in a single run, whose files have no member column."""
+    of the weights evaluated. Files written before these two columns existed read back as kind "manual", and
+    files written before wall_time and eval_seconds with those NaN (`fastddpg.runs.rundir.upgrade_evals`).
+    ``member`` is 0 in a single run, whose files have no member column."""
 
     member: int
     eval_time: str  # when the evaluation ran (ISO 8601, local time)
@@ -97,6 +98,11 @@ class EvalRow(NamedTuple):
     episode: int
     return_: float
     length: int
+    # On episodes.csv's clock, so that the evaluations can be plotted against the seconds a user waited: the run's
+    # seconds when the evaluation began, and how many of them earlier evaluations took (wall_time - eval_seconds:
+    # the seconds of training, start-up and compile that reached these weights). NaN for `fastddpg eval`'s rows.
+    wall_time: float = float("nan")
+    eval_seconds: float = float("nan")
 
     def values(self, members: int) -> tuple:
         """The row in the column order of ``with_member(EVAL_COLUMNS, members)``."""

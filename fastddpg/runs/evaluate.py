@@ -5,7 +5,8 @@ Each evaluation episode runs in its own copy of the env (all copies stepped toge
 with the deterministic action a = mu(s) (no exploration noise). Only the first episode of each copy counts.
 Returns are written to ``RUN_DIR/eval.csv`` (appended, one row per episode; ``eval_time`` tells evaluations
 apart, ``kind`` says what made them: periodic, final or manual, ``global_step`` the env step of the weights
-evaluated), and ``mean +- std`` (population std, ddof=0) is printed.
+evaluated, ``wall_time`` and ``eval_seconds`` the run's clock when a periodic one began), and ``mean +- std``
+(population std, ddof=0) is printed.
 
 A population run (K members) evaluates every member (or ``--member k``) on the same episodes (the same seeds):
 its eval.csv starts with a member column. `evaluate_state` is the one evaluation of a set of actor weights:
@@ -204,11 +205,13 @@ def evaluate_members(run_dir: str | Path, episodes: int = 10, seed: int | None =
     return results
 
 
-def eval_rows(results: dict[int, EvalResult], kind: str, steps: dict[int, int]) -> list[EvalRow]:
+def eval_rows(results: dict[int, EvalResult], kind: str, steps: dict[int, int], wall_time: float = math.nan,
+              eval_seconds: float = math.nan) -> list[EvalRow]:
     """One evaluation (``results``: {member: EvalResult}, each member's weights from env step ``steps[member]``)
-    as rows of eval.csv by name, tagged ``kind``, stamped now."""
+    as rows of eval.csv by name, tagged ``kind``, stamped now; ``wall_time`` and ``eval_seconds``: the run's clock
+    when it began (`EvalRow`; NaN outside a run)."""
     stamp = datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
-    return [EvalRow(m, stamp, kind, steps[m], r.seed, i, float(ret), int(n))
+    return [EvalRow(m, stamp, kind, steps[m], r.seed, i, float(ret), int(n), wall_time, eval_seconds)
             for m, r in results.items() for i, (ret, n) in enumerate(zip(r.returns, r.lengths, strict=True))]
 
 
@@ -320,6 +323,7 @@ class PeriodicEvaluator:
     def evaluate(self, trainer: Any, kind: str) -> Evaluation:
         """Evaluate every member's current actor now, keep the best, write the files, tell the callbacks."""
         t0 = time.perf_counter()
+        wall_time, eval_seconds = trainer.wall_time(), trainer.eval_seconds
         step = trainer.global_step
         state = {name: t.detach().to("cpu", copy=True) for name, t in trainer.algo.actor.state_dict().items()}
         results = evaluate_state(state, self.cfg, self.episodes)
@@ -327,7 +331,7 @@ class PeriodicEvaluator:
         for m in improved:
             self.best[m] = Best(step, results[m].mean, results[m].std)
             self._keep_weights(state, m)
-        rows = eval_rows(results, kind, dict.fromkeys(results, step))
+        rows = eval_rows(results, kind, dict.fromkeys(results, step), wall_time, eval_seconds)
         self.rows += rows
         if self.run_dir is not None:
             append_evals(self.run_dir, rows, self.members)

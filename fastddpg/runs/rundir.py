@@ -37,6 +37,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import re
 import shlex
@@ -378,10 +379,14 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
 def upgrade_evals(evals: pd.DataFrame, final_step: int = -1) -> pd.DataFrame:
     """An eval table in `EVAL_COLUMNS`: one written before its kind and global_step columns existed held only
     `fastddpg eval`'s rows of the final actor, so they become kind "manual" at ``final_step`` (the run's last env
-    step; -1 when unknown). A table that has them is returned as it is."""
-    if "kind" in evals.columns:
+    step; -1 when unknown); one written before its wall_time and eval_seconds columns gets them as NaN. A table
+    that has them all is returned as it is."""
+    if set(EVAL_COLUMNS) <= set(evals.columns):
         return evals
-    out = evals.assign(kind="manual", global_step=int(final_step))
+    out = evals
+    if "kind" not in out.columns:
+        out = out.assign(kind="manual", global_step=int(final_step))
+    out = out.assign(**{c: math.nan for c in ("wall_time", "eval_seconds") if c not in out.columns})
     columns = [MEMBER] if MEMBER in out.columns else []
     return out[columns + list(EVAL_COLUMNS)].astype({"global_step": "int64", "kind": "object"})
 
@@ -480,7 +485,8 @@ class RunData:
         one row per report interval (metrics are means over its updates)
     probes: snapshot, episode, global_step, probe, action, q; probe_n rows per snapshot
     evals: eval_time, kind (periodic, final or manual), global_step (of the weights evaluated), seed, episode,
-        return, length (empty until `fastddpg eval` or --eval-every ran)
+        return, length, wall_time, eval_seconds (`fastddpg.core.schema.EvalRow`; empty until `fastddpg eval` or
+        --eval-every ran)
     """
 
     path: Path

@@ -429,6 +429,10 @@ class Trainer:
         self.log(f"compiled in {seconds:.1f} s")
         self._untimed.discard(actor_step)
 
+    def wall_time(self) -> float:
+        """Seconds since the run started (a resumed run's: since its first start): episodes.csv's clock."""
+        return time.perf_counter() - self._t_start
+
     def _training_clock(self) -> float:
         """Seconds on a clock that stands still during reports, callbacks (an evaluation, a run directory's
         writes) and checkpoints: what the thread tuner times, so that such a pause inside a timed window counts for
