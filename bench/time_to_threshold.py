@@ -290,8 +290,9 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
               "DDPG does not clip."]
     if any("eval_reached" in r for r in table):
         lines += ["", f"Noise-free evaluations every {meta['eval_every']:,} env steps, {meta['eval_episodes']} "
-                  "episodes each, the same episodes on every side; every seconds figure above and below leaves the "
-                  "evaluations' time out. The first evaluation whose mean return reaches the threshold:", "",
+                  "episodes each, the same episodes on every side; env steps/s and every seconds to the threshold, "
+                  "above and below, leave the evaluations' time out (the seconds per run are the process's). The "
+                  "first evaluation whose mean return reaches the threshold:", "",
                   f"| run | seconds to {thr:g} | seeds at {thr:g} | vs SB3 | env steps |",
                   "| --- | --- | --- | --- | --- |"]
         for r in table:
