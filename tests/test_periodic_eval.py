@@ -172,13 +172,18 @@ def test_resume_keeps_the_best(tmp_path):
     torch.save(state, ckpt_path)
     kept = dict(saved["best_actor"])
     with open(run_dir / "eval.csv", "a") as f:  # an evaluation after the checkpoint
-        f.write("2026-01-01T00:00:00.000+00:00,periodic,600,10042,0,-1.0,200\r\n")
+        f.write("2026-01-01T00:00:00.000+00:00,periodic,600,10042,0,-1.0,200,12.5,0.25\r\n")
     (run_dir / "best.json").write_text(json.dumps({"global_step": 600, "return": -1.0, "members": []}))
     assert main(["run", "--resume", str(run_dir), "--total-steps", "800", "--quiet"]) == 0
     ev = load_run(run_dir).evals
     assert ev.groupby(["global_step", "kind"]).size().to_dict() == {
         (200, "periodic"): 2, (400, "periodic"): 2, (600, "periodic"): 2, (800, "periodic"): 2}
     assert -1.0 not in ev["return"].tolist()
+    # the resumed run's clock goes on from the checkpoint's: its evaluations come later, with the first run's
+    # evaluation seconds counted before them
+    clock = ev.groupby("global_step")[["wall_time", "eval_seconds"]].first()
+    assert (clock["wall_time"].diff().dropna() > 0).all() and (clock["eval_seconds"].diff().dropna() > 0).all()
+    assert ((clock["wall_time"] - clock["eval_seconds"]).diff().dropna() > 0).all()
     best = json.loads((run_dir / "best.json").read_text())
     assert (best["global_step"], best["return"]) == (saved["best"][0][0], 1e9)
     now = torch.load(run_dir / "best_actor.pt", weights_only=True)
