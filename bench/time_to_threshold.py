@@ -27,12 +27,13 @@ headers), of its own, as on a fresh machine, unless ``--warm-cache`` (one cache 
 unmeasured short compiled run per fastddpg side). A default DDPG run on the CPU compiles nothing (``--compile auto``
 takes the hand-derived update below 30,000 updates); ``fastddpg-compiled`` measures the compile.
 
-With ``--eval-every N`` every side also evaluates its current actor after the env step that reaches each multiple
-of N: ``--eval-episodes`` noise-free episodes on an env of its own, episode i reset with seed + 10,000 + i, the same
-episodes on every side (fastddpg's own ``--eval-every``; bench/baseline.py's and the SB3 runner's evaluation in
-the same terms). No evaluation draws from training's random streams, so training is what it is without them. Each
-side times its evaluations, and every seconds figure (episode ends, evaluations, env steps/s) leaves them out: the
-clock is training's, start-up included. The seconds to the threshold on evaluations are those of the first
+With ``--eval-every N`` (a multiple of 400, so that every side can evaluate at the same steps) every side also
+evaluates its current actor after the env step that reaches each multiple of N: ``--eval-episodes`` noise-free
+episodes on an env of its own, episode i reset with seed + 10,000 + i, the same episodes on every side (fastddpg's
+own ``--eval-every``; bench/baseline.py's and the SB3 runner's evaluation in the same terms). No evaluation draws
+from training's random streams, so training is what it is without them. Each side times its evaluations, and every
+seconds figure (episode ends, evaluations, launch to the first update, env steps/s) leaves them out: the clock is
+training's, start-up included. The seconds to the threshold on evaluations are those of the first
 evaluation whose mean return reaches it: a measure of the policy itself, free of the exploration noise in the
 training returns and of when a side's episodes happen to end.
 
@@ -84,6 +85,7 @@ LABELS = {**{side: " ".join(["fastddpg run", *flags]) if flags else "fastddpg ru
              for side, flags in FASTDDPG_SIDES.items()},
           "notebook": "the notebook's loop (bench/baseline.py)",
           "sb3": "SB3 DDPG, the notebook's hyperparameters"}
+EVAL_STEP = 400  # --eval-every's unit: the steps at which every side can evaluate (200-step episodes, 16 envs)
 WARM_UP_STEPS = 1_200  # past update_after (1,000): the warm-up run compiles the update
 
 SB3_RUNNER = '''
@@ -103,7 +105,9 @@ h = spec["hyper"]
 class Episodes(BaseCallback):
     """Each episode's end (unix time less the evaluations' seconds so far, return) and, every eval_every env steps,
     the mean return of eval_episodes noise-free episodes (env step, that clock, mean) on an env of its own: episode
-    i reset with eval_seed + i. predict(deterministic=True) draws no random numbers, so training is unchanged."""
+    i reset with eval_seed + i. predict(deterministic=True) draws no random numbers, so training is unchanged. The
+    callback runs inside the rollout, before that env step's gradient step: one update behind the other sides'
+    evaluations of the same step, of some thousands."""
 
     def __init__(self):
         super().__init__()
@@ -177,8 +181,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seeds, args.total_steps = 1, 3_000
     if args.seeds < 1 or args.total_steps < 1_000:
         p.error("use --seeds >= 1 and --total-steps >= 1000 (the first 1,000 steps have no updates)")
-    if args.eval_every < 0 or args.eval_episodes < 1:
-        p.error("use --eval-every 0 (none) or a positive number of env steps, and --eval-episodes >= 1")
+    if args.eval_every < 0 or args.eval_every % EVAL_STEP or args.eval_episodes < 1:
+        p.error(f"use --eval-every 0 (none) or a multiple of {EVAL_STEP} env steps (every side evaluates at the same "
+                "steps: the notebook after its 200-step episodes, 16 envs after their 16-step vector steps), and "
+                "--eval-episodes >= 1")
     return args
 
 
@@ -315,7 +321,7 @@ def training_evaluations(run_dir: Path, kinds: tuple[str, ...] = ("periodic", "f
     by_step: dict[tuple[float, int], list[dict[str, str]]] = {}
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
-            if r["kind"] in kinds:
+            if r["kind"] in kinds and not math.isnan(float(r.get("wall_time") or "nan")):  # (NaN: an older run's rows)
                 by_step.setdefault((float(r["wall_time"]), int(r["global_step"])), []).append(r)
     return [(step, wall, float(rs[0]["eval_seconds"]), statistics.fmean(float(r["return"]) for r in rs))
             for (wall, step), rs in sorted(by_step.items())]
@@ -357,7 +363,7 @@ def fastddpg_episodes(run_dir: Path, launched: float) -> tuple[list[tuple[float,
         rows = [(startup + clock(float(r["wall_time"])), float(r["return"])) for r in csv.DictReader(f)]
     first = summary.get("first_update_s")
     return rows, {"startup_s": startup, "compile_s": summary.get("compile_seconds"),
-                  "to_first_update_s": None if first is None else startup + first,
+                  "to_first_update_s": None if first is None else startup + clock(first),
                   "env_steps": int(summary["env_steps"]), "thread_changes": summary.get("thread_changes"),
                   "evaluations": [(step, startup + w - e, ret) for step, w, e, ret in evals],
                   "eval_seconds": eval_s}

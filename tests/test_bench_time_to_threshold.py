@@ -87,7 +87,8 @@ def test_fastddpg_episodes_on_the_launchers_clock(tmp_path):
 
 
 def test_evaluations_and_episodes_leave_the_evaluations_time_out(tmp_path):
-    (tmp_path / "summary.json").write_text(json.dumps({"wall_time_s": 20.0, "env_steps": 2_000, "eval_seconds": 3.0}))
+    (tmp_path / "summary.json").write_text(json.dumps({"wall_time_s": 20.0, "env_steps": 2_000, "eval_seconds": 3.0,
+                                                       "first_update_s": 6.0}))
     (tmp_path / "episodes.csv").write_text("episode,env,global_step,return,length,wall_time\n"
                                            "0,0,800,-1000.0,200,4.0\n1,0,1600,-800.0,200,8.0\n"
                                            "2,0,2000,-300.0,200,11.0\n")
@@ -106,6 +107,7 @@ def test_evaluations_and_episodes_leave_the_evaluations_time_out(tmp_path):
     assert [t for t, _ in ep] == pytest.approx([6.0, 9.0, 10.5])
     assert extra["evaluations"] == [(800, pytest.approx(7.0), -400.0), (1600, pytest.approx(10.0), -170.0)]
     assert extra["eval_seconds"] == 3.0
+    assert extra["to_first_update_s"] == pytest.approx(2.0 + 6.0 - 1.0)  # after the first evaluation: less its 1.0 s
     assert ttt.first_evaluation_at(extra["evaluations"], -200.0) == (1600, pytest.approx(10.0))
     assert ttt.first_evaluation_at(extra["evaluations"], -100.0) is None
     # a run without evaluations: its clock as it is
@@ -140,11 +142,12 @@ def test_summary_and_table_of_evaluations():
 
 
 def test_bad_evaluation_flags_exit_2(capsys):
-    for flags in (["--eval-every", "-5"], ["--eval-every", "800", "--eval-episodes", "0"]):
+    for flags in (["--eval-every", "-5"], ["--eval-every", "1000"], ["--eval-every", "800", "--eval-episodes", "0"]):
         with pytest.raises(SystemExit) as e:
             ttt.parse_args(flags)
         assert e.value.code == 2
-    assert "--eval-every 0 (none) or a positive" in capsys.readouterr().err
+    assert "--eval-every 0 (none) or a multiple of 400 env steps" in capsys.readouterr().err
+    assert ttt.parse_args(["--eval-every", "800"]).eval_every == 800
 
 
 def test_sb3_side_is_skipped_with_a_clear_line_without_its_venv(tmp_path, capsys):

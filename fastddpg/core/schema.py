@@ -100,7 +100,8 @@ class EvalRow(NamedTuple):
     length: int
     # On episodes.csv's clock, so that the evaluations can be plotted against the seconds a user waited: the run's
     # seconds when the evaluation began, and how many of them earlier evaluations took (wall_time - eval_seconds:
-    # the seconds of training, start-up and compile that reached these weights). NaN for `fastddpg eval`'s rows.
+    # the seconds of training and compile, from the trainer's start, that reached these weights). NaN for `fastddpg
+    # eval`'s rows.
     wall_time: float = float("nan")
     eval_seconds: float = float("nan")
 

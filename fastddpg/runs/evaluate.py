@@ -5,7 +5,7 @@ Each evaluation episode runs in its own copy of the env (all copies stepped toge
 with the deterministic action a = mu(s) (no exploration noise). Only the first episode of each copy counts.
 Returns are written to ``RUN_DIR/eval.csv`` (appended, one row per episode; ``eval_time`` tells evaluations
 apart, ``kind`` says what made them: periodic, final or manual, ``global_step`` the env step of the weights
-evaluated, ``wall_time`` and ``eval_seconds`` the run's clock when a periodic one began), and ``mean +- std``
+evaluated, ``wall_time`` and ``eval_seconds`` the run's clock when a periodic or final one began), and ``mean +- std``
 (population std, ddof=0) is printed.
 
 A population run (K members) evaluates every member (or ``--member k``) on the same episodes (the same seeds):

@@ -430,7 +430,8 @@ class Trainer:
         self._untimed.discard(actor_step)
 
     def wall_time(self) -> float:
-        """Seconds since the run started (a resumed run's: since its first start): episodes.csv's clock."""
+        """Seconds since the trainer started: episodes.csv's clock. A resumed run's goes on from its checkpoint's
+        (the seconds up to the checkpoint, then this process's): time lost after the checkpoint is not on it."""
         return time.perf_counter() - self._t_start
 
     def _training_clock(self) -> float:
