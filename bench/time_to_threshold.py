@@ -310,34 +310,29 @@ def markdown(table: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def training_evaluations(run_dir: Path, kinds: tuple[str, ...] = ("periodic", "final")
-                         ) -> list[tuple[int, float, float, float]]:
-    """A fastddpg run directory's evaluations during training of ``kinds`` as (env step, wall_time, eval_seconds,
-    mean return), in order (`fastddpg.core.schema.EvalRow`: wall_time its start on episodes.csv's clock,
-    eval_seconds the seconds of the evaluations before it)."""
+def training_evaluations(run_dir: Path) -> list[tuple[str, int, float, float, float]]:
+    """A fastddpg run directory's evaluations during training (periodic and final) as (kind, env step, wall_time,
+    eval_seconds, mean return), in order (`fastddpg.core.schema.EvalRow`: wall_time its start on episodes.csv's
+    clock, eval_seconds the seconds of the evaluations before it)."""
     path = run_dir / "eval.csv"
     if not path.exists():
         return []
-    by_step: dict[tuple[float, int], list[dict[str, str]]] = {}
+    by_start: dict[tuple[float, int, str], list[dict[str, str]]] = {}
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
-            if r["kind"] in kinds and not math.isnan(float(r.get("wall_time") or "nan")):  # (NaN: an older run's rows)
-                by_step.setdefault((float(r["wall_time"]), int(r["global_step"])), []).append(r)
-    return [(step, wall, float(rs[0]["eval_seconds"]), statistics.fmean(float(r["return"]) for r in rs))
-            for (wall, step), rs in sorted(by_step.items())]
+            wall = float(r.get("wall_time") or "nan")
+            if r["kind"] != "manual" and not math.isnan(wall):  # (NaN: an older run's rows)
+                by_start.setdefault((wall, int(r["global_step"]), r["kind"]), []).append(r)
+    return [(kind, step, wall, float(rs[0]["eval_seconds"]), statistics.fmean(float(r["return"]) for r in rs))
+            for (wall, step, kind), rs in sorted(by_start.items())]
 
 
-def periodic_evaluations(run_dir: Path) -> list[tuple[int, float, float, float]]:
-    """`training_evaluations` of --eval-every's multiples of N only: the other sides have no final one."""
-    return training_evaluations(run_dir, ("periodic",))
-
-
-def eval_free_clock(evals: list[tuple[int, float, float, float]], total_eval_s: float) -> Callable[[float], float]:
+def eval_free_clock(evals: list[tuple[float, float]], total_eval_s: float) -> Callable[[float], float]:
     """Seconds on a run's clock (episodes.csv's wall_time) -> the same less the evaluations that ended before
-    then: each evaluation in ``evals`` (`training_evaluations`, all of them) ends when the next one's eval_seconds
-    count it, the last when ``total_eval_s`` (summary.json's eval_seconds) does."""
-    starts = [w for _, w, _, _ in evals]
-    ended = [e for _, _, e, _ in evals[1:]] + [total_eval_s]
+    then: ``evals`` holds every evaluation's (wall_time, eval_seconds) in order (`training_evaluations`); each ends
+    when the next one's eval_seconds count it, the last when ``total_eval_s`` (summary.json's eval_seconds) does."""
+    starts = [w for w, _ in evals]
+    ended = [e for _, e in evals[1:]] + [total_eval_s]
 
     def clock(w: float) -> float:
         k = bisect.bisect_left(starts, w)  # evaluations that began before w: episode rows come before them
@@ -357,15 +352,17 @@ def fastddpg_episodes(run_dir: Path, launched: float) -> tuple[list[tuple[float,
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text())
     startup = summary_path.stat().st_mtime - summary["wall_time_s"] - launched
-    evals, eval_s = periodic_evaluations(run_dir), float(summary.get("eval_seconds", 0.0))
-    clock = eval_free_clock(training_evaluations(run_dir), eval_s)
+    evals, eval_s = training_evaluations(run_dir), float(summary.get("eval_seconds", 0.0))
+    clock = eval_free_clock([(w, e) for _, _, w, e, _ in evals], eval_s)
     with open(run_dir / "episodes.csv", newline="") as f:
         rows = [(startup + clock(float(r["wall_time"])), float(r["return"])) for r in csv.DictReader(f)]
     first = summary.get("first_update_s")
     return rows, {"startup_s": startup, "compile_s": summary.get("compile_seconds"),
                   "to_first_update_s": None if first is None else startup + clock(first),
                   "env_steps": int(summary["env_steps"]), "thread_changes": summary.get("thread_changes"),
-                  "evaluations": [(step, startup + w - e, ret) for step, w, e, ret in evals],
+                  # the multiples of --eval-every only: the other sides have no final evaluation
+                  "evaluations": [(step, startup + w - e, ret) for kind, step, w, e, ret in evals
+                                  if kind == "periodic"],
                   "eval_seconds": eval_s}
 
 

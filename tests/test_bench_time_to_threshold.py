@@ -101,7 +101,9 @@ def test_evaluations_and_episodes_leave_the_evaluations_time_out(tmp_path):
                                                       for k, s, r, w, e in rows))
     launched = 1_000.0
     os.utime(tmp_path / "summary.json", (launched + 22.0, launched + 22.0))  # the trainer started 2 s in
-    assert ttt.periodic_evaluations(tmp_path) == [(800, 5.0, 0.0, -400.0), (1600, 9.0, 1.0, -170.0)]
+    assert ttt.training_evaluations(tmp_path) == [("periodic", 800, 5.0, 0.0, -400.0),
+                                                  ("periodic", 1600, 9.0, 1.0, -170.0),
+                                                  ("final", 2000, 12.0, 2.5, -100.0)]  # the manual row left out
     ep, extra = ttt.fastddpg_episodes(tmp_path, launched)
     # before the first evaluation, nothing to leave out; after the first 1.0 s, after the second 2.5 s
     assert [t for t, _ in ep] == pytest.approx([6.0, 9.0, 10.5])
