@@ -59,7 +59,7 @@ HIDDEN = (256, 256)
 MAX_GRAD_NORM = 1.0
 PROBE_N = 32  # only used for the notebook's one probe-index draw (see module docstring)
 DEFAULT_EPISODE_LEN = 200
-EVAL_SEED_OFFSET = 10_000  # evaluation episode i is reset with seed + this + i, as fastddpg's
+EVAL_SEED_OFFSET = 10_000  # without an eval_seed, evaluation episode i is reset with seed + this + i (fastddpg's)
 
 # Pendulum-v1 shapes, used by the synthetic update benchmark
 PENDULUM_OBS_DIM = 3
@@ -326,6 +326,7 @@ def notebook_train(
     updates_per_step: int = 1,
     eval_every: int = 0,
     eval_episodes: int = 10,
+    eval_seed: int | None = None,
 ) -> dict:
     """Train the notebook's DDPG on Pendulum-v1 for ``total_steps`` env steps and time it.
 
@@ -340,9 +341,10 @@ def notebook_train(
     ``episode_end_seconds`` (wall seconds since the start at each episode end) and ``last10_mean_return``.
 
     With ``eval_every`` N > 0, after the episode that reaches each multiple of N env steps the actor is evaluated
-    (`NotebookTrainer.evaluate`: ``eval_episodes`` noise-free episodes seeded ``seed + 10000 + i``, as fastddpg's
-    ``--eval-every``) and ``evaluations`` lists (env step, seconds, mean return). Every seconds figure then leaves
-    the evaluations' time out (``eval_seconds``), as fastddpg's rates do, so the clock is the training's alone.
+    (`NotebookTrainer.evaluate`: ``eval_episodes`` noise-free episodes seeded ``eval_seed + i``, by default
+    ``seed + 10000 + i`` as fastddpg's ``--eval-every``) and ``evaluations`` lists (env step, seconds, mean
+    return). Every seconds figure then leaves the evaluations' time out (``eval_seconds``), as fastddpg's rates do,
+    so the clock is the training's alone.
     """
     t0 = time.perf_counter()
     run = NotebookTrainer(seed=seed, device=device, batch_size=batch_size, updates_per_step=updates_per_step)
@@ -352,6 +354,7 @@ def notebook_train(
     evaluations: list[tuple[int, float, float]] = []
     eval_seconds = 0.0
     next_eval = eval_every
+    eval_seed = seed + EVAL_SEED_OFFSET if eval_seed is None else eval_seed
     while run.global_step < total_steps:
         returns.append(run.run_episode())
         end_steps.append(run.global_step)
@@ -359,7 +362,7 @@ def notebook_train(
         if eval_every and run.global_step >= next_eval:
             t_eval = time.perf_counter()
             evaluations.append((run.global_step, t_eval - t0 - eval_seconds,
-                                run.evaluate(eval_episodes, seed + EVAL_SEED_OFFSET)))
+                                run.evaluate(eval_episodes, eval_seed)))
             eval_seconds += time.perf_counter() - t_eval
             next_eval = (run.global_step // eval_every + 1) * eval_every
     run.close()
@@ -538,6 +541,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--updates-per-step", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=0, help="noise-free evaluation every N env steps (0: none)")
     p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--eval-seed", type=int, default=None, help="evaluation episode i is reset with this + i "
+                   f"(default: --seed + {EVAL_SEED_OFFSET})")
     args = p.parse_args(argv)
     started_unix = time.time()  # notebook_train's clock starts here: lets a launcher count from its own start
     r = notebook_train(
@@ -548,6 +553,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         updates_per_step=args.updates_per_step,
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
+        eval_seed=args.eval_seed,
     )
     print(
         json.dumps(

@@ -413,7 +413,7 @@ def run_one(side: str, seed: int, args: argparse.Namespace, tmp: Path, sb3: Path
     elif side == "notebook":
         cmd = [sys.executable, str(ROOT / "bench" / "baseline.py"), "--total-steps", str(args.total_steps), "--seed",
                str(seed), "--device", "cpu", "--eval-every", str(args.eval_every), "--eval-episodes",
-               str(args.eval_episodes)]
+               str(args.eval_episodes), "--eval-seed", str(seed + EVAL_SEED_OFFSET)]
         launched, seconds, out = launch(cmd, environment(args.threads))
         r = json.loads(out.strip().splitlines()[-1])
         startup = r["started_unix"] - launched
