@@ -374,7 +374,7 @@ class Trainer:
         ended = torch.maximum(s.terminated, s.truncated)
         self.ep_return += s.reward
         self.ep_len += 1.0
-        self.device_log.record_step(ended, self.ep_return, self.ep_len, time.perf_counter() - self._t_start)
+        self.device_log.record_step(ended, self.ep_return, self.ep_len, self.wall_time())
         keep = 1.0 - ended
         self.ep_return *= keep
         self.ep_len *= keep
@@ -412,7 +412,7 @@ class Trainer:
                 self.device_log.record_update(self.update_fns[actor_step](algo.state, rows[i]), actor_step)
             self.num_updates += 1
         if self.first_update_s is None:  # once per process: the host already waited for a compiling first call
-            self.first_update_s = time.perf_counter() - self._t_start
+            self.first_update_s = self.wall_time()
 
     def _first_compiled_update(self, actor_step: bool, rows: torch.Tensor) -> None:
         """The first call of each update function compiles; say so and time it (a one-off sync)."""
@@ -483,7 +483,7 @@ class Trainer:
                         num_episodes=self.num_episodes, member_episodes=tuple(self.member_episodes),
                         episodes=new_eps, updates=rows, probes=self.probes.at_report(self),
                         return_10=self.last10.value, member_return_10=self.last10.members(self.members),
-                        wall_time=time.perf_counter() - self._t_start, eval_seconds=self.eval_seconds,
+                        wall_time=self.wall_time(), eval_seconds=self.eval_seconds,
                         compile_seconds=self.compile_seconds)
         self.last_report = report
         self._reports += 1
@@ -550,7 +550,7 @@ class Trainer:
                          "credit": (self.update_credit.numerator, self.update_credit.denominator),
                          **({"member_episodes": list(self.member_episodes)} if self.members > 1 else {}),
                          "probe_bucket": probes["bucket"], "probe_snapshots": probes["snapshots"],
-                         "probe_last_step": probes["last_step"], "wall_time": time.perf_counter() - self._t_start,
+                         "probe_last_step": probes["last_step"], "wall_time": self.wall_time(),
                          "eval_seconds": self.eval_seconds},
             "probe_states": probes["states"],
             "episodes": {"obs": self.obs, "ep_return": self.ep_return, "ep_len": self.ep_len},
@@ -639,7 +639,7 @@ class Trainer:
 
     # --- results -------------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        wall = time.perf_counter() - self._t_start
+        wall = self.wall_time()
         train = max(wall - self.eval_seconds, 1e-9)  # the rates count training only: evaluation is left out
         out = self._summary(wall, train)
         if self.members > 1:
