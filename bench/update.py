@@ -26,6 +26,12 @@ buffers), so its products' time is if anything overstated and the rest understat
 The floor is the same hand-derived update of 8-wide networks at batch 8, whose products and elementwise ops are next
 to no arithmetic: what the update's ops cost by their number alone (dispatch, allocation, the graph interpreter, the
 Python between its parts). The rest can shrink below it only with fewer ops, not faster ones.
+
+The steps are the part of the rest that no fusion removes: the two Adam steps and the soft update, which read and
+write every parameter and its optimizer state each update (~134,000 parameters, seven floats each), timed alone on a
+twin learner of the same widths (so the timed update's state is not touched). With the limit's time / 0.75 less the
+products' (the budget: what the rest may take for the update to reach 75% of the limit), they say how much of the
+budget is left for the ~100 other ops, whose floor says what their number alone costs.
 """
 
 from __future__ import annotations
@@ -51,16 +57,18 @@ from bench.baseline import matmul_rate, notebook_updates, update_flops
 from bench.common import cpu_model, sync
 from fastddpg.algos import DDPG
 from fastddpg.core.config import CPU_MATMUL_CHOICES, Config
+from fastddpg.learning import analytic as analytic_update
 from fastddpg.learning.compile import compile_update
 from fastddpg.learning.cpu_matmul import onednn_available, resolve_cpu_matmul
 from fastddpg.learning.replay import ReplayBuffer
-from fastddpg.learning.update import AdamHyper, Hyper
+from fastddpg.learning.update import AdamHyper, Hyper, soft_update_
 from fastddpg.training.denormals import apply_flush_denormal
 
 OBS_DIM, ACT_DIM, HIDDEN = 3, 1, (256, 256)
 # the floor: the hand-derived update's every op on networks and a batch so small that their arithmetic is next to
 # nothing, i.e. what its ops cost by their number (dispatch, allocation, the graph interpreter, the Python between)
 FLOOR_HIDDEN, FLOOR_BATCH = (8, 8), 8
+GOAL_FRACTION = 0.75  # the share of the limit #26 asks the update to reach
 
 
 @dataclass(frozen=True)
@@ -135,8 +143,8 @@ def replay_products(calls: list[ProductCall], seed: int = 0) -> Callable[[], Non
 
 class Prepared(NamedTuple):
     """A side made ready once (built, compiled, warmed up): ``repeat(n_updates)`` times ``n_updates`` more updates
-    and returns {"updates_per_sec"} (with ``split``, also "products_us"); ``warmup_seconds``: the warm-up's time
-    (compile and CUDA-graph capture included)."""
+    and returns {"updates_per_sec"} (with ``split``, also "products_us" and, for the hand-derived update,
+    "steps_us"); ``warmup_seconds``: the warm-up's time (compile and CUDA-graph capture included)."""
 
     repeat: Callable[[int], dict[str, float]]
     warmup_seconds: float
@@ -147,10 +155,11 @@ def prepare_fastddpg(batch_size: int, mode: str, device: torch.device, group: in
     """fastddpg's update (mode 'off' = eager, 'analytic' = the hand-derived update, else a compile mode) of networks
     of ``hidden`` widths, driven as the trainer drives it: the batch indices of ``group`` updates drawn at once on
     the device, metrics summed there, one sync at the end of a repeat. With ``split``, each repeat also times the
-    update's products alone (`record_products` of one update, replayed as many times right after)."""
+    update's products alone (`record_products` of one update, replayed as many times right after) and, for the
+    hand-derived update, its steps alone (`optimizer_steps`)."""
+    hyper = Hyper(0.99, 0.005, 1.0, AdamHyper(1e-3), AdamHyper(1e-3))
     torch.manual_seed(seed)
-    learner = DDPG(OBS_DIM, ACT_DIM, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), device,
-                   Hyper(0.99, 0.005, 1.0, AdamHyper(1e-3), AdamHyper(1e-3)))
+    learner = DDPG(OBS_DIM, ACT_DIM, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), device, hyper)
     buf = ReplayBuffer(100_000, OBS_DIM, ACT_DIM, device)
     n = 50_000
     buf.add(torch.randn(n, OBS_DIM, device=device), torch.rand(n, ACT_DIM, device=device) * 4 - 2,
@@ -169,6 +178,7 @@ def prepare_fastddpg(batch_size: int, mode: str, device: torch.device, group: in
     sync(device)
     warmup_s = time.perf_counter() - t0
     products = replay_products(record_products(fn, state, buf.sample_rows(1, batch_size, gen)[0])) if split else None
+    steps = optimizer_steps(hidden, device, hyper, seed) if split and mode == "analytic" else None
 
     def repeat(n_updates: int) -> dict[str, float]:
         done = 0
@@ -182,36 +192,62 @@ def prepare_fastddpg(batch_size: int, mode: str, device: torch.device, group: in
             done += k
         acc.sum().cpu()
         out = {"updates_per_sec": n_updates / (time.perf_counter() - t0)}
-        if products is not None:
-            sync(device)
-            t0 = time.perf_counter()
-            for _ in range(n_updates):
-                products()
-            sync(device)
-            out["products_us"] = (time.perf_counter() - t0) / n_updates * 1e6
+        for key, part in (("products_us", products), ("steps_us", steps)):
+            if part is not None:
+                out[key] = us_per_call(part, n_updates, device)
         return out
 
     return Prepared(repeat, warmup_s)
+
+
+def us_per_call(fn: Callable[[], None], n: int, device: torch.device) -> float:
+    """Microseconds per call of ``fn`` over ``n`` calls in a row, the device synced before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def optimizer_steps(hidden: tuple[int, ...], device: torch.device, hyper: Hyper, seed: int = 0) -> Callable[[], None]:
+    """A function that runs the hand-derived update's steps once: the critic's and the actor's Adam steps and the soft
+    update (`fastddpg.learning.analytic.ddpg_update_analytic` less its two gradient parts), on a twin DDPG learner
+    of ``hidden`` widths built here, so the side being timed keeps its own state. The gradient buffers are its plan's
+    own (zeros): Adam reads and writes every element alike whatever they hold."""
+    torch.manual_seed(seed)
+    twin = DDPG(OBS_DIM, ACT_DIM, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), device, hyper)
+    plan = analytic_update.analytic_plan(twin.state, twin.nets)
+
+    def run() -> None:
+        analytic_update.critic_adam_step_(plan, twin.state, hyper)
+        analytic_update.actor_adam_step_(plan, twin.state, hyper)
+        soft_update_(plan.targets, plan.online, hyper.tau)
+
+    return run
 
 
 def fastddpg_update_rate(batch_size: int, mode: str, device: torch.device, n_updates: int, repeats: int,
                          group: int = 16, seed: int = 0, cpu_matmul: str = "auto", split: bool = False,
                          hidden: tuple[int, ...] = HIDDEN) -> dict:
     """Updates/s of `prepare_fastddpg`'s update alone, median over ``repeats`` (with ``split``: ``products_us``,
-    the products' us per update, median, and ``rest_us``, the update's median us less its products')."""
+    the products' us per update, median, and ``rest_us``, the update's median us less its products'; for the
+    hand-derived update also ``steps_us``, its Adam steps and soft update alone, median)."""
     side = prepare_fastddpg(batch_size, mode, device, group, seed, cpu_matmul, split, hidden)
     return summarize_side([side.repeat(n_updates) for _ in range(repeats)], side.warmup_seconds)
 
 
 def summarize_side(repeats: list[dict[str, float]], warmup_seconds: float) -> dict:
     """A side's repeats as {updates_per_sec (median), min, max, warmup_seconds} and, where timed, products_us
-    (median) and rest_us (the median update's us less it)."""
+    (median), rest_us (the median update's us less it) and steps_us (median)."""
     rates = [r["updates_per_sec"] for r in repeats]
     result = {"updates_per_sec": statistics.median(rates), "min": min(rates), "max": max(rates),
               "warmup_seconds": warmup_seconds}
     if "products_us" in repeats[0]:
         result["products_us"] = statistics.median(r["products_us"] for r in repeats)
         result["rest_us"] = 1e6 / result["updates_per_sec"] - result["products_us"]
+    if "steps_us" in repeats[0]:
+        result["steps_us"] = statistics.median(r["steps_us"] for r in repeats)
     return result
 
 
@@ -281,6 +317,9 @@ def main(argv: list[str] | None = None) -> dict:
                "analytic_products_us": analytic["products_us"], "analytic_rest_us": analytic["rest_us"],
                "analytic_floor_us": 1e6 / floor["updates_per_sec"],
                "limit_us": 1e6 / limit, "analytic_products_limit_fraction": 1e6 / limit / analytic["products_us"],
+               "analytic_steps_us": analytic["steps_us"],
+               # what the rest may take for the hand-derived update to reach 75% of the limit
+               "analytic_rest_budget_us": 1e6 / limit / GOAL_FRACTION - analytic["products_us"],
                "compiled": comp["updates_per_sec"], "compiled_min": comp["min"], "compiled_max": comp["max"],
                "compile_warmup_seconds": comp["warmup_seconds"], "eager_ratio": eager["updates_per_sec"] / nb_med,
                "compiled_ratio": comp["updates_per_sec"] / nb_med, "flops_per_update": flops,
@@ -298,6 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"limit's rate: {row['limit_us']:.0f} us) + the rest {row['analytic_rest_us']:.0f} us; "
               f"the floor {row['analytic_floor_us']:.0f} us (the same update of {FLOOR_HIDDEN[0]}-wide networks "
               f"at batch {FLOOR_BATCH})", flush=True)
+        print(f"           | {GOAL_FRACTION:.0%} of the limit leaves the rest {row['analytic_rest_budget_us']:.0f} us; "
+              f"its Adam steps and soft update alone take {row['analytic_steps_us']:.0f} us of it", flush=True)
     result = {"benchmark": "update", "device": str(device), "torch": torch.__version__,
               "machine": platform.machine(), "cpu": cpu_model(), "threads": torch.get_num_threads(),
               "date": time.strftime("%Y-%m-%d"),

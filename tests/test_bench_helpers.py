@@ -214,8 +214,41 @@ def test_update_floor_runs_the_hand_derived_update_of_small_networks(monkeypatch
     monkeypatch.setattr(update, "DDPG", Spy)
     r = update.fastddpg_update_rate(update.FLOOR_BATCH, "analytic", torch.device("cpu"), n_updates=4, repeats=1,
                                     split=True, hidden=update.FLOOR_HIDDEN)
-    assert built == [update.FLOOR_HIDDEN] and update.FLOOR_HIDDEN != update.HIDDEN
-    assert r["updates_per_sec"] > 0 and r["products_us"] > 0
+    # the timed learner and the steps' twin (`optimizer_steps`)
+    assert built == [update.FLOOR_HIDDEN] * 2 and update.FLOOR_HIDDEN != update.HIDDEN
+    assert r["updates_per_sec"] > 0 and r["products_us"] > 0 and r["steps_us"] > 0
+
+
+def test_update_steps_run_adam_and_the_soft_update_on_a_twin_learner(monkeypatch):
+    """bench/update.py's steps: each call is both Adam steps and the soft update, on a learner of their own, so the
+    timed update's optimizer state is left as its updates made it."""
+    import torch
+
+    import bench.update as update
+
+    learners, calls = [], []
+
+    class Spy(update.DDPG):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            learners.append(self)
+
+    real_soft = update.soft_update_
+    monkeypatch.setattr(update, "DDPG", Spy)
+    monkeypatch.setattr(update, "soft_update_", lambda *a: calls.append("soft") or real_soft(*a))
+    side = update.prepare_fastddpg(8, "analytic", torch.device("cpu"), split=True, hidden=(8, 8))
+    timed, twin = learners
+    before = {k: timed.state["optim"][k]["step"].item() for k in ("critic", "actor")}
+    out = side.repeat(3)
+    assert out["steps_us"] > 0 and calls == ["soft"] * 3
+    # the twin took one Adam step per network per call; the timed learner only its own 3 updates
+    assert {k: twin.state["optim"][k]["step"].item() for k in ("critic", "actor")} == {"critic": 3, "actor": 3}
+    assert {k: timed.state["optim"][k]["step"].item() - before[k] for k in ("critic", "actor")} == {
+        "critic": 3, "actor": 3}
+    # a compiled or eager side has no steps of its own to time
+    learners.clear()
+    assert "steps_us" not in update.prepare_fastddpg(8, "off", torch.device("cpu"), split=True,
+                                                     hidden=(8, 8)).repeat(1)
 
 
 def test_update_sides_are_timed_in_rotating_rounds():
