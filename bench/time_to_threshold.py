@@ -241,12 +241,12 @@ def summarize(records: list[dict[str, Any]], sides: list[str]) -> list[dict[str,
                          "seconds_to_threshold": median_to_threshold([r["seconds_to_threshold"] for r in rs]),
                          "to_first_update_s": _median_of(rs, "to_first_update_s"),
                          "compile_s": _median_of(rs, "compile_s")})
-        if any(r.get("evaluations") for r in rs):  # a sitting with --eval-every
-            rows[-1].update({"eval_reached": sum(r["eval_seconds_to_threshold"] is not None for r in rs),
-                             "eval_seconds_to_threshold": median_to_threshold([r["eval_seconds_to_threshold"]
-                                                                               for r in rs]),
-                             "eval_steps_to_threshold": median_to_threshold([r["eval_steps_to_threshold"]
-                                                                             for r in rs])})
+            if any(r.get("evaluations") for r in rs):  # a sitting with --eval-every
+                rows[-1].update({"eval_reached": sum(r["eval_seconds_to_threshold"] is not None for r in rs),
+                                 "eval_seconds_to_threshold": median_to_threshold(
+                                     [r["eval_seconds_to_threshold"] for r in rs]),
+                                 "eval_steps_to_threshold": median_to_threshold(
+                                     [r["eval_steps_to_threshold"] for r in rs])})
     by = {r["side"]: r for r in rows}
     for row in rows:
         nb, sb3 = by.get("notebook"), by.get("sb3")
@@ -456,6 +456,7 @@ def per_seed_ratios(records: list[dict[str, Any]]) -> dict[str, dict[str, list[f
     SB3's (None where either never reached it, or the seed lacks that side), in seed order."""
     by = {(r["side"], r["seed"]): r for r in records}
     seeds = sorted({r["seed"] for r in records})
+    evaluated_sitting = any(r.get("evaluations") for r in records)
     out: dict[str, dict[str, list[float | None]]] = {}
     for side in [s for s in FASTDDPG_SIDES if any(k[0] == s for k in by)]:
         speed, ttt, evaluated = [], [], []
@@ -466,7 +467,7 @@ def per_seed_ratios(records: list[dict[str, Any]]) -> dict[str, dict[str, list[f
                 pair = (mine or {}).get(key), (sb3 or {}).get(key)
                 ratios.append(pair[0] / pair[1] if None not in pair else None)
         out[side] = {"seeds": seeds, "steps_per_s_vs_notebook": speed, "to_threshold_vs_sb3": ttt}
-        if any(r.get("evaluations") for r in records):
+        if evaluated_sitting:
             out[side]["eval_to_threshold_vs_sb3"] = evaluated
     return out
 

@@ -152,6 +152,13 @@ class Prepared(NamedTuple):
     warmup_seconds: float
 
 
+def pendulum_learner(hidden: tuple[int, ...], device: torch.device, hyper: Hyper, seed: int) -> DDPG:
+    """A DDPG learner of Pendulum's shapes (obs 3, action 1 in [-2, 2]) with ``hidden`` widths, its weights drawn
+    from torch's global generator seeded ``seed``."""
+    torch.manual_seed(seed)
+    return DDPG(OBS_DIM, ACT_DIM, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), device, hyper)
+
+
 def prepare_fastddpg(batch_size: int, mode: str, device: torch.device, group: int = 16, seed: int = 0,
                      cpu_matmul: str = "auto", split: bool = False, hidden: tuple[int, ...] = HIDDEN) -> Prepared:
     """fastddpg's update (mode 'off' = eager, 'analytic' = the hand-derived update, else a compile mode) of networks
@@ -160,8 +167,7 @@ def prepare_fastddpg(batch_size: int, mode: str, device: torch.device, group: in
     update's products alone (`record_products` of one update, replayed as many times right after) and, for the
     hand-derived update, its steps alone (`optimizer_steps`)."""
     hyper = Hyper(0.99, 0.005, 1.0, AdamHyper(1e-3), AdamHyper(1e-3))
-    torch.manual_seed(seed)
-    learner = DDPG(OBS_DIM, ACT_DIM, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), device, hyper)
+    learner = pendulum_learner(hidden, device, hyper, seed)
     buf = ReplayBuffer(100_000, OBS_DIM, ACT_DIM, device)
     n = 50_000
     buf.add(torch.randn(n, OBS_DIM, device=device), torch.rand(n, ACT_DIM, device=device) * 4 - 2,
@@ -217,8 +223,7 @@ def optimizer_steps(hidden: tuple[int, ...], device: torch.device, hyper: Hyper,
     update (`fastddpg.learning.analytic.ddpg_update_analytic` less its two gradient parts), on a twin DDPG learner
     of ``hidden`` widths built here, so the side being timed keeps its own state. The gradient buffers are its plan's
     own (zeros): Adam reads and writes every element alike whatever they hold."""
-    torch.manual_seed(seed)
-    twin = DDPG(OBS_DIM, ACT_DIM, hidden, torch.tensor([-2.0]), torch.tensor([2.0]), device, hyper)
+    twin = pendulum_learner(hidden, device, hyper, seed)
     plan = analytic_update.analytic_plan(twin.state, twin.nets)
 
     def run() -> None:
